@@ -1,0 +1,272 @@
+"""Model bundle: one safetensors file with the weights and everything needed to use them.
+
+The file is a standard safetensors file (no pickle: loading never executes code).
+Its header metadata holds one JSON document under the key ``resseg_bundle``:
+architecture spec (registry name, bands, classes, options), band and class names,
+normalisation mean/std, training tile size, package versions, creation time and a
+free-form ``extra`` dict (training run, data hash, ...). Every stage that saves or
+loads a model does so through :func:`save_bundle` / :func:`load_bundle`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import struct
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from resseg_ray.errors import BundleError
+from resseg_ray.models.base import SegmentationNet
+from resseg_ray.models.registry import build_from_spec
+
+BUNDLE_FORMAT = "resseg-bundle"
+BUNDLE_VERSION = 1
+_META_KEY = "resseg_bundle"
+#: Conventional file suffix of bundles.
+BUNDLE_SUFFIX = ".resseg.safetensors"
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """Metadata stored with the weights."""
+
+    model: dict[str, Any]
+    band_names: list[str]
+    class_names: list[str]
+    norm_mean: list[float]
+    norm_std: list[float]
+    tile_size: int
+    package_versions: dict[str, str]
+    created: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    format: str = BUNDLE_FORMAT
+    format_version: int = BUNDLE_VERSION
+
+    @property
+    def architecture(self) -> str:
+        """Registry name of the network, e.g. ``prop152``."""
+        return str(self.model["name"])
+
+    @property
+    def in_bands(self) -> int:
+        """Number of input bands the network expects."""
+        return int(self.model["in_bands"])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return int(self.model["num_classes"])
+
+
+@dataclass
+class ModelBundle:
+    """A loaded bundle: the network (in eval mode, on CPU) and its metadata."""
+
+    model: SegmentationNet
+    info: BundleInfo
+
+
+def package_versions() -> dict[str, str]:
+    """Versions recorded in every bundle."""
+    import numpy
+    import safetensors
+
+    import resseg_ray
+
+    return {
+        "resseg_ray": resseg_ray.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _check_list(name: str, values: Sequence[Any], n: int, what: str) -> None:
+    if len(values) != n:
+        raise BundleError(f"{name} has {len(values)} entries but the model has {n} {what}")
+
+
+def save_bundle(
+    path: str | os.PathLike[str],
+    model: SegmentationNet,
+    *,
+    norm_mean: Sequence[float],
+    norm_std: Sequence[float],
+    band_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    tile_size: int = 256,
+    extra: Mapping[str, Any] | None = None,
+) -> BundleInfo:
+    """Write ``model`` and its metadata to ``path`` atomically (temp file + rename)."""
+    if getattr(model, "bn_folded", False):
+        raise BundleError("this model has its BatchNorm folded for inference; save the original model")
+    spec = model.spec
+    bands = list(band_names) if band_names is not None else [f"band{i + 1}" for i in range(spec.in_bands)]
+    classes = (
+        list(class_names)
+        if class_names is not None
+        else (
+            ["ground", "building"]
+            if spec.num_classes == 2
+            else [f"class{i}" for i in range(spec.num_classes)]
+        )
+    )
+    _check_list("band_names", bands, spec.in_bands, "input bands")
+    _check_list("class_names", classes, spec.num_classes, "classes")
+    _check_list("norm_mean", list(norm_mean), spec.in_bands, "input bands")
+    _check_list("norm_std", list(norm_std), spec.in_bands, "input bands")
+    std = [float(s) for s in norm_std]
+    if any(not math.isfinite(s) or s <= 0 for s in std):
+        raise BundleError(f"norm_std={std} must be finite and > 0 for every band")
+    info = BundleInfo(
+        model=spec.to_dict(),
+        band_names=[str(b) for b in bands],
+        class_names=[str(c) for c in classes],
+        norm_mean=[float(m) for m in norm_mean],
+        norm_std=std,
+        tile_size=int(tile_size),
+        package_versions=package_versions(),
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        extra=dict(extra or {}),
+    )
+    try:
+        meta = json.dumps(asdict(info), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"bundle metadata is not plain JSON ({exc}); check the 'extra' fields") from exc
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+    from safetensors.torch import save
+
+    data = save(tensors, metadata={_META_KEY: meta})
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".bundle", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return info
+
+
+def _parse_header(path: str, data: bytes) -> dict[str, Any]:
+    damaged = f"model bundle {path!r} is damaged or not a resseg-ray bundle"
+    if len(data) < 8:
+        raise BundleError(f"{damaged} (only {len(data)} bytes); re-export or copy it again")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise BundleError(
+            f"{damaged}: its header says {n} bytes but the file has {len(data) - 8} after the "
+            "length field (truncated?); re-export or copy it again"
+        )
+    try:
+        header = json.loads(data[8 : 8 + n])
+        meta = header.get("__metadata__", {})
+        raw = meta[_META_KEY]
+    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise BundleError(
+            f"{damaged}: no resseg-ray metadata in the safetensors header; "
+            "save models with resseg_ray.models.save_bundle"
+        ) from exc
+    try:
+        info = json.loads(raw)
+    except ValueError as exc:
+        raise BundleError(f"{damaged}: its metadata is not valid JSON") from exc
+    if info.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{damaged}: format {info.get('format')!r} is not {BUNDLE_FORMAT!r}")
+    if info.get("format_version", 0) > BUNDLE_VERSION:
+        raise BundleError(
+            f"model bundle {path!r} has format version {info.get('format_version')}, newer than "
+            f"this resseg-ray understands ({BUNDLE_VERSION}); upgrade resseg-ray"
+        )
+    return info
+
+
+def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
+    """Read only the metadata of a bundle (cheap: the header)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            data = head + f.read(min(n, 100_000_000))
+    except FileNotFoundError as exc:
+        raise BundleError(f"model bundle {path!r} does not exist") from exc
+    return _info_from_dict(path, _parse_header(path, data))
+
+
+def _info_from_dict(path: str, raw: Mapping[str, Any]) -> BundleInfo:
+    try:
+        return BundleInfo(**raw)
+    except TypeError as exc:
+        raise BundleError(f"model bundle {path!r} has unexpected metadata fields ({exc})") from exc
+
+
+def load_bundle(
+    path: str | os.PathLike[str],
+    *,
+    expect_architecture: str | None = None,
+    expect_in_bands: int | None = None,
+    expect_num_classes: int | None = None,
+) -> ModelBundle:
+    """Load a bundle into a freshly built network (eval mode, CPU).
+
+    The ``expect_*`` arguments turn a bundle of another architecture, band count or
+    class count into a clear :class:`BundleError` instead of a silent mismatch.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as exc:
+        raise BundleError(f"model bundle {path!r} does not exist") from exc
+    info = _info_from_dict(path, _parse_header(path, data))
+    wanted = {
+        "architecture": (expect_architecture, info.architecture),
+        "in_bands": (expect_in_bands, info.in_bands),
+        "num_classes": (expect_num_classes, info.num_classes),
+    }
+    for name, (want, have) in wanted.items():
+        if want is not None and want != have:
+            raise BundleError(
+                f"model bundle {path!r} holds {info.architecture} with {info.in_bands} bands and "
+                f"{info.num_classes} classes, but {name}={want!r} was expected; "
+                "pick a bundle trained for this configuration"
+            )
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise BundleError(f"model bundle {path!r} is damaged ({exc}); re-export or copy it again") from exc
+    model = build_from_spec(info.model)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise BundleError(
+            f"model bundle {path!r}: its weights do not fit the {info.architecture} "
+            f"({info.in_bands} bands) its metadata names: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(wrong)} of another shape (e.g. {wrong[:3]})"
+        )
+    model.load_state_dict(tensors)
+    model.eval()
+    return ModelBundle(model=model, info=info)

@@ -1,0 +1,92 @@
+"""The paper's network: residual encoder + deconvolutional decoder (Sec. III-A, Table I)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from resseg_ray.models.base import ModelSpec, SegmentationNet
+from resseg_ray.models.deconv import Deconv4x4
+from resseg_ray.models.resnet import ResNetEncoder
+
+#: Output maps of decoder blocks 1..5 (Table I, bottom).
+DECODER_WIDTHS_SHALLOW = (256, 128, 64, 64, 64)
+DECODER_WIDTHS_DEEP = (1024, 512, 256, 64, 64)
+#: Maps computed from the input by 3x3 filters, concatenated after the fifth deconv.
+INPUT_BRANCH_MAPS = 64
+
+
+class DeconvBlock(nn.Module):
+    """4x4 stride-2 transposed convolution + BN + ReLU (doubles H and W)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.deconv = Deconv4x4(in_channels, out_channels, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.deconv(x)))
+
+
+class ResSegNet(SegmentationNet):
+    """Residual encoder-decoder ("Prop-<depth>") of the paper.
+
+    Decoder block i doubles the resolution and is concatenated with the encoder
+    output of the same size and the same number of maps (block 5 -> 4 -> 3 -> 2 ->
+    block 1 before pooling); the fifth block's 64 full-resolution maps are
+    concatenated with 64 maps from a 3x3 conv + BN + ReLU on the input; a 1x1 conv
+    gives C logits. Softmax is left to the loss / the caller.
+    """
+
+    def __init__(self, spec: ModelSpec, depth: int, pool_kernel: int = 2) -> None:
+        super().__init__(spec)
+        self.depth = depth
+        self.encoder = ResNetEncoder(depth, spec.in_bands, pool_kernel=pool_kernel)
+        enc = self.encoder.out_channels
+        widths = DECODER_WIDTHS_SHALLOW if depth <= 34 else DECODER_WIDTHS_DEEP
+        skips = (enc[3], enc[2], enc[1], enc[0])
+        assert widths[:4] == skips, "decoder/encoder concatenations must be balanced"
+        blocks = []
+        in_ch = enc[4]
+        for i, width in enumerate(widths):
+            blocks.append(DeconvBlock(in_ch, width))
+            in_ch = width + (skips[i] if i < 4 else INPUT_BRANCH_MAPS)
+        self.decoder = nn.ModuleList(blocks)
+        self.input_branch = nn.Sequential(
+            nn.Conv2d(spec.in_bands, INPUT_BRANCH_MAPS, 3, padding=1, bias=False),
+            nn.BatchNorm2d(INPUT_BRANCH_MAPS),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Conv2d(in_ch, spec.num_classes, 1)
+
+    def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bn_folded:
+            return self._forward_folded(x)
+        c1, c2, c3, c4, c5 = self.encoder(x)
+        y = c5
+        for block, skip in zip(self.decoder[:4], (c4, c3, c2, c1), strict=True):
+            y = torch.cat([block(y), skip], dim=1)
+        y = torch.cat([self.decoder[4](y), self.input_branch(x)], dim=1)
+        return self.classifier(y)
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference path of a BN-folded copy: each deconvolution writes (with its
+        ReLU) straight into the first channels of a preallocated concatenation
+        buffer and the skip is copied behind it, so no activation is written twice.
+        Numerically the same as :meth:`forward_aligned` of the unfolded model."""
+        feats = self.encoder(x)
+        y = feats[4]
+        for i, block in enumerate(self.decoder):
+            n, _, h, w = y.shape
+            c = block.deconv.out_channels
+            skip = feats[3 - i] if i < 4 else None
+            s = skip.shape[1] if skip is not None else INPUT_BRANCH_MAPS
+            buf = y.new_empty((n, 2 * h, 2 * w, c + s)).permute(0, 3, 1, 2)
+            block.deconv(y, out=buf[:, :c], relu=True)
+            if skip is not None:
+                buf[:, c:].copy_(skip)
+            else:
+                torch.clamp_min(self.input_branch[0](x), 0, out=buf[:, c:])
+            y = buf
+        return self.classifier(y)
