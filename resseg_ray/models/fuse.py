@@ -15,11 +15,10 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from resseg_ray.models.base import SegmentationNet
-from resseg_ray.models.deconv import Deconv4x4
 
 # (convolution, batch norm) attribute pairs used by the residual units and blocks
 _NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("deconv", "bn"))
-_CONVS = (nn.Conv2d, Deconv4x4)
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
 def _fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
@@ -33,7 +32,7 @@ def _fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
         bn.eps,
         bn.weight,
         bn.bias,
-        transpose=isinstance(conv, Deconv4x4),
+        transpose=isinstance(conv, nn.ConvTranspose2d),
     )
     conv.weight = weight
     conv.bias = bias
@@ -45,8 +44,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     Pairs are found as consecutive children of ``nn.Sequential`` containers and as
     the ``convN``/``bnN`` and ``deconv``/``bn`` attributes of residual units and
-    decoder blocks. A folded :class:`SegmentationNet` is marked ``bn_folded`` (it
-    then takes its allocation-saving inference path) and cannot be saved as a bundle.
+    decoder blocks. A folded :class:`SegmentationNet` is marked ``bn_folded`` and
+    cannot be saved as a bundle (its weights no longer match the architecture).
     """
     folded = copy.deepcopy(model).eval()
     for module in list(folded.modules()):

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from resseg_ray.models import build_model, list_models
-from resseg_ray.models.deconv import Deconv4x4
 from resseg_ray.models.fuse import fold_batchnorm
 from resseg_ray.models.resseg import ResSegNet
 from resseg_ray.models.unet import UNet
@@ -29,8 +28,10 @@ def test_table_one_decoder_and_balanced_concatenation(name: str) -> None:
     widths = TABLE_I_DECODER["shallow" if depth <= 34 else "deep"]
     assert [b.deconv.out_channels for b in model.decoder] == widths
     for block in model.decoder:
-        convs = [m for m in block.modules() if isinstance(m, (nn.Conv2d, Deconv4x4, nn.ConvTranspose2d))]
-        assert len(convs) == 1 and isinstance(convs[0], Deconv4x4)
+        convs = [m for m in block.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        assert len(convs) == 1 and isinstance(convs[0], nn.ConvTranspose2d)
+        d = convs[0]
+        assert (d.kernel_size, d.stride, d.padding) == ((4, 4), (2, 2), (1, 1))
     # each deconv output is concatenated with an equal number of encoder maps:
     enc = model.encoder.out_channels  # blocks 1..5
     skips = [enc[3], enc[2], enc[1], enc[0], 64]  # ... and the 64-map input branch
