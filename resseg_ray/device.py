@@ -95,6 +95,11 @@ class DevicePolicy:
                     f"device={device!r} was requested but CUDA is not available on this "
                     "machine; use device='auto' or 'cpu'"
                 )
+            if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                    "use cuda:0 .. cuda:N-1 or 'auto'"
+                )
         if dev.type == "cpu":
             tune_cpu_allocator()
         if precision not in _PRECISIONS:

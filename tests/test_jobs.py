@@ -1,0 +1,66 @@
+"""Jobs run as a user runs them: a subprocess, one-line errors, exit codes, no partial output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resseg_ray.models import load_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "export_model.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_export_model_writes_a_loadable_bundle(tmp_path) -> None:
+    out = tmp_path / "m.resseg.safetensors"
+    proc = _run(
+        "--arch",
+        "prop18",
+        "--bands",
+        "red",
+        "nir",
+        "--mean",
+        "1",
+        "2",
+        "--std",
+        "3",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "max |diff| reloaded 0.00e+00" in proc.stdout
+    bundle = load_bundle(out)
+    assert bundle.info.band_names == ["red", "nir"] and bundle.info.norm_std == [3.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arch", "prop19"], "unknown architecture 'prop19'"),
+        (["--pretrained", "/nonexistent/resnet18.pth"], "does not exist"),
+        (["--bands", "a", "b", "--mean", "0"], "one value per band"),
+        (["--device", "cuda:99"], "cuda"),
+    ],
+)
+def test_export_model_bad_input(tmp_path, args: list[str], message: str) -> None:
+    out = tmp_path / "m.resseg.safetensors"
+    proc = _run(*args, "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
