@@ -4,8 +4,9 @@ For each architecture: FLOPs of one tile (torch.utils.flop_counter), then infere
 time of a batch in both memory formats (contiguous NCHW and channels_last), the
 best of ``--repeats`` timed runs after a warm-up. Achieved GFLOP/s is compared with
 the GFLOP/s of a large fp32 matmul measured in the same run, between the models, as
-the machine's practical limit. A conventional ResNet-18 U-Net with bilinear
-upsampling (bench/reference_unet.py) runs side by side with prop18.
+a same-run yardstick (oneDNN's convolution kernels can exceed it: figures above
+100 %). A conventional ResNet-18 U-Net with bilinear upsampling
+(bench/reference_unet.py) runs side by side with prop18.
 
     python bench/model_throughput.py                      # all models, 512x512, batch 4
     python bench/model_throughput.py --archs prop18 ref_unet_resnet18 --repeats 5

@@ -197,24 +197,28 @@ def _parse_header(path: str, data: bytes) -> dict[str, Any]:
     return info
 
 
-def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
-    """Read only the metadata of a bundle (cheap: the header)."""
-    path = os.fspath(path)
+def _read(path: str, header_only: bool) -> tuple[bytes, BundleInfo]:
+    """The file's bytes (only the header when ``header_only``) and its parsed metadata."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            data = head + f.read(min(n, 100_000_000))
+            if header_only:
+                head = f.read(8)
+                n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+                data = head + f.read(min(n, 100_000_000))
+            else:
+                data = f.read()
     except FileNotFoundError as exc:
         raise BundleError(f"model bundle {path!r} does not exist") from exc
-    return _info_from_dict(path, _parse_header(path, data))
-
-
-def _info_from_dict(path: str, raw: Mapping[str, Any]) -> BundleInfo:
+    raw = _parse_header(path, data)
     try:
-        return BundleInfo(**raw)
+        return data, BundleInfo(**raw)
     except TypeError as exc:
         raise BundleError(f"model bundle {path!r} has unexpected metadata fields ({exc})") from exc
+
+
+def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
+    """Read only the metadata of a bundle (cheap: the header)."""
+    return _read(os.fspath(path), header_only=True)[1]
 
 
 def load_bundle(
@@ -230,12 +234,7 @@ def load_bundle(
     class count into a clear :class:`BundleError` instead of a silent mismatch.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as exc:
-        raise BundleError(f"model bundle {path!r} does not exist") from exc
-    info = _info_from_dict(path, _parse_header(path, data))
+    data, info = _read(path, header_only=False)
     wanted = {
         "architecture": (expect_architecture, info.architecture),
         "in_bands": (expect_in_bands, info.in_bands),
