@@ -1,10 +1,32 @@
-"""Shared fixtures: deterministic seeds; models with non-trivial BatchNorm statistics."""
+"""Shared fixtures: deterministic seeds, one Ray instance and one moto S3 server per session,
+small GeoTIFF writers, and models with non-trivial BatchNorm statistics."""
 
 from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+
+# Fake credentials for the local moto endpoint; set before anything (Ray workers included)
+# starts, so no test can reach a real AWS account.
+for _k, _v in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ[_k] = _v
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_ENDPOINT_URL_S3", None)
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +47,109 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.copy_(torch.rand(c, generator=g) + 0.5)
                 m.bias.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
     return model
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(check, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Call ``check`` until it returns a truthy value or raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # not ready yet
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout} s (last error: {last})")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 endpoint (moto server) on 127.0.0.1, for the whole session."""
+    port = _free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        poll(lambda: urllib.request.urlopen(url + "/moto-api/", timeout=1).status == 200, what="moto server")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_settings(moto_endpoint: str):
+    """Storage settings pointing at the moto endpoint."""
+    from resseg_ray.geo.storage import StorageSettings
+
+    return StorageSettings(endpoint_url=moto_endpoint, region="us-east-1")
+
+
+@pytest.fixture
+def s3_bucket(s3_settings, request) -> str:
+    """A fresh bucket per test: ``s3://<name>``."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_settings.endpoint_url)
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + f"-{os.getpid()}"
+    name = "".join(c for c in name if c.isalnum() or c == "-")[:60]
+    fs.mkdir(name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray instance for the whole test session (2 CPUs)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+SMALL_DATA = [
+    "data.tile_size=96",
+    "data.stride=48",
+    "data.crop_size=64",
+    "data.split_block=192",
+    "data.stats_block=256",
+    "data.loader_batch=8",
+    "data.loader_num_cpus=0.5",
+]
+"""Overrides that scale the paper's tiling down to the small test scenes."""
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory, ray_session):
+    """The demo set at 1/5 scale, prepared with small tiles (shared by the session)."""
+    from resseg_ray.config import load_config
+    from resseg_ray.data.prepare import prepare_dataset
+    from resseg_ray.geo.storage import StorageSettings
+    from resseg_ray.geo.synthetic import DemoSet, default_demo, write_demo_scenes
+
+    root = tmp_path_factory.mktemp("demo")
+    demo = default_demo(0.2)
+    summary = write_demo_scenes(str(root / "scenes"), DemoSet(train=demo.train[:3], test=demo.test[:1]))
+    cfg = load_config(None, SMALL_DATA)
+    return prepare_dataset(
+        [s["scene"] for s in summary["train"]],
+        str(root / "prepared"),
+        cfg,
+        footprints=[s["footprints"] for s in summary["train"]],
+        test_scenes=[s["scene"] for s in summary["test"]],
+        test_footprints=[s["footprints"] for s in summary["test"]],
+        settings=StorageSettings(),
+    )

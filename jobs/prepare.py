@@ -1,0 +1,107 @@
+"""Prepare scenes for training: label rasters, normalisation statistics, tiles and manifest.
+
+    python jobs/prepare.py                      # build the demo set under ./data/demo
+    python jobs/prepare.py --scenes s3://bucket/scenes/ --footprints s3://bucket/buildings.gpkg \\
+        --test-scenes post/*.tif --test-footprints post/buildings.geojson --out s3://bucket/prepared
+    python jobs/prepare.py --scenes a.tif b.tif --labels a_labels.tif b_labels.tif --out data/mine \\
+        --set data.stride=100 --set data.val_fraction=0.25
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resseg_ray.cli import run_job
+from resseg_ray.config import load_config
+from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
+from resseg_ray.errors import ConfigError
+from resseg_ray.geo.storage import StorageSettings, exists, expand_uris, join_uri
+from resseg_ray.geo.synthetic import default_demo, write_demo_scenes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--scenes", nargs="+", help="training scene URIs, globs or folders/prefixes (default: demo)"
+    )
+    p.add_argument("--footprints", nargs="+", help="building footprints: one file for all scenes or one each")
+    p.add_argument("--labels", nargs="+", help="ready-made label rasters (0/1/255), one per scene")
+    p.add_argument("--test-scenes", nargs="+", help="held-out test scenes (labels only, no tiles)")
+    p.add_argument("--test-footprints", nargs="+", help="footprints of the test scenes")
+    p.add_argument("--test-labels", nargs="+", help="label rasters of the test scenes")
+    p.add_argument("--out", default="data/demo", help="output folder or s3:// prefix (default data/demo)")
+    p.add_argument("--config", help="YAML configuration (sections storage, data)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="override, e.g. data.stride=100"
+    )
+    p.add_argument("--demo-scale", type=float, default=1.0, help="shrink the demo scenes (default 1.0)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the output is complete")
+    p.add_argument("--no-ray", action="store_true", help="run in this process instead of on Ray")
+    args = p.parse_args()
+
+    cfg = load_config(args.config, args.overrides)
+    settings = StorageSettings.resolve(cfg.storage)
+    if not args.force and exists(join_uri(args.out, DATASET_FILE), settings):
+        print(f"{args.out} is already prepared ({DATASET_FILE} exists); --force rebuilds it")
+        return
+    start = time.perf_counter()
+    if args.scenes is None:
+        if args.footprints or args.labels or args.test_scenes:
+            raise ConfigError("--footprints/--labels/--test-scenes need --scenes")
+        if not 0.05 <= args.demo_scale <= 4:
+            raise ConfigError(f"--demo-scale must be in [0.05, 4], got {args.demo_scale}")
+        raw = join_uri(args.out, "scenes")
+        print(f"writing the demo scenes under {raw} ...", flush=True)
+        summary = write_demo_scenes(raw, default_demo(args.demo_scale), settings)
+        scenes = [s["scene"] for s in summary["train"]]
+        footprints = [s["footprints"] for s in summary["train"]]
+        test_scenes = [s["scene"] for s in summary["test"]]
+        test_footprints = [s["footprints"] for s in summary["test"]]
+        labels = test_labels = None
+    else:
+        scenes = expand_uris(args.scenes, settings)
+        footprints, labels = args.footprints, args.labels
+        test_scenes = expand_uris(args.test_scenes, settings) if args.test_scenes else None
+        test_footprints, test_labels = args.test_footprints, args.test_labels
+
+    if not args.no_ray:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
+    result = prepare_dataset(
+        scenes,
+        args.out,
+        cfg,
+        footprints=footprints,
+        labels=labels,
+        test_scenes=test_scenes,
+        test_footprints=test_footprints,
+        test_labels=test_labels,
+        settings=settings,
+    )
+    for s in result.scenes:
+        extra = f", {s.footprints} footprints" if s.footprints is not None else ""
+        if s.role == "train":
+            print(
+                f"  train {s.uri}: {s.width}x{s.height}, tiles {s.tiles_train} train / {s.tiles_val} val "
+                f"(dropped {s.dropped_nodata} no-data, {s.dropped_border} on the split border){extra}"
+            )
+        else:
+            print(f"  test  {s.uri}: {s.width}x{s.height}, labels {s.label_uri}{extra}")
+    pooled = result.statistics.pooled
+    print(f"  statistics {result.stats_uri}: mean {[round(m, 1) for m in pooled.mean]}")
+    print(f"               std {[round(v, 1) for v in pooled.std]}")
+    print(
+        f"prepared {result.dataset_uri} in {time.perf_counter() - start:.1f} s "
+        f"(manifest {result.manifest_uri})"
+    )
+
+
+if __name__ == "__main__":
+    run_job(main)

@@ -1,0 +1,201 @@
+"""Ray Data pipelines: manifest -> windowed reads from storage -> augmentation -> normalisation.
+
+No chip archive is written: every epoch, Ray Data tasks read each tile's window straight
+from the scene and label rasters (local or s3://), augment it as the paper does (redrawn
+every epoch), normalise it and hand batches of float32 ``(N, D, crop, crop)`` images and
+labels (uint8 in the object store, int64 when iterated as torch batches) to training. The
+datasets shard across Ray Train workers (``ray.train.get_dataset_shard``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from resseg_ray.config import DataConfig
+from resseg_ray.data.augment import IGNORE, augment, center_crop
+from resseg_ray.data.prepare import DatasetDescription
+from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.geo.scene import SceneInfo, open_scene, read_window
+from resseg_ray.geo.storage import StorageSettings, read_bytes
+
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """Everything a loader task needs to turn manifest rows into samples (picklable)."""
+
+    bands: tuple[int, ...]
+    mean: dict[str, tuple[float, ...]]  # scene URI -> per-band mean ("" = pooled default)
+    std: dict[str, tuple[float, ...]]
+    crop_size: int
+    augment: bool
+    seed: int
+    epoch: int | None
+    settings: StorageSettings
+
+    def norm(self, scene_uri: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std (shape ``(D, 1, 1)``) applied to a scene's pixels."""
+        m = self.mean.get(scene_uri, self.mean[""])
+        s = self.std.get(scene_uri, self.std[""])
+        return np.asarray(m, np.float32)[:, None, None], np.asarray(s, np.float32)[:, None, None]
+
+
+_scene_infos: dict[tuple[str, tuple[int, ...], StorageSettings], SceneInfo] = {}
+
+
+def _info(uri: str, bands: tuple[int, ...], settings: StorageSettings) -> SceneInfo:
+    key = (uri, bands, settings)
+    info = _scene_infos.get(key)
+    if info is None:
+        info = open_scene(uri, settings, bands=list(bands))
+        _scene_infos[key] = info
+    return info
+
+
+def read_tiles(batch: dict[str, np.ndarray], spec: SampleSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Read and normalise the tiles of manifest rows: float32 ``(N, D, T, T)``, uint8 labels.
+
+    Invalid image pixels become 0 (the mean) and label 255; so do pixels past the scene edge.
+    """
+    n = len(batch["tile_id"])
+    d = len(spec.bands)
+    th, tw = int(batch["height"][0]), int(batch["width"][0])
+    images = np.empty((n, d, th, tw), np.float32)
+    labels = np.empty((n, th, tw), np.uint8)
+    for i in range(n):
+        scene = _info(str(batch["scene_uri"][i]), spec.bands, spec.settings)
+        label = _info(str(batch["label_uri"][i]), (1,), spec.settings)
+        c, r = int(batch["col_off"][i]), int(batch["row_off"][i])
+        pix, valid = read_window(scene, spec.settings, c, r, tw, th)
+        lab, lvalid = read_window(label, spec.settings, c, r, tw, th)
+        mean, std = spec.norm(scene.uri)
+        img = (pix.astype(np.float32) - mean) / std
+        img[:, ~valid] = 0.0
+        images[i] = img
+        labels[i] = np.where(valid & lvalid, lab[0], IGNORE)
+    return images, labels
+
+
+def _rng_for(spec: SampleSpec, tile_ids: np.ndarray) -> np.random.Generator:
+    if spec.epoch is None:
+        return np.random.default_rng()  # fresh OS entropy: redrawn every epoch
+    digest = hashlib.sha256("|".join(map(str, tile_ids)).encode()).digest()
+    return np.random.default_rng([spec.seed, spec.epoch, int.from_bytes(digest[:8], "little")])
+
+
+def load_samples(batch: dict[str, np.ndarray], spec: SampleSpec) -> dict[str, np.ndarray]:
+    """Ray Data UDF: manifest rows -> ``{"image", "label"}`` training samples."""
+    import torch
+
+    torch.set_num_threads(1)  # one loader task per core; no oversubscription
+    images, labels = read_tiles(batch, spec)
+    if spec.augment:
+        images, labels = augment(images, labels, spec.crop_size, _rng_for(spec, batch["tile_id"]))
+    else:
+        images, labels = center_crop(images, labels, spec.crop_size)
+    return {"image": images, "label": labels}
+
+
+def read_manifest(desc: DatasetDescription, settings: StorageSettings) -> pa.Table:
+    """The tile manifest of a prepared dataset."""
+    data = read_bytes(desc.manifest_uri, settings)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != desc.raw.get("manifest_sha256"):
+        raise InputDataError(
+            f"{desc.manifest_uri} does not match its dataset.json (sha256 {digest[:12]}...); "
+            "re-run jobs/prepare.py"
+        )
+    return pq.read_table(io.BytesIO(data))
+
+
+def sample_spec(
+    desc: DatasetDescription,
+    cfg: DataConfig,
+    settings: StorageSettings,
+    augment: bool,
+    epoch: int | None = None,
+) -> SampleSpec:
+    """The loader settings of a prepared dataset under a data configuration."""
+    stats = desc.statistics
+    mean = {"": tuple(stats.pooled.mean)}
+    std = {"": tuple(stats.pooled.std)}
+    if cfg.normalization == "per_scene":
+        for uri, s in stats.scenes.items():
+            mean[uri], std[uri] = tuple(s.mean), tuple(s.std)
+    elif cfg.normalization != "pooled":
+        raise ConfigError(f"data.normalization must be 'pooled' or 'per_scene', got {cfg.normalization!r}")
+    return SampleSpec(
+        bands=tuple(desc.bands),
+        mean=mean,
+        std=std,
+        crop_size=cfg.crop_size,
+        augment=augment,
+        seed=cfg.seed,
+        epoch=epoch,
+        settings=settings,
+    )
+
+
+def build_datasets(
+    desc: DatasetDescription,
+    cfg: DataConfig,
+    settings: StorageSettings,
+    splits: tuple[str, ...] = SPLITS,
+    epoch: int | None = None,
+    limit: int | None = None,
+):  # -> dict[str, ray.data.Dataset]
+    """Ray datasets of training samples per split (``train`` augmented, ``val`` centre crops).
+
+    ``epoch=None`` redraws augmentation every time a dataset is iterated; an integer makes
+    the draws a function of (seed, epoch, tiles) for exact reproduction. ``limit`` keeps
+    the first N tiles of each split (after the seeded shuffle), for quick runs.
+    """
+    import ray
+
+    table = read_manifest(desc, settings)
+    out = {}
+    for split in splits:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
+        rows = table.filter(pa.compute.equal(table["split"], split))
+        if rows.num_rows == 0:
+            raise InputDataError(f"{desc.manifest_uri} has no {split} tiles; check data.val_fraction")
+        order = np.random.default_rng(cfg.seed).permutation(rows.num_rows)
+        rows = rows.take(pa.array(order))
+        if limit is not None:
+            rows = rows.slice(0, limit)
+        blocks = max(1, min(rows.num_rows // cfg.loader_batch, 200))
+        ds = ray.data.from_arrow(rows).repartition(blocks)
+        if split == "train":
+            ds = ds.randomize_block_order(seed=None if epoch is None else cfg.seed * 100003 + epoch)
+        spec = sample_spec(desc, cfg, settings, augment=(split == "train"), epoch=epoch)
+        out[split] = ds.map_batches(
+            load_samples,
+            fn_kwargs={"spec": spec},
+            batch_size=cfg.loader_batch,
+            batch_format="numpy",
+            num_cpus=cfg.loader_num_cpus,
+            zero_copy_batch=True,
+        )
+    return out
+
+
+def iter_torch(dataset, batch_size: int, drop_last: bool = False, device: str = "cpu") -> Iterator[tuple]:
+    """Iterate a dataset (or a Ray Train shard) as ``(float32 images, int64 labels)`` torch batches."""
+    import torch
+
+    for batch in dataset.iter_torch_batches(
+        batch_size=batch_size,
+        dtypes={"image": torch.float32, "label": torch.int64},
+        device=device,
+        drop_last=drop_last,
+    ):
+        yield batch["image"], batch["label"]

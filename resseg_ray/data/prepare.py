@@ -1,0 +1,285 @@
+"""Prepare scenes for training: labels, statistics, tiles, split and manifest, in one call.
+
+Output layout under ``out`` (local directory or s3:// prefix)::
+
+    labels/<scene stem>_labels.tif   uint8 0 ground / 1 building / 255 ignore, scene grid
+    stats.json                       per-band mean/std per scene and pooled (training scenes)
+    manifest.parquet                 one row per tile: scene, window, split, fractions
+    dataset.json                     what was prepared (written last: the completion marker)
+
+Per-scene work (label rasters, tiling) runs as Ray tasks when Ray is initialised, and the
+statistics as a dask graph on Ray; without Ray everything runs in-process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from resseg_ray.config import Config, to_dict
+from resseg_ray.data.tiling import manifest_table, tile_scene
+from resseg_ray.errors import InputDataError
+from resseg_ray.geo.labels import (
+    FootprintsMissScene,
+    check_label_raster,
+    make_label_raster,
+    read_footprints,
+)
+from resseg_ray.geo.scene import SceneInfo, forget, open_scene
+from resseg_ray.geo.stats import Statistics, compute_statistics
+from resseg_ray.geo.storage import StorageSettings, join_uri, normalize_uri, read_bytes, write_bytes
+
+DATASET_FILE = "dataset.json"
+MANIFEST_FILE = "manifest.parquet"
+STATS_FILE = "stats.json"
+
+
+@dataclass(frozen=True)
+class PreparedScene:
+    """One prepared scene: its raster, its label raster and how many tiles it gave."""
+
+    uri: str
+    label_uri: str
+    role: str  # "train" (tiled) or "test" (labels only)
+    width: int
+    height: int
+    crs: str
+    tiles_train: int = 0
+    tiles_val: int = 0
+    dropped_nodata: int = 0
+    dropped_border: int = 0
+    footprints: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """What :func:`prepare_dataset` wrote."""
+
+    root: str
+    manifest_uri: str
+    stats_uri: str
+    dataset_uri: str
+    scenes: list[PreparedScene]
+    statistics: Statistics
+
+
+def _stem(uri: str) -> str:
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    return os.path.splitext(name)[0]
+
+
+def _run_all(fn, items: list[tuple]) -> list:
+    """Apply ``fn(*item)`` to every item: as Ray tasks when Ray is up, else in order."""
+    import ray
+
+    if not ray.is_initialized() or len(items) < 2:
+        return [fn(*item) for item in items]
+    remote = ray.remote(num_cpus=1, max_retries=1)(fn)
+    return ray.get([remote.remote(*item) for item in items])
+
+
+def _label_task(
+    scene: SceneInfo, footprints_uri: str | None, label_uri: str, settings: StorageSettings
+) -> tuple[SceneInfo, int | None, list[str]]:
+    """Rasterize (or check) one scene's labels; returns warnings instead of emitting them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FootprintsMissScene)
+        if footprints_uri is not None:
+            fp = read_footprints(footprints_uri, settings)
+            report = make_label_raster(scene, fp, label_uri, settings)
+            forget(label_uri)
+            hits: int | None = report.footprints
+        else:
+            hits = None
+        labels = check_label_raster(scene, label_uri, settings)
+    return labels, hits, [str(w.message) for w in caught if issubclass(w.category, FootprintsMissScene)]
+
+
+def _tile_task(i: int, scene: SceneInfo, labels: SceneInfo, cfg, settings: StorageSettings):
+    return tile_scene(i, scene, labels, cfg, settings)
+
+
+def prepare_dataset(
+    scenes: list[str],
+    out: str,
+    cfg: Config,
+    footprints: list[str] | None = None,
+    labels: list[str] | None = None,
+    test_scenes: list[str] | None = None,
+    test_footprints: list[str] | None = None,
+    test_labels: list[str] | None = None,
+    settings: StorageSettings | None = None,
+) -> PreparedDataset:
+    """Prepare training ``scenes`` (tiled and split) and optional ``test_scenes`` (labels only).
+
+    Labels come from ``footprints`` (one URI shared by all scenes, or one per scene) or
+    from ready-made ``labels`` rasters (one per scene, on each scene's grid).
+    """
+    settings = settings or StorageSettings.resolve(cfg.storage)
+    if not scenes:
+        raise InputDataError("no training scenes given (--scenes)")
+    out = normalize_uri(out)
+    dc = cfg.data
+
+    def resolve(uris: list[str], fps: list[str] | None, lbls: list[str] | None, what: str):
+        infos = [
+            open_scene(normalize_uri(u), settings, bands=dc.bands, band_names=dc.band_names) for u in uris
+        ]
+        n_bands = {len(i.bands) for i in infos}
+        if len(n_bands) > 1:
+            raise InputDataError(
+                f"{what} scenes have different band counts: "
+                + ", ".join(f"{i.uri}: {len(i.bands)}" for i in infos)
+                + "; choose the same bands for all with data.bands"
+            )
+        if fps and lbls:
+            raise InputDataError(f"give {what} footprints or label rasters, not both")
+        if not fps and not lbls:
+            raise InputDataError(f"{what} scenes need --footprints (vector) or --labels (rasters)")
+        jobs = []
+        for k, info in enumerate(infos):
+            if fps:
+                if len(fps) not in (1, len(infos)):
+                    raise InputDataError(
+                        f"{len(fps)} footprint files for {len(infos)} {what} scenes: give one shared file "
+                        "or one per scene"
+                    )
+                fp = normalize_uri(fps[0] if len(fps) == 1 else fps[k])
+                jobs.append((info, fp, join_uri(out, "labels", f"{_stem(info.uri)}_labels.tif"), settings))
+            else:
+                assert lbls is not None
+                if len(lbls) != len(infos):
+                    raise InputDataError(f"{len(lbls)} label rasters for {len(infos)} {what} scenes")
+                jobs.append((info, None, normalize_uri(lbls[k]), settings))
+        return infos, jobs
+
+    train_infos, train_jobs = resolve(scenes, footprints, labels, "training")
+    stems = [_stem(i.uri) for i in train_infos]
+    test_infos, test_jobs = ([], [])
+    if test_scenes:
+        test_infos, test_jobs = resolve(test_scenes, test_footprints, test_labels, "test")
+        stems += [_stem(i.uri) for i in test_infos]
+    if len(set(stems)) != len(stems):
+        raise InputDataError(f"scene file names must be unique (their label rasters share a folder): {stems}")
+    expected = len(train_infos[0].bands)
+    for info in test_infos:
+        if len(info.bands) != expected:
+            raise InputDataError(
+                f"test scene {info.uri} has {len(info.bands)} bands, training scenes {expected}"
+            )
+
+    label_results = _run_all(_label_task, train_jobs + test_jobs)
+    for _, _, msgs in label_results:
+        for m in msgs:
+            warnings.warn(m, FootprintsMissScene, stacklevel=2)
+    train_labels = [r[0] for r in label_results[: len(train_jobs)]]
+    test_label_infos = [r[0] for r in label_results[len(train_jobs) :]]
+
+    stats = compute_statistics(train_infos, settings, block=dc.stats_block)
+
+    tiled = _run_all(
+        _tile_task,
+        [(i, s, lab, dc, settings) for i, (s, lab) in enumerate(zip(train_infos, train_labels, strict=True))],
+    )
+    rows = [r for t in tiled for r in t.rows]
+    if not any(r["split"] == "train" for r in rows):
+        raise InputDataError(
+            "no training tiles: the scenes are smaller than data.tile_size or mostly no data "
+            f"(tile_size {dc.tile_size}, max_nodata_fraction {dc.max_nodata_fraction})"
+        )
+    buf = io.BytesIO()
+    pq.write_table(manifest_table(rows), buf)
+    manifest_bytes = buf.getvalue()
+
+    prepared = []
+    for (info, lab, res), t in zip(
+        zip(train_infos, train_labels, label_results[: len(train_jobs)], strict=True), tiled, strict=True
+    ):
+        prepared.append(
+            PreparedScene(
+                uri=info.uri,
+                label_uri=lab.uri,
+                role="train",
+                width=info.width,
+                height=info.height,
+                crs=info.crs,
+                tiles_train=sum(r["split"] == "train" for r in t.rows),
+                tiles_val=sum(r["split"] == "val" for r in t.rows),
+                dropped_nodata=t.dropped_nodata,
+                dropped_border=t.dropped_border,
+                footprints=res[1],
+            )
+        )
+    for info, lab, res in zip(test_infos, test_label_infos, label_results[len(train_jobs) :], strict=True):
+        prepared.append(
+            PreparedScene(info.uri, lab.uri, "test", info.width, info.height, info.crs, footprints=res[1])
+        )
+
+    manifest_uri = join_uri(out, MANIFEST_FILE)
+    stats_uri = join_uri(out, STATS_FILE)
+    dataset_uri = join_uri(out, DATASET_FILE)
+    write_bytes(manifest_uri, manifest_bytes, settings)
+    write_bytes(stats_uri, stats.to_json().encode(), settings)
+    description = {
+        "format": "resseg-dataset/1",
+        "bands": list(train_infos[0].bands),
+        "band_names": list(train_infos[0].band_names),
+        "dtype": train_infos[0].dtype,
+        "data": to_dict(dc),
+        "manifest": MANIFEST_FILE,
+        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+        "stats": STATS_FILE,
+        "tiles": {"train": sum(p.tiles_train for p in prepared), "val": sum(p.tiles_val for p in prepared)},
+        "scenes": [p.__dict__ for p in prepared],
+    }
+    write_bytes(dataset_uri, json.dumps(description, indent=2).encode(), settings)
+    return PreparedDataset(out, manifest_uri, stats_uri, dataset_uri, prepared, stats)
+
+
+@dataclass(frozen=True)
+class DatasetDescription:
+    """A prepared dataset as read back from its ``dataset.json``."""
+
+    root: str
+    raw: dict
+    statistics: Statistics
+
+    @property
+    def manifest_uri(self) -> str:
+        """URI of the tile manifest."""
+        return join_uri(self.root, self.raw["manifest"])
+
+    @property
+    def band_names(self) -> list[str]:
+        """Names of the model input bands."""
+        return list(self.raw["band_names"])
+
+    @property
+    def bands(self) -> list[int]:
+        """1-based band indexes read from every scene."""
+        return list(self.raw["bands"])
+
+    def scenes(self, role: str) -> list[dict]:
+        """Scene records of one role ("train" or "test")."""
+        return [s for s in self.raw["scenes"] if s["role"] == role]
+
+
+def load_dataset(root: str, settings: StorageSettings) -> DatasetDescription:
+    """Read a prepared dataset's description and statistics; a clear error when incomplete."""
+    root = normalize_uri(root)
+    try:
+        raw = json.loads(read_bytes(join_uri(root, DATASET_FILE), settings))
+    except InputDataError as exc:
+        raise InputDataError(
+            f"{root} is not a prepared dataset ({exc}); run jobs/prepare.py --out {root} first"
+        ) from None
+    if raw.get("format") != "resseg-dataset/1":
+        raise InputDataError(f"{join_uri(root, DATASET_FILE)} is not a resseg dataset description")
+    stats = Statistics.from_json(read_bytes(join_uri(root, raw["stats"]), settings).decode())
+    return DatasetDescription(root=root, raw=raw, statistics=stats)

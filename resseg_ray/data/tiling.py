@@ -1,0 +1,202 @@
+"""Training tiles: a regular grid of windows per scene, a spatially disjoint split, a manifest.
+
+Tiles of ``tile_size`` px start every ``stride`` px (paper: 364 and 120) and may hang over
+the scene's right/bottom edge (those pixels read as no data). The validation area is made
+of whole square blocks of ``split_block`` px, drawn at random (seeded) until they hold
+``val_fraction`` of the scene's valid pixels; a training tile lies entirely outside the
+validation blocks and a validation tile entirely inside them, so no training tile overlaps a
+validation tile. Tiles that straddle the border, or have more no data than allowed, are
+dropped. Valid and building fractions come from an integral image of per-cell counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from resseg_ray.config import DataConfig
+from resseg_ray.geo.labels import BUILDING
+from resseg_ray.geo.scene import SceneInfo, read_window
+from resseg_ray.geo.storage import StorageSettings
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("tile_id", pa.string()),
+        ("scene_id", pa.int32()),
+        ("scene_uri", pa.string()),
+        ("label_uri", pa.string()),
+        ("col_off", pa.int32()),
+        ("row_off", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("split", pa.string()),
+        ("valid_fraction", pa.float32()),
+        ("building_fraction", pa.float32()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class SceneTiles:
+    """The tiles of one scene and what was dropped."""
+
+    rows: list[dict]
+    dropped_nodata: int
+    dropped_border: int
+    val_blocks: list[tuple[int, int]]
+
+
+def tile_origins(length: int, tile: int, stride: int) -> list[int]:
+    """Tile start offsets along one axis: every ``stride`` px until the axis is covered."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - tile) / stride) + 1
+    return [i * stride for i in range(n)]
+
+
+def _cell_counts(
+    scene: SceneInfo, labels: SceneInfo, settings: StorageSettings, cell: int, strip_cells: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell counts of valid pixels and of building pixels (over valid pixels)."""
+    ch, cw = math.ceil(scene.height / cell), math.ceil(scene.width / cell)
+    valid_n = np.zeros((ch, cw), np.int32)
+    build_n = np.zeros((ch, cw), np.int32)
+    strip = cell * strip_cells
+    for r in range(0, ch * cell, strip):
+        h = min(strip, ch * cell - r)
+        _, valid = read_window(scene, settings, 0, r, cw * cell, h)
+        lab, lvalid = read_window(labels, settings, 0, r, cw * cell, h)
+        ok = valid & lvalid & (lab[0] != 255)
+        b = ok & (lab[0] == BUILDING)
+        rows = slice(r // cell, (r + h) // cell)
+        valid_n[rows] = ok.reshape(h // cell, cell, cw, cell).sum(axis=(1, 3))
+        build_n[rows] = b.reshape(h // cell, cell, cw, cell).sum(axis=(1, 3))
+    return valid_n, build_n
+
+
+def _integral(a: np.ndarray) -> np.ndarray:
+    out = np.zeros((a.shape[0] + 1, a.shape[1] + 1), np.int64)
+    out[1:, 1:] = a.cumsum(0).cumsum(1)
+    return out
+
+
+def _box_sum(ii: np.ndarray, r0: int, c0: int, r1: int, c1: int) -> int:
+    r1, c1 = min(r1, ii.shape[0] - 1), min(c1, ii.shape[1] - 1)
+    return int(ii[r1, c1] - ii[r0, c1] - ii[r1, c0] + ii[r0, c0])
+
+
+def choose_validation_blocks(
+    valid_per_block: np.ndarray, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Boolean map of the blocks held out for validation.
+
+    A contiguous region grown from a random block through random 4-neighbours (few borders,
+    so few tiles are lost to the split) until it holds ``fraction`` of the valid pixels; a
+    last block that would overshoot the target by more than it undershoots is not taken.
+    Blocks without valid pixels are never chosen and at least one block is left to train on.
+    """
+    chosen = np.zeros(valid_per_block.shape, bool)
+    total = int(valid_per_block.sum())
+    candidates = np.flatnonzero(valid_per_block.ravel() > 0)
+    if fraction <= 0 or total == 0 or len(candidates) < 2:
+        return chosen
+    target = fraction * total
+    nby, nbx = valid_per_block.shape
+    start = int(rng.choice(candidates))
+    chosen.flat[start] = True
+    acc = int(valid_per_block.flat[start])
+    while acc < target and chosen.sum() < len(candidates) - 1:
+        frontier = set()
+        for i, j in zip(*np.nonzero(chosen), strict=True):
+            for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+                a, b = i + di, j + dj
+                if 0 <= a < nby and 0 <= b < nbx and not chosen[a, b] and valid_per_block[a, b] > 0:
+                    frontier.add((int(a), int(b)))
+        if not frontier:
+            frontier = {divmod(int(k), nbx) for k in candidates if not chosen.flat[k]}
+        a, b = sorted(frontier)[int(rng.integers(len(frontier)))]
+        gain = int(valid_per_block[a, b])
+        if acc + gain - target > target - acc:
+            break
+        chosen[a, b] = True
+        acc += gain
+    return chosen
+
+
+def tile_scene(
+    scene_id: int, scene: SceneInfo, labels: SceneInfo, cfg: DataConfig, settings: StorageSettings
+) -> SceneTiles:
+    """Cut one scene into tiles, split them spatially and measure their content."""
+    cell = math.gcd(math.gcd(cfg.tile_size, cfg.stride), cfg.split_block)
+    valid_n, build_n = _cell_counts(scene, labels, settings, cell)
+    xs = tile_origins(scene.width, cfg.tile_size, cfg.stride)
+    ys = tile_origins(scene.height, cfg.tile_size, cfg.stride)
+    # Pad the cell grid so tiles hanging over the edge are covered (as no data).
+    span_h = (ys[-1] + cfg.tile_size) // cell + 1
+    span_w = (xs[-1] + cfg.tile_size) // cell + 1
+    pad = lambda a: np.pad(a, ((0, max(0, span_h - a.shape[0])), (0, max(0, span_w - a.shape[1]))))  # noqa: E731
+    valid_n, build_n = pad(valid_n), pad(build_n)
+    ii_valid, ii_build = _integral(valid_n), _integral(build_n)
+
+    bc = cfg.split_block // cell  # cells per block side
+    nby, nbx = math.ceil(valid_n.shape[0] / bc), math.ceil(valid_n.shape[1] / bc)
+    per_block = np.array(
+        [
+            [_box_sum(ii_valid, i * bc, j * bc, (i + 1) * bc, (j + 1) * bc) for j in range(nbx)]
+            for i in range(nby)
+        ]
+    )
+    seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{scene.uri}".encode()).digest()[:8], "little")
+    val_blocks = choose_validation_blocks(per_block, cfg.val_fraction, np.random.default_rng(seed))
+    # Validation membership per cell, and its integral image, to test whole tiles at once.
+    val_cells = np.kron(val_blocks, np.ones((bc, bc), np.int32))[: valid_n.shape[0], : valid_n.shape[1]]
+    ii_val = _integral(val_cells.astype(np.int32))
+
+    tc = cfg.tile_size // cell
+    area_cells = tc * tc
+    area_px = cfg.tile_size * cfg.tile_size
+    rows: list[dict] = []
+    dropped_nodata = dropped_border = 0
+    for y in ys:
+        for x in xs:
+            r0, c0 = y // cell, x // cell
+            n_valid = _box_sum(ii_valid, r0, c0, r0 + tc, c0 + tc)
+            valid_fraction = n_valid / area_px
+            if 1.0 - valid_fraction > cfg.max_nodata_fraction or n_valid == 0:
+                dropped_nodata += 1
+                continue
+            n_val = _box_sum(ii_val, r0, c0, r0 + tc, c0 + tc)
+            if n_val == 0:
+                split = "train"
+            elif n_val == area_cells:
+                split = "val"
+            else:
+                dropped_border += 1
+                continue
+            n_build = _box_sum(ii_build, r0, c0, r0 + tc, c0 + tc)
+            rows.append(
+                {
+                    "tile_id": f"{scene_id:04d}_{y:06d}_{x:06d}",
+                    "scene_id": scene_id,
+                    "scene_uri": scene.uri,
+                    "label_uri": labels.uri,
+                    "col_off": x,
+                    "row_off": y,
+                    "width": cfg.tile_size,
+                    "height": cfg.tile_size,
+                    "split": split,
+                    "valid_fraction": valid_fraction,
+                    "building_fraction": n_build / n_valid,
+                }
+            )
+    blocks = [(int(i), int(j)) for i, j in zip(*np.nonzero(val_blocks), strict=True)]
+    return SceneTiles(rows, dropped_nodata, dropped_border, blocks)
+
+
+def manifest_table(rows: list[dict]) -> pa.Table:
+    """The manifest as an Arrow table with the fixed schema."""
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)

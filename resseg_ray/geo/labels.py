@@ -1,0 +1,217 @@
+"""Label rasters: building footprints rasterized onto a scene's exact grid.
+
+Label values: 0 ground, 1 building, 255 ignore (the scene has no data there). Footprints
+may be GeoJSON, GeoPackage or Shapefile in any CRS; they are reprojected to the scene's
+CRS before rasterization. Ready-made label rasters must share the scene's grid.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import rasterio.features
+import rasterio.warp
+from rasterio.crs import CRS
+
+from resseg_ray.errors import InputDataError
+from resseg_ray.geo.scene import SceneInfo, open_scene, read_window
+from resseg_ray.geo.storage import StorageSettings, atomic_output, download, is_s3
+
+GROUND, BUILDING, IGNORE = 0, 1, 255
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".zip", ".fgb")
+_SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
+
+
+class FootprintsMissScene(UserWarning):
+    """No footprint touches the scene: its labels are all ground."""
+
+
+@dataclass(frozen=True)
+class Footprints:
+    """Building polygons as GeoJSON-like geometries in ``crs``."""
+
+    uri: str
+    crs: str
+    geometries: list[dict]
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    """What rasterization produced for one scene."""
+
+    scene_uri: str
+    label_uri: str
+    footprints: int
+    building_pixels: int
+    ignore_pixels: int
+
+
+def read_footprints(uri: str, settings: StorageSettings) -> Footprints:
+    """Read polygons from a GeoJSON, GeoPackage or Shapefile (local or s3://)."""
+    import pyogrio
+    import shapely
+
+    with tempfile.TemporaryDirectory(prefix="resseg-vec-") as tmp:
+        path = download(uri, tmp, settings)
+        if is_s3(uri) and uri.lower().endswith(".shp"):
+            stem = uri[:-4]
+            for ext in _SHAPEFILE_SIDECARS:
+                try:
+                    download(stem + ext, tmp, settings)
+                except InputDataError:
+                    if ext in (".shx", ".dbf"):
+                        raise InputDataError(f"{uri}: the shapefile's {ext} file is missing") from None
+        if not os.path.exists(path):
+            raise InputDataError(f"footprints {uri}: the file does not exist")
+        try:
+            meta, _, geoms, _ = pyogrio.raw.read(path, read_geometry=True, columns=[])
+        except Exception as exc:
+            raise InputDataError(
+                f"footprints {uri} cannot be read as vector data (GeoJSON, GeoPackage, Shapefile): {exc}"
+            ) from None
+    crs = meta.get("crs")
+    if not crs:
+        if uri.lower().endswith((".geojson", ".json")):
+            crs = "EPSG:4326"  # RFC 7946: GeoJSON without a crs member is WGS 84
+        else:
+            raise InputDataError(f"footprints {uri} have no CRS; add a .prj / define the layer's CRS")
+    shapes = shapely.from_wkb([g for g in geoms if g is not None])
+    polys = [
+        shapely.geometry.mapping(s)
+        for s in shapes
+        if s is not None and not s.is_empty and s.geom_type in ("Polygon", "MultiPolygon")
+    ]
+    return Footprints(uri=uri, crs=CRS.from_user_input(crs).to_wkt(), geometries=polys)
+
+
+def rasterize_footprints(info: SceneInfo, footprints: Footprints) -> tuple[np.ndarray, int]:
+    """Burn footprints onto the scene grid: uint8 0/1 array and the number that touch it."""
+    dst_crs = CRS.from_wkt(info.crs)
+    src_crs = CRS.from_wkt(footprints.crs)
+    geoms = footprints.geometries
+    if geoms and src_crs != dst_crs:
+        geoms = rasterio.warp.transform_geom(src_crs, dst_crs, geoms)
+    left, top = info.affine @ (0, 0)
+    right, bottom = info.affine @ (info.width, info.height)
+    xmin, xmax = sorted((left, right))
+    ymin, ymax = sorted((bottom, top))
+    inside = [g for g in geoms if _bbox_hits(g, xmin, ymin, xmax, ymax)]
+    if not inside:
+        return np.zeros((info.height, info.width), np.uint8), 0
+    burned = rasterio.features.rasterize(
+        ((g, BUILDING) for g in inside),
+        out_shape=(info.height, info.width),
+        transform=info.affine,
+        fill=GROUND,
+        dtype="uint8",
+    )
+    return burned, len(inside)
+
+
+def _bbox_hits(geom: dict, xmin: float, ymin: float, xmax: float, ymax: float) -> bool:
+    coords = np.asarray(_all_coords(geom["coordinates"]), dtype=float)
+    if coords.size == 0:
+        return False
+    return bool(
+        coords[:, 0].max() >= xmin
+        and coords[:, 0].min() <= xmax
+        and coords[:, 1].max() >= ymin
+        and coords[:, 1].min() <= ymax
+    )
+
+
+def _all_coords(c) -> list:
+    if c and isinstance(c[0], int | float):
+        return [c[:2]]
+    out: list = []
+    for part in c:
+        out.extend(_all_coords(part))
+    return out
+
+
+def warn_footprints_miss(footprints_uri: str, scene_uri: str) -> None:
+    """Warn that no footprint touches a scene (its labels are all ground)."""
+    warnings.warn(
+        f"no footprint of {footprints_uri} touches scene {scene_uri}: its labels are all ground "
+        "(check that the footprints cover this scene)",
+        FootprintsMissScene,
+        stacklevel=3,
+    )
+
+
+def scene_valid_mask(info: SceneInfo, settings: StorageSettings, strip: int = 1024) -> np.ndarray:
+    """The scene's validity mask, read in strips of rows."""
+    valid = np.empty((info.height, info.width), dtype=bool)
+    for r in range(0, info.height, strip):
+        h = min(strip, info.height - r)
+        _, valid[r : r + h] = read_window(info, settings, 0, r, info.width, h)
+    return valid
+
+
+def write_label_raster(info: SceneInfo, labels: np.ndarray, uri: str, settings: StorageSettings) -> None:
+    """Write a uint8 label GeoTIFF on the scene grid (tiled, compressed, nodata 255), atomically."""
+    profile = {
+        "driver": "GTiff",
+        "width": info.width,
+        "height": info.height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": CRS.from_wkt(info.crs),
+        "transform": info.affine,
+        "nodata": IGNORE,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+    }
+    with atomic_output(uri, settings, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(labels, 1)
+        dst.set_band_description(1, "0 ground, 1 building, 255 ignore")
+
+
+def make_label_raster(
+    scene: SceneInfo, footprints: Footprints, out_uri: str, settings: StorageSettings
+) -> LabelReport:
+    """Rasterize footprints onto ``scene``, mark its no-data pixels 255 and write ``out_uri``."""
+    burned, hits = rasterize_footprints(scene, footprints)
+    if hits == 0:
+        warn_footprints_miss(footprints.uri, scene.uri)
+    valid = scene_valid_mask(scene, settings)
+    if not valid.any():
+        raise InputDataError(f"scene {scene.uri} has no valid pixels (all no-data)")
+    burned[~valid] = IGNORE
+    write_label_raster(scene, burned, out_uri, settings)
+    return LabelReport(
+        scene_uri=scene.uri,
+        label_uri=out_uri,
+        footprints=hits,
+        building_pixels=int((burned == BUILDING).sum()),
+        ignore_pixels=int((~valid).sum()),
+    )
+
+
+def check_label_raster(scene: SceneInfo, label_uri: str, settings: StorageSettings) -> SceneInfo:
+    """Open a ready-made label raster and check it shares the scene's grid and holds 0/1/255."""
+    labels = open_scene(label_uri, settings, bands=[1])
+    problems = []
+    if (labels.width, labels.height) != (scene.width, scene.height):
+        problems.append(f"size {labels.width}x{labels.height} vs {scene.width}x{scene.height}")
+    if CRS.from_wkt(labels.crs) != CRS.from_wkt(scene.crs):
+        problems.append(
+            f"CRS {CRS.from_wkt(labels.crs).to_string()} vs {CRS.from_wkt(scene.crs).to_string()}"
+        )
+    elif not np.allclose(labels.transform, scene.transform, rtol=0, atol=1e-6 * max(scene.resolution)):
+        problems.append(f"transform {labels.transform} vs {scene.transform}")
+    if problems:
+        raise InputDataError(
+            f"label raster {label_uri} is not on the grid of scene {scene.uri}: {'; '.join(problems)}. "
+            "Rasterize footprints onto the scene instead (jobs/prepare.py --footprints) or warp the labels."
+        )
+    if labels.dtype != "uint8":
+        raise InputDataError(f"label raster {label_uri} has dtype {labels.dtype}; expected uint8 0/1/255")
+    return labels

@@ -1,0 +1,284 @@
+"""Storage URIs: local paths, ``file://`` and ``s3://``, for GDAL (rasterio) and fsspec (s3fs).
+
+Rasters are read by GDAL directly from their URI (``s3://`` becomes ``/vsis3/``); listing,
+small-file reads and uploads go through fsspec/s3fs. S3-compatible endpoints (MinIO, moto,
+Ceph) are set the standard way: ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` or the
+``storage.endpoint_url`` configuration field. Every output is written atomically: to a
+temporary local file first, then renamed (local) or uploaded in one PUT (S3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import rasterio
+
+from resseg_ray.config import StorageConfig
+from resseg_ray.errors import ConfigError, InputDataError
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Resolved S3 settings, picklable so Ray tasks on other nodes read the same endpoint."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    anonymous: bool = False
+
+    @classmethod
+    def resolve(cls, cfg: StorageConfig | None = None) -> StorageSettings:
+        """Configuration fields first, then the standard AWS_* environment variables."""
+        cfg = cfg or StorageConfig()
+        endpoint = (
+            cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        if endpoint:
+            parsed = urlparse(endpoint)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ConfigError(
+                    f"storage.endpoint_url {endpoint!r} must look like http://host:port or https://host"
+                )
+        region = cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return cls(endpoint_url=endpoint or None, region=region or None, anonymous=cfg.anonymous)
+
+    def gdal_options(self) -> dict[str, str]:
+        """GDAL configuration options for /vsis3/ reads with these settings."""
+        opts = {
+            "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+            "GDAL_HTTP_MAX_RETRY": "3",
+            "GDAL_HTTP_RETRY_DELAY": "0.5",
+        }
+        if self.endpoint_url:
+            parsed = urlparse(self.endpoint_url)
+            opts["AWS_S3_ENDPOINT"] = parsed.netloc
+            opts["AWS_HTTPS"] = "YES" if parsed.scheme == "https" else "NO"
+            opts["AWS_VIRTUAL_HOSTING"] = "FALSE"
+        if self.region:
+            opts["AWS_REGION"] = self.region
+        if self.anonymous:
+            opts["AWS_NO_SIGN_REQUEST"] = "YES"
+        return opts
+
+    def fsspec_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``s3fs.S3FileSystem`` for these settings."""
+        opts: dict[str, Any] = {"anon": self.anonymous}
+        if self.endpoint_url:
+            opts["endpoint_url"] = self.endpoint_url
+        if self.region:
+            opts["client_kwargs"] = {"region_name": self.region}
+        return opts
+
+
+def is_s3(uri: str) -> bool:
+    """True for ``s3://bucket/key`` URIs."""
+    return str(uri).startswith("s3://")
+
+
+def local_path(uri: str | os.PathLike[str]) -> str:
+    """The filesystem path of a local URI (``/x``, ``x``, ``file:///x``)."""
+    uri = os.fspath(uri)
+    if uri.startswith("file://"):
+        return urlparse(uri).path
+    if "://" in uri:
+        raise ConfigError(f"{uri}: only local paths, file:// and s3:// URIs are supported")
+    return uri
+
+
+def normalize_uri(uri: str | os.PathLike[str]) -> str:
+    """``s3://`` URIs unchanged; local ones as absolute paths (stable manifest keys)."""
+    uri = os.fspath(uri)
+    if is_s3(uri):
+        return uri
+    return str(Path(local_path(uri)).resolve())
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join path components onto a local or s3:// base."""
+    if is_s3(base):
+        return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+    return str(Path(local_path(base), *parts))
+
+
+def filesystem(uri: str, settings: StorageSettings):  # -> fsspec.AbstractFileSystem
+    """The fsspec filesystem serving ``uri``."""
+    if is_s3(uri):
+        import s3fs
+
+        return s3fs.S3FileSystem(**settings.fsspec_options())
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem()
+
+
+@contextlib.contextmanager
+def gdal_env(settings: StorageSettings) -> Iterator[None]:
+    """A rasterio/GDAL environment that reads s3:// URIs through the configured endpoint."""
+    with rasterio.Env(**settings.gdal_options()):
+        yield
+
+
+def gdal_path(uri: str) -> str:
+    """What to hand to rasterio.open for a URI."""
+    return uri if is_s3(uri) else local_path(uri)
+
+
+def explain_s3_error(uri: str, exc: BaseException) -> str:
+    """A message for a failed S3 access that says what to do about it."""
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, FileNotFoundError) or "does not exist" in low or "nosuchkey" in low or "404" in low:
+        return f"{uri} does not exist (check the bucket and key, e.g. with `aws s3 ls`)"
+    if "nosuchbucket" in low:
+        return f"{uri}: the bucket does not exist"
+    if "credential" in low or "signature" in low or "access denied" in low or "403" in low:
+        return (
+            f"{uri}: access denied or no AWS credentials; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+            "or AWS_PROFILE (storage.anonymous: true for public buckets)"
+        )
+    if "connect" in low or "endpoint" in low:
+        return f"{uri}: cannot reach the S3 endpoint ({text}); check storage.endpoint_url / AWS_ENDPOINT_URL"
+    return f"{uri}: {text}"
+
+
+def exists(uri: str, settings: StorageSettings) -> bool:
+    """Whether a file exists at ``uri``."""
+    if not is_s3(uri):
+        return os.path.exists(local_path(uri))
+    try:
+        return bool(filesystem(uri, settings).exists(uri))
+    except Exception as exc:
+        raise InputDataError(explain_s3_error(uri, exc)) from None
+
+
+def read_bytes(uri: str, settings: StorageSettings) -> bytes:
+    """The whole content of a (small) file."""
+    try:
+        if is_s3(uri):
+            fs = filesystem(uri, settings)
+            return fs.cat_file(uri)
+        return Path(local_path(uri)).read_bytes()
+    except FileNotFoundError:
+        raise InputDataError(f"{uri} does not exist") from None
+    except IsADirectoryError:
+        raise InputDataError(f"{uri} is a directory, not a file") from None
+    except InputDataError:
+        raise
+    except Exception as exc:
+        if is_s3(uri):
+            raise InputDataError(explain_s3_error(uri, exc)) from None
+        raise InputDataError(f"cannot read {uri}: {exc}") from None
+
+
+def download(uri: str, dest_dir: str, settings: StorageSettings) -> str:
+    """Copy a remote file into ``dest_dir`` (local files are returned as they are)."""
+    if not is_s3(uri):
+        return local_path(uri)
+    dest = os.path.join(dest_dir, uri.rstrip("/").rsplit("/", 1)[-1])
+    Path(dest).write_bytes(read_bytes(uri, settings))
+    return dest
+
+
+def expand_uris(patterns: list[str], settings: StorageSettings, suffixes=RASTER_SUFFIXES) -> list[str]:
+    """Expand globs (``*``, ``?``, ``[``) and directory/prefix URIs (ending in ``/`` or an
+    existing local directory) into a sorted list of files with one of ``suffixes``.
+
+    Plain file URIs are kept as given (checked later, where they are opened).
+    """
+    out: list[str] = []
+    for pattern in patterns:
+        pattern = os.fspath(pattern)
+        if is_s3(pattern):
+            fs = filesystem(pattern, settings)
+            try:
+                if any(c in pattern for c in "*?["):
+                    found = ["s3://" + p for p in fs.glob(pattern)]
+                elif pattern.endswith("/"):
+                    found = ["s3://" + p for p in fs.find(pattern)]
+                    found = [f for f in found if f.lower().endswith(suffixes)]
+                else:
+                    found = [pattern]
+            except Exception as exc:
+                raise InputDataError(explain_s3_error(pattern, exc)) from None
+            if not found:
+                raise InputDataError(f"{pattern} matches no files")
+            out.extend(sorted(found))
+            continue
+        path = local_path(pattern)
+        if any(c in path for c in "*?["):
+            import glob
+
+            found = sorted(glob.glob(path, recursive=True))
+            if not found:
+                raise InputDataError(f"{pattern} matches no files")
+            out.extend(found)
+        elif os.path.isdir(path):
+            found = sorted(
+                os.path.join(root, f)
+                for root, _, files in os.walk(path)
+                for f in files
+                if f.lower().endswith(suffixes)
+            )
+            if not found:
+                raise InputDataError(f"directory {pattern} holds no files ending in {', '.join(suffixes)}")
+            out.extend(found)
+        else:
+            out.append(pattern)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output(uri: str, settings: StorageSettings, suffix: str | None = None) -> Iterator[str]:
+    """Yield a local temporary path; on success it becomes ``uri`` in one step.
+
+    Local destinations: the temporary file lives in the destination directory and is
+    renamed over it (``os.replace``). S3 destinations: the file is uploaded with one PUT,
+    which S3 makes visible atomically. On any exception nothing appears at ``uri``.
+    """
+    if suffix is None:
+        suffix = os.path.splitext(uri)[1]
+    if is_s3(uri):
+        tmpdir = tempfile.mkdtemp(prefix="resseg-upload-")
+        tmp = os.path.join(tmpdir, "part" + suffix)
+        try:
+            yield tmp
+            fs = filesystem(uri, settings)
+            try:
+                fs.put_file(tmp, uri)
+            except Exception as exc:
+                raise InputDataError(explain_s3_error(uri, exc)) from None
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        return
+    dest = Path(local_path(uri))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part" + suffix, dir=dest.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(uri: str, data: bytes, settings: StorageSettings) -> None:
+    """Write a whole file atomically."""
+    with atomic_output(uri, settings) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def matches(name: str, pattern: str) -> bool:
+    """fnmatch on the last path component (helper for listings)."""
+    return fnmatch.fnmatch(name.rsplit("/", 1)[-1], pattern)

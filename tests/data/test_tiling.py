@@ -1,0 +1,89 @@
+"""Tiles, the spatial split and the manifest fractions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resseg_ray.config import DataConfig
+from resseg_ray.data.tiling import choose_validation_blocks, manifest_table, tile_origins, tile_scene
+from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.storage import StorageSettings
+from tests.rasters import write_tif
+
+LOCAL = StorageSettings()
+CFG = DataConfig(
+    tile_size=40, stride=12, crop_size=32, split_block=80, val_fraction=0.2, max_nodata_fraction=0.5
+)
+
+
+def _scene(tmp_path, h=300, w=420, seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(1, 1000, (2, h, w)).astype(np.uint16)
+    data[:, : h // 3, : w // 4] = 0  # a no-data corner
+    labels = (rng.random((1, h, w)) < 0.3).astype(np.uint8)
+    labels[:, data[0] == 0] = 255
+    s = open_scene(write_tif(tmp_path / "s.tif", data, nodata=0), LOCAL)
+    lab = open_scene(write_tif(tmp_path / "l.tif", labels, nodata=255), LOCAL, bands=[1])
+    return s, lab, data, labels[0]
+
+
+def test_tile_origins_cover_the_axis() -> None:
+    assert tile_origins(364, 364, 120) == [0]
+    assert tile_origins(100, 364, 120) == [0]
+    assert tile_origins(1000, 364, 120) == [0, 120, 240, 360, 480, 600, 720]  # 720 + 364 >= 1000
+    for n in (365, 485, 999, 1234):
+        o = tile_origins(n, 364, 120)
+        assert o[-1] + 364 >= n and o[-2] + 364 < n
+
+
+def test_split_is_spatially_disjoint_and_fractions_are_exact(tmp_path) -> None:
+    scene, labels, data, lab = _scene(tmp_path)
+    tiles = tile_scene(0, scene, labels, CFG, LOCAL)
+    rows = tiles.rows
+    train = np.zeros(lab.shape, bool)
+    val = np.zeros(lab.shape, bool)
+    for r in rows:
+        target = train if r["split"] == "train" else val
+        target[r["row_off"] : r["row_off"] + 40, r["col_off"] : r["col_off"] + 40] = True
+    assert train.any() and val.any()
+    assert not (train & val).any(), "a pixel lies in both a training and a validation tile"
+    valid = data[0] != 0
+    # Validation holds about val_fraction of the covered valid area (whole blocks; coarse).
+    share = (val & valid).sum() / ((train | val) & valid).sum()
+    assert 0.05 < share < 0.4
+    for r in rows[:: max(1, len(rows) // 25)]:
+        win = (slice(r["row_off"], r["row_off"] + 40), slice(r["col_off"], r["col_off"] + 40))
+        v = np.zeros((40, 40), bool)
+        part = valid[win]
+        v[: part.shape[0], : part.shape[1]] = part
+        assert r["valid_fraction"] == pytest.approx(v.sum() / 1600)
+        assert r["building_fraction"] == pytest.approx((lab[win] == 1).sum() / part.sum())
+        assert r["valid_fraction"] >= 0.5
+    assert tiles.dropped_nodata > 0
+    assert manifest_table(rows).num_rows == len(rows)
+
+
+def test_split_is_seeded(tmp_path) -> None:
+    scene, labels, *_ = _scene(tmp_path)
+    a = tile_scene(0, scene, labels, CFG, LOCAL)
+    b = tile_scene(0, scene, labels, CFG, LOCAL)
+    c = tile_scene(0, scene, labels, DataConfig(**{**CFG.__dict__, "seed": 7}), LOCAL)
+    assert a.val_blocks == b.val_blocks and a.rows == b.rows
+    assert a.val_blocks != c.val_blocks
+
+
+def test_validation_blocks_are_contiguous_and_leave_training_area() -> None:
+    rng = np.random.default_rng(0)
+    per_block = np.full((6, 6), 100)
+    chosen = choose_validation_blocks(per_block, 0.2, rng)
+    assert chosen.sum() == 7  # 7/36 = 19.4 % is closer to 20 % than 8/36
+    assert not choose_validation_blocks(np.array([[5, 0]]), 0.5, rng).any()  # one usable block: all train
+    assert not choose_validation_blocks(per_block, 0.0, rng).any()
+    # contiguity: every chosen block has a chosen 4-neighbour
+    ys, xs = np.nonzero(chosen)
+    for y, x in zip(ys, xs, strict=True):
+        assert any(
+            0 <= y + dy < 6 and 0 <= x + dx < 6 and chosen[y + dy, x + dx]
+            for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0))
+        )

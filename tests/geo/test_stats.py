@@ -1,0 +1,48 @@
+"""Normalisation statistics (dask on Ray) equal numpy's over the valid pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resseg_ray.errors import InputDataError
+from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.stats import Statistics, compute_statistics
+from resseg_ray.geo.storage import StorageSettings
+from tests.rasters import write_tif
+
+LOCAL = StorageSettings()
+
+
+def _scene(tmp_path, name: str, seed: int, shape=(3, 150, 170)) -> tuple[str, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    data = rng.integers(1, 4000, shape).astype(np.uint16)
+    data[:, :20, :30] = 0  # a no-data corner
+    valid = np.all(data != 0, axis=0)
+    return write_tif(tmp_path / name, data, nodata=0), data, valid
+
+
+@pytest.mark.parametrize("use_ray", [True, False])
+def test_statistics_equal_numpy_per_scene_and_pooled(tmp_path, request, use_ray) -> None:
+    if use_ray:
+        request.getfixturevalue("ray_session")
+    a_uri, a, av = _scene(tmp_path, "a.tif", 1)
+    b_uri, b, bv = _scene(tmp_path, "b.tif", 2, shape=(3, 90, 260))
+    infos = [open_scene(a_uri, LOCAL), open_scene(b_uri, LOCAL)]
+    stats = compute_statistics(infos, LOCAL, block=64, scheduler=None if use_ray else "sync")
+    for info, data, valid in ((infos[0], a, av), (infos[1], b, bv)):
+        s = stats.scenes[info.uri]
+        vals = data[:, valid].astype(np.float64)
+        np.testing.assert_allclose(s.mean, vals.mean(axis=1), rtol=1e-12)
+        np.testing.assert_allclose(s.std, vals.std(axis=1), rtol=1e-10)
+        assert s.count == [int(valid.sum())] * 3
+    pooled = np.concatenate([a[:, av], b[:, bv]], axis=1).astype(np.float64)
+    np.testing.assert_allclose(stats.pooled.mean, pooled.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(stats.pooled.std, pooled.std(axis=1), rtol=1e-10)
+    assert Statistics.from_json(stats.to_json()) == stats
+
+
+def test_scene_without_valid_pixels_is_an_error(tmp_path) -> None:
+    uri = write_tif(tmp_path / "z.tif", np.zeros((2, 30, 30), np.uint16), nodata=0)
+    with pytest.raises(InputDataError, match=r"z\.tif has no valid pixels"):
+        compute_statistics([open_scene(uri, LOCAL)], LOCAL, block=64, scheduler="sync")

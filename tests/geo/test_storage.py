@@ -1,0 +1,98 @@
+"""Storage URIs against a real S3 endpoint (moto server on 127.0.0.1) and the local disk."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from resseg_ray.config import StorageConfig
+from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.geo.scene import open_scene, read_window
+from resseg_ray.geo.storage import (
+    StorageSettings,
+    atomic_output,
+    expand_uris,
+    filesystem,
+    read_bytes,
+    write_bytes,
+)
+from tests.rasters import write_tif
+
+LOCAL = StorageSettings()
+
+
+def test_settings_come_from_config_then_standard_variables(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert StorageSettings.resolve().endpoint_url == "http://127.0.0.1:9"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:10")
+    assert StorageSettings.resolve().endpoint_url == "http://127.0.0.1:10"
+    s = StorageSettings.resolve(StorageConfig(endpoint_url="https://minio.example:9000"))
+    opts = s.gdal_options()
+    assert opts["AWS_S3_ENDPOINT"] == "minio.example:9000" and opts["AWS_HTTPS"] == "YES"
+    with pytest.raises(ConfigError, match=r"storage\.endpoint_url"):
+        StorageSettings.resolve(StorageConfig(endpoint_url="minio:9000"))
+
+
+def test_scene_on_s3_reads_like_the_local_file(tmp_path, s3_bucket, s3_settings) -> None:
+    data = np.random.default_rng(0).integers(0, 3000, (4, 100, 120)).astype(np.uint16)
+    local = write_tif(tmp_path / "s.tif", data, nodata=0)
+    uri = f"{s3_bucket}/scenes/s.tif"
+    filesystem(uri, s3_settings).put_file(local, uri)
+    info = open_scene(uri, s3_settings)
+    assert (info.width, info.height, len(info.bands)) == (120, 100, 4)
+    pix, valid = read_window(info, s3_settings, 90, -5, 40, 30)
+    lpix, lvalid = read_window(open_scene(local, LOCAL), LOCAL, 90, -5, 40, 30)
+    np.testing.assert_array_equal(pix, lpix)
+    np.testing.assert_array_equal(valid, lvalid)
+
+
+def test_listing_globs_and_prefixes(tmp_path, s3_bucket, s3_settings) -> None:
+    fs = filesystem(s3_bucket, s3_settings)
+    for name in ("a.tif", "b.tif", "sub/c.tif", "notes.txt"):
+        fs.pipe_file(f"{s3_bucket}/in/{name}", b"x")
+    assert expand_uris([f"{s3_bucket}/in/"], s3_settings) == [
+        f"{s3_bucket}/in/a.tif",
+        f"{s3_bucket}/in/b.tif",
+        f"{s3_bucket}/in/sub/c.tif",
+    ]
+    assert expand_uris([f"{s3_bucket}/in/*.tif"], s3_settings) == [
+        f"{s3_bucket}/in/a.tif",
+        f"{s3_bucket}/in/b.tif",
+    ]
+    with pytest.raises(InputDataError, match="matches no files"):
+        expand_uris([f"{s3_bucket}/in/*.jp2"], s3_settings)
+    (tmp_path / "d").mkdir()
+    for name in ("x.tif", "y.TIF", "z.txt"):
+        (tmp_path / "d" / name).write_bytes(b"x")
+    assert [os.path.basename(p) for p in expand_uris([str(tmp_path / "d")], LOCAL)] == ["x.tif", "y.TIF"]
+    assert len(expand_uris([f"file://{tmp_path}/d/*.tif"], LOCAL)) == 1
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path, s3_bucket, s3_settings) -> None:
+    for dest in (str(tmp_path / "out" / "f.bin"), f"{s3_bucket}/out/f.bin"):
+        with pytest.raises(RuntimeError), atomic_output(dest, s3_settings) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(b"half")
+            raise RuntimeError("interrupted")
+        with pytest.raises(InputDataError, match="does not exist"):
+            read_bytes(dest, s3_settings)
+        write_bytes(dest, b"whole", s3_settings)
+        assert read_bytes(dest, s3_settings) == b"whole"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f.bin"]
+
+
+def test_missing_objects_buckets_and_credentials_are_clear(
+    s3_bucket, s3_settings, monkeypatch, tmp_path
+) -> None:
+    with pytest.raises(InputDataError, match=r"s3://.*/nope\.tif does not exist"):
+        open_scene(f"{s3_bucket}/nope.tif", s3_settings)
+    with pytest.raises(InputDataError, match="does not exist"):
+        read_bytes(f"{s3_bucket}/nope.json", s3_settings)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws either
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(InputDataError, match="credentials"):
+        open_scene(f"{s3_bucket}/other.tif", s3_settings)
