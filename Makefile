@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 setup: $(STAMP)
 
 # Main job on the embedded demo data. Until the training job exists, this runs the
-# most complete real pipeline: build prop18 for 4 bands, write the model bundle,
-# reload it and check it predicts identically (eager and BN-folded inference path).
+# most complete real pipeline: generate the demo scenes and prepare them (labels,
+# statistics, tiles, manifest) under data/demo on a local Ray instance, then build
+# prop18 with the demo's bands and normalisation, write its model bundle, reload it
+# and check it predicts identically (eager and BN-folded inference path).
 demo: setup
-	$(PY) jobs/export_model.py --arch prop18 --bands blue green red nir \
+	$(PY) jobs/prepare.py --out data/demo
+	$(PY) jobs/export_model.py --arch prop18 --dataset data/demo \
 		--out runs/demo/prop18.resseg.safetensors
 
 test: setup
@@ -34,6 +37,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/model_throughput.py
+	$(PY) bench/data_pipeline.py
 
 # Refresh constraints.txt from the current venv (after changing dependencies).
 lock: setup
@@ -44,4 +48,4 @@ lock: setup
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs data .pytest_cache .ruff_cache

@@ -3,6 +3,7 @@
     python jobs/export_model.py --arch prop18 --out runs/demo/prop18.resseg.safetensors
     python jobs/export_model.py --arch prop50 --pretrained resnet50.pth \\
         --bands blue green red nir --mean 400 500 600 2000 --std 100 120 150 500 --out p50.resseg.safetensors
+    python jobs/export_model.py --arch prop18 --dataset data/demo --out runs/demo/prop18.resseg.safetensors
     python jobs/export_model.py --list
 """
 
@@ -15,7 +16,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resseg_ray.cli import run_job
+from resseg_ray.data.prepare import load_dataset
 from resseg_ray.device import DevicePolicy
+from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.models import describe_models
 from resseg_ray.models.export import export_bundle
 
@@ -35,12 +38,22 @@ def main() -> None:
     )
     p.add_argument("--tile-size", type=int, default=256, help="training tile size recorded in the bundle")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for the check)")
+    p.add_argument(
+        "--dataset",
+        help="prepared dataset (jobs/prepare.py --out): take band names, normalisation and tile size from it",
+    )
     p.add_argument("--list", action="store_true", help="list the architectures and exit")
     args = p.parse_args()
     if args.list:
         for name, text in describe_models().items():
             print(f"{name:<8} {text}")
         return
+    if args.dataset:
+        desc = load_dataset(args.dataset, StorageSettings.resolve())
+        args.bands = desc.band_names
+        args.mean = args.mean or desc.statistics.pooled.mean
+        args.std = args.std or desc.statistics.pooled.std
+        args.tile_size = desc.raw["data"]["crop_size"]
     n = len(args.bands)
     report = export_bundle(
         args.out,

@@ -64,7 +64,7 @@ class DataConfig:
     """Side of the windows the statistics are computed over (one dask chunk each)."""
     normalization: str = "pooled"
     """``pooled`` (one mean/std over all training scenes) or ``per_scene`` (each scene its own)."""
-    loader_batch: int = 16
+    loader_batch: int = 32
     """Tiles read and augmented per Ray Data task call."""
     loader_num_cpus: float = 1.0
     """CPUs Ray reserves per loader task (fractions let loaders share cores with training)."""

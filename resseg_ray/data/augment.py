@@ -10,6 +10,7 @@ in from outside the tile are 255 (ignored). Validation samples are the centre cr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +54,9 @@ def center_crop(images: np.ndarray, labels: np.ndarray, crop: int) -> tuple[np.n
     )
 
 
-def _rotate_center(image: torch.Tensor, label: torch.Tensor, angle: float, crop: int):
+def _rotate_center(
+    image: np.ndarray, label: np.ndarray, angle: float, crop: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rotate a (D, T, T) image and (T, T) label by ``angle`` about the centre; centre crop."""
     d, th, tw = image.shape
     c, s = math.cos(angle), math.sin(angle)
@@ -61,35 +64,48 @@ def _rotate_center(image: torch.Tensor, label: torch.Tensor, angle: float, crop:
     sx, sy = crop / tw, crop / th
     theta = torch.tensor([[c * sx, -s * sx, 0.0], [s * sy, c * sy, 0.0]], dtype=torch.float32)[None]
     grid = F.affine_grid(theta, [1, d, crop, crop], align_corners=False)
-    img = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    stacked = torch.stack([label.float(), torch.ones_like(label, dtype=torch.float32)])[None]
+    img = F.grid_sample(
+        torch.from_numpy(image)[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    lab_in = torch.from_numpy(label).float()
+    stacked = torch.stack([lab_in, torch.ones_like(lab_in)])[None]
     lab, inside = F.grid_sample(stacked, grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
     lab = torch.where(inside > 0.5, lab, torch.full_like(lab, IGNORE))
-    return img, lab.to(torch.uint8)
+    return img[0].numpy(), lab.to(torch.uint8).numpy()
+
+
+ReadFn = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
+"""``read(x0, y0, width, height)`` -> (float32 ``(D, h, w)`` image, uint8 ``(h, w)`` label) of a
+sub-window of the tile (offsets relative to the tile's upper-left corner)."""
+
+
+def augment_sample(read: ReadFn, tile: int, crop: int, p: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented sample, reading only what it needs: the crop window, or the whole tile
+    when it is rotated."""
+    if p.rotate:
+        img, lab = _rotate_center(*read(0, 0, tile, tile), p.angle, crop)
+    else:
+        img, lab = read(p.x0, p.y0, crop, crop)
+    if p.flip_h:
+        img, lab = img[..., ::-1], lab[..., ::-1]
+    if p.flip_v:
+        img, lab = img[..., ::-1, :], lab[..., ::-1, :]
+    return img, lab
 
 
 def apply_params(
     images: np.ndarray, labels: np.ndarray, params: list[AugmentParams], crop: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augment ``(N, D, T, T)`` float32 images and ``(N, T, T)`` uint8 labels -> crop size."""
-    n = images.shape[0]
-    out_img = np.empty((n, images.shape[1], crop, crop), np.float32)
+    n, d, tile = images.shape[0], images.shape[1], images.shape[-1]
+    out_img = np.empty((n, d, crop, crop), np.float32)
     out_lab = np.empty((n, crop, crop), np.uint8)
     for i, p in enumerate(params):
-        if p.rotate:
-            img_t, lab_t = _rotate_center(
-                torch.from_numpy(images[i]), torch.from_numpy(labels[i]), p.angle, crop
-            )
-            img, lab = img_t.numpy(), lab_t.numpy()
-        else:
-            img = images[i, :, p.y0 : p.y0 + crop, p.x0 : p.x0 + crop]
-            lab = labels[i, p.y0 : p.y0 + crop, p.x0 : p.x0 + crop]
-        if p.flip_h:
-            img, lab = img[..., ::-1], lab[..., ::-1]
-        if p.flip_v:
-            img, lab = img[..., ::-1, :], lab[..., ::-1, :]
-        out_img[i] = img
-        out_lab[i] = lab
+
+        def read(x0: int, y0: int, w: int, h: int, i: int = i) -> tuple[np.ndarray, np.ndarray]:
+            return images[i, :, y0 : y0 + h, x0 : x0 + w], labels[i, y0 : y0 + h, x0 : x0 + w]
+
+        out_img[i], out_lab[i] = augment_sample(read, tile, crop, p)
     return out_img, out_lab
 
 

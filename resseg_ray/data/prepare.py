@@ -193,6 +193,11 @@ def prepare_dataset(
             "no training tiles: the scenes are smaller than data.tile_size or mostly no data "
             f"(tile_size {dc.tile_size}, max_nodata_fraction {dc.max_nodata_fraction})"
         )
+    if dc.val_fraction > 0 and not any(r["split"] == "val" for r in rows):
+        raise InputDataError(
+            f"no validation tiles: no scene has two data.split_block ({dc.split_block} px) blocks with data; "
+            "lower data.split_block (>= data.tile_size) or add scenes"
+        )
     buf = io.BytesIO()
     pq.write_table(manifest_table(rows), buf)
     manifest_bytes = buf.getvalue()

@@ -90,31 +90,39 @@ def _box_sum(ii: np.ndarray, r0: int, c0: int, r1: int, c1: int) -> int:
 
 
 def choose_validation_blocks(
-    valid_per_block: np.ndarray, fraction: float, rng: np.random.Generator
+    valid_per_block: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator,
+    eligible: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boolean map of the blocks held out for validation.
 
     A contiguous region grown from a random block through random 4-neighbours (few borders,
     so few tiles are lost to the split) until it holds ``fraction`` of the valid pixels; a
     last block that would overshoot the target by more than it undershoots is not taken.
-    Blocks without valid pixels are never chosen and at least one block is left to train on.
+    Only ``eligible`` blocks (default: all) with valid pixels are chosen, and at least one
+    block with valid pixels is left to train on.
     """
     chosen = np.zeros(valid_per_block.shape, bool)
     total = int(valid_per_block.sum())
-    candidates = np.flatnonzero(valid_per_block.ravel() > 0)
-    if fraction <= 0 or total == 0 or len(candidates) < 2:
+    usable = valid_per_block > 0
+    n_with_data = int(usable.sum())
+    if eligible is not None:
+        usable &= eligible
+    candidates = np.flatnonzero(usable.ravel())
+    if fraction <= 0 or total == 0 or len(candidates) == 0 or n_with_data < 2:
         return chosen
     target = fraction * total
     nby, nbx = valid_per_block.shape
     start = int(rng.choice(candidates))
     chosen.flat[start] = True
     acc = int(valid_per_block.flat[start])
-    while acc < target and chosen.sum() < len(candidates) - 1:
+    while acc < target and chosen.sum() < min(len(candidates), n_with_data - 1):
         frontier = set()
         for i, j in zip(*np.nonzero(chosen), strict=True):
             for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0)):
                 a, b = i + di, j + dj
-                if 0 <= a < nby and 0 <= b < nbx and not chosen[a, b] and valid_per_block[a, b] > 0:
+                if 0 <= a < nby and 0 <= b < nbx and not chosen[a, b] and usable[a, b]:
                     frontier.add((int(a), int(b)))
         if not frontier:
             frontier = {divmod(int(k), nbx) for k in candidates if not chosen.flat[k]}
@@ -151,7 +159,10 @@ def tile_scene(
         ]
     )
     seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{scene.uri}".encode()).digest()[:8], "little")
-    val_blocks = choose_validation_blocks(per_block, cfg.val_fraction, np.random.default_rng(seed))
+    # Only blocks wholly inside the scene can hold whole validation tiles.
+    bi, bj = np.meshgrid(np.arange(nby), np.arange(nbx), indexing="ij")
+    complete = ((bi + 1) * cfg.split_block <= scene.height) & ((bj + 1) * cfg.split_block <= scene.width)
+    val_blocks = choose_validation_blocks(per_block, cfg.val_fraction, np.random.default_rng(seed), complete)
     # Validation membership per cell, and its integral image, to test whole tiles at once.
     val_cells = np.kron(val_blocks, np.ones((bc, bc), np.int32))[: valid_n.shape[0], : valid_n.shape[1]]
     ii_val = _integral(val_cells.astype(np.int32))

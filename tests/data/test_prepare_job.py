@@ -1,0 +1,177 @@
+"""jobs/prepare.py as a user runs it: a subprocess, one-line errors, exit 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SMALL_DATA
+from tests.rasters import write_tif
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = [a for o in SMALL_DATA for a in ("--set", o)]
+
+
+def _prepare(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "prepare.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def scene_and_footprints(small_demo) -> tuple[str, str]:
+    s = small_demo.scenes[0].uri
+    return s, s.replace(".tif", "_buildings.geojson")
+
+
+def test_demo_run_on_its_own_ray_instance(tmp_path) -> None:
+    out = tmp_path / "demo"
+    proc = _prepare("--out", str(out), "--demo-scale", "0.2", *SMALL, env={"RAY_ADDRESS": "local"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    desc = json.loads((out / "dataset.json").read_text())
+    assert desc["tiles"]["train"] > 0 and desc["tiles"]["val"] > 0
+    assert len([s for s in desc["scenes"] if s["role"] == "train"]) == 6
+    assert len([s for s in desc["scenes"] if s["role"] == "test"]) == 3
+    assert "prepared" in proc.stdout and "statistics" in proc.stdout
+    again = _prepare("--out", str(out), "--no-ray")
+    assert again.returncode == 0 and "already prepared" in again.stdout
+
+
+def _fails(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in line, line
+
+
+def _nothing_written(out: Path) -> None:
+    assert not (out / "dataset.json").exists() and not (out / "manifest.parquet").exists()
+    assert not [p for p in out.rglob("*") if ".part" in p.name]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, scene_and_footprints) -> None:
+    scene, fp = scene_and_footprints
+    out = tmp_path / "out"
+    text = tmp_path / "notes.tif"
+    text.write_text("hello")
+    _fails(
+        _prepare("--scenes", str(text), "--footprints", fp, "--out", str(out), "--no-ray"),
+        "notes.tif",
+        "raster",
+    )
+    vrt = tmp_path / "empty.vrt"
+    vrt.write_text('<VRTDataset rasterXSize="10" rasterYSize="10"></VRTDataset>')
+    _fails(
+        _prepare("--scenes", str(vrt), "--footprints", fp, "--out", str(out), "--no-ray"),
+        "empty.vrt",
+        "bands",
+    )
+    _fails(
+        _prepare(
+            "--scenes",
+            scene,
+            "--footprints",
+            fp,
+            "--out",
+            str(out),
+            "--no-ray",
+            "--set",
+            "data.bands=[1,2,3,4,5]",
+        ),
+        "train_01.tif has 4 bands",
+        "[5]",
+    )
+    three = write_tif(tmp_path / "three.tif", np.ones((3, 400, 400), np.uint16), origin=(452000.0, 5043000.0))
+    _fails(
+        _prepare("--scenes", scene, three, "--footprints", fp, "--out", str(out), "--no-ray"),
+        "different band counts",
+    )
+    _fails(_prepare("--scenes", scene, "--out", str(out), "--no-ray"), "--footprints")
+    _fails(
+        _prepare("--scenes", str(tmp_path / "none.tif"), "--footprints", fp, "--out", str(out), "--no-ray"),
+        "does not exist",
+    )
+    _fails(_prepare("--out", str(out), "--no-ray", "--set", "data.strid=3"), "data.strid", "data.stride")
+    _nothing_written(out)
+
+
+def test_label_raster_on_another_grid(tmp_path, scene_and_footprints) -> None:
+    scene, _ = scene_and_footprints
+    labels = write_tif(tmp_path / "labels.tif", np.zeros((1, 100, 100), np.uint8), crs="EPSG:32633")
+    out = tmp_path / "out"
+    _fails(
+        _prepare("--scenes", scene, "--labels", labels, "--out", str(out), "--no-ray"),
+        "labels.tif is not on the grid of",
+        "size",
+    )
+    _nothing_written(out)
+
+
+def test_footprints_missing_the_scene_warn_and_scene_without_data_fails(
+    tmp_path, scene_and_footprints
+) -> None:
+    scene, _ = scene_and_footprints
+    far = tmp_path / "far.geojson"
+    far.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[0, 0], [0, 0.001], [0.001, 0.001], [0, 0]]],
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    out = tmp_path / "out"
+    proc = _prepare("--scenes", scene, "--footprints", str(far), "--out", str(out), "--no-ray", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "warning: no footprint of" in proc.stderr and "all ground" in proc.stderr
+    empty = write_tif(tmp_path / "empty.tif", np.zeros((4, 300, 300), np.uint16), nodata=0)
+    out2 = tmp_path / "out2"
+    _fails(
+        _prepare("--scenes", empty, "--footprints", str(far), "--out", str(out2), "--no-ray"),
+        "empty.tif has no valid pixels",
+    )
+    _nothing_written(out2)
+
+
+def test_missing_s3_object_and_credentials(tmp_path, s3_bucket, moto_endpoint, scene_and_footprints) -> None:
+    _, fp = scene_and_footprints
+    out = tmp_path / "out"
+    s3 = ["--set", f"storage.endpoint_url={moto_endpoint}", "--no-ray"]
+    _fails(
+        _prepare("--scenes", f"{s3_bucket}/missing.tif", "--footprints", fp, "--out", str(out), *s3),
+        "missing.tif does not exist",
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "HOME": str(tmp_path),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    proc = _prepare(
+        "--scenes", f"{s3_bucket}/missing.tif", "--footprints", fp, "--out", str(out), *s3, env=env
+    )
+    _fails(proc, "credentials")
+    _nothing_written(out)
