@@ -21,6 +21,28 @@ def run_job(main: Callable[[], object]) -> None:
     warnings.formatwarning = _format_warning
     try:
         main()
-    except ResSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        err = user_error(exc)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def user_error(exc: BaseException) -> ResSegError | None:
+    """The :class:`ResSegError` behind ``exc``, also when it was raised in a Ray task or
+    a Ray Data / dask-on-Ray worker (Ray wraps it; ``cause`` holds the original)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, ResSegError):
+            return cause
+        if isinstance(e, ResSegError) and not hasattr(e, "cause"):
+            return e
+        todo += [cause if isinstance(cause, BaseException) else None, e.__cause__, e.__context__]
+    return None

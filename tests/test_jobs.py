@@ -64,3 +64,20 @@ def test_export_model_bad_input(tmp_path, args: list[str], message: str) -> None
     assert proc.stderr.startswith("error: ") and message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_user_errors_raised_in_ray_tasks_are_unwrapped(ray_session) -> None:
+    import ray
+
+    from resseg_ray.cli import user_error
+    from resseg_ray.errors import InputDataError
+
+    @ray.remote(num_cpus=0)
+    def fails() -> None:
+        raise InputDataError("scene x.tif is bad")
+
+    with pytest.raises(Exception) as info:
+        ray.get(fails.remote())
+    err = user_error(info.value)
+    assert type(err) is InputDataError and str(err) == "scene x.tif is bad"
+    assert user_error(RuntimeError("other")) is None

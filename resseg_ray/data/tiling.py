@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from resseg_ray.config import DataConfig
+from resseg_ray.errors import InputDataError
 from resseg_ray.geo.labels import BUILDING
 from resseg_ray.geo.scene import SceneInfo, read_window
 from resseg_ray.geo.storage import StorageSettings
@@ -70,6 +71,12 @@ def _cell_counts(
         h = min(strip, ch * cell - r)
         _, valid = read_window(scene, settings, 0, r, cw * cell, h)
         lab, lvalid = read_window(labels, settings, 0, r, cw * cell, h)
+        bad = np.setdiff1d(np.unique(lab[0][lvalid]), (0, 1, 255))
+        if bad.size:
+            raise InputDataError(
+                f"label raster {labels.uri} holds values {bad[:5].tolist()}; labels must be "
+                "0 ground, 1 building or 255 ignore"
+            )
         ok = valid & lvalid & (lab[0] != 255)
         b = ok & (lab[0] == BUILDING)
         rows = slice(r // cell, (r + h) // cell)

@@ -87,3 +87,14 @@ def test_validation_blocks_are_contiguous_and_leave_training_area() -> None:
             0 <= y + dy < 6 and 0 <= x + dx < 6 and chosen[y + dy, x + dx]
             for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0))
         )
+
+
+def test_label_values_other_than_0_1_255_are_rejected(tmp_path) -> None:
+    from resseg_ray.errors import InputDataError
+
+    scene, _, _, lab = _scene(tmp_path)
+    bad = lab.copy()
+    bad[100, 200] = 2
+    labels = open_scene(write_tif(tmp_path / "bad.tif", bad[None], nodata=255), LOCAL, bands=[1])
+    with pytest.raises(InputDataError, match=r"bad\.tif holds values \[2\]"):
+        tile_scene(0, scene, labels, CFG, LOCAL)
