@@ -10,7 +10,6 @@ temporary local file first, then renamed (local) or uploaded in one PUT (S3).
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import shutil
 import tempfile
@@ -281,8 +280,3 @@ def write_bytes(uri: str, data: bytes, settings: StorageSettings) -> None:
     """Write a whole file atomically."""
     with atomic_output(uri, settings) as tmp:
         Path(tmp).write_bytes(data)
-
-
-def matches(name: str, pattern: str) -> bool:
-    """fnmatch on the last path component (helper for listings)."""
-    return fnmatch.fnmatch(name.rsplit("/", 1)[-1], pattern)
