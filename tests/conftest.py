@@ -153,3 +153,19 @@ def small_demo(tmp_path_factory, ray_session):
         test_footprints=[s["footprints"] for s in summary["test"]],
         settings=StorageSettings(),
     )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``jobs/<script>`` as a user does: a subprocess from the repository root."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )

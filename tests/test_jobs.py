@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from resseg_ray.models import load_bundle
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_script
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "jobs" / "export_model.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_script("export_model.py", *args)
 
 
 def test_export_model_writes_a_loadable_bundle(tmp_path) -> None:

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import SMALL_DATA
+from tests.conftest import SMALL_DATA, run_script
 from tests.rasters import write_tif
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = [a for o in SMALL_DATA for a in ("--set", o)]
 
 
 def _prepare(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "jobs" / "prepare.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-    )
+    return run_script("prepare.py", *args, env=env)
 
 
 @pytest.fixture(scope="module")
