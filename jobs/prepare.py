@@ -18,10 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resseg_ray.cli import run_job
 from resseg_ray.config import load_config
+from resseg_ray.data.demo import prepare_demo
 from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.storage import StorageSettings, exists, expand_uris, join_uri
-from resseg_ray.geo.synthetic import default_demo, write_demo_scenes
 
 
 def main() -> None:
@@ -50,41 +50,30 @@ def main() -> None:
         print(f"{args.out} is already prepared ({DATASET_FILE} exists); --force rebuilds it")
         return
     start = time.perf_counter()
-    if args.scenes is None:
-        if args.footprints or args.labels or args.test_scenes:
-            raise ConfigError("--footprints/--labels/--test-scenes need --scenes")
-        if not 0.05 <= args.demo_scale <= 4:
-            raise ConfigError(f"--demo-scale must be in [0.05, 4], got {args.demo_scale}")
-        raw = join_uri(args.out, "scenes")
-        print(f"writing the demo scenes under {raw} ...", flush=True)
-        summary = write_demo_scenes(raw, default_demo(args.demo_scale), settings)
-        scenes = [s["scene"] for s in summary["train"]]
-        footprints = [s["footprints"] for s in summary["train"]]
-        test_scenes = [s["scene"] for s in summary["test"]]
-        test_footprints = [s["footprints"] for s in summary["test"]]
-        labels = test_labels = None
-    else:
-        scenes = expand_uris(args.scenes, settings)
-        footprints, labels = args.footprints, args.labels
-        test_scenes = expand_uris(args.test_scenes, settings) if args.test_scenes else None
-        test_footprints, test_labels = args.test_footprints, args.test_labels
-
+    if args.scenes is None and (args.footprints or args.labels or args.test_scenes):
+        raise ConfigError("--footprints/--labels/--test-scenes need --scenes")
     if not args.no_ray:
         import ray
 
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
-    result = prepare_dataset(
-        scenes,
-        args.out,
-        cfg,
-        footprints=footprints,
-        labels=labels,
-        test_scenes=test_scenes,
-        test_footprints=test_footprints,
-        test_labels=test_labels,
-        settings=settings,
-    )
+    if args.scenes is None:
+        print(
+            f"writing the demo scenes under {join_uri(args.out, 'scenes')} and preparing them ...", flush=True
+        )
+        result = prepare_demo(args.out, cfg, settings, args.demo_scale)
+    else:
+        result = prepare_dataset(
+            expand_uris(args.scenes, settings),
+            args.out,
+            cfg,
+            footprints=args.footprints,
+            labels=args.labels,
+            test_scenes=expand_uris(args.test_scenes, settings) if args.test_scenes else None,
+            test_footprints=args.test_footprints,
+            test_labels=args.test_labels,
+            settings=settings,
+        )
     for s in result.scenes:
         extra = f", {s.footprints} footprints" if s.footprints is not None else ""
         if s.role == "train":

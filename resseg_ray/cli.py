@@ -46,3 +46,22 @@ def user_error(exc: BaseException) -> ResSegError | None:
             return e
         todo += [cause if isinstance(cause, BaseException) else None, e.__cause__, e.__context__]
     return None
+
+
+def init_ray() -> None:
+    """Connect to the Ray cluster of ``RAY_ADDRESS`` (set by ``ray job submit``) or a running
+    local one; start a local instance when there is none."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        try:
+            ray.init(address="auto", log_to_driver=True)
+            return
+        except (ConnectionError, RuntimeError):
+            pass
+    ray.init(address=address or None, log_to_driver=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -102,38 +103,210 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """Which network is trained."""
+
+    arch: str = "prop18"
+    """Registry name: prop18, prop34, prop50, prop101, prop152, prop200, unet19 or unet35."""
+    pretrained: str | None = None
+    """Local torchvision ResNet state dict (.pth/.safetensors) to initialise the encoder from."""
+    class_names: list[str] = field(default_factory=lambda: ["ground", "building"])
+    """Names of the output classes (label value i is class i)."""
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) < 2:
+            raise ConfigError(f"model.class_names needs at least 2 classes, got {self.class_names}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (paper Sec. III-C/D, IV-B) and what is trained on."""
+
+    dataset: str = "data/demo"
+    """Prepared dataset (``jobs/prepare.py --out``): a folder or s3:// prefix."""
+    epochs: int = 200
+    """Maximum number of epochs (early stopping usually ends training sooner)."""
+    batch_size: int = 8
+    """Samples per step on each worker (paper: 8)."""
+    lr: float = 0.005
+    """Initial learning rate of SGD (paper: 0.005)."""
+    momentum: float = 0.9
+    """SGD momentum (paper: 0.9)."""
+    weight_decay: float = 0.0005
+    """L2 penalty lambda on the weights (paper: "weight decay", value not given; 5e-4 as the
+    authors' ResNet code)."""
+    lr_step_epochs: int = 30
+    """Divide the learning rate every this many epochs (paper: 30)."""
+    lr_gamma: float = 0.2
+    """Factor the learning rate is multiplied by at each step (paper: divided by 5)."""
+    patience: int = 10
+    """Stop after this many epochs without a decrease of the validation loss (0: never stop early)."""
+    min_delta: float = 0.0
+    """A decrease smaller than this does not count as one."""
+    select: str = "val_loss"
+    """Which kept checkpoint becomes the final model: ``val_loss`` (lowest) or ``val_f1`` (highest)."""
+    train_tiles_per_epoch: int | None = None
+    """Use only the first N training tiles (in the seeded order) per epoch; default all."""
+    val_tiles: int | None = None
+    """Validate on only the first N validation tiles; default all."""
+    device: str = "auto"
+    """``auto`` (the worker's GPU when scaling.use_gpu, else CPU), ``cpu`` or ``cuda``."""
+    precision: str = "auto"
+    """``auto`` (bf16/fp16 autocast on GPU, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``."""
+    channels_last: bool = True
+    """Keep activations in channels-last layout (faster on CPU and on tensor cores)."""
+    quicklook_samples: int = 4
+    """Validation samples drawn in the quicklook PNG logged to MLflow (0: none)."""
+
+    def __post_init__(self) -> None:
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr_step_epochs": self.lr_step_epochs,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {value}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ConfigError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        if self.patience < 0 or self.min_delta < 0:
+            raise ConfigError("train.patience and train.min_delta must be >= 0")
+        if self.select not in ("val_loss", "val_f1"):
+            raise ConfigError(f"train.select must be 'val_loss' or 'val_f1', got {self.select!r}")
+        for name in ("train_tiles_per_epoch", "val_tiles"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{name} must be >= 1 (or null for all), got {value}")
+        if self.quicklook_samples < 0:
+            raise ConfigError(f"train.quicklook_samples must be >= 0, got {self.quicklook_samples}")
+
+
+@dataclass(frozen=True)
+class ScalingSection:
+    """How many Ray Train workers and what each reserves (Ray Train's ScalingConfig)."""
+
+    num_workers: int = 1
+    """Data-parallel workers (DDP processes)."""
+    use_gpu: bool = False
+    """One GPU per worker (NCCL backend); otherwise CPU workers (gloo backend)."""
+    cpus_per_worker: float = 1.0
+    """CPUs Ray reserves per worker; leave some for the Ray Data loaders."""
+    torch_threads: int | None = None
+    """Intra-op threads of each worker; default the worker's reserved CPUs (at least 1)."""
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError(f"scaling.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"scaling.torch_threads must be >= 1, got {self.torch_threads}")
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """Where a training run lives and how it survives failures (Ray Train's RunConfig)."""
+
+    name: str | None = None
+    """Run name; re-running with the same name resumes it. Default ``<arch>-<UTC time>``."""
+    storage_path: str = "runs"
+    """Folder or s3:// prefix for checkpoints and the final bundle (``<storage_path>/<name>/``)."""
+    max_failures: int = 2
+    """Worker crashes survived per run by restarting from the latest checkpoint (-1: unlimited)."""
+    checkpoints_to_keep: int = 2
+    """Epoch checkpoints kept (the best models travel inside each, so older ones can go)."""
+
+    def __post_init__(self) -> None:
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", self.name):
+            raise ConfigError(
+                f"run.name {self.name!r} must be 1-128 letters, digits, '_', '.' or '-' (it names a folder)"
+            )
+        if self.max_failures < -1:
+            raise ConfigError(f"run.max_failures must be >= -1, got {self.max_failures}")
+        if self.checkpoints_to_keep < 1:
+            raise ConfigError(f"run.checkpoints_to_keep must be >= 1, got {self.checkpoints_to_keep}")
+
+
+@dataclass(frozen=True)
+class MlflowSection:
+    """Experiment tracking."""
+
+    tracking_uri: str | None = None
+    """MLflow tracking URI; default ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
+    working directory."""
+    experiment: str = "resseg-ray"
+    """Experiment the runs are grouped in."""
+    registered_model: str | None = "resseg-buildings"
+    """Model registry name the final bundle is registered under (null: do not register)."""
+    alias: str = "best"
+    """Registry alias moved to a new version when its validation F1 beats the aliased one."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a run."""
 
     storage: StorageConfig = field(default_factory=StorageConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingSection = field(default_factory=ScalingSection)
+    run: RunSection = field(default_factory=RunSection)
+    mlflow: MlflowSection = field(default_factory=MlflowSection)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML configuration (or the defaults when ``path`` is None) and apply overrides.
 
-    ``overrides`` are ``dotted.key=value`` strings; values are parsed as YAML scalars or
-    lists (``data.bands=[3,2,1]``).
+    A file may start from another with ``extends: other.yaml`` (relative to the file);
+    its sections are merged field by field under the file's own. ``overrides`` are
+    ``dotted.key=value`` strings; values are parsed as YAML scalars or lists
+    (``data.bands=[3,2,1]``).
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read configuration {p}: {exc.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"configuration {p} is not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"configuration {p} must be a mapping of sections, got {type(loaded).__name__}")
-        raw = loaded
+    raw: dict[str, Any] = _read_yaml(Path(path), ()) if path is not None else {}
     for item in overrides:
         apply_override(raw, item)
     return from_dict(Config, raw)
+
+
+def _read_yaml(p: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {p}: {exc.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {p} is not valid YAML: {exc}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"configuration {p} must be a mapping of sections, got {type(loaded).__name__}")
+    base = loaded.pop("extends", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str):
+        raise ConfigError(f"configuration {p}: 'extends' must be a file name, got {base!r}")
+    base_path = (p.parent / base).resolve()
+    if base_path in chain or base_path == p.resolve():
+        raise ConfigError(f"configuration {p}: 'extends: {base}' forms a cycle")
+    merged = _read_yaml(base_path, (*chain, p.resolve()))
+    _merge(merged, loaded)
+    return merged
+
+
+def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

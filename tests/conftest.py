@@ -169,3 +169,69 @@ def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.C
         env={**os.environ, **(env or {})},
         cwd=ROOT,
     )
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """A real ``mlflow server`` process on 127.0.0.1 (SQLite store, served artifacts)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    exe = Path(sys.executable).with_name("mlflow")
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        poll(
+            lambda: urllib.request.urlopen(url + "/health", timeout=1).status == 200,
+            timeout=90,
+            interval=0.5,
+            what=f"mlflow server (log: {root / 'server.log'})",
+        )
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+def small_train_overrides(
+    dataset: str, storage: str, tracking_uri: str, name: str, **extra: object
+) -> list[str]:
+    """Overrides for a quick 2-worker CPU training on the small demo (prop18, 64 px crops)."""
+    items = {
+        "train.dataset": dataset,
+        "model.arch": "prop18",
+        "train.epochs": 3,
+        "train.batch_size": 4,
+        "train.train_tiles_per_epoch": 16,
+        "train.val_tiles": 8,
+        "train.patience": 0,
+        "train.quicklook_samples": 2,
+        "scaling.num_workers": 2,
+        "scaling.cpus_per_worker": 0.5,
+        "scaling.torch_threads": 1,
+        "run.name": name,
+        "run.storage_path": storage,
+        "mlflow.tracking_uri": tracking_uri,
+        "mlflow.experiment": "tests",
+        "mlflow.registered_model": "test-buildings",
+        **extra,
+    }
+    return [*SMALL_DATA, *(f"{k}={v}" for k, v in items.items())]

@@ -1,0 +1,48 @@
+"""Compare architectures like the paper's Table II: train each, evaluate on the test scenes.
+
+    python jobs/compare_depths.py --config configs/demo.yaml --archs prop18 prop34 unet19
+    python jobs/compare_depths.py --config configs/paper.yaml --set train.dataset=s3://bucket/prepared
+    ray job submit --working-dir . -- python jobs/compare_depths.py --config configs/paper.yaml
+
+Every architecture is a training run named <prefix>-<arch> in one MLflow experiment,
+nested under a parent run <prefix> holding the table; re-running resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resseg_ray.cli import init_ray, run_job
+from resseg_ray.config import load_config
+from resseg_ray.train.compare import PAPER_ARCHS, compare_architectures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.yaml"), help="YAML configuration")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="override, e.g. train.epochs=3"
+    )
+    p.add_argument("--archs", nargs="+", default=list(PAPER_ARCHS), help=f"default: {' '.join(PAPER_ARCHS)}")
+    p.add_argument("--prefix", default="compare", help="run names are <prefix>-<arch> (default compare)")
+    p.add_argument("--window", type=int, default=512, help="segmentation window of the test scenes (px)")
+    p.add_argument("--overlap", type=int, default=112, help="overlap of neighbouring windows (px)")
+    args = p.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    init_ray()
+    result = compare_architectures(cfg, args.archs, args.prefix, args.window, args.overlap)
+    print()
+    print(result.table)
+    print(f"MLflow: experiment {cfg.mlflow.experiment!r}, parent run {result.parent_run_id}")
+    for arch, run in result.runs.items():
+        print(f"  {arch:<8} run {run.mlflow_run_id}  bundle {run.bundle_uri}")
+
+
+if __name__ == "__main__":
+    run_job(main)

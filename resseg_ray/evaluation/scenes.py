@@ -1,0 +1,130 @@
+"""Evaluate a model on whole labelled scenes (the paper's Table II protocol).
+
+The scene is segmented by :class:`~resseg_ray.inference.predictor.ScenePredictor` (the
+project's one windowing path) and compared strip by strip with its label raster; pixels
+labelled 255 or without input data count for nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from resseg_ray.evaluation.metrics import IGNORE, Confusion
+from resseg_ray.geo.scene import open_scene, read_window
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.predictor import ScenePredictor
+
+
+@dataclass
+class SceneScore:
+    """One scene's confusion and how long segmenting it took."""
+
+    name: str
+    uri: str
+    confusion: Confusion
+    seconds: float
+    megapixels: float
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Metrics of the building class (see :meth:`Confusion.metrics`)."""
+        return self.confusion.metrics()
+
+
+@dataclass
+class Evaluation:
+    """Scores of several scenes: per scene, their mean (the paper's) and pooled over all pixels."""
+
+    scenes: list[SceneScore] = field(default_factory=list)
+
+    def mean(self) -> dict[str, float]:
+        """Mean over scenes of each metric (the paper's "mean" column)."""
+        keys = self.scenes[0].metrics.keys()
+        return {k: float(np.mean([s.metrics[k] for s in self.scenes])) for k in keys}
+
+    def pooled(self) -> dict[str, float]:
+        """Metrics of all scenes' pixels together."""
+        total = Confusion.empty(self.scenes[0].confusion.counts.shape[0])
+        for s in self.scenes:
+            total = total + s.confusion
+        return total.metrics()
+
+    def mlflow_metrics(self, prefix: str = "test") -> dict[str, float]:
+        """``test_<scene>_<metric>`` for every scene and ``test_mean_<metric>``."""
+        out = {}
+        for s in self.scenes:
+            for k, v in s.metrics.items():
+                out[f"{prefix}_{s.name}_{k}"] = v
+        for k, v in self.mean().items():
+            out[f"{prefix}_mean_{k}"] = v
+        return out
+
+
+def scene_name(uri: str) -> str:
+    """Short metric-safe name of a scene: its file stem."""
+    stem = os.path.basename(uri.rstrip("/"))
+    for suffix in (".tiff", ".tif"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in stem)
+
+
+def evaluate_scene(
+    predictor: ScenePredictor,
+    scene_uri: str,
+    label_uri: str,
+    settings: StorageSettings,
+    bands: Sequence[int] | None = None,
+) -> SceneScore:
+    """Segment a scene and score it against its label raster (same grid, 0/1/255)."""
+    scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
+    labels = open_scene(label_uri, settings, bands=[1])
+    if not scene.same_grid(labels):
+        from resseg_ray.errors import InputDataError
+
+        raise InputDataError(f"labels {label_uri} are not on the grid of {scene_uri}; re-run jobs/prepare.py")
+    confusion = Confusion.empty(predictor.info.num_classes)
+    start = time.perf_counter()
+    for strip in predictor.strips(scene, settings):
+        h = strip.probs.shape[1]
+        lab, lvalid = read_window(labels, settings, 0, strip.row, scene.width, h)
+        target = lab[0].copy()
+        target[~(strip.valid & lvalid)] = IGNORE
+        confusion.add(strip.probs.argmax(0), target)
+    return SceneScore(
+        name=scene_name(scene_uri),
+        uri=scene_uri,
+        confusion=confusion,
+        seconds=time.perf_counter() - start,
+        megapixels=scene.width * scene.height / 1e6,
+    )
+
+
+def evaluate_scenes(
+    predictor: ScenePredictor,
+    scenes: Sequence[tuple[str, str]],
+    settings: StorageSettings,
+    bands: Sequence[int] | None = None,
+) -> Evaluation:
+    """Evaluate ``(scene URI, label URI)`` pairs."""
+    return Evaluation([evaluate_scene(predictor, s, lab, settings, bands) for s, lab in scenes])
+
+
+def markdown_table(rows: dict[str, Evaluation], metrics: Sequence[str] = ("f1", "accuracy")) -> str:
+    """A Table II-style markdown table: one row per model, ``F1 / accuracy`` (in %) per scene and the mean."""
+    first = next(iter(rows.values()))
+    names = [s.name for s in first.scenes]
+    head = "| model | " + " | ".join([*names, "mean"]) + " |"
+    sep = "|---|" + "---|" * (len(names) + 1)
+    lines = [f"{' / '.join(m.upper() if m == 'f1' else m for m in metrics)} in %", "", head, sep]
+    for model, ev in rows.items():
+        cells = [" / ".join(f"{100 * s.metrics[m]:.2f}" for m in metrics) for s in ev.scenes]
+        mean = ev.mean()
+        cells.append(" / ".join(f"{100 * mean[m]:.2f}" for m in metrics))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,94 @@
+"""Segment whole scenes by overlapping windows, strip by strip, in bounded memory.
+
+The one windowing/stitching path of the project: training-time evaluation of test scenes
+uses it now; the predict job, the evaluator and the Serve app build on it. Windows are
+processed one window row at a time: the scene strip under that row is read once, its
+windows go through the network in batches, and their blended class probabilities are
+accumulated in a buffer one window high. Rows no later window touches are final and
+yielded, so memory depends on the window size and scene width, never on scene height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from resseg_ray.device import DevicePolicy
+from resseg_ray.geo.scene import SceneInfo, read_window
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.windows import blend_weights, window_starts
+from resseg_ray.models.bundle import ModelBundle
+
+
+@dataclass
+class Strip:
+    """Final rows ``[row, row + probs.shape[1])`` of a scene: class probabilities ``(C, h, W)``
+    float32 and the input's validity ``(h, W)``."""
+
+    row: int
+    probs: np.ndarray
+    valid: np.ndarray
+
+
+class ScenePredictor:
+    """A model bundle ready to segment scenes of any size on one device."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        policy: DevicePolicy | None = None,
+        window: int = 512,
+        overlap: int = 112,
+        batch_size: int = 4,
+        blend: str = "flat",
+    ) -> None:
+        self.info = bundle.info
+        self.policy = policy or DevicePolicy.resolve()
+        self.model = self.policy.prepare_for_inference(bundle.model)
+        self.window, self.overlap, self.batch_size, self.blend = window, overlap, batch_size, blend
+        blend_weights(1, 1, 0, blend)  # validate the mode early
+        window_starts(window, window, overlap)
+        self.mean = np.asarray(self.info.norm_mean, np.float32)[:, None, None]
+        self.inv_std = 1.0 / np.asarray(self.info.norm_std, np.float32)[:, None, None]
+
+    def _forward(self, tiles: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), self.policy.autocast():
+            logits = self.model(self.policy.prepare_batch(torch.from_numpy(tiles)))
+        return torch.softmax(logits.float(), 1).cpu().numpy()
+
+    def strips(self, scene: SceneInfo, settings: StorageSettings) -> Iterator[Strip]:
+        """Yield the scene's blended class probabilities, top to bottom, in final strips."""
+        h, w = scene.height, scene.width
+        wh, ww = min(self.window, h), min(self.window, w)
+        rows = window_starts(h, wh, min(self.overlap, wh - 1))
+        cols = window_starts(w, ww, min(self.overlap, ww - 1))
+        weights = blend_weights(wh, ww, self.overlap, self.blend)
+        c = self.info.num_classes
+        acc = np.zeros((c, wh, w), np.float32)  # rows [top, top + wh) of the scene
+        wsum = np.zeros((wh, w), np.float32)
+        top = 0
+        for i, r in enumerate(rows):
+            if r > top:  # shift the buffer down to start at r
+                shift = r - top
+                acc[:, :-shift] = acc[:, shift:]
+                acc[:, -shift:] = 0
+                wsum[:-shift] = wsum[shift:]
+                wsum[-shift:] = 0
+                top = r
+            pixels, valid = read_window(scene, settings, 0, r, w, wh)
+            x = pixels.astype(np.float32)
+            x -= self.mean
+            x *= self.inv_std
+            x[:, ~valid] = 0.0
+            for b in range(0, len(cols), self.batch_size):
+                chunk = cols[b : b + self.batch_size]
+                probs = self._forward(np.stack([x[:, :, c0 : c0 + ww] for c0 in chunk]))
+                for p, c0 in zip(probs, chunk, strict=True):
+                    acc[:, :, c0 : c0 + ww] += p * weights
+                    wsum[:, c0 : c0 + ww] += weights
+            end = rows[i + 1] if i + 1 < len(rows) else r + wh
+            n = end - r
+            yield Strip(row=r, probs=acc[:, :n] / wsum[:n], valid=valid[:n].copy())

@@ -1,0 +1,145 @@
+"""The depth comparison (paper Table II): train several architectures, evaluate each on the
+held-out test scenes, log everything to one MLflow experiment and print the table.
+
+Each architecture is an ordinary training run named ``<prefix>-<arch>`` (so an interrupted
+comparison resumes where it stopped), nested under one parent run that holds the table.
+Test metrics (``test_<scene>_f1``, ``test_<scene>_accuracy``, ..., ``test_mean_f1``) are
+logged into each training run, so the MLflow UI's compare view shows Table II.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from resseg_ray.config import Config
+from resseg_ray.data.prepare import load_dataset
+from resseg_ray.errors import InputDataError
+from resseg_ray.evaluation.scenes import Evaluation, markdown_table
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.train import tracking
+from resseg_ray.train.trainer import TrainResult, _check_arch, resolve_uri, run_training
+
+PAPER_ARCHS = ("prop18", "prop34", "prop50", "prop101", "prop152", "prop200", "unet19", "unet35")
+
+
+@dataclass
+class Comparison:
+    """Results of a depth comparison."""
+
+    parent_run_id: str
+    runs: dict[str, TrainResult]
+    evaluations: dict[str, Evaluation]
+    table: str
+
+
+def _evaluate_task(
+    bundle_uri: str,
+    scenes: list[tuple[str, str]],
+    bands: list[int],
+    settings: StorageSettings,
+    window: int,
+    overlap: int,
+    threads: int | None,
+) -> Evaluation:
+    import torch
+
+    from resseg_ray.evaluation.scenes import evaluate_scenes
+    from resseg_ray.geo.storage import download
+    from resseg_ray.inference.predictor import ScenePredictor
+    from resseg_ray.models.bundle import load_bundle
+
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as d:
+        local = download(bundle_uri, d, settings)
+        predictor = ScenePredictor(load_bundle(local), window=window, overlap=overlap)
+    return evaluate_scenes(predictor, scenes, settings, bands)
+
+
+def evaluate_on_test_scenes(
+    cfg: Config, bundle_uri: str, window: int = 512, overlap: int = 112
+) -> Evaluation:
+    """Evaluate a bundle on the test scenes of ``cfg.train.dataset``, as a Ray task on a GPU
+    when ``scaling.use_gpu`` (else on the CPUs of one worker)."""
+    import ray
+
+    settings = StorageSettings.resolve(cfg.storage)
+    desc = load_dataset(resolve_uri(cfg.train.dataset), settings)
+    scenes = [(s["uri"], s["label_uri"]) for s in desc.scenes("test")]
+    if not scenes:
+        raise InputDataError(
+            f"{desc.root} has no test scenes; prepare it with --test-scenes and "
+            "--test-footprints/--test-labels"
+        )
+    task = ray.remote(_evaluate_task).options(
+        num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if cfg.scaling.use_gpu else 0
+    )
+    return ray.get(
+        task.remote(bundle_uri, scenes, desc.bands, settings, window, overlap, cfg.scaling.torch_threads)
+    )
+
+
+def compare_architectures(
+    cfg: Config,
+    archs: Sequence[str] = PAPER_ARCHS,
+    prefix: str = "compare",
+    window: int = 512,
+    overlap: int = 112,
+    log: Callable[[str], None] = print,
+) -> Comparison:
+    """Train and evaluate every architecture of ``archs`` with otherwise identical settings."""
+    for arch in archs:
+        _check_arch(arch)
+    uri = tracking.resolve_tracking_uri(cfg.mlflow, os.environ.get("RESSEG_WORKDIR") or os.getcwd())
+    tracking.check_tracking(uri)
+    parent = tracking.open_run(
+        uri, cfg.mlflow.experiment, prefix, "compare", tags={"resseg.kind": "comparison"}
+    )
+    c = tracking.client(uri)
+    runs: dict[str, TrainResult] = {}
+    evaluations: dict[str, Evaluation] = {}
+    try:
+        for arch in archs:
+            arch_cfg = dataclasses.replace(
+                cfg,
+                model=dataclasses.replace(cfg.model, arch=arch),
+                run=dataclasses.replace(cfg.run, name=f"{prefix}-{arch}"),
+            )
+            log(f"== {arch}: training run {prefix}-{arch}")
+            result = run_training(arch_cfg, log=log, tags={"mlflow.parentRunId": parent.run_id})
+            runs[arch] = result
+            c.set_tag(result.mlflow_run_id, "mlflow.parentRunId", parent.run_id)
+            log(f"== {arch}: evaluating {result.bundle_uri} on the test scenes")
+            ev = evaluate_on_test_scenes(arch_cfg, result.bundle_uri, window, overlap)
+            evaluations[arch] = ev
+            from mlflow.entities import Metric
+
+            metrics = ev.mlflow_metrics()
+            c.log_batch(result.mlflow_run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+            mean = ev.mean()
+            log(f"== {arch}: test mean F1 {100 * mean['f1']:.2f}, accuracy {100 * mean['accuracy']:.2f}")
+        table = markdown_table(evaluations)
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "table2.md"), "w") as f:
+                f.write(table)
+            with open(os.path.join(d, "table2.json"), "w") as f:
+                json.dump(
+                    {
+                        a: {"scenes": {s.name: s.metrics for s in e.scenes}, "mean": e.mean()}
+                        for a, e in evaluations.items()
+                    },
+                    f,
+                    indent=2,
+                )
+            c.log_artifact(parent.run_id, os.path.join(d, "table2.md"))
+            c.log_artifact(parent.run_id, os.path.join(d, "table2.json"))
+        c.set_terminated(parent.run_id, status="FINISHED")
+    except BaseException:
+        c.set_terminated(parent.run_id, status="FAILED")
+        raise
+    return Comparison(parent.run_id, runs, evaluations, table)

@@ -1,0 +1,309 @@
+"""The per-worker training loop run by Ray Train (one process per DDP worker).
+
+Each epoch: train on this worker's shard of the augmented training dataset, validate on
+its shard of the validation dataset, sum losses and confusion matrices across workers,
+apply early stopping on the validation loss, write a checkpoint (rank 0) and report.
+Rank 0 also logs the epoch's metrics and, when validation F1 improves, a quicklook PNG to
+MLflow. A restarted worker group resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from resseg_ray.config import Config, from_dict
+from resseg_ray.device import DevicePolicy
+from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
+from resseg_ray.models.bundle import save_bundle
+from resseg_ray.models.registry import build_model
+from resseg_ray.train.quicklook import render_quicklook
+from resseg_ray.train.state import BEST_FILES, Progress, read_checkpoint, write_checkpoint
+from resseg_ray.train.tracking import EpochLogger
+
+CRASH_ENV = "RESSEG_TEST_CRASH_AT_EPOCH"
+"""Test hook: the last worker exits abruptly after this epoch's checkpoint (once per run)."""
+
+
+def worker_policy(cfg: Config) -> DevicePolicy:
+    """The device policy of a Ray Train worker: its assigned GPU when scaling.use_gpu, else CPU."""
+    if cfg.scaling.use_gpu:
+        import ray.train.torch
+
+        device = str(ray.train.torch.get_device())
+    else:
+        device = "cpu" if cfg.train.device == "auto" else cfg.train.device
+    return DevicePolicy.resolve(device, cfg.train.channels_last, cfg.train.precision)
+
+
+def _allreduce(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config`` holds the resolved configuration and run facts."""
+    import ray.train
+
+    cfg: Config = from_dict(Config, config["cfg"])
+    meta = config["meta"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.scaling.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
+    policy = worker_policy(cfg)
+
+    torch.manual_seed(cfg.data.seed)
+    model = build_model(
+        cfg.model.arch, in_bands=len(meta["band_names"]), num_classes=len(cfg.model.class_names)
+    )
+    if cfg.model.pretrained:
+        from resseg_ray.models.resnet import load_pretrained_encoder
+
+        load_pretrained_encoder(model.encoder, cfg.model.pretrained, meta["band_names"])
+    t = cfg.train
+    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step_epochs, gamma=t.lr_gamma)
+
+    best_dir = tempfile.mkdtemp(prefix="resseg-best-")
+    progress = Progress()
+    restored = False
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            progress = read_checkpoint(d, model, optimizer, scheduler, best_dir)
+        progress.restarts += 1
+        restored = True
+    policy.prepare_model(model)
+    _optimizer_to(optimizer, policy.device)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            model, device_ids=[policy.device] if policy.device.type == "cuda" else None
+        )
+
+    logger = EpochLogger(meta["tracking_uri"], meta["run_id"]) if rank == 0 and meta.get("run_id") else None
+    crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    scaler = policy.grad_scaler()
+
+    if progress.finished and progress.stop_reason.startswith("reached") and t.epochs > progress.epochs_done:
+        progress.finished, progress.stop_reason = False, ""  # resumed with more epochs: go on
+    if progress.finished:  # re-run of a finished run: report where it stands, train nothing
+        ray.train.report({"epoch": progress.epochs_done, "finished": 1})
+        return
+    for epoch in range(progress.epochs_done + 1, t.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        train = _train_epoch(net, train_shard, optimizer, scaler, policy, t.batch_size)
+        val, quick = _validate(
+            net,
+            val_shard,
+            policy,
+            t.batch_size,
+            len(cfg.model.class_names),
+            t.quicklook_samples if rank == 0 else 0,
+        )
+        scheduler.step()
+        totals = (
+            _allreduce(
+                torch.tensor(
+                    [
+                        train["loss_sum"],
+                        train["batches"],
+                        train["samples"],
+                        train["seconds"],
+                        train["wait"],
+                        val["loss_sum"],
+                        val["pixels"],
+                    ],
+                    dtype=torch.float64,
+                    device=policy.device,
+                )
+            )
+            .cpu()
+            .tolist()
+        )
+        counts = _allreduce(val["confusion"].to(policy.device)).cpu().numpy()
+        m = Confusion(counts, positive=1).metrics()
+        metrics = {
+            "epoch": epoch,
+            "train_loss": totals[0] / max(totals[1], 1),
+            "val_loss": totals[5] / max(totals[6], 1),
+            **{f"val_{k}": v for k, v in m.items()},
+            "lr": lr,
+            # samples/s of the whole job and per worker; data wait = share of step time
+            # spent blocked on the loader
+            "samples_per_s": totals[2] / max(totals[3] / world, 1e-9),
+            "samples_per_s_per_worker": totals[2] / world / max(totals[3] / world, 1e-9),
+            "data_wait_fraction": totals[4] / max(totals[3], 1e-9),
+            "epoch_seconds": train["seconds"] + val["seconds"],
+        }
+        if not math.isfinite(metrics["train_loss"]):
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch} (train loss {metrics['train_loss']}); "
+                "lower train.lr or check the normalisation statistics"
+            )
+        loss_best, f1_best = progress.update(metrics, t.min_delta)
+        if t.patience and progress.bad_epochs >= t.patience:
+            progress.finished, progress.stop_reason = (
+                True,
+                f"early stop: no val loss decrease in {t.patience} epochs",
+            )
+        elif epoch == t.epochs:
+            progress.finished, progress.stop_reason = True, f"reached train.epochs={t.epochs}"
+        metrics.update(
+            best_val_loss=progress.best_val_loss,
+            best_val_f1=progress.best_val_f1,
+            bad_epochs=progress.bad_epochs,
+            restarts=progress.restarts,
+        )
+
+        ckpt = None
+        with tempfile.TemporaryDirectory(prefix="resseg-ckpt-") as tmp:
+            if rank == 0:
+                for flag, key in ((loss_best, "val_loss"), (f1_best, "val_f1")):
+                    if flag:
+                        _save_best(os.path.join(best_dir, BEST_FILES[key]), model, cfg, meta, metrics)
+                write_checkpoint(tmp, progress, model, optimizer, scheduler, best_dir)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+                if logger is not None:
+                    logger.log_metrics(metrics, step=epoch)
+                    if f1_best and quick is not None:
+                        png = render_quicklook(*quick, band_names=meta["band_names"])
+                        logger.log_bytes(png, f"quicklook/val_epoch_{epoch:03d}.png")
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
+        if crash_at and epoch == crash_at and not restored and rank == world - 1:
+            # simulated hard crash of a worker process (tests only), once the controller has
+            # committed this epoch's checkpoint, so the restart point is deterministic
+            ray.train.get_all_reported_checkpoints(timeout_s=60)
+            os._exit(17)
+        if progress.finished:
+            break
+
+
+def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for state in optimizer.state.values():
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor):
+                state[k] = v.to(device)
+
+
+def _batches(shard, batch_size: int, policy: DevicePolicy, drop_last: bool):
+    return shard.iter_torch_batches(
+        batch_size=batch_size,
+        dtypes={"image": torch.float32, "label": torch.int64},
+        device=str(policy.device),
+        drop_last=drop_last,
+        prefetch_batches=2,
+    )
+
+
+def _train_epoch(net, shard, optimizer, scaler, policy: DevicePolicy, batch_size: int) -> dict[str, float]:
+    net.train()
+    loss_sum = batches = samples = wait = 0.0
+    start = time.perf_counter()
+    it = iter(_batches(shard, batch_size, policy, drop_last=True))
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        wait += time.perf_counter() - t0
+        x = policy.prepare_batch(batch["image"])
+        y = batch["label"]
+        optimizer.zero_grad(set_to_none=True)
+        with policy.autocast():
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE)
+        if not (y != IGNORE).any():  # nothing labelled: keep DDP in step with a zero loss
+            loss = logits.float().sum() * 0.0
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += float(loss.detach())
+        batches += 1
+        samples += x.shape[0]
+    return {
+        "loss_sum": loss_sum,
+        "batches": batches,
+        "samples": samples,
+        "seconds": time.perf_counter() - start,
+        "wait": wait,
+    }
+
+
+def _validate(net, shard, policy: DevicePolicy, batch_size: int, num_classes: int, keep: int):
+    """Summed validation loss, labelled pixel count and confusion of this worker's shard;
+    plus up to ``keep`` samples (image, labels, building probability) for the quicklook."""
+    net.eval()
+    start = time.perf_counter()
+    loss_sum, pixels = 0.0, 0
+    confusion = None
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    with torch.inference_mode():
+        for batch in _batches(shard, batch_size, policy, drop_last=False):
+            x = policy.prepare_batch(batch["image"])
+            y = batch["label"]
+            with policy.autocast():
+                logits = net(x).float()
+            loss_sum += float(F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum"))
+            pixels += int((y != IGNORE).sum())
+            pred = logits.argmax(1)
+            c = confusion_counts_torch(pred, y, logits.shape[1])
+            confusion = c if confusion is None else confusion + c
+            if len(kept) < keep:
+                prob = torch.softmax(logits, 1)[:, 1]
+                for i in range(min(keep - len(kept), x.shape[0])):
+                    kept.append((batch["image"][i].cpu().numpy(), y[i].cpu().numpy(), prob[i].cpu().numpy()))
+    if confusion is None:
+        confusion = torch.zeros((num_classes, num_classes), dtype=torch.int64)
+    quick = None
+    if kept:
+        quick = tuple(np.stack(a) for a in zip(*kept, strict=True))
+    return {
+        "loss_sum": loss_sum,
+        "pixels": pixels,
+        "confusion": confusion.cpu(),
+        "seconds": time.perf_counter() - start,
+    }, quick
+
+
+def _save_best(path: str, model: torch.nn.Module, cfg: Config, meta: dict, metrics: dict) -> None:
+    save_bundle(
+        path,
+        model,
+        norm_mean=meta["norm_mean"],
+        norm_std=meta["norm_std"],
+        band_names=meta["band_names"],
+        class_names=cfg.model.class_names,
+        tile_size=cfg.data.crop_size,
+        extra={
+            "source": "train",
+            "run_name": meta["run_name"],
+            "mlflow_run_id": meta.get("run_id"),
+            "dataset": meta["dataset"],
+            "manifest_sha256": meta["manifest_sha256"],
+            "normalization": cfg.data.normalization,
+            "epoch": int(metrics["epoch"]),
+            "val_loss": metrics["val_loss"],
+            "val_f1": metrics["val_f1"],
+            "val_accuracy": metrics["val_accuracy"],
+        },
+    )

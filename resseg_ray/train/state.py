@@ -1,0 +1,130 @@
+"""What a training checkpoint holds, and how it is written and restored.
+
+A checkpoint directory (one per epoch, under Ray Train's storage path) contains:
+
+- ``state.pt``: model, optimiser and scheduler state dicts plus :class:`Progress`
+  (plain tensors and numbers; restored with ``torch.load(weights_only=True)``);
+- ``progress.json``: the same progress, readable by people and by the driver;
+- ``best_val_loss.resseg.safetensors`` / ``best_val_f1.resseg.safetensors``: model bundles
+  of the best epochs so far, carried from checkpoint to checkpoint so that keeping only
+  the latest checkpoints never loses the best models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+STATE_FILE = "state.pt"
+PROGRESS_FILE = "progress.json"
+BEST_FILES = {
+    "val_loss": "best_val_loss.resseg.safetensors",
+    "val_f1": "best_val_f1.resseg.safetensors",
+}
+
+
+@dataclass
+class Progress:
+    """Where a run stands after its last completed epoch."""
+
+    epochs_done: int = 0
+    best_val_loss: float = math.inf
+    best_val_loss_epoch: int = 0
+    best_val_f1: float = -1.0
+    best_val_f1_epoch: int = 0
+    bad_epochs: int = 0
+    finished: bool = False
+    stop_reason: str = ""
+    restarts: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def update(self, metrics: dict[str, float], min_delta: float) -> tuple[bool, bool]:
+        """Record an epoch's metrics; returns whether it set a new best validation loss and F1.
+
+        Early stopping counts epochs whose validation loss did not fall by more than ``min_delta``.
+        """
+        self.epochs_done = int(metrics["epoch"])
+        self.history.append(dict(metrics))
+        loss, f1 = metrics["val_loss"], metrics["val_f1"]
+        self.bad_epochs = 0 if loss < self.best_val_loss - min_delta else self.bad_epochs + 1
+        loss_best = loss < self.best_val_loss
+        if loss_best:
+            self.best_val_loss, self.best_val_loss_epoch = loss, self.epochs_done
+        f1_best = f1 > self.best_val_f1
+        if f1_best:
+            self.best_val_f1, self.best_val_f1_epoch = f1, self.epochs_done
+        return loss_best, f1_best
+
+    def to_json(self) -> str:
+        """JSON text (infinite values written as null)."""
+        d = asdict(self)
+        if math.isinf(d["best_val_loss"]):
+            d["best_val_loss"] = None
+        return json.dumps(d, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Progress:
+        """Parse :meth:`to_json` output."""
+        d = json.loads(text)
+        if d.get("best_val_loss") is None:
+            d["best_val_loss"] = math.inf
+        return cls(**d)
+
+
+def write_checkpoint(
+    directory: str,
+    progress: Progress,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    best_dir: str,
+) -> None:
+    """Write a checkpoint of the current state into ``directory`` (created)."""
+    os.makedirs(directory, exist_ok=True)
+    torch.save(
+        {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "progress": progress.to_json(),
+        },
+        os.path.join(directory, STATE_FILE),
+    )
+    with open(os.path.join(directory, PROGRESS_FILE), "w") as f:
+        f.write(progress.to_json())
+    for name in BEST_FILES.values():
+        src = os.path.join(best_dir, name)
+        if os.path.exists(src):
+            shutil.copy2(src, os.path.join(directory, name))
+
+
+def read_checkpoint(
+    directory: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    best_dir: str,
+) -> Progress:
+    """Restore model, optimiser and scheduler from ``directory``; copy its best bundles to ``best_dir``."""
+    state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    os.makedirs(best_dir, exist_ok=True)
+    for name in BEST_FILES.values():
+        src = os.path.join(directory, name)
+        if os.path.exists(src):
+            shutil.copy2(src, os.path.join(best_dir, name))
+    return Progress.from_json(state["progress"])
+
+
+def read_progress(directory: str) -> Progress:
+    """The progress recorded in a checkpoint directory."""
+    with open(os.path.join(directory, PROGRESS_FILE)) as f:
+        return Progress.from_json(f.read())

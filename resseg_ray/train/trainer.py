@@ -1,0 +1,447 @@
+"""Driver side of a training run: checks, Ray Train assembly, MLflow run and final bundle.
+
+:func:`run_training` is what ``jobs/train.py`` calls. Before any worker starts it checks
+every input it can (architecture, pretrained weights, tracking store, prepared dataset,
+every scene and label raster), so bad input fails in seconds with a message naming the
+field or URI. It then runs a :class:`ray.train.torch.TorchTrainer` (DDP: gloo on CPU,
+NCCL on GPU) over the Ray Data pipelines, and finally writes the selected best model
+bundle to ``<run.storage_path>/<name>/model.resseg.safetensors``, logs it to MLflow as a
+model and registers it. Re-running with the same ``run.name`` resumes the run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from resseg_ray.config import Config, to_dict
+from resseg_ray.data.pipeline import build_datasets
+from resseg_ray.data.prepare import DATASET_FILE, DatasetDescription, load_dataset
+from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.storage import (
+    StorageSettings,
+    exists,
+    filesystem,
+    is_s3,
+    join_uri,
+    normalize_uri,
+    write_bytes,
+)
+from resseg_ray.train import tracking
+from resseg_ray.train.state import BEST_FILES, PROGRESS_FILE, Progress, read_progress
+
+BUNDLE_NAME = "model.resseg.safetensors"
+DEMO_DATASET = "data/demo"
+#: Data settings that must equal the ones the dataset was prepared with.
+TILING_FIELDS = ("tile_size", "stride", "val_fraction", "split_block", "max_nodata_fraction", "bands")
+
+
+def workdir() -> str:
+    """Base of relative paths: ``RESSEG_WORKDIR`` when set (e.g. for ``ray job submit``, whose
+    working directory is a temporary copy), else the current directory."""
+    return os.environ.get("RESSEG_WORKDIR") or os.getcwd()
+
+
+def resolve_uri(uri: str, base: str | None = None) -> str:
+    """An s3:// URI unchanged; a relative local path made absolute against ``base``/:func:`workdir`."""
+    if is_s3(uri):
+        return uri.rstrip("/")
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return normalize_uri(os.path.join(base or workdir(), uri))
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run produced."""
+
+    run_name: str
+    run_dir: str
+    bundle_uri: str
+    progress: Progress
+    tracking_uri: str
+    mlflow_run_id: str
+    registered_model: str | None
+    registered_version: str | None
+    alias_moved: bool
+    resumed: bool
+    seconds: float
+
+
+@dataclass
+class _Plan:
+    cfg: Config
+    settings: StorageSettings
+    desc: DatasetDescription
+    run_name: str
+    storage: str
+    tracking_uri: str
+
+
+def _check_arch(name: str) -> None:
+    from resseg_ray.models.registry import list_models
+
+    known = list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"model.arch {name!r} is not an architecture; {hint}known: {', '.join(known)}")
+
+
+def _check_data_config(cfg: Config, desc: DatasetDescription) -> None:
+    prepared = desc.raw.get("data", {})
+    ours = to_dict(cfg.data)
+    for name in TILING_FIELDS:
+        if name == "bands" and ours[name] is None:
+            continue
+        if name in prepared and prepared[name] != ours[name]:
+            raise ConfigError(
+                f"data.{name}={ours[name]!r} but {join_uri(desc.root, DATASET_FILE)} was prepared with "
+                f"{prepared[name]!r}; use the configuration the dataset was prepared with, or re-run "
+                "jobs/prepare.py --force with this one"
+            )
+
+
+def _check_scenes(desc: DatasetDescription, settings: StorageSettings) -> None:
+    """Open every training scene and label raster (headers only): missing or unreadable
+    files fail here, not in a loader task minutes into training."""
+    for scene in desc.scenes("train"):
+        open_scene(scene["uri"], settings, bands=desc.bands)
+        open_scene(scene["label_uri"], settings, bands=[1])
+
+
+def _load_or_prepare(
+    cfg: Config, settings: StorageSettings, log: Callable[[str], None]
+) -> DatasetDescription:
+    root = resolve_uri(cfg.train.dataset)
+    if not exists(join_uri(root, DATASET_FILE), settings):
+        if cfg.train.dataset.rstrip("/") != DEMO_DATASET:
+            raise InputDataError(
+                f"train.dataset {root} is not a prepared dataset (no {DATASET_FILE}); "
+                f"run jobs/prepare.py --out {root} first"
+            )
+        from resseg_ray.data.demo import prepare_demo
+
+        log(f"preparing the demo data under {root} (first run only) ...")
+        t0 = time.perf_counter()
+        prepare_demo(root, cfg, settings)
+        log(f"prepared the demo data in {time.perf_counter() - t0:.0f} s")
+    return load_dataset(root, settings)
+
+
+def plan_training(cfg: Config, log: Callable[[str], None] = print) -> _Plan:
+    """Every check that can fail before training starts."""
+    _check_arch(cfg.model.arch)
+    if cfg.model.pretrained:
+        if not cfg.model.arch.startswith("prop"):
+            raise ConfigError(f"model.pretrained loads ResNet encoder weights; {cfg.model.arch} has none")
+        if not os.path.isfile(resolve_uri(cfg.model.pretrained)):
+            raise InputDataError(f"model.pretrained {resolve_uri(cfg.model.pretrained)} does not exist")
+    settings = StorageSettings.resolve(cfg.storage)
+    tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow, workdir())
+    tracking.check_tracking(tracking_uri)
+    desc = _load_or_prepare(cfg, settings, log)
+    _check_data_config(cfg, desc)
+    _check_scenes(desc, settings)
+    name = cfg.run.name or f"{cfg.model.arch}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}"
+    return _Plan(cfg, settings, desc, name, resolve_uri(cfg.run.storage_path), tracking_uri)
+
+
+def _params(plan: _Plan) -> dict[str, Any]:
+    cfg, desc = plan.cfg, plan.desc
+    t, s = cfg.train, cfg.scaling
+    arch = cfg.model.arch
+    return {
+        "arch": arch,
+        "depth": int(arch[4:]),
+        "family": "resseg" if arch.startswith("prop") else "unet",
+        "pretrained": os.path.basename(cfg.model.pretrained) if cfg.model.pretrained else "none",
+        "in_bands": len(desc.band_names),
+        "bands": ",".join(desc.band_names),
+        "band_indexes": ",".join(map(str, desc.bands)),
+        "classes": ",".join(cfg.model.class_names),
+        "optimizer": "SGD",
+        "lr": t.lr,
+        "momentum": t.momentum,
+        "weight_decay": t.weight_decay,
+        "lr_step_epochs": t.lr_step_epochs,
+        "lr_gamma": t.lr_gamma,
+        "epochs": t.epochs,
+        "patience": t.patience,
+        "select": t.select,
+        "batch_size_per_worker": t.batch_size,
+        "batch_size_global": t.batch_size * s.num_workers,
+        "workers": s.num_workers,
+        "use_gpu": s.use_gpu,
+        "cpus_per_worker": s.cpus_per_worker,
+        "precision": t.precision,
+        "dataset": desc.root,
+        "manifest_sha256": desc.raw.get("manifest_sha256", ""),
+        "tiles_train": desc.raw.get("tiles", {}).get("train", ""),
+        "tiles_val": desc.raw.get("tiles", {}).get("val", ""),
+        "train_tiles_per_epoch": t.train_tiles_per_epoch or "all",
+        "val_tiles": t.val_tiles or "all",
+        "tile_size": desc.raw["data"]["tile_size"],
+        "crop_size": cfg.data.crop_size,
+        "normalization": cfg.data.normalization,
+        "seed": cfg.data.seed,
+    }
+
+
+def _storage(storage: str, settings: StorageSettings) -> tuple[str, Any]:
+    """Ray Train's (storage_path, storage_filesystem) for a local folder or an s3:// prefix
+    (S3 through s3fs, so it honours the same endpoint settings as the data)."""
+    if not is_s3(storage):
+        os.makedirs(storage, exist_ok=True)
+        return storage, None
+    import pyarrow.fs
+
+    fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(filesystem(storage, settings)))
+    return storage[len("s3://") :], fs
+
+
+def run_training(
+    cfg: Config, log: Callable[[str], None] = print, tags: dict[str, str] | None = None
+) -> TrainResult:
+    """Train ``cfg`` on Ray Train (Ray must be initialised) and return what it produced.
+
+    ``tags`` are set on a new MLflow run (e.g. ``mlflow.parentRunId`` to nest it)."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from resseg_ray.train.loop import CRASH_ENV, train_loop_per_worker
+
+    start = time.perf_counter()
+    plan = plan_training(cfg, log)
+    cfg, desc = plan.cfg, plan.desc
+    _warn_resources(cfg)
+    datasets = build_datasets(
+        desc, cfg.data, plan.settings, splits=("train",), limit=cfg.train.train_tiles_per_epoch
+    )
+    datasets.update(build_datasets(desc, cfg.data, plan.settings, splits=("val",), limit=cfg.train.val_tiles))
+
+    run = tracking.open_run(
+        plan.tracking_uri,
+        cfg.mlflow.experiment,
+        plan.run_name,
+        plan.storage,
+        tags={"resseg.arch": cfg.model.arch, "resseg.dataset": desc.root, **(tags or {})},
+    )
+    log(
+        f"{'resuming' if run.resumed else 'starting'} run {plan.run_name} "
+        f"(MLflow run {run.run_id} at {plan.tracking_uri})"
+    )
+    tracking.log_params(run, _params(plan))
+    _log_inputs(run, cfg, desc, plan.settings)
+
+    run_dir = join_uri(plan.storage, plan.run_name)
+    storage_path, storage_fs = _storage(plan.storage, plan.settings)
+    stats = desc.statistics.pooled
+    meta = {
+        "band_names": desc.band_names,
+        "norm_mean": list(stats.mean),
+        "norm_std": list(stats.std),
+        "run_name": plan.run_name,
+        "run_id": run.run_id,
+        "tracking_uri": plan.tracking_uri,
+        "dataset": desc.root,
+        "manifest_sha256": desc.raw.get("manifest_sha256", ""),
+    }
+    env = {"RESSEG_WORKDIR": workdir()}
+    if os.environ.get(CRASH_ENV):
+        env[CRASH_ENV] = os.environ[CRASH_ENV]
+    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "meta": meta},
+        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=plan.run_name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep),
+            worker_runtime_env={"env_vars": env},
+        ),
+        datasets=datasets,
+    )
+    try:
+        result = trainer.fit()
+    except BaseException:
+        tracking.client(plan.tracking_uri).set_terminated(run.run_id, status="FAILED")
+        raise
+    if result.checkpoint is None:
+        tracking.client(plan.tracking_uri).set_terminated(run.run_id, status="FAILED")
+        raise InputDataError(f"run {plan.run_name} finished without a checkpoint under {run_dir}")
+    with result.checkpoint.as_directory() as ckpt_dir:
+        return _finish(plan, run, run_dir, ckpt_dir, start)
+
+
+def _warn_resources(cfg: Config) -> None:
+    import ray
+
+    have = ray.cluster_resources()
+    need_cpu = cfg.scaling.cpus_per_worker * cfg.scaling.num_workers
+    if have.get("CPU", 0) < need_cpu:
+        warnings.warn(
+            f"the Ray cluster has {have.get('CPU', 0):g} CPUs, the workers need {need_cpu:g} "
+            "(scaling.num_workers x scaling.cpus_per_worker); training waits until an autoscaler adds them",
+            stacklevel=2,
+        )
+    if cfg.scaling.use_gpu and have.get("GPU", 0) < cfg.scaling.num_workers:
+        warnings.warn(
+            f"the Ray cluster has {have.get('GPU', 0):g} GPUs, scaling.use_gpu needs "
+            f"{cfg.scaling.num_workers}; "
+            "training waits until an autoscaler adds GPU nodes (set scaling.use_gpu=false for CPU training)",
+            stacklevel=2,
+        )
+
+
+def _log_inputs(
+    run: tracking.TrackedRun, cfg: Config, desc: DatasetDescription, settings: StorageSettings
+) -> None:
+    from resseg_ray.geo.storage import read_bytes
+
+    c = tracking.client(run.tracking_uri)
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "config.yaml"), "w") as f:
+            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+        with open(os.path.join(d, "stats.json"), "wb") as f:
+            f.write(read_bytes(join_uri(desc.root, desc.raw["stats"]), settings))
+        c.log_artifact(run.run_id, os.path.join(d, "config.yaml"))
+        c.log_artifact(run.run_id, os.path.join(d, "stats.json"), "data")
+
+
+def _finish(plan: _Plan, run: tracking.TrackedRun, run_dir: str, ckpt_dir: str, start: float) -> TrainResult:
+    cfg = plan.cfg
+    progress = read_progress(ckpt_dir)
+    chosen = os.path.join(ckpt_dir, BEST_FILES[cfg.train.select])
+    if not os.path.exists(chosen):
+        raise InputDataError(f"checkpoint {ckpt_dir} holds no {BEST_FILES[cfg.train.select]}")
+    bundle_uri = join_uri(run_dir, BUNDLE_NAME)
+    with open(chosen, "rb") as f:
+        write_bytes(bundle_uri, f.read(), plan.settings)
+
+    c = tracking.client(plan.tracking_uri)
+    tags = c.get_run(run.run_id).data.tags
+    version = tags.get(tracking.VERSION_TAG)
+    moved = False
+    if version is None:
+        version, moved = _log_model(plan, run, ckpt_dir, chosen, progress)
+    else:
+        c.set_terminated(run.run_id, status="FINISHED")
+    return TrainResult(
+        run_name=plan.run_name,
+        run_dir=run_dir,
+        bundle_uri=bundle_uri,
+        progress=progress,
+        tracking_uri=plan.tracking_uri,
+        mlflow_run_id=run.run_id,
+        registered_model=cfg.mlflow.registered_model,
+        registered_version=version,
+        alias_moved=moved,
+        resumed=run.resumed,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _log_model(
+    plan: _Plan, run: tracking.TrackedRun, ckpt_dir: str, chosen: str, progress: Progress
+) -> tuple[str | None, bool]:
+    """Log the bundles, the final model (pyfunc from code + signature) and register it."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    import resseg_ray.train.mlflow_model as code
+    from resseg_ray.models.bundle import read_bundle_info
+
+    cfg = plan.cfg
+    info = read_bundle_info(chosen)
+    c = tracking.client(plan.tracking_uri)
+    for name in BEST_FILES.values():
+        path = os.path.join(ckpt_dir, name)
+        if os.path.exists(path):
+            c.log_artifact(run.run_id, path, "bundles")
+    c.log_artifact(run.run_id, os.path.join(ckpt_dir, PROGRESS_FILE))
+    c.set_tag(run.run_id, "resseg.stop_reason", progress.stop_reason)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, info.in_bands, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
+    )
+    with tempfile.TemporaryDirectory() as d:
+        bundle = os.path.join(d, BUNDLE_NAME)
+        shutil.copy2(chosen, bundle)
+        mlflow.set_tracking_uri(plan.tracking_uri)
+        mlflow.set_registry_uri(plan.tracking_uri)
+        with mlflow.start_run(run_id=run.run_id):
+            model_info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=code.__file__,
+                artifacts={"bundle": bundle},
+                signature=signature,
+                input_example=np.zeros((1, info.in_bands, 32, 32), np.float32),
+                pip_requirements=_requirements(info.package_versions),
+                metadata={"resseg_bundle": BUNDLE_NAME, "architecture": info.architecture},
+            )
+    if not cfg.mlflow.registered_model:
+        c.set_tag(run.run_id, tracking.VERSION_TAG, "not registered")
+        return None, False
+    selected = progress.best_val_f1 if cfg.train.select == "val_f1" else progress.best_val_loss
+    mv = mlflow.register_model(
+        model_info.model_uri,
+        cfg.mlflow.registered_model,
+        tags={
+            "arch": info.architecture,
+            "run_name": plan.run_name,
+            "val_f1": f"{info.extra.get('val_f1', progress.best_val_f1):.6f}",
+            "val_loss": f"{info.extra.get('val_loss', progress.best_val_loss):.6f}",
+            "selected_by": cfg.train.select,
+            "selected_value": f"{selected:.6f}",
+        },
+    )
+    moved = _move_alias(c, cfg.mlflow.registered_model, cfg.mlflow.alias, mv.version)
+    c.set_tag(run.run_id, tracking.VERSION_TAG, str(mv.version))
+    return str(mv.version), moved
+
+
+def _move_alias(c, name: str, alias: str, version: str) -> bool:
+    """Point ``alias`` at ``version`` when no version holds it yet or when ``version`` has a
+    higher validation F1 than the one that does."""
+    from mlflow.exceptions import MlflowException
+
+    new = c.get_model_version(name, version)
+    try:
+        current = c.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        current = None
+    if current is not None and float(current.tags.get("val_f1", "-1")) >= float(new.tags.get("val_f1", "-1")):
+        return False
+    c.set_registered_model_alias(name, alias, version)
+    return True
+
+
+def _requirements(versions: dict[str, str]) -> list[str]:
+    return [
+        f"torch=={versions.get('torch', '').split('+')[0]}",
+        f"numpy=={versions.get('numpy', '')}",
+        f"safetensors=={versions.get('safetensors', '')}",
+        "resseg-ray",
+    ]

@@ -1,0 +1,61 @@
+"""Early stopping bookkeeping and checkpoint round trips (no Ray needed)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from resseg_ray.models import build_model
+from resseg_ray.train.state import BEST_FILES, Progress, read_checkpoint, read_progress, write_checkpoint
+
+
+def _m(epoch: int, loss: float, f1: float) -> dict[str, float]:
+    return {"epoch": epoch, "val_loss": loss, "val_f1": f1}
+
+
+def test_progress_tracks_bests_and_patience() -> None:
+    p = Progress()
+    assert p.update(_m(1, 0.5, 0.3), 0.0) == (True, True)
+    assert p.update(_m(2, 0.4, 0.2), 0.0) == (True, False)
+    assert p.bad_epochs == 0
+    assert p.update(_m(3, 0.45, 0.5), 0.0) == (False, True)
+    assert p.bad_epochs == 1
+    # a decrease smaller than min_delta counts as no decrease, but still sets the best loss
+    assert p.update(_m(4, 0.399, 0.1), 0.01) == (True, False)
+    assert p.bad_epochs == 2
+    assert (p.best_val_loss, p.best_val_loss_epoch) == (0.399, 4)
+    assert (p.best_val_f1, p.best_val_f1_epoch) == (0.5, 3)
+    again = Progress.from_json(p.to_json())
+    assert again == p
+    assert math.isinf(Progress.from_json(Progress().to_json()).best_val_loss)
+
+
+def test_checkpoint_round_trip_restores_model_optimizer_scheduler(tmp_path) -> None:
+    model = build_model("prop18", in_bands=3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.2)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    opt.step()
+    sched.step()
+    sched.step()
+    best = tmp_path / "best"
+    best.mkdir()
+    (best / BEST_FILES["val_f1"]).write_bytes(b"bundle bytes")
+    p = Progress(epochs_done=2, best_val_f1=0.7, history=[{"epoch": 1.0}])
+    write_checkpoint(str(tmp_path / "ckpt"), p, model, opt, sched, str(best))
+
+    torch.manual_seed(1)
+    model2 = build_model("prop18", in_bands=3)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=2, gamma=0.2)
+    best2 = tmp_path / "best2"
+    got = read_checkpoint(str(tmp_path / "ckpt"), model2, opt2, sched2, str(best2))
+    assert got == p == read_progress(str(tmp_path / "ckpt"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, model2.state_dict()[k]), k
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == 0.1 * 0.2
+    assert sched2.last_epoch == 2
+    mom = next(iter(opt.state.values()))["momentum_buffer"]
+    assert torch.equal(next(iter(opt2.state.values()))["momentum_buffer"], mom)
+    assert (best2 / BEST_FILES["val_f1"]).read_bytes() == b"bundle bytes"

@@ -1,0 +1,155 @@
+"""Ray Train DDP on 2 CPU workers against a real `mlflow server`: what lands in MLflow,
+checkpoints, resume, a worker crash survived from the checkpoint, and bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from resseg_ray.config import load_config
+from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.models.bundle import load_bundle
+from resseg_ray.train import tracking
+from resseg_ray.train.loop import CRASH_ENV
+from resseg_ray.train.trainer import run_training
+from tests.conftest import small_train_overrides
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+@pytest.fixture(scope="module")
+def trained(small_demo, mlflow_server, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    cfg = load_config(None, small_train_overrides(small_demo.root, str(storage), mlflow_server, "ddp"))
+    return cfg, run_training(cfg, log=lambda _: None)
+
+
+def test_ddp_run_logs_params_metrics_artifacts_and_registers(trained, mlflow_server, small_demo) -> None:
+    _, result = trained
+    assert result.progress.epochs_done == 3 and result.progress.finished
+    c = tracking.client(mlflow_server)
+    run = c.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["arch"] == "prop18" and p["depth"] == "18" and p["workers"] == "2"
+    assert p["in_bands"] == "4" and p["bands"] == "blue,green,red,nir"
+    assert p["lr"] == "0.005" and p["momentum"] == "0.9" and p["batch_size_per_worker"] == "4"
+    assert p["manifest_sha256"] and p["seed"] == "0"
+    for key in (
+        "train_loss",
+        "val_loss",
+        "val_precision",
+        "val_recall",
+        "val_f1",
+        "val_iou",
+        "val_accuracy",
+        "lr",
+        "samples_per_s",
+        "data_wait_fraction",
+    ):
+        history = c.get_metric_history(result.mlflow_run_id, key)
+        assert [m.step for m in history] == [1, 2, 3], key
+    assert 0 <= run.data.metrics["val_f1"] <= 1
+    names = {a.path for a in c.list_artifacts(result.mlflow_run_id)}
+    assert {"config.yaml", "data", "quicklook", "bundles", "progress.json"} <= names
+    assert c.list_artifacts(result.mlflow_run_id, "quicklook")[0].path.endswith(".png")
+    assert c.list_artifacts(result.mlflow_run_id, "data")[0].path == "data/stats.json"
+    # registered, with the alias on it (the only version)
+    mv = c.get_model_version_by_alias("test-buildings", "best")
+    assert mv.version == result.registered_version and mv.run_id == result.mlflow_run_id
+    assert mv.tags["arch"] == "prop18"
+    # the final bundle carries the dataset's normalisation and loads through MLflow too
+    bundle = load_bundle(result.bundle_uri)
+    assert bundle.info.norm_mean == pytest.approx(small_demo.statistics.pooled.mean)
+    assert bundle.info.extra["mlflow_run_id"] == result.mlflow_run_id
+    import mlflow.pyfunc
+    import numpy as np
+
+    model = mlflow.pyfunc.load_model("models:/test-buildings@best")
+    prob = model.predict(np.full((1, 4, 40, 50), 300, np.float32))
+    assert prob.shape == (1, 40, 50) and 0 <= prob.min() and prob.max() <= 1
+
+
+def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server) -> None:
+    cfg, result = trained
+    run_dir = Path(result.run_dir)
+    kept = sorted(p.name for p in run_dir.glob("epoch_*"))
+    assert kept == ["epoch_0002", "epoch_0003"]  # run.checkpoints_to_keep=2
+    assert (run_dir / "epoch_0003" / "best_val_loss.resseg.safetensors").exists()
+    again = run_training(cfg, log=lambda _: None)
+    assert again.resumed and again.mlflow_run_id == result.mlflow_run_id
+    assert again.progress.epochs_done == 3 and again.registered_version == result.registered_version
+    c = tracking.client(mlflow_server)
+    assert (
+        len(
+            c.search_runs(
+                [c.get_run(result.mlflow_run_id).info.experiment_id], "tags.`resseg.run_name` = 'ddp'"
+            )
+        )
+        == 1
+    )
+    assert [m.step for m in c.get_metric_history(result.mlflow_run_id, "val_loss")] == [1, 2, 3]
+
+
+def test_worker_crash_is_survived_from_the_checkpoint(
+    small_demo, mlflow_server, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv(CRASH_ENV, "2")
+    cfg = load_config(
+        None,
+        small_train_overrides(
+            small_demo.root,
+            str(tmp_path),
+            mlflow_server,
+            "crash",
+            **{"run.max_failures": 1, "mlflow.registered_model": "null"},
+        ),
+    )
+    result = run_training(cfg, log=lambda _: None)
+    assert result.progress.epochs_done == 3 and result.progress.restarts == 1
+    c = tracking.client(mlflow_server)
+    # epochs 1-2 before the crash, epoch 3 after: the run did not start over from epoch 0
+    assert [m.step for m in c.get_metric_history(result.mlflow_run_id, "val_loss")] == [1, 2, 3]
+    assert [m.value for m in c.get_metric_history(result.mlflow_run_id, "restarts")] == [0, 0, 1]
+    assert result.registered_version is None
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "match"),
+    [
+        ("model.arch=prop19", ConfigError, r"model.arch 'prop19'.*did you mean"),
+        ("train.lr=-0.1", ConfigError, r"train.lr must be > 0"),
+        ("train.dataset=/nonexistent/prepared", InputDataError, r"/nonexistent/prepared is not a prepared"),
+        ("mlflow.tracking_uri=http://127.0.0.1:9", ConfigError, r"http://127.0.0.1:9 is unreachable"),
+    ],
+)
+def test_bad_input_fails_before_training(small_demo, mlflow_server, tmp_path, override, error, match) -> None:
+    base = small_train_overrides(small_demo.root, str(tmp_path), mlflow_server, "bad")
+    with pytest.raises(error, match=match):
+        run_training(load_config(None, [*base, override]), log=lambda _: None)
+    assert not (tmp_path / "bad").exists()
+    c = tracking.client(mlflow_server)
+    exp = c.get_experiment_by_name("tests")
+    if exp is not None:
+        assert not c.search_runs([exp.experiment_id], "tags.`resseg.run_name` = 'bad'")
+
+
+def test_missing_scene_fails_before_training(small_demo, mlflow_server, tmp_path) -> None:
+    import shutil
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(small_demo.root, copy)
+    import json
+
+    desc = json.loads((copy / "dataset.json").read_text())
+    victim = next(s for s in desc["scenes"] if s["role"] == "train")
+    moved = tmp_path / "elsewhere.tif"
+    shutil.copy(victim["uri"], moved)
+    victim["uri"] = str(tmp_path / "gone.tif")
+    (copy / "dataset.json").write_text(json.dumps(desc))
+    cfg = load_config(None, small_train_overrides(str(copy), str(tmp_path), mlflow_server, "bad"))
+    with pytest.raises(InputDataError, match=r"gone\.tif"):
+        run_training(cfg, log=lambda _: None)
+    assert not os.path.exists(tmp_path / "bad")
