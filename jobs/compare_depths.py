@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from resseg_ray.cli import init_ray, run_job
 from resseg_ray.config import load_config
 from resseg_ray.train.compare import PAPER_ARCHS, compare_architectures
+from resseg_ray.train.trainer import check_arch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,6 +36,8 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=112, help="overlap of neighbouring windows (px)")
     args = p.parse_args()
     cfg = load_config(args.config, args.overrides)
+    for arch in args.archs:
+        check_arch(arch)
     init_ray()
     result = compare_architectures(cfg, args.archs, args.prefix, args.window, args.overlap)
     print()

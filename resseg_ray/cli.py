@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Callable
 
+from resseg_ray import errors
 from resseg_ray.errors import ResSegError
+
+_TRACEBACK_LINE = re.compile(r"resseg_ray\.errors\.(\w+): (.+)")
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -30,21 +34,35 @@ def run_job(main: Callable[[], object]) -> None:
 
 
 def user_error(exc: BaseException) -> ResSegError | None:
-    """The :class:`ResSegError` behind ``exc``, also when it was raised in a Ray task or
-    a Ray Data / dask-on-Ray worker (Ray wraps it; ``cause`` holds the original)."""
+    """The :class:`ResSegError` behind ``exc``, also when it was raised in a Ray task, a
+    Ray Data / dask-on-Ray worker or a Ray Train worker (Ray wraps it; ``cause``,
+    ``worker_failures`` or ``controller_failure`` hold the original)."""
     seen: set[int] = set()
+    seen_errors: list[BaseException] = []
     todo: list[BaseException | None] = [exc]
     while todo:
         e = todo.pop(0)
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        seen_errors.append(e)
         cause = getattr(e, "cause", None)
         if isinstance(cause, ResSegError):
             return cause
         if isinstance(e, ResSegError) and not hasattr(e, "cause"):
             return e
         todo += [cause if isinstance(cause, BaseException) else None, e.__cause__, e.__context__]
+        # Ray Train: WorkerGroupError.worker_failures (rank -> exception), ControllerError
+        todo += list(getattr(e, "worker_failures", {}).values())
+        todo.append(getattr(e, "controller_failure", None))
+    # Some wrappers (Ray Data's UserCodeException inside a Ray Train worker) keep only the
+    # original's traceback text: rebuild the error from its "resseg_ray.errors.X: msg" line.
+    for e in seen_errors:
+        match = _TRACEBACK_LINE.search(str(e))
+        if match:
+            cls = getattr(errors, match.group(1), None)
+            if isinstance(cls, type) and issubclass(cls, ResSegError):
+                return cls(match.group(2).strip())
     return None
 
 

@@ -3,8 +3,8 @@
 Every window read returns the pixels *and* a boolean mask of valid pixels, which folds in
 the nodata value, an internal (per-dataset) mask or alpha band, non-finite floats, and
 everything outside the scene (reads are boundless: a window may hang over any edge).
-Opened datasets are cached per process, so a worker reading thousands of windows from
-one cloud-optimised GeoTIFF opens it once.
+Opened datasets are cached per process and thread, so a worker reading thousands of
+windows from one cloud-optimised GeoTIFF opens it once.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def _open(uri: str, settings: StorageSettings) -> rasterio.io.DatasetReader:
             version = (st.st_mtime_ns, st.st_size)
         except OSError:
             version = ()
-    key = (uri, settings, version)
+    # One handle per thread: a GDAL dataset must not be read from two threads at once
+    # (dask's threaded scheduler, loader threads).
+    key = (uri, settings, version, threading.get_ident())
     with _cache_lock:
         ds = _cache.get(key)
         if ds is not None and not ds.closed:

@@ -17,10 +17,15 @@ import numpy as np
 import torch
 
 from resseg_ray.device import DevicePolicy
+from resseg_ray.errors import ConfigError
 from resseg_ray.geo.scene import SceneInfo, read_window
+from resseg_ray.geo.stats import compute_statistics
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.windows import blend_weights, window_starts
 from resseg_ray.models.bundle import ModelBundle
+
+NORMALIZATIONS = ("pooled", "per_scene")
+"""``pooled``: the bundle's training statistics; ``per_scene``: each scene's own statistics."""
 
 
 @dataclass
@@ -44,15 +49,33 @@ class ScenePredictor:
         overlap: int = 112,
         batch_size: int = 4,
         blend: str = "flat",
+        normalization: str | None = None,
     ) -> None:
         self.info = bundle.info
+        self.normalization = normalization or str(self.info.extra.get("normalization", "pooled"))
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(
+                f"normalization {self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}"
+            )
         self.policy = policy or DevicePolicy.resolve()
         self.model = self.policy.prepare_for_inference(bundle.model)
         self.window, self.overlap, self.batch_size, self.blend = window, overlap, batch_size, blend
         blend_weights(1, 1, 0, blend)  # validate the mode early
         window_starts(window, window, overlap)
-        self.mean = np.asarray(self.info.norm_mean, np.float32)[:, None, None]
-        self.inv_std = 1.0 / np.asarray(self.info.norm_std, np.float32)[:, None, None]
+
+    def scene_norm(self, scene: SceneInfo, settings: StorageSettings) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and 1/std ``(D, 1, 1)`` applied to a scene: the bundle's (training) statistics,
+        or with ``per_scene`` normalisation the scene's own, computed over its valid pixels
+        exactly as training computed them for each training scene."""
+        if self.normalization == "per_scene":
+            stats = compute_statistics([scene], settings, scheduler="synchronous").pooled
+            mean, std = stats.mean, stats.std
+        else:
+            mean, std = self.info.norm_mean, self.info.norm_std
+        return (
+            np.asarray(mean, np.float32)[:, None, None],
+            1.0 / np.asarray(std, np.float32)[:, None, None],
+        )
 
     def _forward(self, tiles: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), self.policy.autocast():
@@ -70,6 +93,7 @@ class ScenePredictor:
         acc = np.zeros((c, wh, w), np.float32)  # rows [top, top + wh) of the scene
         wsum = np.zeros((wh, w), np.float32)
         top = 0
+        mean, inv_std = self.scene_norm(scene, settings)
         for i, r in enumerate(rows):
             if r > top:  # shift the buffer down to start at r
                 shift = r - top
@@ -80,8 +104,8 @@ class ScenePredictor:
                 top = r
             pixels, valid = read_window(scene, settings, 0, r, w, wh)
             x = pixels.astype(np.float32)
-            x -= self.mean
-            x *= self.inv_std
+            x -= mean
+            x *= inv_std
             x[:, ~valid] = 0.0
             for b in range(0, len(cols), self.batch_size):
                 chunk = cols[b : b + self.batch_size]

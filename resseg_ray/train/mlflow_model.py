@@ -40,7 +40,12 @@ class BundlePyfunc(PythonModel):
                 f"expected float32 images of shape (N, {self.info.in_bands}, H, W) "
                 f"(bands {self.info.band_names}), got {x.shape}"
             )
-        x = (x - self.mean) / self.std
+        if self.info.extra.get("normalization") == "per_scene":  # each image by its own statistics
+            mean = x.mean(axis=(2, 3), keepdims=True)
+            std = np.maximum(x.std(axis=(2, 3), keepdims=True), 1e-6)
+            x = (x - mean) / std
+        else:
+            x = (x - self.mean) / self.std
         with torch.inference_mode(), self.policy.autocast():
             logits = self.model(self.policy.prepare_batch(torch.from_numpy(x)))
         return torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()

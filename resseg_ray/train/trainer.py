@@ -89,7 +89,8 @@ class _Plan:
     tracking_uri: str
 
 
-def _check_arch(name: str) -> None:
+def check_arch(name: str) -> None:
+    """A clear error naming model.arch when it is not a registered architecture."""
     from resseg_ray.models.registry import list_models
 
     known = list_models()
@@ -142,7 +143,7 @@ def _load_or_prepare(
 
 def plan_training(cfg: Config, log: Callable[[str], None] = print) -> _Plan:
     """Every check that can fail before training starts."""
-    _check_arch(cfg.model.arch)
+    check_arch(cfg.model.arch)
     if cfg.model.pretrained:
         if not cfg.model.arch.startswith("prop"):
             raise ConfigError(f"model.pretrained loads ResNet encoder weights; {cfg.model.arch} has none")

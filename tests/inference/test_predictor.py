@@ -81,3 +81,25 @@ def test_evaluate_scene_matches_numpy(tmp_path) -> None:
     pred = (_expected(data[0]) > 0.5).astype(np.uint8)
     assert np.array_equal(score.confusion.counts, Confusion.of(pred, labels[0]).counts)
     assert score.name == "s"
+
+
+def test_per_scene_normalisation_removes_sensor_gain_and_offset(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    base = rng.integers(50, 150, size=(2, 90, 70)).astype(np.float32)
+    a = write_tif(tmp_path / "a.tif", base)
+    b = write_tif(tmp_path / "b.tif", base * 7.5 + 300)  # another sensor: gain and offset
+    bundle = _bundle()
+    bundle.info.extra["normalization"] = "per_scene"
+    predictor = ScenePredictor(bundle, DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    assert predictor.normalization == "per_scene"
+    s = StorageSettings()
+    pa = np.concatenate([x.probs[1] for x in predictor.strips(open_scene(a, s), s)])
+    pb = np.concatenate([x.probs[1] for x in predictor.strips(open_scene(b, s), s)])
+    np.testing.assert_allclose(pa, pb, atol=1e-4)
+    z = (base[0] - base[0].mean()) / base[0].std()
+    np.testing.assert_allclose(pa, 1 / (1 + np.exp(-z)), atol=1e-4)
+    pooled = ScenePredictor(
+        bundle, DevicePolicy.resolve("cpu"), window=64, overlap=16, normalization="pooled"
+    )
+    pc = np.concatenate([x.probs[1] for x in pooled.strips(open_scene(b, s), s)])
+    assert np.abs(pc - pb).max() > 0.1

@@ -153,3 +153,86 @@ def test_missing_scene_fails_before_training(small_demo, mlflow_server, tmp_path
     with pytest.raises(InputDataError, match=r"gone\.tif"):
         run_training(cfg, log=lambda _: None)
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_checkpoints_and_bundle_on_s3(
+    small_demo, mlflow_server, moto_endpoint, s3_bucket, s3_settings, tmp_path
+) -> None:
+    from resseg_ray.geo.storage import download, filesystem
+
+    cfg = load_config(
+        None,
+        small_train_overrides(
+            small_demo.root,
+            f"{s3_bucket}/runs",
+            mlflow_server,
+            "on-s3",
+            **{
+                "scaling.num_workers": 1,
+                "scaling.cpus_per_worker": 1,
+                "train.epochs": 2,
+                "storage.endpoint_url": moto_endpoint,
+                "mlflow.registered_model": "null",
+            },
+        ),
+    )
+    result = run_training(cfg, log=lambda _: None)
+    assert result.bundle_uri == f"{s3_bucket}/runs/on-s3/model.resseg.safetensors"
+    fs = filesystem(s3_bucket, s3_settings)
+    names = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/runs/on-s3")}
+    assert {"epoch_0001", "epoch_0002", "model.resseg.safetensors"} <= names
+    assert fs.exists(f"{s3_bucket}/runs/on-s3/epoch_0002/best_val_loss.resseg.safetensors")
+    local = download(result.bundle_uri, str(tmp_path), s3_settings)
+    assert load_bundle(local).info.extra["run_name"] == "on-s3"
+
+
+def test_unreadable_scene_data_fails_the_run_with_the_file_named(small_demo, mlflow_server, tmp_path) -> None:
+    """A scene whose header reads but whose pixels do not (damaged tiles) passes the
+    pre-flight check and fails inside a Ray Data loader of a Ray Train worker: the error
+    the user sees is still the one-line InputDataError naming the file."""
+    import json
+    import shutil
+
+    from resseg_ray.cli import user_error
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(small_demo.root, copy)
+    desc = json.loads((copy / "dataset.json").read_text())
+    manifest_scenes = [s for s in desc["scenes"] if s["role"] == "train"]
+    for s in manifest_scenes:  # every training scene's compressed tiles overwritten in the middle
+        data = bytearray(Path(s["uri"]).read_bytes())
+        a, b = len(data) // 3, 2 * len(data) // 3
+        data[a:b] = (bytes(range(256)) * ((b - a) // 256 + 1))[: b - a]
+        (tmp_path / Path(s["uri"]).name).write_bytes(bytes(data))
+    # the manifest names the original URIs: point them at the truncated copies
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(copy / "manifest.parquet").to_pandas()
+    for s in manifest_scenes:
+        table.loc[table.scene_uri == s["uri"], "scene_uri"] = str(tmp_path / Path(s["uri"]).name)
+        s["uri"] = str(tmp_path / Path(s["uri"]).name)
+    table.to_parquet(copy / "manifest.parquet", index=False)
+    import hashlib
+
+    desc["manifest_sha256"] = hashlib.sha256((copy / "manifest.parquet").read_bytes()).hexdigest()
+    (copy / "dataset.json").write_text(json.dumps(desc))
+    cfg = load_config(
+        None,
+        small_train_overrides(
+            str(copy),
+            str(tmp_path / "runs"),
+            mlflow_server,
+            "truncated",
+            **{"run.max_failures": 0, "scaling.num_workers": 1, "train.epochs": 1},
+        ),
+    )
+    with pytest.raises(Exception) as info:
+        run_training(cfg, log=lambda _: None)
+    err = user_error(info.value)
+    assert isinstance(err, InputDataError), info.value
+    assert str(tmp_path) in str(err)
+    c = tracking.client(mlflow_server)
+    runs = c.search_runs(
+        [c.get_experiment_by_name("tests").experiment_id], "tags.`resseg.run_name` = 'truncated'"
+    )
+    assert [r.info.status for r in runs] == ["FAILED"]

@@ -1,0 +1,57 @@
+"""The depth comparison: two architectures trained into one experiment, evaluated on the
+held-out test scene, nested under a parent run holding the Table II markdown."""
+
+from __future__ import annotations
+
+import pytest
+
+from resseg_ray.config import load_config
+from resseg_ray.evaluation.scenes import scene_name
+from resseg_ray.train import tracking
+from resseg_ray.train.compare import compare_architectures
+from tests.conftest import run_script, small_train_overrides
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def test_compare_logs_table_ii(small_demo, mlflow_server, tmp_path) -> None:
+    overrides = small_train_overrides(
+        small_demo.root,
+        str(tmp_path),
+        mlflow_server,
+        "unused",
+        **{
+            "scaling.num_workers": 1,
+            "scaling.cpus_per_worker": 1,
+            "train.epochs": 1,
+            "mlflow.experiment": "compare-tests",
+            "mlflow.registered_model": "null",
+        },
+    )
+    cfg = load_config(None, overrides)
+    result = compare_architectures(
+        cfg, ["prop18", "unet19"], prefix="cmp", window=64, overlap=16, log=lambda _: None
+    )
+    test_scene = next(s for s in small_demo.scenes if s.role == "test")
+    name = scene_name(test_scene.uri)
+    lines = result.table.splitlines()
+    assert lines[2] == f"| model | {name} | mean |"
+    assert lines[4].startswith("| prop18 | ") and lines[5].startswith("| unet19 | ")
+    c = tracking.client(mlflow_server)
+    for arch, run in result.runs.items():
+        r = c.get_run(run.mlflow_run_id)
+        assert r.info.run_name == f"cmp-{arch}"
+        assert r.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        for key in (f"test_{name}_f1", f"test_{name}_accuracy", "test_mean_f1", "test_mean_accuracy"):
+            assert 0.0 <= r.data.metrics[key] <= 1.0, key
+        assert r.data.metrics["test_mean_f1"] == pytest.approx(result.evaluations[arch].mean()["f1"])
+    parent = c.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert {a.path for a in c.list_artifacts(result.parent_run_id)} == {"table2.md", "table2.json"}
+
+
+def test_compare_job_rejects_unknown_architecture_before_starting_ray(tmp_path) -> None:
+    proc = run_script("compare_depths.py", "--archs", "prop18", "prop19", env={"RAY_ADDRESS": "local"})
+    assert proc.returncode == 2
+    assert "model.arch 'prop19' is not an architecture; did you mean" in proc.stderr
+    assert "Traceback" not in proc.stderr
