@@ -68,9 +68,13 @@ def test_split_is_seeded(tmp_path) -> None:
     scene, labels, *_ = _scene(tmp_path)
     a = tile_scene(0, scene, labels, CFG, LOCAL)
     b = tile_scene(0, scene, labels, CFG, LOCAL)
-    c = tile_scene(0, scene, labels, DataConfig(**{**CFG.__dict__, "seed": 7}), LOCAL)
     assert a.val_blocks == b.val_blocks and a.rows == b.rows
-    assert a.val_blocks != c.val_blocks
+    # the seed matters (the scene's grid has few candidate regions, so one other seed can
+    # coincide: the seed mixes in the scene URI, which holds pytest's tmp path)
+    others = [
+        tile_scene(0, scene, labels, DataConfig(**{**CFG.__dict__, "seed": s}), LOCAL) for s in range(1, 6)
+    ]
+    assert any(o.val_blocks != a.val_blocks for o in others)
 
 
 def test_validation_blocks_are_contiguous_and_leave_training_area() -> None:
