@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from resseg_ray.errors import InputDataError
 from resseg_ray.evaluation.metrics import IGNORE, Confusion
 from resseg_ray.geo.scene import open_scene, read_window
 from resseg_ray.geo.storage import StorageSettings
@@ -85,8 +86,6 @@ def evaluate_scene(
     scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
     labels = open_scene(label_uri, settings, bands=[1])
     if not scene.same_grid(labels):
-        from resseg_ray.errors import InputDataError
-
         raise InputDataError(f"labels {label_uri} are not on the grid of {scene_uri}; re-run jobs/prepare.py")
     confusion = Confusion.empty(predictor.info.num_classes)
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from resseg_ray.errors import InputDataError
 from resseg_ray.evaluation.scenes import Evaluation, markdown_table
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.train import tracking
-from resseg_ray.train.trainer import TrainResult, check_arch, resolve_uri, run_training
+from resseg_ray.train.trainer import TrainResult, check_arch, resolve_uri, run_training, workdir
 
 PAPER_ARCHS = ("prop18", "prop34", "prop50", "prop101", "prop152", "prop200", "unet19", "unet35")
 
@@ -95,7 +95,7 @@ def compare_architectures(
     """Train and evaluate every architecture of ``archs`` with otherwise identical settings."""
     for arch in archs:
         check_arch(arch)
-    uri = tracking.resolve_tracking_uri(cfg.mlflow, os.environ.get("RESSEG_WORKDIR") or os.getcwd())
+    uri = tracking.resolve_tracking_uri(cfg.mlflow, workdir())
     tracking.check_tracking(uri)
     parent = tracking.open_run(
         uri, cfg.mlflow.experiment, prefix, "compare", tags={"resseg.kind": "comparison"}

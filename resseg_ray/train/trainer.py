@@ -80,7 +80,9 @@ class TrainResult:
 
 
 @dataclass
-class _Plan:
+class TrainingPlan:
+    """A checked training run: resolved configuration, storage, dataset, names, tracking store."""
+
     cfg: Config
     settings: StorageSettings
     desc: DatasetDescription
@@ -141,7 +143,7 @@ def _load_or_prepare(
     return load_dataset(root, settings)
 
 
-def plan_training(cfg: Config, log: Callable[[str], None] = print) -> _Plan:
+def plan_training(cfg: Config, log: Callable[[str], None] = print) -> TrainingPlan:
     """Every check that can fail before training starts."""
     check_arch(cfg.model.arch)
     if cfg.model.pretrained:
@@ -156,10 +158,10 @@ def plan_training(cfg: Config, log: Callable[[str], None] = print) -> _Plan:
     _check_data_config(cfg, desc)
     _check_scenes(desc, settings)
     name = cfg.run.name or f"{cfg.model.arch}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}"
-    return _Plan(cfg, settings, desc, name, resolve_uri(cfg.run.storage_path), tracking_uri)
+    return TrainingPlan(cfg, settings, desc, name, resolve_uri(cfg.run.storage_path), tracking_uri)
 
 
-def _params(plan: _Plan) -> dict[str, Any]:
+def _params(plan: TrainingPlan) -> dict[str, Any]:
     cfg, desc = plan.cfg, plan.desc
     t, s = cfg.train, cfg.scaling
     arch = cfg.model.arch
@@ -329,7 +331,9 @@ def _log_inputs(
         c.log_artifact(run.run_id, os.path.join(d, "stats.json"), "data")
 
 
-def _finish(plan: _Plan, run: tracking.TrackedRun, run_dir: str, ckpt_dir: str, start: float) -> TrainResult:
+def _finish(
+    plan: TrainingPlan, run: tracking.TrackedRun, run_dir: str, ckpt_dir: str, start: float
+) -> TrainResult:
     cfg = plan.cfg
     progress = read_progress(ckpt_dir)
     chosen = os.path.join(ckpt_dir, BEST_FILES[cfg.train.select])
@@ -363,7 +367,7 @@ def _finish(plan: _Plan, run: tracking.TrackedRun, run_dir: str, ckpt_dir: str, 
 
 
 def _log_model(
-    plan: _Plan, run: tracking.TrackedRun, ckpt_dir: str, chosen: str, progress: Progress
+    plan: TrainingPlan, run: tracking.TrackedRun, ckpt_dir: str, chosen: str, progress: Progress
 ) -> tuple[str | None, bool]:
     """Log the bundles, the final model (pyfunc from code + signature) and register it."""
     import mlflow
