@@ -18,7 +18,10 @@ BLEND_MODES = ("flat", "linear", "cosine")
 def window_starts(length: int, size: int, overlap: int) -> list[int]:
     """Start offsets of windows of ``size`` covering ``[0, length)`` with at least ``overlap`` overlap."""
     if size < 1 or not 0 <= overlap < size:
-        raise ConfigError(f"window size {size} and overlap {overlap} need size >= 1 and 0 <= overlap < size")
+        raise ConfigError(
+            f"window size {size} with overlap {overlap}: the window must be >= 1 pixel and the "
+            "overlap between 0 and window - 1 (e.g. --window 512 --overlap 112)"
+        )
     if length <= size:
         return [0]
     step = size - overlap

@@ -45,8 +45,13 @@ def _expected(band: np.ndarray, mean: float = 100.0, std: float = 50.0) -> np.nd
 
 
 @pytest.mark.parametrize("mode", ["flat", "linear", "cosine"])
-@pytest.mark.parametrize(("h", "w"), [(1, 1), (130, 97), (300, 17)])
-def test_stitching_reproduces_the_band(tmp_path, mode: str, h: int, w: int) -> None:
+@pytest.mark.parametrize(
+    ("h", "w", "window", "overlap"),
+    [(1, 1, 64, 20), (130, 97, 64, 20), (511, 513, 512, 112), (3000, 17, 512, 112), (300, 17, 64, 20)],
+)
+def test_stitching_reproduces_the_band(
+    tmp_path, mode: str, h: int, w: int, window: int, overlap: int
+) -> None:
     rng = np.random.default_rng(h * w)
     data = rng.integers(0, 200, size=(2, h, w)).astype(np.uint16)
     uri = write_tif(tmp_path / "s.tif", data)

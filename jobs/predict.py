@@ -1,0 +1,86 @@
+"""Segment whole scenes with a trained model: mask and probability COGs per scene.
+
+    python jobs/predict.py --model runs/demo-prop18/model.resseg.safetensors \\
+        --scenes data/demo/scenes/test/ --out runs/predictions
+    python jobs/predict.py --model models:/resseg-buildings@best --scenes s3://bucket/post/*.tif \\
+        --out s3://bucket/maps --window 512 --overlap 112 --blend linear
+
+Scenes whose outputs are complete are skipped (re-running resumes); a scene that fails
+is reported and the others go on; the exit status is 2 when any scene failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resseg_ray.cli import run_job
+from resseg_ray.config import load_config
+from resseg_ray.device import DevicePolicy
+from resseg_ray.errors import InputDataError
+from resseg_ray.geo.storage import StorageSettings, expand_uris
+from resseg_ray.inference.batch import predict_scenes
+from resseg_ray.inference.outputs import PROB_DTYPES, OutputOptions
+from resseg_ray.inference.predictor import NORMALIZATIONS, ScenePredictor
+from resseg_ray.inference.windows import BLEND_MODES
+from resseg_ray.models.bundle import load_bundle
+from resseg_ray.models.source import resolve_bundle
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="bundle path, s3:// bundle, or models:/NAME@ALIAS")
+    p.add_argument("--scenes", nargs="+", required=True, help="scene URIs, globs or folders/prefixes")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    p.add_argument("--window", type=int, default=512, help="window side in pixels (default 512)")
+    p.add_argument("--overlap", type=int, default=112, help="overlap of neighbouring windows (default 112)")
+    p.add_argument("--blend", choices=BLEND_MODES, default="flat", help="blending of overlaps (default flat)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
+    p.add_argument("--prob-dtype", choices=PROB_DTYPES, default="uint8", help="probability raster type")
+    p.add_argument("--no-prob", action="store_true", help="write only the masks")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="redo scenes whose outputs exist")
+    p.add_argument("--config", help="YAML configuration (its storage section is used)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
+    args = p.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    settings = StorageSettings.resolve(cfg.storage)
+    options = OutputOptions(prob=not args.no_prob, prob_dtype=args.prob_dtype)
+    scenes = expand_uris(args.scenes, settings)
+    with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
+        bundle = load_bundle(resolve_bundle(args.model, tmp, settings))
+    predictor = ScenePredictor(
+        bundle,
+        DevicePolicy.resolve(args.device),
+        window=args.window,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        blend=args.blend,
+        normalization=args.normalization,
+    )
+    reports = predict_scenes(predictor, scenes, args.out, settings, options, args.overwrite)
+    done = [r for r in reports if r.error is None and not r.skipped]
+    failed = [r for r in reports if r.error is not None]
+    print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7}  status")
+    for r in reports:
+        status = "failed" if r.error else "skipped" if r.skipped else "done"
+        print(f"{r.uri[-48:]:<48} {r.megapixels:7.2f} {r.seconds:8.1f} {r.mpx_per_s:7.2f}  {status}")
+    mpx, secs = sum(r.megapixels for r in done), sum(r.seconds for r in done)
+    print(
+        f"{len(done)} segmented ({mpx:.1f} Mpx in {secs:.1f} s), {len(reports) - len(done) - len(failed)} "
+        f"skipped, {len(failed)} failed; outputs under {args.out}"
+    )
+    if failed:
+        raise InputDataError(
+            f"{len(failed)} of {len(reports)} scenes failed: "
+            + "; ".join(f"{r.uri}: {r.error}" for r in failed)
+        )
+
+
+if __name__ == "__main__":
+    run_job(main)

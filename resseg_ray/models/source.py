@@ -1,0 +1,49 @@
+"""Where a model comes from: a bundle path, an s3:// bundle, or an MLflow ``models:/`` / ``runs:/`` URI."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from resseg_ray.errors import BundleError
+from resseg_ray.geo.storage import StorageSettings, download, is_s3
+from resseg_ray.models.bundle import BUNDLE_SUFFIX
+
+
+def resolve_bundle(
+    uri: str, dest_dir: str, settings: StorageSettings, tracking_uri: str | None = None
+) -> str:
+    """A local path of the bundle behind ``uri``, downloading into ``dest_dir`` when needed.
+
+    ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` and ``runs:/RUN_ID/model`` are fetched
+    from the MLflow tracking server (``tracking_uri``, default ``MLFLOW_TRACKING_URI``);
+    the model's ``artifacts/*.resseg.safetensors`` is the bundle.
+    """
+    if uri.startswith(("models:/", "runs:/")):
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if tracking_uri:
+            mlflow.set_registry_uri(tracking_uri)
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=dest_dir, tracking_uri=tracking_uri
+            )
+        except (MlflowException, OSError) as exc:
+            raise BundleError(
+                f"cannot fetch model {uri} from MLflow at {tracking_uri or 'the default store'} "
+                f"({str(exc).splitlines()[0]}); check the name/alias and MLFLOW_TRACKING_URI"
+            ) from None
+        found = sorted(glob.glob(os.path.join(local, "**", "*" + BUNDLE_SUFFIX), recursive=True))
+        if not found:
+            raise BundleError(
+                f"MLflow model {uri} holds no {BUNDLE_SUFFIX} bundle; was it logged by resseg-ray?"
+            )
+        return found[0]
+    if is_s3(uri):
+        return download(uri, dest_dir, settings)
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    if not os.path.isfile(path):
+        raise BundleError(f"model bundle {path!r} does not exist; give a bundle path or a models:/ URI")
+    return path

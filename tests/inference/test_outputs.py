@@ -1,0 +1,125 @@
+"""Scene outputs: COGs on the input's grid, nodata propagated, probabilities scaled; the
+predict job: many scenes, one unreadable, resumable, and killed mid-scene."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+
+from resseg_ray.device import DevicePolicy
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.batch import predict_scene
+from resseg_ray.inference.outputs import OutputOptions
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.models import build_model
+from resseg_ray.models.bundle import save_bundle
+from tests.conftest import ROOT, run_script
+from tests.inference.test_predictor import _bundle, _expected
+from tests.rasters import write_tif
+
+LOCAL = StorageSettings()
+
+
+def _scene(tmp_path, h=150, w=130, name="s.tif"):
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 200, size=(2, h, w)).astype(np.uint16)
+    data[:, :20, :30] = 0  # no data
+    return write_tif(tmp_path / name, data, nodata=0), data
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_outputs_keep_the_grid_and_nodata(tmp_path, dtype: str) -> None:
+    uri, data = _scene(tmp_path)
+    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    report = predict_scene(predictor, uri, str(tmp_path / "out"), LOCAL, OutputOptions(prob_dtype=dtype))
+    assert not report.skipped and set(report.outputs) == {"mask", "prob"}
+    expected = _expected(data[0])
+    nodata = data[0] == 0
+    with (
+        rasterio.open(uri) as src,
+        rasterio.open(report.outputs["mask"]) as m,
+        rasterio.open(report.outputs["prob"]) as p,
+    ):
+        assert m.crs == src.crs == p.crs and m.transform == src.transform == p.transform
+        assert m.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        mask, prob = m.read(1), p.read(1)
+        assert m.nodata == 255 and (mask[nodata] == 255).all()
+        assert np.array_equal(mask[~nodata], (expected[~nodata] > 0.5).astype(np.uint8))
+        if dtype == "uint8":
+            assert (prob[nodata] == 255).all()
+            assert np.abs(prob[~nodata].astype(int) - np.rint(expected[~nodata] * 250)).max() <= 1
+        else:
+            assert np.isnan(prob[nodata]).all()
+            np.testing.assert_allclose(prob[~nodata], expected[~nodata], atol=1e-5)
+    assert oct(os.stat(report.outputs["mask"]).st_mode & 0o777) != "0o600"
+    again = predict_scene(predictor, uri, str(tmp_path / "out"), LOCAL, OutputOptions(prob_dtype=dtype))
+    assert again.skipped
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("model") / "m.resseg.safetensors"
+    save_bundle(path, build_model("prop18", in_bands=2), norm_mean=[100, 100], norm_std=[50, 50])
+    return str(path)
+
+
+def test_predict_job_goes_on_after_a_bad_scene_and_resumes(tmp_path, bundle_path) -> None:
+    a, _ = _scene(tmp_path, name="a.tif")
+    b, _ = _scene(tmp_path, name="b.tif")
+    (tmp_path / "broken.tif").write_bytes(b"not a raster")
+    out = tmp_path / "out"
+    args = [
+        "--model",
+        bundle_path,
+        "--scenes",
+        str(tmp_path / "*.tif"),
+        "--out",
+        str(out),
+        "--window",
+        "64",
+        "--overlap",
+        "16",
+    ]
+    proc = run_script("predict.py", *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "1 of 3 scenes failed" in proc.stderr and "broken.tif" in proc.stderr
+    assert "2 segmented" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.tif", "a_prob.tif", "b_mask.tif", "b_prob.tif"]
+    again = run_script("predict.py", *args[:3], a, b, *args[4:])
+    assert again.returncode == 0 and "2 skipped" in again.stdout
+
+
+def test_predict_job_killed_mid_scene_leaves_nothing_complete(tmp_path, bundle_path) -> None:
+    rng = np.random.default_rng(2)
+    big = write_tif(tmp_path / "big.tif", rng.integers(1, 200, size=(2, 1500, 1500)).astype(np.uint16))
+    out = tmp_path / "out"
+    args = [
+        str(ROOT / "jobs" / "predict.py"),
+        "--model",
+        bundle_path,
+        "--scenes",
+        big,
+        "--out",
+        str(out),
+        "--window",
+        "256",
+        "--overlap",
+        "64",
+    ]
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stdout:  # wait for the first finished strip, then kill
+        if "%" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with rasterio.open(out / "big_mask.tif") as m:
+        assert m.shape == (1500, 1500)
