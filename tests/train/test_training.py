@@ -26,7 +26,9 @@ def trained(small_demo, mlflow_server, tmp_path_factory):
     return cfg, run_training(cfg, log=lambda _: None)
 
 
-def test_ddp_run_logs_params_metrics_artifacts_and_registers(trained, mlflow_server, small_demo) -> None:
+def test_ddp_run_logs_params_metrics_artifacts_and_registers(
+    trained, mlflow_server, small_demo, tmp_path
+) -> None:
     _, result = trained
     assert result.progress.epochs_done == 3 and result.progress.finished
     c = tracking.client(mlflow_server)
@@ -67,6 +69,11 @@ def test_ddp_run_logs_params_metrics_artifacts_and_registers(trained, mlflow_ser
     import mlflow.pyfunc
     import numpy as np
 
+    from resseg_ray.geo.storage import StorageSettings
+    from resseg_ray.models.source import resolve_bundle
+
+    fetched = resolve_bundle("models:/test-buildings@best", str(tmp_path), StorageSettings(), mlflow_server)
+    assert load_bundle(fetched).info.extra["mlflow_run_id"] == result.mlflow_run_id
     model = mlflow.pyfunc.load_model("models:/test-buildings@best")
     prob = model.predict(np.full((1, 4, 40, 50), 300, np.float32))
     assert prob.shape == (1, 40, 50) and 0 <= prob.min() and prob.max() <= 1
