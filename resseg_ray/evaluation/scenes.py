@@ -104,6 +104,36 @@ def evaluate_scene(
     )
 
 
+def evaluate_mask(mask_uri: str, label_uri: str, settings: StorageSettings, rows: int = 512) -> SceneScore:
+    """Score an existing class mask (e.g. ``<stem>_mask.tif``; 255 = no data) against labels
+    on the same grid, ``rows`` rows at a time."""
+    mask = open_scene(mask_uri, settings, bands=[1])
+    labels = open_scene(label_uri, settings, bands=[1])
+    if not mask.same_grid(labels):
+        raise InputDataError(
+            f"mask {mask_uri} ({mask.width}x{mask.height}) is not on the grid of labels {label_uri} "
+            f"({labels.width}x{labels.height}); pair each mask with the labels of its scene"
+        )
+    confusion = Confusion.empty(2)
+    start = time.perf_counter()
+    for r in range(0, mask.height, rows):
+        h = min(rows, mask.height - r)
+        pred, pvalid = read_window(mask, settings, 0, r, mask.width, h)
+        lab, lvalid = read_window(labels, settings, 0, r, mask.width, h)
+        target = lab[0].copy()
+        target[~(pvalid & lvalid) | (pred[0] == IGNORE)] = IGNORE
+        values = pred[0][target != IGNORE]
+        if values.size and values.max() > 1:
+            raise InputDataError(
+                f"mask {mask_uri} holds class {int(values.max())}; expected 0/1 (255 no data)"
+            )
+        confusion.add(pred[0], target)
+    name = scene_name(mask_uri)
+    if name.endswith("_mask"):
+        name = name[: -len("_mask")]
+    return SceneScore(name, mask_uri, confusion, time.perf_counter() - start, mask.width * mask.height / 1e6)
+
+
 def evaluate_scenes(
     predictor: ScenePredictor,
     scenes: Sequence[tuple[str, str]],

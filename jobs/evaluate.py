@@ -1,0 +1,125 @@
+"""Evaluate building maps against labels: per scene and mean, like the paper's Table II.
+
+    python jobs/evaluate.py --masks runs/predictions/*_mask.tif --labels data/demo/labels/test_*_labels.tif
+    python jobs/evaluate.py --model runs/demo-prop18/model.resseg.safetensors --dataset data/demo
+    python jobs/evaluate.py --model models:/resseg-buildings@best --scenes a.tif b.tif \\
+        --labels a_labels.tif b_labels.tif --mlflow-run RUN_ID --report table.md
+
+Label rasters hold 0 (ground), 1 (building) and 255 (ignored); jobs/prepare.py writes
+them. Pixels without input data or labelled 255 count for nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resseg_ray.cli import run_job
+from resseg_ray.config import load_config
+from resseg_ray.data.prepare import load_dataset
+from resseg_ray.device import DevicePolicy
+from resseg_ray.errors import ConfigError
+from resseg_ray.evaluation.scenes import Evaluation, evaluate_mask, evaluate_scenes, markdown_table
+from resseg_ray.geo.storage import StorageSettings, expand_uris, write_bytes
+from resseg_ray.inference.predictor import NORMALIZATIONS, ScenePredictor
+from resseg_ray.models.bundle import load_bundle
+from resseg_ray.models.source import resolve_bundle
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--masks", nargs="+", help="existing masks (0/1, 255 no data), in the order of --labels")
+    p.add_argument("--model", help="bundle path, s3:// bundle or models:/ URI: segment --scenes first")
+    p.add_argument("--scenes", nargs="+", help="scenes to segment with --model, in the order of --labels")
+    p.add_argument("--labels", nargs="+", help="label rasters, one per mask or scene")
+    p.add_argument("--dataset", help="prepared dataset: evaluate --model on its test scenes and labels")
+    p.add_argument("--name", help="row name in the table (default: the model's architecture, or 'masks')")
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=112)
+    p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--report", help="write the markdown table to this file or s3:// URI")
+    p.add_argument("--mlflow-run", help="log test_<scene>_<metric> and test_mean_<metric> to this run")
+    p.add_argument("--config", help="YAML configuration (its storage section is used)")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    args = p.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    settings = StorageSettings.resolve(cfg.storage)
+
+    if args.masks:
+        if args.model or args.scenes or args.dataset:
+            raise ConfigError("give either --masks with --labels, or --model with --scenes/--dataset")
+        masks = expand_uris(args.masks, settings)
+        labels = expand_uris(args.labels or [], settings)
+        if len(labels) != len(masks):
+            raise ConfigError(f"--masks matched {len(masks)} files but --labels {len(labels)}; give one each")
+        ev = Evaluation([evaluate_mask(m, lab, settings) for m, lab in zip(masks, labels, strict=True)])
+        name = args.name or "masks"
+    elif args.model:
+        if args.dataset:
+            desc = load_dataset(args.dataset, settings)
+            pairs = [(s["uri"], s["label_uri"]) for s in desc.scenes("test")]
+            if not pairs:
+                raise ConfigError(f"{args.dataset} has no test scenes")
+        else:
+            scenes = expand_uris(args.scenes or [], settings)
+            labels = expand_uris(args.labels or [], settings)
+            if not scenes or len(labels) != len(scenes):
+                raise ConfigError(
+                    f"--scenes gave {len(scenes)} scenes and --labels {len(labels)}; give one each"
+                )
+            pairs = list(zip(scenes, labels, strict=True))
+        with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
+            bundle = load_bundle(resolve_bundle(args.model, tmp, settings))
+        predictor = ScenePredictor(
+            bundle,
+            DevicePolicy.resolve(args.device),
+            window=args.window,
+            overlap=args.overlap,
+            normalization=args.normalization,
+        )
+        ev = evaluate_scenes(predictor, pairs, settings)
+        name = args.name or bundle.info.architecture
+    else:
+        raise ConfigError(
+            "nothing to evaluate: give --masks and --labels, or --model with --scenes/--dataset"
+        )
+
+    print(
+        f"{'scene':<24} {'precision':>9} {'recall':>7} {'F1':>7} {'IoU':>7} {'accuracy':>8} {'macro F1':>8}"
+    )
+    for s in ev.scenes:
+        m = s.metrics
+        print(
+            f"{s.name:<24} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['iou']:7.4f} "
+            f"{m['accuracy']:8.4f} {m['macro_f1']:8.4f}"
+        )
+    for label, m in (("mean", ev.mean()), ("all pixels", ev.pooled())):
+        print(
+            f"{label:<24} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['iou']:7.4f} "
+            f"{m['accuracy']:8.4f} {m['macro_f1']:8.4f}"
+        )
+    table = markdown_table({name: ev})
+    print()
+    print(table)
+    if args.report:
+        write_bytes(args.report, table.encode(), settings)
+        print(f"wrote {args.report}")
+    if args.mlflow_run:
+        from mlflow.entities import Metric
+
+        from resseg_ray.train import tracking
+
+        uri = tracking.resolve_tracking_uri(cfg.mlflow, os.getcwd())
+        tracking.check_tracking(uri)
+        metrics = [Metric(k, v, 0, 0) for k, v in ev.mlflow_metrics().items()]
+        tracking.client(uri).log_batch(args.mlflow_run, metrics=metrics)
+        print(f"logged {len(metrics)} metrics to MLflow run {args.mlflow_run} at {uri}")
+
+
+if __name__ == "__main__":
+    run_job(main)

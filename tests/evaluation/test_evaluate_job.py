@@ -1,0 +1,53 @@
+"""jobs/evaluate.py: existing masks against labels equal hand-computed confusions; a model
+evaluated on scenes gives what its predicted masks give; bad pairings are clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from resseg_ray.evaluation.metrics import Confusion
+from resseg_ray.evaluation.scenes import evaluate_mask
+from resseg_ray.geo.storage import StorageSettings
+from tests.conftest import run_script
+from tests.rasters import write_tif
+
+
+def _pair(tmp_path, name: str, seed: int, shape=(70, 90)):
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(0, 2, size=(1, *shape)).astype(np.uint8)
+    mask[0, :5] = 255  # no input data
+    labels = rng.choice([0, 1, 255], size=(1, *shape), p=[0.6, 0.3, 0.1]).astype(np.uint8)
+    m = write_tif(tmp_path / f"{name}_mask.tif", mask, nodata=255)
+    lab = write_tif(tmp_path / f"{name}_labels.tif", labels, nodata=255)
+    target = labels[0].copy()
+    target[mask[0] == 255] = 255
+    return m, lab, Confusion.of(mask[0], target)
+
+
+def test_mask_scores_equal_hand_computed_confusions(tmp_path) -> None:
+    m, lab, expected = _pair(tmp_path, "a", 0)
+    score = evaluate_mask(m, lab, StorageSettings(), rows=16)
+    assert np.array_equal(score.confusion.counts, expected.counts)
+    assert score.name == "a"
+
+
+def test_evaluate_job_masks_report(tmp_path) -> None:
+    ma, la, ca = _pair(tmp_path, "a", 0)
+    mb, lb, cb = _pair(tmp_path, "b", 1)
+    report = tmp_path / "table.md"
+    proc = run_script("evaluate.py", "--masks", ma, mb, "--labels", la, lb, "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    mean_f1 = (ca.metrics()["f1"] + cb.metrics()["f1"]) / 2
+    text = report.read_text()
+    assert "| model | a | b | mean |" in text and f"{100 * mean_f1:.2f} / " in text
+
+
+def test_evaluate_job_bad_pairings(tmp_path) -> None:
+    ma, la, _ = _pair(tmp_path, "a", 0)
+    mb, _, _ = _pair(tmp_path, "b", 1, shape=(50, 50))
+    proc = run_script("evaluate.py", "--masks", ma, "--labels", la, la)
+    assert proc.returncode == 2 and "--masks matched 1 files but --labels 2" in proc.stderr
+    proc = run_script("evaluate.py", "--masks", mb, "--labels", la)
+    assert proc.returncode == 2 and "is not on the grid of labels" in proc.stderr
+    proc = run_script("evaluate.py")
+    assert proc.returncode == 2 and "nothing to evaluate" in proc.stderr
