@@ -44,6 +44,12 @@ def main() -> None:
     p.add_argument("--prob-dtype", choices=PROB_DTYPES, default="uint8", help="probability raster type")
     p.add_argument("--no-prob", action="store_true", help="write only the masks")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--bands",
+        nargs="+",
+        type=int,
+        help="1-based scene band indexes in the model's band order, e.g. 3 2 1 4",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo scenes whose outputs exist")
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
@@ -63,7 +69,7 @@ def main() -> None:
         blend=args.blend,
         normalization=args.normalization,
     )
-    reports = predict_scenes(predictor, scenes, args.out, settings, options, args.overwrite)
+    reports = predict_scenes(predictor, scenes, args.out, settings, options, args.overwrite, bands=args.bands)
     done = [r for r in reports if r.error is None and not r.skipped]
     failed = [r for r in reports if r.error is not None]
     print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7}  status")

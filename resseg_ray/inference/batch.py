@@ -38,6 +38,7 @@ def predict_scene(
     options: OutputOptions | None = None,
     overwrite: bool = False,
     progress: Callable[[float], None] | None = None,
+    bands: Sequence[int] | None = None,
 ) -> SceneReport:
     """Segment one scene and publish its outputs under ``out_dir`` (skipped when complete)."""
     options = options or OutputOptions()
@@ -45,7 +46,7 @@ def predict_scene(
     if not overwrite and outputs_complete(out_dir, scene_uri, options, settings):
         return SceneReport(scene_uri, uris, skipped=True)
     start = time.perf_counter()
-    scene = open_scene(scene_uri, settings, expected_bands=predictor.info.in_bands)
+    scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
     with SceneWriter(scene, options) as writer:
         for strip in predictor.strips(scene, settings):
             writer.write(strip)
@@ -65,6 +66,7 @@ def predict_scenes(
     options: OutputOptions | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    bands: Sequence[int] | None = None,
 ) -> list[SceneReport]:
     """Segment scenes one after another; a scene that fails is reported and the others go on."""
     reports = []
@@ -75,7 +77,7 @@ def predict_scenes(
             log(f"{prefix}: {100 * fraction:5.1f} %")
 
         try:
-            report = predict_scene(predictor, uri, out_dir, settings, options, overwrite, progress)
+            report = predict_scene(predictor, uri, out_dir, settings, options, overwrite, progress, bands)
         except ResSegError as exc:
             report = SceneReport(uri, error=str(exc))
             log(f"{prefix}: error: {exc}")

@@ -10,6 +10,8 @@ yielded, so memory depends on the window size and scene width, never on scene he
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,12 +19,27 @@ import numpy as np
 import torch
 
 from resseg_ray.device import DevicePolicy
-from resseg_ray.errors import ConfigError
+from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.scene import SceneInfo, read_window
 from resseg_ray.geo.stats import compute_statistics
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.windows import blend_weights, window_starts
 from resseg_ray.models.bundle import ModelBundle
+
+_DEFAULT_BAND = re.compile(r"band\s*\d+")
+
+
+def _sample_pixels(scene: SceneInfo, settings: StorageSettings, grid: int = 4, size: int = 128) -> np.ndarray:
+    """Valid pixels ``(D, N)`` of a grid x grid sample of windows spread over the scene."""
+    parts = []
+    for gy in range(grid):
+        for gx in range(grid):
+            r = int((scene.height - size) * gy / max(grid - 1, 1)) if scene.height > size else 0
+            c = int((scene.width - size) * gx / max(grid - 1, 1)) if scene.width > size else 0
+            pix, valid = read_window(scene, settings, c, r, min(size, scene.width), min(size, scene.height))
+            parts.append(pix[:, valid].astype(np.float64))
+    return np.concatenate(parts, axis=1)
+
 
 NORMALIZATIONS = ("pooled", "per_scene")
 """``pooled``: the bundle's training statistics; ``per_scene``: each scene's own statistics."""
@@ -63,6 +80,38 @@ class ScenePredictor:
         blend_weights(1, 1, 0, blend)  # validate the mode early
         window_starts(window, window, overlap)
 
+    def check_bands(self, scene: SceneInfo) -> None:
+        """When the scene names its bands and they are the model's bands in another order, say
+        how to map them (``--bands``) instead of silently feeding red as blue."""
+        names = [n.lower() for n in scene.band_names]
+        model = [n.lower() for n in self.info.band_names]
+        if any(_DEFAULT_BAND.fullmatch(n) for n in names) or names == model or sorted(names) != sorted(model):
+            return
+        mapping = " ".join(str(scene.bands[names.index(b)]) for b in model)
+        raise InputDataError(
+            f"{scene.uri} has bands {list(scene.band_names)} in this order but the model expects "
+            f"{self.info.band_names}; map them with --bands {mapping}"
+        )
+
+    def warn_if_far(self, scene: SceneInfo, settings: StorageSettings) -> None:
+        """Warn, naming the bands, when a sample of the scene is far from the training
+        normalisation (|mean difference| > 3 training std, or std off by 3x)."""
+        sample = _sample_pixels(scene, settings)
+        if sample.shape[1] < 100:
+            return
+        mean, std = sample.mean(1), sample.std(1)
+        ref_m, ref_s = np.asarray(self.info.norm_mean), np.asarray(self.info.norm_std)
+        far = (np.abs(mean - ref_m) > 3 * ref_s) | (std > 3 * ref_s) | (std < ref_s / 3)
+        if far.any():
+            bands = [self.info.band_names[i] for i in np.flatnonzero(far)]
+            warnings.warn(
+                f"{scene.uri}: band(s) {bands} are far from the model's training statistics "
+                f"(scene mean {np.round(mean[far]).tolist()} vs {np.round(ref_m[far]).tolist()}, std "
+                f"{np.round(std[far]).tolist()} vs {np.round(ref_s[far]).tolist()}); another sensor? "
+                "Predictions may be poor: try --normalization per_scene",
+                stacklevel=2,
+            )
+
     def scene_norm(self, scene: SceneInfo, settings: StorageSettings) -> tuple[np.ndarray, np.ndarray]:
         """Mean and 1/std ``(D, 1, 1)`` applied to a scene: the bundle's (training) statistics,
         or with ``per_scene`` normalisation the scene's own, computed over its valid pixels
@@ -71,6 +120,7 @@ class ScenePredictor:
             stats = compute_statistics([scene], settings, scheduler="synchronous").pooled
             mean, std = stats.mean, stats.std
         else:
+            self.warn_if_far(scene, settings)
             mean, std = self.info.norm_mean, self.info.norm_std
         return (
             np.asarray(mean, np.float32)[:, None, None],
@@ -84,6 +134,7 @@ class ScenePredictor:
 
     def strips(self, scene: SceneInfo, settings: StorageSettings) -> Iterator[Strip]:
         """Yield the scene's blended class probabilities, top to bottom, in final strips."""
+        self.check_bands(scene)
         h, w = scene.height, scene.width
         wh, ww = min(self.window, h), min(self.window, w)
         rows = window_starts(h, wh, min(self.overlap, wh - 1))

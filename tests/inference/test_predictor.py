@@ -31,8 +31,8 @@ def _bundle(mean: float = 100.0, std: float = 50.0) -> ModelBundle:
         model={"name": "band-as-logit", "in_bands": 2, "num_classes": 2},
         band_names=["a", "b"],
         class_names=["ground", "building"],
-        norm_mean=[mean, 0.0],
-        norm_std=[std, 1.0],
+        norm_mean=[mean, 100.0],
+        norm_std=[std, 50.0],
         tile_size=64,
         package_versions={},
         created="",
@@ -106,5 +106,29 @@ def test_per_scene_normalisation_removes_sensor_gain_and_offset(tmp_path) -> Non
     pooled = ScenePredictor(
         bundle, DevicePolicy.resolve("cpu"), window=64, overlap=16, normalization="pooled"
     )
-    pc = np.concatenate([x.probs[1] for x in pooled.strips(open_scene(b, s), s)])
+    with pytest.warns(UserWarning, match="far from the model's training statistics"):
+        pc = np.concatenate([x.probs[1] for x in pooled.strips(open_scene(b, s), s)])
     assert np.abs(pc - pb).max() > 0.1
+
+
+def test_band_order_is_checked_and_mappable(tmp_path) -> None:
+    from resseg_ray.errors import InputDataError
+    from resseg_ray.inference.batch import predict_scene
+
+    data = np.random.default_rng(0).integers(50, 150, size=(2, 40, 40)).astype(np.uint16)
+    uri = write_tif(tmp_path / "swapped.tif", data, descriptions=["b", "a"])
+    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    s = StorageSettings()
+    with pytest.raises(InputDataError, match=r"expects \['a', 'b'\]; map them with --bands 2 1"):
+        list(predictor.strips(open_scene(uri, s), s))
+    report = predict_scene(predictor, uri, str(tmp_path / "out"), s, bands=[2, 1])
+    assert not report.skipped and report.error is None
+
+
+def test_scene_far_from_training_statistics_warns(tmp_path) -> None:
+    data = np.random.default_rng(0).integers(5000, 9000, size=(2, 60, 60)).astype(np.uint16)
+    uri = write_tif(tmp_path / "other_sensor.tif", data)
+    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    s = StorageSettings()
+    with pytest.warns(UserWarning, match=r"band\(s\) \['a', 'b'\] are far from.*--normalization per_scene"):
+        list(predictor.strips(open_scene(uri, s), s))
