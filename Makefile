@@ -37,6 +37,7 @@ bench: setup
 	$(PY) bench/model_throughput.py
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/predict_scene.py
 
 # Refresh constraints.txt from the current venv (after changing dependencies).
 lock: setup

@@ -18,7 +18,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from resseg_ray.cli import run_job
+from resseg_ray.cli import bound_gdal_cache, run_job
 from resseg_ray.config import load_config
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import InputDataError
@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
     args = p.parse_args()
+    bound_gdal_cache()
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)
     options = OutputOptions(prob=not args.no_prob, prob_dtype=args.prob_dtype)

@@ -66,6 +66,18 @@ def user_error(exc: BaseException) -> ResSegError | None:
     return None
 
 
+def bound_gdal_cache(megabytes: int = 256) -> None:
+    """Cap GDAL's block cache (default: 5 % of RAM) unless ``GDAL_CACHEMAX`` is set.
+
+    Writing a scene's outputs fills the cache with dirty blocks, so without a cap a
+    job's peak memory grows with scene size up to the default. Must run before the
+    process's first raster read or write (GDAL reads the setting once).
+    """
+    import os
+
+    os.environ.setdefault("GDAL_CACHEMAX", str(megabytes))
+
+
 def init_ray() -> None:
     """Connect to the Ray cluster of ``RAY_ADDRESS`` (set by ``ray job submit``) or a running
     local one; start a local instance when there is none."""

@@ -1,0 +1,212 @@
+"""Whole-scene segmentation: end-to-end seconds and Mpx/s against model-only throughput, and
+peak resident memory for a D12-size scene and a scene 4x larger.
+
+The scenes are 4-band uint16 GeoTIFFs (tiled, DEFLATE) written into a temporary folder:
+6000 x 4500 pixels (the paper's D12 size) and, with ``--big``, 2x that on each side.
+Each scene is segmented by ``jobs/predict.py``'s code path (ScenePredictor -> COG
+writer) in a fresh subprocess, whose peak RSS is read from the kernel. Model-only
+throughput runs the same network on the same number of 512 px windows of random data
+in this process (no reading, no stitching, no writing).
+
+    python bench/predict_scene.py                        # prop18, D12 size and 4x, this device
+    python bench/predict_scene.py --arch prop152 --no-big --device cuda
+
+Prints a table and writes JSON (default bench/results/predict_scene.json). Goals of
+issue 5: end-to-end >= 85 % of model-only; peak memory of the 4x scene <= 1.2x the
+D12-size one; prop18 on this CPU faster than the paper's 110 s (prop152, TitanX).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import rasterio
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resseg_ray.device import DevicePolicy
+from resseg_ray.inference.windows import window_starts
+from resseg_ray.models import build_model
+from resseg_ray.models.bundle import load_bundle, save_bundle
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+from resseg_ray.cli import bound_gdal_cache
+bound_gdal_cache()  # as jobs/predict.py
+from resseg_ray.device import DevicePolicy
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.batch import predict_scene
+from resseg_ray.inference.outputs import OutputOptions
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.models.bundle import load_bundle
+p = ScenePredictor(load_bundle({bundle!r}), DevicePolicy.resolve({device!r}), window={window},
+                   overlap={overlap}, batch_size={batch}, normalization="pooled")
+t = time.perf_counter()
+r = predict_scene(p, {scene!r}, {out!r}, StorageSettings(), OutputOptions(), overwrite=True)
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": time.perf_counter() - t, "maxrss_mb": rss}}))
+"""
+
+
+def write_scene(path: str, width: int, height: int) -> None:
+    """A 4-band uint16 scene with smooth structure plus noise, written in 512-row strips."""
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 4,
+        "dtype": "uint16",
+        "crs": "EPSG:32633",
+        "transform": rasterio.Affine(0.5, 0, 452000, 0, -0.5, 5043000),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "nodata": 0,
+    }
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, height, 512):
+            h = min(512, height - r)
+            yy, xx = np.mgrid[r : r + h, 0:width]
+            base = 400 + 200 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
+            data = np.stack([base * (1 + 0.2 * b) + rng.normal(0, 30, base.shape) for b in range(4)])
+            dst.write(
+                np.clip(data, 1, 65535).astype(np.uint16), window=rasterio.windows.Window(0, r, width, h)
+            )
+
+
+def model_only(bundle_path: str, device: str, window: int, batch: int, n_windows: int) -> float:
+    """Seconds the network alone needs for ``n_windows`` windows (BN folded, same policy)."""
+    policy = DevicePolicy.resolve(device)
+    model = policy.prepare_for_inference(load_bundle(bundle_path).model)
+    x = policy.prepare_batch(torch.randn(batch, 4, window, window))
+    with torch.inference_mode(), policy.autocast():
+        model(x)
+        if policy.device.type == "cuda":
+            torch.cuda.synchronize()
+        reps = max(3, min(12, n_windows // batch))
+        t = time.perf_counter()
+        for _ in range(reps):
+            model(x)
+        if policy.device.type == "cuda":
+            torch.cuda.synchronize()
+        per_window = (time.perf_counter() - t) / (reps * batch)
+    return per_window * n_windows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="prop18")
+    p.add_argument("--width", type=int, default=6000)
+    p.add_argument("--height", type=int, default=4500)
+    p.add_argument("--no-big", dest="big", action="store_false", help="skip the 4x scene")
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=112)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=os.path.join(ROOT_DIR, "bench", "results", "predict_scene.json"))
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="resseg-bench-") as tmp:
+        bundle = os.path.join(tmp, "m.resseg.safetensors")
+        torch.manual_seed(0)
+        save_bundle(
+            bundle,
+            build_model(args.arch, in_bands=4),
+            norm_mean=[400, 480, 560, 640],
+            norm_std=[150, 170, 190, 210],
+            band_names=["blue", "green", "red", "nir"],
+        )
+        sizes = [(args.width, args.height)] + ([(2 * args.width, 2 * args.height)] if args.big else [])
+        for w, h in sizes:
+            scene = os.path.join(tmp, f"scene_{w}x{h}.tif")
+            t = time.perf_counter()
+            write_scene(scene, w, h)
+            print(f"wrote {w}x{h} test scene in {time.perf_counter() - t:.0f} s", flush=True)
+            code = CHILD.format(
+                root=ROOT_DIR,
+                bundle=bundle,
+                device=args.device,
+                window=args.window,
+                overlap=args.overlap,
+                batch=args.batch,
+                scene=scene,
+                out=os.path.join(tmp, "out"),
+            )
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            child = json.loads(proc.stdout.strip().splitlines()[-1])
+            n_windows = len(window_starts(h, min(args.window, h), args.overlap)) * len(
+                window_starts(w, min(args.window, w), args.overlap)
+            )
+            model_s = model_only(bundle, args.device, args.window, args.batch, n_windows)
+            mpx = w * h / 1e6
+            rows.append(
+                {
+                    "width": w,
+                    "height": h,
+                    "megapixels": mpx,
+                    "windows": n_windows,
+                    "end_to_end_s": child["seconds"],
+                    "end_to_end_mpx_s": mpx / child["seconds"],
+                    "model_only_s": model_s,
+                    "model_only_mpx_s": mpx / model_s,
+                    "ratio": model_s / child["seconds"],
+                    "peak_rss_mb": child["maxrss_mb"],
+                }
+            )
+            os.remove(scene)
+    policy = DevicePolicy.resolve(args.device)
+    print(
+        f"\n{args.arch}, window {args.window}, overlap {args.overlap}, batch {args.batch}, "
+        f"{policy.describe()}"
+    )
+    print(
+        f"{'scene':>12} {'windows':>7} {'end-to-end s':>12} {'Mpx/s':>6} {'model-only s':>12} {'Mpx/s':>6} "
+        f"{'ratio':>6} {'peak RSS MB':>11}"
+    )
+    for r in rows:
+        print(
+            f"{r['width']:>5}x{r['height']:<6} {r['windows']:>7} {r['end_to_end_s']:>12.1f} "
+            f"{r['end_to_end_mpx_s']:>6.3f} {r['model_only_s']:>12.1f} {r['model_only_mpx_s']:>6.3f} "
+            f"{100 * r['ratio']:>5.1f}% {r['peak_rss_mb']:>11.0f}"
+        )
+    if len(rows) == 2:
+        print(
+            f"peak memory 4x scene / D12-size scene: {rows[1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f} "
+            "(goal <= 1.2)"
+        )
+    print(f"D12-size scene end to end: {rows[0]['end_to_end_s']:.1f} s (paper, prop152 on a TitanX: 110 s)")
+    summary = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "arch": args.arch,
+        "window": args.window,
+        "overlap": args.overlap,
+        "batch": args.batch,
+        "policy": policy.describe(),
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
