@@ -26,6 +26,7 @@ from resseg_ray.geo.storage import StorageSettings, expand_uris
 from resseg_ray.inference.batch import predict_scenes
 from resseg_ray.inference.outputs import PROB_DTYPES, OutputOptions
 from resseg_ray.inference.predictor import NORMALIZATIONS, ScenePredictor
+from resseg_ray.inference.vectorize import PolygonOptions
 from resseg_ray.inference.windows import BLEND_MODES
 from resseg_ray.models.bundle import load_bundle
 from resseg_ray.models.source import resolve_bundle
@@ -43,6 +44,14 @@ def main() -> None:
     p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
     p.add_argument("--prob-dtype", choices=PROB_DTYPES, default="uint8", help="probability raster type")
     p.add_argument("--no-prob", action="store_true", help="write only the masks")
+    p.add_argument("--polygons", action="store_true", help="also write <stem>_buildings.geojson")
+    p.add_argument(
+        "--min-area", type=float, default=10.0, help="drop smaller polygons (CRS units², default 10)"
+    )
+    p.add_argument(
+        "--simplify", type=float, default=0.5, help="simplification tolerance (CRS units, default 0.5)"
+    )
+    p.add_argument("--wgs84", action="store_true", help="polygons in EPSG:4326 instead of the scene's CRS")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--bands",
@@ -57,7 +66,8 @@ def main() -> None:
     bound_gdal_cache()
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)
-    options = OutputOptions(prob=not args.no_prob, prob_dtype=args.prob_dtype)
+    polygons = PolygonOptions(args.min_area, args.simplify, args.wgs84) if args.polygons else None
+    options = OutputOptions(prob=not args.no_prob, prob_dtype=args.prob_dtype, polygons=polygons)
     scenes = expand_uris(args.scenes, settings)
     with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
         bundle = load_bundle(resolve_bundle(args.model, tmp, settings))

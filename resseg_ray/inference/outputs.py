@@ -23,6 +23,7 @@ from resseg_ray.errors import ConfigError
 from resseg_ray.geo.scene import SceneInfo
 from resseg_ray.geo.storage import StorageSettings, atomic_output, exists, join_uri
 from resseg_ray.inference.predictor import Strip
+from resseg_ray.inference.vectorize import PolygonOptions, mask_polygons, write_geojson
 
 NODATA = 255
 """No-data value of the uint8 mask and probability rasters."""
@@ -41,6 +42,8 @@ class OutputOptions:
     """``uint8`` (0-250 = probability x 250, 255 no data) or ``float32`` (NaN no data)."""
     block: int = 512
     """Tile side of the output COGs."""
+    polygons: PolygonOptions | None = None
+    """Also write ``<stem>_buildings.geojson`` (building polygons) with these options."""
 
     def __post_init__(self) -> None:
         if self.prob_dtype not in PROB_DTYPES:
@@ -64,6 +67,8 @@ def output_uris(out_dir: str, scene_uri: str, options: OutputOptions) -> dict[st
     uris = {"mask": join_uri(out_dir, f"{stem}_mask.tif")}
     if options.prob:
         uris["prob"] = join_uri(out_dir, f"{stem}_prob.tif")
+    if options.polygons is not None:
+        uris["buildings"] = join_uri(out_dir, f"{stem}_buildings.geojson")
     return uris
 
 
@@ -122,8 +127,14 @@ class SceneWriter:
             self._prob.write(out, 1, window=window)
 
     def publish(self, uris: dict[str, str], settings: StorageSettings) -> None:
-        """Convert to COGs with overviews and move them to ``uris`` (probability first, mask last)."""
+        """Convert to COGs with overviews and move them to ``uris`` (probability and polygons
+        first, mask last)."""
         self._close()
+        if "buildings" in uris and self.options.polygons is not None:
+            prob = os.path.join(self.tmp, "prob.tif") if self.options.prob else None
+            collection = mask_polygons(os.path.join(self.tmp, "mask.tif"), prob, self.options.polygons)
+            with atomic_output(uris["buildings"], settings, suffix=".geojson") as dst:
+                write_geojson(collection, dst)
         for key, resampling in (("prob", "average"), ("mask", "nearest")):
             if key not in uris:
                 continue

@@ -3,6 +3,7 @@ predict job: many scenes, one unreadable, resumable, and killed mid-scene."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import OutputOptions
 from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.vectorize import PolygonOptions
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import save_bundle
 from tests.conftest import ROOT, run_script
@@ -37,8 +39,13 @@ def _scene(tmp_path, h=150, w=130, name="s.tif"):
 def test_outputs_keep_the_grid_and_nodata(tmp_path, dtype: str) -> None:
     uri, data = _scene(tmp_path)
     predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
-    report = predict_scene(predictor, uri, str(tmp_path / "out"), LOCAL, OutputOptions(prob_dtype=dtype))
-    assert not report.skipped and set(report.outputs) == {"mask", "prob"}
+    options = OutputOptions(prob_dtype=dtype, polygons=PolygonOptions(min_area=0.0))
+    report = predict_scene(predictor, uri, str(tmp_path / "out"), LOCAL, options)
+    assert not report.skipped and set(report.outputs) == {"mask", "prob", "buildings"}
+    polygons = json.loads(open(report.outputs["buildings"]).read())["features"]
+    assert sum(f["properties"]["area"] for f in polygons) == pytest.approx(
+        0.25 * (_expected(data[0])[data[0] != 0] > 0.5).sum()
+    )
     expected = _expected(data[0])
     nodata = data[0] == 0
     with (
@@ -58,7 +65,7 @@ def test_outputs_keep_the_grid_and_nodata(tmp_path, dtype: str) -> None:
             assert np.isnan(prob[nodata]).all()
             np.testing.assert_allclose(prob[~nodata], expected[~nodata], atol=1e-5)
     assert oct(os.stat(report.outputs["mask"]).st_mode & 0o777) != "0o600"
-    again = predict_scene(predictor, uri, str(tmp_path / "out"), LOCAL, OutputOptions(prob_dtype=dtype))
+    again = predict_scene(predictor, uri, str(tmp_path / "out"), LOCAL, options)
     assert again.skipped
 
 
