@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--labels", nargs="+", help="label rasters, one per mask or scene")
     p.add_argument("--dataset", help="prepared dataset: evaluate --model on its test scenes and labels")
     p.add_argument("--name", help="row name in the table (default: the model's architecture, or 'masks')")
+    p.add_argument(
+        "--objects", action="store_true", help="with --masks: object-level F1 (IoU >= 0.5 matching)"
+    )
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--overlap", type=int, default=112)
     p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
@@ -58,7 +61,12 @@ def main() -> None:
         labels = expand_uris(args.labels or [], settings)
         if len(labels) != len(masks):
             raise ConfigError(f"--masks matched {len(masks)} files but --labels {len(labels)}; give one each")
-        ev = Evaluation([evaluate_mask(m, lab, settings) for m, lab in zip(masks, labels, strict=True)])
+        ev = Evaluation(
+            [
+                evaluate_mask(m, lab, settings, objects=args.objects)
+                for m, lab in zip(masks, labels, strict=True)
+            ]
+        )
         name = args.name or "masks"
     elif args.model:
         if args.dataset:
@@ -104,6 +112,15 @@ def main() -> None:
             f"{label:<24} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['iou']:7.4f} "
             f"{m['accuracy']:8.4f} {m['macro_f1']:8.4f}"
         )
+    if args.objects and args.masks:
+        for s in ev.scenes:
+            m = s.metrics
+            print(
+                f"{s.name:<24} objects: {int(m['objects_pred'])} predicted, {int(m['objects_true'])} true, "
+                f"precision {m['object_precision']:.4f}, recall {m['object_recall']:.4f}, "
+                f"F1 {m['object_f1']:.4f}"
+            )
+        print(f"{'mean':<24} object F1 {ev.mean()['object_f1']:.4f}")
     table = markdown_table({name: ev})
     print()
     print(table)

@@ -8,6 +8,7 @@ labelled 255 or without input data count for nothing.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,11 +31,13 @@ class SceneScore:
     confusion: Confusion
     seconds: float
     megapixels: float
+    objects: dict[str, float] | None = None
+    """Object-level scores (:func:`~resseg_ray.evaluation.objects.object_scores`), when computed."""
 
     @property
     def metrics(self) -> dict[str, float]:
-        """Metrics of the building class (see :meth:`Confusion.metrics`)."""
-        return self.confusion.metrics()
+        """Metrics of the building class (see :meth:`Confusion.metrics`), plus object scores."""
+        return {**self.confusion.metrics(), **(self.objects or {})}
 
 
 @dataclass
@@ -104,9 +107,11 @@ def evaluate_scene(
     )
 
 
-def evaluate_mask(mask_uri: str, label_uri: str, settings: StorageSettings, rows: int = 512) -> SceneScore:
+def evaluate_mask(
+    mask_uri: str, label_uri: str, settings: StorageSettings, rows: int = 512, objects: bool = False
+) -> SceneScore:
     """Score an existing class mask (e.g. ``<stem>_mask.tif``; 255 = no data) against labels
-    on the same grid, ``rows`` rows at a time."""
+    on the same grid, ``rows`` rows at a time; with ``objects``, object-level F1 too."""
     mask = open_scene(mask_uri, settings, bands=[1])
     labels = open_scene(label_uri, settings, bands=[1])
     if not mask.same_grid(labels):
@@ -131,7 +136,16 @@ def evaluate_mask(mask_uri: str, label_uri: str, settings: StorageSettings, rows
     name = scene_name(mask_uri)
     if name.endswith("_mask"):
         name = name[: -len("_mask")]
-    return SceneScore(name, mask_uri, confusion, time.perf_counter() - start, mask.width * mask.height / 1e6)
+    object_metrics = None
+    if objects:
+        from resseg_ray.evaluation.objects import object_scores
+        from resseg_ray.geo.storage import download
+
+        with tempfile.TemporaryDirectory() as d:
+            object_metrics = object_scores(download(mask_uri, d, settings), download(label_uri, d, settings))
+    return SceneScore(
+        name, mask_uri, confusion, time.perf_counter() - start, mask.width * mask.height / 1e6, object_metrics
+    )
 
 
 def evaluate_scenes(
