@@ -18,12 +18,12 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from resseg_ray.cli import bound_gdal_cache, run_job
+from resseg_ray.cli import bound_gdal_cache, init_ray, run_job
 from resseg_ray.config import load_config
 from resseg_ray.device import DevicePolicy
-from resseg_ray.errors import InputDataError
+from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.storage import StorageSettings, expand_uris
-from resseg_ray.inference.batch import predict_scenes
+from resseg_ray.inference.batch import predict_scenes, predict_scenes_on_ray
 from resseg_ray.inference.outputs import PROB_DTYPES, OutputOptions
 from resseg_ray.inference.predictor import NORMALIZATIONS, ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions
@@ -60,6 +60,13 @@ def main() -> None:
         help="1-based scene band indexes in the model's band order, e.g. 3 2 1 4",
     )
     p.add_argument("--overwrite", action="store_true", help="redo scenes whose outputs exist")
+    p.add_argument(
+        "--actors",
+        type=int,
+        help="segment on Ray: a Ray Data actor pool of this many actors (default: in-process)",
+    )
+    p.add_argument("--gpus-per-actor", type=float, help="default 1 when the Ray cluster has GPUs, else 0")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs per actor (default 1)")
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
     args = p.parse_args()
@@ -70,17 +77,50 @@ def main() -> None:
     options = OutputOptions(prob=not args.no_prob, prob_dtype=args.prob_dtype, polygons=polygons)
     scenes = expand_uris(args.scenes, settings)
     with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
-        bundle = load_bundle(resolve_bundle(args.model, tmp, settings))
-    predictor = ScenePredictor(
-        bundle,
-        DevicePolicy.resolve(args.device),
-        window=args.window,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        blend=args.blend,
-        normalization=args.normalization,
-    )
-    reports = predict_scenes(predictor, scenes, args.out, settings, options, args.overwrite, bands=args.bands)
+        path = resolve_bundle(args.model, tmp, settings)
+        bundle = load_bundle(path)
+        with open(path, "rb") as f:
+            bundle_bytes = f.read()
+    kwargs = {
+        "window": args.window,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "blend": args.blend,
+        "normalization": args.normalization,
+    }
+    ScenePredictor(bundle, DevicePolicy.resolve("cpu"), **kwargs)  # check the options before any work
+    if args.actors:
+        if args.actors < 1:
+            raise ConfigError(f"--actors must be >= 1, got {args.actors}")
+        import ray
+
+        init_ray()
+        gpus = args.gpus_per_actor
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        print(
+            f"segmenting {len(scenes)} scenes on Ray: {args.actors} actors x {gpus:g} GPU, "
+            f"{args.cpus_per_actor:g} CPU",
+            flush=True,
+        )
+        reports = predict_scenes_on_ray(
+            bundle_bytes,
+            kwargs,
+            scenes,
+            args.out,
+            settings,
+            options,
+            args.overwrite,
+            args.bands,
+            actors=args.actors,
+            gpus_per_actor=gpus,
+            cpus_per_actor=args.cpus_per_actor,
+        )
+    else:
+        predictor = ScenePredictor(bundle, DevicePolicy.resolve(args.device), **kwargs)
+        reports = predict_scenes(
+            predictor, scenes, args.out, settings, options, args.overwrite, bands=args.bands
+        )
     done = [r for r in reports if r.error is None and not r.skipped]
     failed = [r for r in reports if r.error is not None]
     print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7}  status")

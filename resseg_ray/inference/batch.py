@@ -88,3 +88,106 @@ def predict_scenes(
                 log(f"{prefix}: {report.seconds:.1f} s, {report.mpx_per_s:.2f} Mpx/s")
         reports.append(report)
     return reports
+
+
+class _SceneActor:
+    """Ray Data actor: loads the bundle once, then segments the scenes it is handed."""
+
+    def __init__(
+        self,
+        bundle_ref,
+        predictor_kwargs: dict,
+        out_dir: str,
+        settings: StorageSettings,
+        options: OutputOptions,
+        overwrite: bool,
+        bands: Sequence[int] | None,
+        threads: int | None,
+    ) -> None:
+        import os
+        import tempfile
+
+        import ray
+        import torch
+
+        from resseg_ray.device import DevicePolicy
+        from resseg_ray.models.bundle import load_bundle
+
+        if threads:
+            torch.set_num_threads(threads)
+        data = ray.get(bundle_ref) if isinstance(bundle_ref, ray.ObjectRef) else bundle_ref
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "model.resseg.safetensors")
+            with open(path, "wb") as f:
+                f.write(data)
+            bundle = load_bundle(path)
+        self.predictor = ScenePredictor(bundle, DevicePolicy.resolve(), **predictor_kwargs)
+        self.args = (out_dir, settings, options, overwrite)
+        self.bands = bands
+
+    def __call__(self, batch: dict) -> dict:
+        out_dir, settings, options, overwrite = self.args
+        rows: dict[str, list] = {k: [] for k in ("uri", "seconds", "megapixels", "skipped", "error")}
+        for uri in batch["uri"]:
+            try:
+                r = predict_scene(
+                    self.predictor, str(uri), out_dir, settings, options, overwrite, bands=self.bands
+                )
+            except ResSegError as exc:
+                r = SceneReport(str(uri), error=str(exc))
+            rows["uri"].append(r.uri)
+            rows["seconds"].append(r.seconds)
+            rows["megapixels"].append(r.megapixels)
+            rows["skipped"].append(r.skipped)
+            rows["error"].append(r.error or "")
+        return rows
+
+
+def predict_scenes_on_ray(
+    bundle_bytes: bytes,
+    predictor_kwargs: dict,
+    scene_uris: Sequence[str],
+    out_dir: str,
+    settings: StorageSettings,
+    options: OutputOptions | None = None,
+    overwrite: bool = False,
+    bands: Sequence[int] | None = None,
+    actors: int = 1,
+    gpus_per_actor: float = 0,
+    cpus_per_actor: float = 1,
+) -> list[SceneReport]:
+    """Segment scenes on a Ray cluster: a Ray Data actor pool (``actors`` actors, each with
+    ``gpus_per_actor`` GPUs) loads the model once per actor and takes one scene at a time."""
+    import ray
+
+    options = options or OutputOptions()
+    ds = ray.data.from_items([{"uri": u} for u in scene_uris], override_num_blocks=len(scene_uris))
+    results = ds.map_batches(
+        _SceneActor,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=gpus_per_actor,
+        num_cpus=cpus_per_actor,
+        fn_constructor_kwargs={
+            "bundle_ref": ray.put(bundle_bytes),
+            "predictor_kwargs": predictor_kwargs,
+            "out_dir": out_dir,
+            "settings": settings,
+            "options": options,
+            "overwrite": overwrite,
+            "bands": list(bands) if bands else None,
+            "threads": max(1, int(cpus_per_actor)),
+        },
+    ).take_all()
+    by_uri = {
+        r["uri"]: SceneReport(
+            r["uri"],
+            output_uris(out_dir, r["uri"], options) if not r["error"] else {},
+            float(r["seconds"]),
+            float(r["megapixels"]),
+            bool(r["skipped"]),
+            r["error"] or None,
+        )
+        for r in results
+    }
+    return [by_uri[u] for u in scene_uris]

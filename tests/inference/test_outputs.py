@@ -130,3 +130,29 @@ def test_predict_job_killed_mid_scene_leaves_nothing_complete(tmp_path, bundle_p
     assert done.returncode == 0, done.stderr[-2000:]
     with rasterio.open(out / "big_mask.tif") as m:
         assert m.shape == (1500, 1500)
+
+
+def test_scenes_on_a_ray_actor_pool(tmp_path, bundle_path, ray_session) -> None:
+    from pathlib import Path
+
+    from resseg_ray.inference.batch import predict_scenes_on_ray
+
+    a, _ = _scene(tmp_path, name="a.tif")
+    b, _ = _scene(tmp_path, name="b.tif")
+    (tmp_path / "broken.tif").write_bytes(b"not a raster")
+    out = tmp_path / "out"
+    kwargs = {"window": 64, "overlap": 16}
+    reports = predict_scenes_on_ray(
+        Path(bundle_path).read_bytes(),
+        kwargs,
+        [a, str(tmp_path / "broken.tif"), b],
+        str(out),
+        LOCAL,
+        actors=2,
+        cpus_per_actor=0.5,
+    )
+    assert [r.error is None for r in reports] == [True, False, True]
+    assert "broken.tif" in reports[1].error
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.tif", "a_prob.tif", "b_mask.tif", "b_prob.tif"]
+    with rasterio.open(out / "a_mask.tif") as m:
+        assert m.shape == (150, 130)
