@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import rasterio
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from results_io import machine, write_results
 
 from resseg_ray.device import DevicePolicy
 from resseg_ray.inference.windows import window_starts
@@ -189,12 +190,7 @@ def main() -> None:
         )
     print(f"D12-size scene end to end: {rows[0]['end_to_end_s']:.1f} s (paper, prop152 on a TitanX: 110 s)")
     summary = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
+        "machine": machine(),
         "arch": args.arch,
         "window": args.window,
         "overlap": args.overlap,
@@ -202,10 +198,7 @@ def main() -> None:
         "policy": policy.describe(),
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(summary, f, indent=2)
-    print(f"wrote {args.out}")
+    write_results(args.out, summary)
 
 
 if __name__ == "__main__":

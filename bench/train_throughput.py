@@ -17,13 +17,13 @@ issue 4: data wait below 10 % of the step time. Figures only: nothing passes or 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from results_io import machine, write_results
 
 from resseg_ray.cli import init_ray
 from resseg_ray.config import load_config
@@ -56,7 +56,6 @@ def main() -> None:
         cfg = load_config(args.config, overrides)
         init_ray()
         result = run_training(cfg, log=lambda _: None)
-    import torch
 
     rows = [
         {
@@ -69,12 +68,7 @@ def main() -> None:
     ]
     steady = rows[1:] or rows
     summary = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
+        "machine": machine(),
         "arch": cfg.model.arch,
         "crop": cfg.data.crop_size,
         "batch_per_worker": cfg.train.batch_size,
@@ -97,10 +91,7 @@ def main() -> None:
         f"steady state: {summary['steady_samples_per_s_per_worker']:.2f} samples/s per worker, "
         f"data wait {100 * summary['steady_data_wait_fraction']:.1f}% of step time (goal < 10%)"
     )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(summary, f, indent=2)
-    print(f"wrote {args.out}")
+    write_results(args.out, summary)
 
 
 if __name__ == "__main__":
