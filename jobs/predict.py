@@ -88,7 +88,7 @@ def main() -> None:
         "blend": args.blend,
         "normalization": args.normalization,
     }
-    ScenePredictor(bundle, DevicePolicy.resolve("cpu"), **kwargs)  # check the options before any work
+    ScenePredictor.check_options(**kwargs)
     if args.actors:
         if args.actors < 1:
             raise ConfigError(f"--actors must be >= 1, got {args.actors}")

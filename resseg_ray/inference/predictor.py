@@ -70,14 +70,21 @@ class ScenePredictor:
     ) -> None:
         self.info = bundle.info
         self.normalization = normalization or str(self.info.extra.get("normalization", "pooled"))
-        if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(
-                f"normalization {self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}"
-            )
+        self.check_options(window, overlap, batch_size, blend, self.normalization)
         self.policy = policy or DevicePolicy.resolve()
         self.model = self.policy.prepare_for_inference(bundle.model)
         self.window, self.overlap, self.batch_size, self.blend = window, overlap, batch_size, blend
-        blend_weights(1, 1, 0, blend)  # validate the mode early
+
+    @staticmethod
+    def check_options(
+        window: int, overlap: int, batch_size: int, blend: str, normalization: str | None
+    ) -> None:
+        """A clear error for unusable windowing options (cheap: nothing is built)."""
+        if normalization is not None and normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization {normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        blend_weights(1, 1, 0, blend)
         window_starts(window, window, overlap)
 
     def check_bands(self, scene: SceneInfo) -> None:
