@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,13 +174,14 @@ def build_datasets(
     settings: StorageSettings,
     splits: tuple[str, ...] = SPLITS,
     epoch: int | None = None,
-    limit: int | None = None,
+    limit: int | Mapping[str, int | None] | None = None,
 ):  # -> dict[str, ray.data.Dataset]
     """Ray datasets of training samples per split (``train`` augmented, ``val`` centre crops).
 
     ``epoch=None`` redraws augmentation every time a dataset is iterated; an integer makes
     the draws a function of (seed, epoch, tiles) for exact reproduction. ``limit`` keeps
-    the first N tiles of each split (after the seeded shuffle), for quick runs.
+    the first N tiles of each split (after the seeded shuffle), for quick runs; a mapping
+    gives each split its own limit (``{"train": 500, "val": None}``).
     """
     import ray
 
@@ -198,8 +199,9 @@ def build_datasets(
             raise InputDataError(f"{desc.manifest_uri} has no {split} tiles; check data.val_fraction")
         order = np.random.default_rng(cfg.seed).permutation(rows.num_rows)
         rows = rows.take(pa.array(order))
-        if limit is not None:
-            rows = rows.slice(0, limit)
+        n = limit.get(split) if isinstance(limit, Mapping) else limit
+        if n is not None:
+            rows = rows.slice(0, n)
         # One block of `loader_batch` manifest rows per loader task, built here (no repartition
         # step re-executed every epoch).
         step = cfg.loader_batch

@@ -39,8 +39,17 @@ def predict_scene(
     overwrite: bool = False,
     progress: Callable[[float], None] | None = None,
     bands: Sequence[int] | None = None,
+    report_errors: bool = False,
 ) -> SceneReport:
-    """Segment one scene and publish its outputs under ``out_dir`` (skipped when complete)."""
+    """Segment one scene and publish its outputs under ``out_dir`` (skipped when complete).
+
+    With ``report_errors`` a user error (unreadable scene, wrong bands) is returned as the
+    report's ``error`` instead of raised, so a batch of scenes goes on."""
+    if report_errors:
+        try:
+            return predict_scene(predictor, scene_uri, out_dir, settings, options, overwrite, progress, bands)
+        except ResSegError as exc:
+            return SceneReport(scene_uri, error=str(exc))
     options = options or OutputOptions()
     uris = output_uris(out_dir, scene_uri, options)
     if not overwrite and outputs_complete(out_dir, scene_uri, options, settings):
@@ -76,16 +85,13 @@ def predict_scenes(
         def progress(fraction: float, prefix: str = prefix) -> None:
             log(f"{prefix}: {100 * fraction:5.1f} %")
 
-        try:
-            report = predict_scene(predictor, uri, out_dir, settings, options, overwrite, progress, bands)
-        except ResSegError as exc:
-            report = SceneReport(uri, error=str(exc))
-            log(f"{prefix}: error: {exc}")
+        report = predict_scene(predictor, uri, out_dir, settings, options, overwrite, progress, bands, True)
+        if report.error is not None:
+            log(f"{prefix}: error: {report.error}")
+        elif report.skipped:
+            log(f"{prefix}: outputs complete, skipped (--overwrite redoes it)")
         else:
-            if report.skipped:
-                log(f"{prefix}: outputs complete, skipped (--overwrite redoes it)")
-            else:
-                log(f"{prefix}: {report.seconds:.1f} s, {report.mpx_per_s:.2f} Mpx/s")
+            log(f"{prefix}: {report.seconds:.1f} s, {report.mpx_per_s:.2f} Mpx/s")
         reports.append(report)
     return reports
 
@@ -129,12 +135,16 @@ class _SceneActor:
         out_dir, settings, options, overwrite = self.args
         rows: dict[str, list] = {k: [] for k in ("uri", "seconds", "megapixels", "skipped", "error")}
         for uri in batch["uri"]:
-            try:
-                r = predict_scene(
-                    self.predictor, str(uri), out_dir, settings, options, overwrite, bands=self.bands
-                )
-            except ResSegError as exc:
-                r = SceneReport(str(uri), error=str(exc))
+            r = predict_scene(
+                self.predictor,
+                str(uri),
+                out_dir,
+                settings,
+                options,
+                overwrite,
+                bands=self.bands,
+                report_errors=True,
+            )
             rows["uri"].append(r.uri)
             rows["seconds"].append(r.seconds)
             rows["megapixels"].append(r.megapixels)

@@ -229,10 +229,8 @@ def run_training(
     plan = plan_training(cfg, log)
     cfg, desc = plan.cfg, plan.desc
     _warn_resources(cfg)
-    datasets = build_datasets(
-        desc, cfg.data, plan.settings, splits=("train",), limit=cfg.train.train_tiles_per_epoch
-    )
-    datasets.update(build_datasets(desc, cfg.data, plan.settings, splits=("val",), limit=cfg.train.val_tiles))
+    limits = {"train": cfg.train.train_tiles_per_epoch, "val": cfg.train.val_tiles}
+    datasets = build_datasets(desc, cfg.data, plan.settings, limit=limits)
 
     run = tracking.open_run(
         plan.tracking_uri,
@@ -246,7 +244,7 @@ def run_training(
         f"(MLflow run {run.run_id} at {plan.tracking_uri})"
     )
     tracking.log_params(run, _params(plan))
-    _log_inputs(run, cfg, desc, plan.settings)
+    _log_inputs(run, cfg, desc)
 
     run_dir = join_uri(plan.storage, plan.run_name)
     storage_path, storage_fs = _storage(plan.storage, plan.settings)
@@ -316,17 +314,13 @@ def _warn_resources(cfg: Config) -> None:
         )
 
 
-def _log_inputs(
-    run: tracking.TrackedRun, cfg: Config, desc: DatasetDescription, settings: StorageSettings
-) -> None:
-    from resseg_ray.geo.storage import read_bytes
-
+def _log_inputs(run: tracking.TrackedRun, cfg: Config, desc: DatasetDescription) -> None:
     c = tracking.client(run.tracking_uri)
     with tempfile.TemporaryDirectory() as d:
         with open(os.path.join(d, "config.yaml"), "w") as f:
             yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-        with open(os.path.join(d, "stats.json"), "wb") as f:
-            f.write(read_bytes(join_uri(desc.root, desc.raw["stats"]), settings))
+        with open(os.path.join(d, "stats.json"), "w") as f:
+            f.write(desc.statistics.to_json())
         c.log_artifact(run.run_id, os.path.join(d, "config.yaml"))
         c.log_artifact(run.run_id, os.path.join(d, "stats.json"), "data")
 
