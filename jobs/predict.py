@@ -67,6 +67,14 @@ def main() -> None:
     )
     p.add_argument("--gpus-per-actor", type=float, help="default 1 when the Ray cluster has GPUs, else 0")
     p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs per actor (default 1)")
+    p.add_argument(
+        "--split-mpx",
+        type=float,
+        default=64.0,
+        help="with --actors: split scenes larger than this many megapixels (and every scene when "
+        "there are fewer scenes than actors) into row ranges segmented by different actors "
+        "(default 64; 0 never splits)",
+    )
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
     args = p.parse_args()
@@ -92,6 +100,8 @@ def main() -> None:
     if args.actors:
         if args.actors < 1:
             raise ConfigError(f"--actors must be >= 1, got {args.actors}")
+        if args.split_mpx < 0:
+            raise ConfigError(f"--split-mpx must be >= 0 (0: never split), got {args.split_mpx}")
         import ray
 
         init_ray()
@@ -115,6 +125,7 @@ def main() -> None:
             actors=args.actors,
             gpus_per_actor=gpus,
             cpus_per_actor=args.cpus_per_actor,
+            split_mpx=args.split_mpx,
         )
     else:
         predictor = ScenePredictor(bundle, DevicePolicy.resolve(args.device), **kwargs)

@@ -283,6 +283,25 @@ def _umask() -> int:
     return mask
 
 
+def remove_tree(uri: str, settings: StorageSettings, drop_empty_parent: bool = False) -> None:
+    """Delete a folder or prefix and everything under it (nothing when absent); with
+    ``drop_empty_parent`` also its parent folder when that is left empty (S3 has no empty
+    folders)."""
+    if is_s3(uri):
+        fs = filesystem(uri, settings)
+        try:
+            if fs.exists(uri):
+                fs.rm(uri, recursive=True)
+        except Exception as exc:
+            raise InputDataError(explain_s3_error(uri, exc)) from None
+        return
+    path = local_path(uri)
+    shutil.rmtree(path, ignore_errors=True)
+    if drop_empty_parent:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path.rstrip("/")))
+
+
 def write_bytes(uri: str, data: bytes, settings: StorageSettings) -> None:
     """Write a whole file atomically."""
     with atomic_output(uri, settings) as tmp:

@@ -1,16 +1,38 @@
-"""Segment scenes into output rasters: one scene (:func:`predict_scene`) or many, resumably."""
+"""Segment scenes into output rasters: one scene (:func:`predict_scene`) or many, resumably,
+in this process or on a Ray actor pool that also splits huge scenes into parts."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from resseg_ray.cli import user_error
 from resseg_ray.errors import ResSegError
 from resseg_ray.geo.scene import open_scene
-from resseg_ray.geo.storage import StorageSettings
-from resseg_ray.inference.outputs import OutputOptions, SceneWriter, output_uris, outputs_complete
-from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.geo.storage import StorageSettings, exists, gdal_env, remove_tree
+from resseg_ray.inference.outputs import (
+    OutputOptions,
+    SceneWriter,
+    output_uris,
+    outputs_complete,
+    part_uris,
+    staging_dir,
+)
+from resseg_ray.inference.predictor import (
+    Norm,
+    RowPart,
+    ScenePredictor,
+    row_parts,
+    scene_norm,
+    window_row_count,
+)
+from resseg_ray.models.bundle import BundleInfo, read_bundle_info
 
 
 @dataclass
@@ -56,7 +78,7 @@ def predict_scene(
         return SceneReport(scene_uri, uris, skipped=True)
     start = time.perf_counter()
     scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
-    with SceneWriter(scene, options) as writer:
+    with gdal_env(settings), SceneWriter(scene, options) as writer:
         for strip in predictor.strips(scene, settings):
             writer.write(strip)
             if progress is not None:
@@ -96,8 +118,108 @@ def predict_scenes(
     return reports
 
 
+def predict_part(
+    predictor: ScenePredictor,
+    scene_uri: str,
+    part: RowPart,
+    norm: Norm,
+    staging: str,
+    settings: StorageSettings,
+    options: OutputOptions,
+    overwrite: bool = False,
+    bands: Sequence[int] | None = None,
+) -> SceneReport:
+    """Segment one part (row range) of a scene and stage its rasters under ``staging``
+    (skipped when already staged); ``norm`` is the whole scene's normalisation."""
+    uris = part_uris(staging, part, options)
+    if not overwrite and all(exists(u, settings) for u in uris.values()):
+        return SceneReport(scene_uri, uris, skipped=True)
+    start = time.perf_counter()
+    scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
+    with gdal_env(settings), SceneWriter(scene, options, part) as writer:
+        for strip in predictor.strips(scene, settings, part, norm):
+            writer.write(strip)
+        writer.publish_part(uris, settings)
+    mpx = scene.width * (part.row1 - part.row0) / 1e6
+    return SceneReport(scene_uri, uris, seconds=time.perf_counter() - start, megapixels=mpx)
+
+
+def assemble_scene(
+    scene_uri: str,
+    parts: Sequence[RowPart],
+    staging: str,
+    out_dir: str,
+    settings: StorageSettings,
+    options: OutputOptions,
+) -> SceneReport:
+    """Copy the staged parts of a split scene into its outputs, publish them, drop the parts."""
+    start = time.perf_counter()
+    scene = open_scene(scene_uri, settings)
+    uris = output_uris(out_dir, scene_uri, options)
+    with gdal_env(settings), SceneWriter(scene, options) as writer:
+        for part in parts:
+            writer.copy_part(part, part_uris(staging, part, options), settings)
+        writer.publish(uris, settings)
+    remove_tree(staging, settings, drop_empty_parent=True)
+    return SceneReport(scene_uri, uris, seconds=time.perf_counter() - start)
+
+
+@dataclass
+class ScenePlan:
+    """How one scene is segmented on Ray: skipped, failed, whole, or in ``parts``."""
+
+    uri: str
+    skipped: bool = False
+    error: str | None = None
+    megapixels: float = 0.0
+    parts: list[RowPart] = field(default_factory=list)
+    norm: Norm | None = None
+    staging: str = ""
+
+
+def plan_scene(
+    uri: str,
+    info: BundleInfo,
+    predictor_kwargs: dict,
+    out_dir: str,
+    settings: StorageSettings,
+    options: OutputOptions,
+    overwrite: bool,
+    bands: Sequence[int] | None,
+    split_mpx: float,
+    min_parts: int,
+    key: str,
+) -> ScenePlan:
+    """Decide how a scene is segmented: skipped when its outputs are complete; split into
+    about ``megapixels / split_mpx`` parts (at least ``min_parts``; each part at least two
+    window rows) when ``split_mpx`` > 0, with the scene's normalisation computed once here
+    for all its parts; otherwise whole. A scene that cannot be opened gets its error."""
+    if not overwrite and outputs_complete(out_dir, uri, options, settings):
+        return ScenePlan(uri, skipped=True)
+    try:
+        scene = open_scene(uri, settings, bands=bands, expected_bands=info.in_bands)
+        plan = ScenePlan(uri, megapixels=scene.width * scene.height / 1e6)
+        if split_mpx <= 0:
+            return plan
+        window, overlap = predictor_kwargs.get("window", 512), predictor_kwargs.get("overlap", 112)
+        count = max(math.ceil(plan.megapixels / split_mpx), min_parts)
+        count = min(count, window_row_count(scene.height, window, overlap) // 2)
+        if count < 2:
+            return plan
+        plan.parts = row_parts(scene.height, window, overlap, count)
+        normalization = predictor_kwargs.get("normalization") or str(
+            info.extra.get("normalization", "pooled")
+        )
+        plan.norm = scene_norm(info, normalization, scene, settings)
+        plan.staging = staging_dir(out_dir, uri, f"{key}-{count}")
+        return plan
+    except ResSegError as exc:
+        return ScenePlan(uri, error=str(exc))
+
+
 class _SceneActor:
-    """Ray Data actor: loads the bundle once, then segments the scenes it is handed."""
+    """Ray Data actor: loads the bundle once, then segments the scenes (or scene parts) it
+    is handed."""
 
     def __init__(
         self,
@@ -109,6 +231,7 @@ class _SceneActor:
         overwrite: bool,
         bands: Sequence[int] | None,
         threads: int | None,
+        plans_ref=None,
     ) -> None:
         import os
         import tempfile
@@ -130,14 +253,14 @@ class _SceneActor:
         self.predictor = ScenePredictor(bundle, DevicePolicy.resolve(), **predictor_kwargs)
         self.args = (out_dir, settings, options, overwrite)
         self.bands = bands
+        self.plans: dict[str, ScenePlan] = ray.get(plans_ref) if plans_ref is not None else {}
 
-    def __call__(self, batch: dict) -> dict:
+    def _one(self, uri: str, index: int) -> SceneReport:
         out_dir, settings, options, overwrite = self.args
-        rows: dict[str, list] = {k: [] for k in ("uri", "seconds", "megapixels", "skipped", "error")}
-        for uri in batch["uri"]:
-            r = predict_scene(
+        if index < 0:
+            return predict_scene(
                 self.predictor,
-                str(uri),
+                uri,
                 out_dir,
                 settings,
                 options,
@@ -145,11 +268,36 @@ class _SceneActor:
                 bands=self.bands,
                 report_errors=True,
             )
+        plan = self.plans[uri]
+        try:
+            return predict_part(
+                self.predictor,
+                uri,
+                plan.parts[index],
+                plan.norm,
+                plan.staging,
+                settings,
+                options,
+                overwrite,
+                self.bands,
+            )
+        except ResSegError as exc:
+            return SceneReport(uri, error=str(exc))
+
+    def __call__(self, batch: dict) -> dict:
+        keys = ("uri", "part", "seconds", "megapixels", "skipped", "error", "start", "end")
+        rows: dict[str, list] = {k: [] for k in keys}
+        for uri, index in zip(batch["uri"], batch["part"], strict=True):
+            start = time.time()
+            r = self._one(str(uri), int(index))
             rows["uri"].append(r.uri)
+            rows["part"].append(int(index))
             rows["seconds"].append(r.seconds)
             rows["megapixels"].append(r.megapixels)
             rows["skipped"].append(r.skipped)
             rows["error"].append(r.error or "")
+            rows["start"].append(start)
+            rows["end"].append(time.time())
         return rows
 
 
@@ -165,39 +313,144 @@ def predict_scenes_on_ray(
     actors: int = 1,
     gpus_per_actor: float = 0,
     cpus_per_actor: float = 1,
+    split_mpx: float = 64.0,
 ) -> list[SceneReport]:
-    """Segment scenes on a Ray cluster: a Ray Data actor pool (``actors`` actors, each with
-    ``gpus_per_actor`` GPUs) loads the model once per actor and takes one scene at a time."""
+    """Segment scenes on a Ray cluster.
+
+    Each scene is planned by a Ray task (:func:`plan_scene`): scenes larger than
+    ``split_mpx`` megapixels, and all scenes when there are fewer scenes than actors, are
+    split into row ranges. A Ray Data actor pool (``actors`` actors, each with
+    ``gpus_per_actor`` GPUs) loads the model once per actor and takes one scene or part at
+    a time; parts are staged under the output folder and each split scene is assembled by a
+    Ray task once all its parts are done. Staged parts survive a failed run and are reused
+    by the next one.
+    """
     import ray
 
     options = options or OutputOptions()
-    ds = ray.data.from_items([{"uri": u} for u in scene_uris], override_num_blocks=len(scene_uris))
-    results = ds.map_batches(
-        _SceneActor,
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_gpus=gpus_per_actor,
-        num_cpus=cpus_per_actor,
-        fn_constructor_kwargs={
-            "bundle_ref": ray.put(bundle_bytes),
-            "predictor_kwargs": predictor_kwargs,
-            "out_dir": out_dir,
-            "settings": settings,
-            "options": options,
-            "overwrite": overwrite,
-            "bands": list(bands) if bands else None,
-            "threads": max(1, int(cpus_per_actor)),
-        },
-    ).take_all()
-    by_uri = {
-        r["uri"]: SceneReport(
-            r["uri"],
-            output_uris(out_dir, r["uri"], options) if not r["error"] else {},
-            float(r["seconds"]),
-            float(r["megapixels"]),
-            bool(r["skipped"]),
-            r["error"] or None,
+    info = _bundle_info(bundle_bytes)
+    key = _fingerprint(bundle_bytes, predictor_kwargs, bands, options)
+    min_parts = actors // len(scene_uris) if split_mpx > 0 and 0 < len(scene_uris) < actors else 1
+    plan_task = ray.remote(num_cpus=1)(plan_scene)
+    plans: dict[str, ScenePlan] = dict(
+        zip(
+            scene_uris,
+            ray.get(
+                [
+                    plan_task.remote(
+                        u,
+                        info,
+                        predictor_kwargs,
+                        out_dir,
+                        settings,
+                        options,
+                        overwrite,
+                        bands,
+                        split_mpx,
+                        min_parts,
+                        key,
+                    )
+                    for u in scene_uris
+                ]
+            ),
+            strict=True,
         )
-        for r in results
-    }
-    return [by_uri[u] for u in scene_uris]
+    )
+    units = []
+    for u, plan in plans.items():
+        if plan.error is None and not plan.skipped:
+            # part -1: the whole scene
+            units.extend({"uri": u, "part": k} for k in (range(len(plan.parts)) if plan.parts else [-1]))
+    rows: list[dict] = []
+    if units:
+        rows = (
+            ray.data.from_items(units, override_num_blocks=len(units))
+            .map_batches(
+                _SceneActor,
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_gpus=gpus_per_actor,
+                num_cpus=cpus_per_actor,
+                fn_constructor_kwargs={
+                    "bundle_ref": ray.put(bundle_bytes),
+                    "predictor_kwargs": predictor_kwargs,
+                    "out_dir": out_dir,
+                    "settings": settings,
+                    "options": options,
+                    "overwrite": overwrite,
+                    "bands": list(bands) if bands else None,
+                    "threads": max(1, int(cpus_per_actor)),
+                    "plans_ref": ray.put({u: p for u, p in plans.items() if p.parts}),
+                },
+            )
+            .take_all()
+        )
+    return _collect(plans, rows, out_dir, settings, options)
+
+
+def _collect(
+    plans: dict[str, ScenePlan],
+    rows: list[dict],
+    out_dir: str,
+    settings: StorageSettings,
+    options: OutputOptions,
+) -> list[SceneReport]:
+    """Reports in scene order from the actors' rows; split scenes whose parts all succeeded
+    are assembled (Ray tasks, in parallel)."""
+    import ray
+
+    by_uri: dict[str, list[dict]] = {}
+    for r in rows:
+        by_uri.setdefault(r["uri"], []).append(r)
+    reports: dict[str, SceneReport] = {}
+    assembling = {}
+    assemble_task = ray.remote(num_cpus=1)(assemble_scene)
+    for uri, plan in plans.items():
+        if plan.error is not None or plan.skipped:
+            reports[uri] = SceneReport(uri, skipped=plan.skipped, error=plan.error)
+            continue
+        got = by_uri.get(uri, [])
+        errors = [r["error"] for r in got if r["error"]]
+        if errors:
+            reports[uri] = SceneReport(uri, error=errors[0])
+        elif not plan.parts:
+            r = got[0]
+            reports[uri] = SceneReport(
+                uri,
+                output_uris(out_dir, uri, options),
+                float(r["seconds"]),
+                float(r["megapixels"]),
+                bool(r["skipped"]),
+            )
+        else:
+            ref = assemble_task.remote(uri, plan.parts, plan.staging, out_dir, settings, options)
+            assembling[uri] = (ref, got)
+    for uri, (ref, got) in assembling.items():
+        try:
+            done = ray.get(ref)
+        except Exception as exc:
+            reports[uri] = SceneReport(uri, error=user_error(exc))
+            continue
+        worked = [r for r in got if not r["skipped"]]
+        wall = max(r["end"] for r in worked) - min(r["start"] for r in worked) if worked else 0.0
+        reports[uri] = SceneReport(uri, done.outputs, wall + done.seconds, plans[uri].megapixels)
+    return [reports[u] for u in plans]
+
+
+def _bundle_info(bundle_bytes: bytes) -> BundleInfo:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.resseg.safetensors")
+        with open(path, "wb") as f:
+            f.write(bundle_bytes)
+        return read_bundle_info(path)
+
+
+def _fingerprint(
+    bundle_bytes: bytes, predictor_kwargs: dict, bands: Sequence[int] | None, options: OutputOptions
+) -> str:
+    """Short hash of everything that decides a part's rasters."""
+    h = hashlib.sha256(bundle_bytes)
+    meta = {"kwargs": predictor_kwargs, "bands": list(bands or []), "prob": options.prob}
+    meta["prob_dtype"] = options.prob_dtype
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:12]

@@ -6,10 +6,15 @@ to cloud-optimised GeoTIFFs with overviews, and only then published to their fin
 local or s3:// names (rename / single PUT). A job killed mid-scene leaves no file under
 a final name; the mask is published last, so a scene counts as complete when its mask
 (and, when asked for, its probability raster) exists.
+
+A scene segmented in parts (row ranges, by different actors) stages each part's rasters
+under ``<out>/.resseg-parts/`` (:func:`part_uris`, :meth:`SceneWriter.publish_part`);
+one writer then copies the parts into the whole scene's rasters and publishes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -19,10 +24,10 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 
-from resseg_ray.errors import ConfigError
+from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.scene import SceneInfo
-from resseg_ray.geo.storage import StorageSettings, atomic_output, exists, join_uri
-from resseg_ray.inference.predictor import Strip
+from resseg_ray.geo.storage import StorageSettings, atomic_output, exists, gdal_env, gdal_path, join_uri
+from resseg_ray.inference.predictor import RowPart, Strip
 from resseg_ray.inference.vectorize import PolygonOptions, mask_polygons, write_geojson
 
 NODATA = 255
@@ -72,25 +77,48 @@ def output_uris(out_dir: str, scene_uri: str, options: OutputOptions) -> dict[st
     return uris
 
 
+PARTS_DIR = ".resseg-parts"
+"""Hidden folder under the output folder where parts of split scenes are staged."""
+
+
+def staging_dir(out_dir: str, scene_uri: str, key: str) -> str:
+    """Where the parts of one split scene are staged; ``key`` fingerprints everything that
+    makes the parts (model, options, split), so a re-run reuses only parts it would redo
+    identically."""
+    return join_uri(out_dir, PARTS_DIR, f"{scene_stem(scene_uri)}-{key}")
+
+
+def part_uris(staging: str, part: RowPart, options: OutputOptions) -> dict[str, str]:
+    """Staged rasters of one part: ``mask`` and (optionally) ``prob``."""
+    name = f"{part.index:04d}-of-{part.count:04d}"
+    uris = {"mask": join_uri(staging, f"{name}_mask.tif")}
+    if options.prob:
+        uris["prob"] = join_uri(staging, f"{name}_prob.tif")
+    return uris
+
+
 def outputs_complete(out_dir: str, scene_uri: str, options: OutputOptions, settings: StorageSettings) -> bool:
     """Whether every output of a scene is already published (a re-run may skip it)."""
     return all(exists(u, settings) for u in output_uris(out_dir, scene_uri, options).values())
 
 
 class SceneWriter:
-    """Collects a scene's strips into temporary GeoTIFFs and publishes COGs on :meth:`publish`."""
+    """Collects a scene's strips into temporary GeoTIFFs and publishes COGs on :meth:`publish`
+    (or, for one ``part`` of a scene, its rows as staged GeoTIFFs on :meth:`publish_part`)."""
 
-    def __init__(self, scene: SceneInfo, options: OutputOptions) -> None:
+    def __init__(self, scene: SceneInfo, options: OutputOptions, part: RowPart | None = None) -> None:
         self.scene = scene
         self.options = options
+        self.row0 = part.row0 if part is not None else 0
+        self.height = part.row1 - part.row0 if part is not None else scene.height
         self.tmp = tempfile.mkdtemp(prefix="resseg-out-")
         profile = {
             "driver": "GTiff",
             "width": scene.width,
-            "height": scene.height,
+            "height": self.height,
             "count": 1,
             "crs": scene.crs,
-            "transform": scene.affine,
+            "transform": scene.affine @ rasterio.Affine.translation(0, self.row0),
             "tiled": True,
             "blockxsize": 256,
             "blockysize": 256,
@@ -111,11 +139,9 @@ class SceneWriter:
 
     def write(self, strip: Strip) -> None:
         """Write one strip of final rows."""
-        h = strip.probs.shape[1]
-        window = rasterio.windows.Window(0, strip.row, self.scene.width, h)
         mask = strip.probs.argmax(0).astype(np.uint8)
         mask[~strip.valid] = NODATA
-        self._mask.write(mask, 1, window=window)
+        out = None
         if self._prob is not None:
             p = strip.probs[1] if strip.probs.shape[0] > 1 else strip.probs[0]
             if self.options.prob_dtype == "float32":
@@ -124,7 +150,49 @@ class SceneWriter:
             else:
                 out = np.rint(np.clip(p, 0, 1) * PROB_SCALE).astype(np.uint8)
                 out[~strip.valid] = NODATA
-            self._prob.write(out, 1, window=window)
+        self.write_rows(strip.row, mask, out)
+
+    def write_rows(self, row: int, mask: np.ndarray, prob: np.ndarray | None = None) -> None:
+        """Write output values (mask, probability in the output type) of scene rows from ``row``."""
+        window = rasterio.windows.Window(0, row - self.row0, self.scene.width, mask.shape[0])
+        self._mask.write(mask, 1, window=window)
+        if self._prob is not None and prob is not None:
+            self._prob.write(prob, 1, window=window)
+
+    def copy_part(
+        self, part: RowPart, uris: dict[str, str], settings: StorageSettings, rows: int = 512
+    ) -> None:
+        """Copy a staged part (:meth:`publish_part`) into this whole-scene writer."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(gdal_env(settings))
+            srcs = {k: stack.enter_context(rasterio.open(gdal_path(u))) for k, u in uris.items()}
+            height = part.row1 - part.row0
+            for k, src in srcs.items():
+                if src.shape != (height, self.scene.width):
+                    raise InputDataError(
+                        f"staged part {uris[k]} is {src.shape[0]}x{src.shape[1]}, expected "
+                        f"{height}x{self.scene.width}; delete it and re-run"
+                    )
+            for off in range(0, height, rows):
+                window = rasterio.windows.Window(0, off, self.scene.width, min(rows, height - off))
+                prob = srcs["prob"].read(1, window=window) if "prob" in srcs else None
+                self.write_rows(part.row0 + off, srcs["mask"].read(1, window=window), prob)
+
+    def publish_part(self, uris: dict[str, str], settings: StorageSettings) -> None:
+        """Stage this part's rasters (compressed GeoTIFFs) at ``uris`` (:func:`part_uris`),
+        the probability first, the mask last (a part counts as done when its mask exists)."""
+        self._close()
+        for key in ("prob", "mask"):
+            if key in uris:
+                with atomic_output(uris[key], settings, suffix=".tif") as dst:
+                    rasterio.shutil.copy(
+                        os.path.join(self.tmp, f"{key}.tif"),
+                        dst,
+                        driver="GTiff",
+                        tiled=True,
+                        compress="DEFLATE",
+                        bigtiff="IF_SAFER",
+                    )
 
     def publish(self, uris: dict[str, str], settings: StorageSettings) -> None:
         """Convert to COGs with overviews and move them to ``uris`` (probability and polygons

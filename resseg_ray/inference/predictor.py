@@ -6,10 +6,16 @@ processed one window row at a time: the scene strip under that row is read once,
 windows go through the network in batches, and their blended class probabilities are
 accumulated in a buffer one window high. Rows no later window touches are final and
 yielded, so memory depends on the window size and scene width, never on scene height.
+
+A huge scene can be split into parts, each a contiguous range of window rows
+(:meth:`ScenePredictor.row_parts`), segmented independently (e.g. by different Ray
+actors): a part also runs the window rows above it that reach into its first rows, so
+its rows come out exactly as in one pass over the whole scene.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from collections.abc import Iterator
@@ -24,7 +30,7 @@ from resseg_ray.geo.scene import SceneInfo, read_window
 from resseg_ray.geo.stats import compute_statistics
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.windows import blend_weights, window_starts
-from resseg_ray.models.bundle import ModelBundle
+from resseg_ray.models.bundle import BundleInfo, ModelBundle
 
 _DEFAULT_BAND = re.compile(r"band\s*\d+")
 
@@ -53,6 +59,81 @@ class Strip:
     row: int
     probs: np.ndarray
     valid: np.ndarray
+
+
+@dataclass(frozen=True)
+class RowPart:
+    """Part ``index`` of ``count`` of a scene: window rows ``[first, stop)``, whose final
+    output rows are ``[row0, row1)``."""
+
+    index: int
+    count: int
+    first: int
+    stop: int
+    row0: int
+    row1: int
+
+
+Norm = tuple[np.ndarray, np.ndarray]
+"""Mean and 1/std ``(D, 1, 1)`` float32 applied to a scene's pixels."""
+
+
+def _window_rows(height: int, window: int, overlap: int) -> tuple[int, list[int]]:
+    wh = min(window, height)
+    return wh, window_starts(height, wh, min(overlap, wh - 1))
+
+
+def row_parts(height: int, window: int, overlap: int, count: int) -> list[RowPart]:
+    """Split a scene of ``height`` rows into at most ``count`` parts of (nearly) equal numbers
+    of window rows (fewer parts when the scene has fewer window rows)."""
+    _, rows = _window_rows(height, window, overlap)
+    count = max(1, min(count, len(rows)))
+    bounds = [round(k * len(rows) / count) for k in range(count + 1)]
+    return [
+        RowPart(k, count, a, b, rows[a], rows[b] if b < len(rows) else height)
+        for k, (a, b) in enumerate(itertools.pairwise(bounds))
+    ]
+
+
+def window_row_count(height: int, window: int, overlap: int) -> int:
+    """How many window rows cover a scene ``height`` rows high."""
+    return len(_window_rows(height, window, overlap)[1])
+
+
+def warn_if_far(info: BundleInfo, scene: SceneInfo, settings: StorageSettings) -> None:
+    """Warn, naming the bands, when a sample of the scene is far from the training
+    normalisation (|mean difference| > 3 training std, or std off by 3x)."""
+    sample = _sample_pixels(scene, settings)
+    if sample.shape[1] < 100:
+        return
+    mean, std = sample.mean(1), sample.std(1)
+    ref_m, ref_s = np.asarray(info.norm_mean), np.asarray(info.norm_std)
+    far = (np.abs(mean - ref_m) > 3 * ref_s) | (std > 3 * ref_s) | (std < ref_s / 3)
+    if far.any():
+        bands = [info.band_names[i] for i in np.flatnonzero(far)]
+        warnings.warn(
+            f"{scene.uri}: band(s) {bands} are far from the model's training statistics "
+            f"(scene mean {np.round(mean[far]).tolist()} vs {np.round(ref_m[far]).tolist()}, std "
+            f"{np.round(std[far]).tolist()} vs {np.round(ref_s[far]).tolist()}); another sensor? "
+            "Predictions may be poor: try --normalization per_scene",
+            stacklevel=3,
+        )
+
+
+def scene_norm(info: BundleInfo, normalization: str, scene: SceneInfo, settings: StorageSettings) -> Norm:
+    """The normalisation applied to a scene: the bundle's (training) statistics, or with
+    ``per_scene`` normalisation the scene's own, computed over its valid pixels exactly as
+    training computed them for each training scene."""
+    if normalization == "per_scene":
+        stats = compute_statistics([scene], settings, scheduler="synchronous").pooled
+        mean, std = stats.mean, stats.std
+    else:
+        warn_if_far(info, scene, settings)
+        mean, std = info.norm_mean, info.norm_std
+    return (
+        np.asarray(mean, np.float32)[:, None, None],
+        1.0 / np.asarray(std, np.float32)[:, None, None],
+    )
 
 
 class ScenePredictor:
@@ -100,59 +181,51 @@ class ScenePredictor:
             f"{self.info.band_names}; map them with --bands {mapping}"
         )
 
-    def warn_if_far(self, scene: SceneInfo, settings: StorageSettings) -> None:
-        """Warn, naming the bands, when a sample of the scene is far from the training
-        normalisation (|mean difference| > 3 training std, or std off by 3x)."""
-        sample = _sample_pixels(scene, settings)
-        if sample.shape[1] < 100:
-            return
-        mean, std = sample.mean(1), sample.std(1)
-        ref_m, ref_s = np.asarray(self.info.norm_mean), np.asarray(self.info.norm_std)
-        far = (np.abs(mean - ref_m) > 3 * ref_s) | (std > 3 * ref_s) | (std < ref_s / 3)
-        if far.any():
-            bands = [self.info.band_names[i] for i in np.flatnonzero(far)]
-            warnings.warn(
-                f"{scene.uri}: band(s) {bands} are far from the model's training statistics "
-                f"(scene mean {np.round(mean[far]).tolist()} vs {np.round(ref_m[far]).tolist()}, std "
-                f"{np.round(std[far]).tolist()} vs {np.round(ref_s[far]).tolist()}); another sensor? "
-                "Predictions may be poor: try --normalization per_scene",
-                stacklevel=2,
-            )
+    def row_parts(self, height: int, count: int) -> list[RowPart]:
+        """This predictor's :func:`row_parts` of a scene ``height`` rows high."""
+        return row_parts(height, self.window, self.overlap, count)
 
-    def scene_norm(self, scene: SceneInfo, settings: StorageSettings) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and 1/std ``(D, 1, 1)`` applied to a scene: the bundle's (training) statistics,
-        or with ``per_scene`` normalisation the scene's own, computed over its valid pixels
-        exactly as training computed them for each training scene."""
-        if self.normalization == "per_scene":
-            stats = compute_statistics([scene], settings, scheduler="synchronous").pooled
-            mean, std = stats.mean, stats.std
-        else:
-            self.warn_if_far(scene, settings)
-            mean, std = self.info.norm_mean, self.info.norm_std
-        return (
-            np.asarray(mean, np.float32)[:, None, None],
-            1.0 / np.asarray(std, np.float32)[:, None, None],
-        )
+    def warn_if_far(self, scene: SceneInfo, settings: StorageSettings) -> None:
+        """See :func:`warn_if_far`."""
+        warn_if_far(self.info, scene, settings)
+
+    def scene_norm(self, scene: SceneInfo, settings: StorageSettings) -> Norm:
+        """See :func:`scene_norm`."""
+        return scene_norm(self.info, self.normalization, scene, settings)
 
     def _forward(self, tiles: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), self.policy.autocast():
             logits = self.model(self.policy.prepare_batch(torch.from_numpy(tiles)))
         return torch.softmax(logits.float(), 1).cpu().numpy()
 
-    def strips(self, scene: SceneInfo, settings: StorageSettings) -> Iterator[Strip]:
-        """Yield the scene's blended class probabilities, top to bottom, in final strips."""
+    def strips(
+        self,
+        scene: SceneInfo,
+        settings: StorageSettings,
+        part: RowPart | None = None,
+        norm: Norm | None = None,
+    ) -> Iterator[Strip]:
+        """Yield the scene's blended class probabilities, top to bottom, in final strips.
+
+        ``part``: only that part's rows (see :meth:`row_parts`). ``norm``: the scene's
+        normalisation when already computed (:meth:`scene_norm`), e.g. once for all parts.
+        """
         self.check_bands(scene)
         h, w = scene.height, scene.width
-        wh, ww = min(self.window, h), min(self.window, w)
-        rows = window_starts(h, wh, min(self.overlap, wh - 1))
+        wh, rows = _window_rows(h, self.window, self.overlap)
+        ww = min(self.window, w)
+        first, stop = (part.first, part.stop) if part is not None else (0, len(rows))
+        # window rows above the part whose windows reach into its first row contribute to it
+        start = next(j for j in range(first + 1) if rows[j] + wh > rows[first])
         cols = window_starts(w, ww, min(self.overlap, ww - 1))
         weights = blend_weights(wh, ww, self.overlap, self.blend)
         c = self.info.num_classes
         acc = np.zeros((c, wh, w), np.float32)  # rows [top, top + wh) of the scene
         wsum = np.zeros((wh, w), np.float32)
-        top = 0
-        mean, inv_std = self.scene_norm(scene, settings)
-        for i, r in enumerate(rows):
+        top = rows[start]
+        mean, inv_std = norm if norm is not None else self.scene_norm(scene, settings)
+        for i in range(start, stop):
+            r = rows[i]
             if r > top:  # shift the buffer down to start at r
                 shift = r - top
                 acc[:, :-shift] = acc[:, shift:]
@@ -171,6 +244,8 @@ class ScenePredictor:
                 for p, c0 in zip(probs, chunk, strict=True):
                     acc[:, :, c0 : c0 + ww] += p * weights
                     wsum[:, c0 : c0 + ww] += weights
+            if i < first:
+                continue  # only contributes to the part's first rows
             end = rows[i + 1] if i + 1 < len(rows) else r + wh
             n = end - r
             yield Strip(row=r, probs=acc[:, :n] / wsum[:n], valid=valid[:n].copy())

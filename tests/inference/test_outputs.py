@@ -156,3 +156,87 @@ def test_scenes_on_a_ray_actor_pool(tmp_path, bundle_path, ray_session) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["a_mask.tif", "a_prob.tif", "b_mask.tif", "b_prob.tif"]
     with rasterio.open(out / "a_mask.tif") as m:
         assert m.shape == (150, 130)
+
+
+def _read(path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
+    tmp_path, bundle_path, ray_session
+) -> None:
+    from pathlib import Path
+
+    from resseg_ray.inference.batch import plan_scene, predict_scenes_on_ray
+    from resseg_ray.inference.outputs import SceneWriter, part_uris
+    from resseg_ray.models.bundle import read_bundle_info
+
+    uri, _ = _scene(tmp_path, h=700, w=90, name="big.tif")
+    data = Path(bundle_path).read_bytes()
+    kwargs = {"window": 64, "overlap": 16, "normalization": "per_scene"}
+    options = OutputOptions(polygons=PolygonOptions(min_area=0.0))
+
+    def run(out: str, split_mpx: float, overwrite: bool = False):
+        return predict_scenes_on_ray(
+            data,
+            kwargs,
+            [uri],
+            out,
+            LOCAL,
+            options,
+            overwrite,
+            actors=2,
+            cpus_per_actor=0.5,
+            split_mpx=split_mpx,
+        )
+
+    whole = run(str(tmp_path / "whole"), split_mpx=0)[0]
+    split = run(str(tmp_path / "split"), split_mpx=0.01)[0]  # 0.063 Mpx -> 7 parts (15 window rows)
+    assert whole.error is None and split.error is None
+    assert split.megapixels == pytest.approx(0.063)
+    for key in ("mask", "prob"):  # bit for bit the same as one pass over the scene
+        assert np.array_equal(_read(split.outputs[key]), _read(whole.outputs[key]))
+    assert json.loads(open(split.outputs["buildings"]).read()) == json.loads(
+        open(whole.outputs["buildings"]).read()
+    )
+    with rasterio.open(split.outputs["mask"]) as m, rasterio.open(uri) as src:
+        assert m.transform == src.transform and m.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [
+        "big_buildings.geojson",
+        "big_mask.tif",
+        "big_prob.tif",
+    ]
+
+    # a part staged by an earlier (interrupted) run is reused, not recomputed
+    out = str(tmp_path / "resumed")
+    from resseg_ray.inference.batch import _fingerprint
+
+    plan = plan_scene(
+        uri,
+        read_bundle_info(bundle_path),
+        kwargs,
+        out,
+        LOCAL,
+        options,
+        False,
+        None,
+        0.01,
+        1,
+        _fingerprint(data, kwargs, None, options),
+    )
+    assert len(plan.parts) == 7 and plan.norm is not None
+    first = plan.parts[0]
+    from resseg_ray.geo.scene import open_scene
+
+    with SceneWriter(open_scene(uri, LOCAL), options, first) as writer:
+        rows = first.row1 - first.row0
+        writer.write_rows(first.row0, np.full((rows, 90), 1, np.uint8), np.full((rows, 90), 7, np.uint8))
+        writer.publish_part(part_uris(plan.staging, first, options), LOCAL)
+    resumed = run(out, split_mpx=0.01)[0]
+    prob = _read(resumed.outputs["prob"])
+    assert (prob[: first.row1] == 7).all()
+    assert np.array_equal(prob[first.row1 :], _read(whole.outputs["prob"])[first.row1 :])
+    assert not (tmp_path / "resumed" / ".resseg-parts").exists()
+    again = run(out, split_mpx=0.01)[0]
+    assert again.skipped

@@ -3,6 +3,8 @@ over whole scenes, in every blending mode, for awkward sizes; scoring matches nu
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,25 @@ def test_scene_far_from_training_statistics_warns(tmp_path) -> None:
     s = StorageSettings()
     with pytest.warns(UserWarning, match=r"band\(s\) \['a', 'b'\] are far from.*--normalization per_scene"):
         list(predictor.strips(open_scene(uri, s), s))
+
+
+@pytest.mark.parametrize("mode", ["flat", "cosine"])
+@pytest.mark.parametrize(("h", "count"), [(300, 2), (300, 3), (300, 40), (41, 2)])
+def test_parts_of_a_scene_give_exactly_the_whole_scene_rows(tmp_path, mode: str, h: int, count: int) -> None:
+    rng = np.random.default_rng(h)
+    data = rng.integers(0, 200, size=(2, h, 50)).astype(np.uint16)
+    uri = write_tif(tmp_path / "s.tif", data)
+    s = StorageSettings()
+    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=40, blend=mode)
+    scene = open_scene(uri, s)
+    whole = np.concatenate([x.probs for x in predictor.strips(scene, s)], axis=1)
+    parts = predictor.row_parts(h, count)
+    assert parts[0].row0 == 0 and parts[-1].row1 == h
+    assert len(parts) == min(count, len(window_starts(h, min(64, h), 40)))
+    assert all(a.row1 == b.row0 and a.stop == b.first for a, b in itertools.pairwise(parts))
+    norm = predictor.scene_norm(scene, s)
+    for part in parts:
+        strips = list(predictor.strips(scene, s, part, norm))
+        assert strips[0].row == part.row0
+        got = np.concatenate([x.probs for x in strips], axis=1)
+        assert np.array_equal(got, whole[:, part.row0 : part.row1])  # bit for bit
