@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from resseg_ray.config import load_config
 from resseg_ray.data.pipeline import build_datasets, iter_torch, load_samples, read_manifest, sample_spec
 from resseg_ray.data.prepare import DATASET_FILE, load_dataset, prepare_dataset
+from resseg_ray.device import ray_runtime_env
 from resseg_ray.geo.storage import StorageSettings, exists, filesystem, join_uri
 from resseg_ray.geo.synthetic import default_demo, write_demo_scenes
 
@@ -115,7 +116,13 @@ def main() -> None:
     if not args.no_s3:  # the local moto endpoint takes any key; Ray workers inherit these
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=args.cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env=ray_runtime_env(),
+    )
     if not exists(join_uri(args.dataset, DATASET_FILE), local):
         print(f"preparing the demo data under {args.dataset} ...", flush=True)
         summary = write_demo_scenes(join_uri(args.dataset, "scenes"), default_demo(), local)

@@ -10,6 +10,12 @@ in this process (no reading, no stitching, no writing).
 
     python bench/predict_scene.py                        # prop18, D12 size and 4x, this device
     python bench/predict_scene.py --arch prop152 --no-big --device cuda
+    python bench/predict_scene.py --no-big --actors 2      # also: one scene split across 2 actors
+
+With ``--actors N`` the D12-size scene is also segmented on a local Ray instance by
+``jobs/predict.py --actors``'s code path: once by one actor holding all CPUs (the scene
+whole), once split into N parts for N actors sharing the CPUs (GPUs: one each when
+present); both wall-clock times (planning, actors, assembly) are reported.
 
 Prints a table and writes JSON (default bench/results/predict_scene.json). Goals of
 issue 5: end-to-end >= 85 % of model-only; peak memory of the 4x scene <= 1.2x the
@@ -34,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from results_io import machine, write_results
 
-from resseg_ray.device import DevicePolicy
+from resseg_ray.device import DevicePolicy, ray_runtime_env
 from resseg_ray.inference.windows import window_starts
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import load_bundle, save_bundle
@@ -107,6 +113,50 @@ def model_only(bundle_path: str, device: str, window: int, batch: int, n_windows
     return per_window * n_windows
 
 
+def on_actors(bundle: str, scene: str, out: str, actors: int, window: int, overlap: int, batch: int) -> dict:
+    """Wall seconds for the scene on Ray: one actor (whole) vs ``actors`` actors (split)."""
+    import shutil
+
+    import ray
+
+    from resseg_ray.geo.storage import StorageSettings
+    from resseg_ray.inference.batch import predict_scenes_on_ray
+
+    cpus = os.cpu_count() or 1
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env=ray_runtime_env(),
+    )
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    with open(bundle, "rb") as f:
+        data = f.read()
+    kwargs = {"window": window, "overlap": overlap, "batch_size": batch, "normalization": "pooled"}
+    result = {"cpus": cpus, "gpus": gpus, "actors": actors}
+    for n in (1, actors):
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        (report,) = predict_scenes_on_ray(
+            data,
+            kwargs,
+            [scene],
+            out,
+            StorageSettings(),
+            actors=n,
+            gpus_per_actor=1 if gpus >= n else 0,
+            cpus_per_actor=cpus / n,
+            split_mpx=64.0 if n > 1 else 0,
+        )
+        if report.error:
+            raise RuntimeError(report.error)
+        result[f"wall_s_{n}_actors"] = time.perf_counter() - t
+    ray.shutdown()
+    result["speedup"] = result["wall_s_1_actors"] / result[f"wall_s_{actors}_actors"]
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="prop18")
@@ -117,9 +167,11 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=112)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--device", default="auto")
+    p.add_argument("--actors", type=int, default=0, help="also time the D12 scene split across N Ray actors")
     p.add_argument("--out", default=os.path.join(ROOT_DIR, "bench", "results", "predict_scene.json"))
     args = p.parse_args()
     rows = []
+    ray_split = None
     with tempfile.TemporaryDirectory(prefix="resseg-bench-") as tmp:
         bundle = os.path.join(tmp, "m.resseg.safetensors")
         torch.manual_seed(0)
@@ -167,6 +219,16 @@ def main() -> None:
                     "peak_rss_mb": child["maxrss_mb"],
                 }
             )
+            if args.actors > 1 and (w, h) == (args.width, args.height):
+                ray_split = on_actors(
+                    bundle,
+                    scene,
+                    os.path.join(tmp, "out-ray"),
+                    args.actors,
+                    args.window,
+                    args.overlap,
+                    args.batch,
+                )
             os.remove(scene)
     policy = DevicePolicy.resolve(args.device)
     print(
@@ -189,6 +251,12 @@ def main() -> None:
             "(goal <= 1.2)"
         )
     print(f"D12-size scene end to end: {rows[0]['end_to_end_s']:.1f} s (paper, prop152 on a TitanX: 110 s)")
+    if ray_split:
+        n, rs = ray_split["actors"], ray_split
+        print(
+            f"on Ray ({rs['cpus']} CPUs, {rs['gpus']} GPUs): one actor {rs['wall_s_1_actors']:.1f} s, "
+            f"split across {n} actors {rs[f'wall_s_{n}_actors']:.1f} s (speed-up {rs['speedup']:.2f}x)"
+        )
     summary = {
         "machine": machine(),
         "arch": args.arch,
@@ -197,6 +265,7 @@ def main() -> None:
         "batch": args.batch,
         "policy": policy.describe(),
         "rows": rows,
+        "ray_split": ray_split,
     }
     write_results(args.out, summary)
 

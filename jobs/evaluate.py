@@ -39,7 +39,9 @@ def main() -> None:
     p.add_argument("--dataset", help="prepared dataset: evaluate --model on its test scenes and labels")
     p.add_argument("--name", help="row name in the table (default: the model's architecture, or 'masks')")
     p.add_argument(
-        "--objects", action="store_true", help="with --masks: object-level F1 (IoU >= 0.5 matching)"
+        "--objects",
+        action="store_true",
+        help="also object-level F1 (building polygons matched at IoU >= 0.5)",
     )
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--overlap", type=int, default=112)
@@ -91,7 +93,7 @@ def main() -> None:
             overlap=args.overlap,
             normalization=args.normalization,
         )
-        ev = evaluate_scenes(predictor, pairs, settings)
+        ev = evaluate_scenes(predictor, pairs, settings, objects=args.objects)
         name = args.name or bundle.info.architecture
     else:
         raise ConfigError(
@@ -112,7 +114,7 @@ def main() -> None:
             f"{label:<24} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['iou']:7.4f} "
             f"{m['accuracy']:8.4f} {m['macro_f1']:8.4f}"
         )
-    if args.objects and args.masks:
+    if args.objects:
         for s in ev.scenes:
             m = s.metrics
             print(

@@ -20,6 +20,7 @@ from resseg_ray.cli import run_job
 from resseg_ray.config import load_config
 from resseg_ray.data.demo import prepare_demo
 from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
+from resseg_ray.device import ray_runtime_env
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.storage import StorageSettings, exists, expand_uris, join_uri
 
@@ -56,7 +57,12 @@ def main() -> None:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
+            ray.init(
+                address=os.environ.get("RAY_ADDRESS"),
+                log_to_driver=False,
+                include_dashboard=False,
+                runtime_env=ray_runtime_env(),
+            )
     if args.scenes is None:
         print(
             f"writing the demo scenes under {join_uri(args.out, 'scenes')} and preparing them ...", flush=True

@@ -85,13 +85,15 @@ def init_ray() -> None:
 
     import ray
 
+    from resseg_ray.device import ray_runtime_env
+
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         try:
-            ray.init(address="auto", log_to_driver=True)
+            ray.init(address="auto", log_to_driver=True, runtime_env=ray_runtime_env())
             return
         except (ConnectionError, RuntimeError):
             pass
-    ray.init(address=address or None, log_to_driver=True)
+    ray.init(address=address or None, log_to_driver=True, runtime_env=ray_runtime_env())

@@ -114,8 +114,16 @@ def ray_session() -> Iterator[None]:
     """One local Ray instance for the whole test session (2 CPUs)."""
     import ray
 
+    from resseg_ray.device import ray_runtime_env
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env=ray_runtime_env(),
+        )
     yield
     ray.shutdown()
 

@@ -7,6 +7,7 @@ labelled 255 or without input data count for nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -84,27 +85,46 @@ def evaluate_scene(
     label_uri: str,
     settings: StorageSettings,
     bands: Sequence[int] | None = None,
+    objects: bool = False,
 ) -> SceneScore:
-    """Segment a scene and score it against its label raster (same grid, 0/1/255)."""
+    """Segment a scene and score it against its label raster (same grid, 0/1/255); with
+    ``objects``, object-level F1 too (the mask is kept in a temporary GeoTIFF for that)."""
+    from resseg_ray.inference.outputs import OutputOptions, SceneWriter
+
     scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
     labels = open_scene(label_uri, settings, bands=[1])
     if not scene.same_grid(labels):
         raise InputDataError(f"labels {label_uri} are not on the grid of {scene_uri}; re-run jobs/prepare.py")
     confusion = Confusion.empty(predictor.info.num_classes)
     start = time.perf_counter()
-    for strip in predictor.strips(scene, settings):
-        h = strip.probs.shape[1]
-        lab, lvalid = read_window(labels, settings, 0, strip.row, scene.width, h)
-        target = lab[0].copy()
-        target[~(strip.valid & lvalid)] = IGNORE
-        confusion.add(strip.probs.argmax(0), target)
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(SceneWriter(scene, OutputOptions(prob=False))) if objects else None
+        for strip in predictor.strips(scene, settings):
+            h = strip.probs.shape[1]
+            lab, lvalid = read_window(labels, settings, 0, strip.row, scene.width, h)
+            target = lab[0].copy()
+            target[~(strip.valid & lvalid)] = IGNORE
+            confusion.add(strip.probs.argmax(0), target)
+            if writer is not None:
+                writer.write(strip)
+        seconds = time.perf_counter() - start
+        object_metrics = _object_scores(writer.finish()["mask"], label_uri, settings) if writer else None
     return SceneScore(
         name=scene_name(scene_uri),
         uri=scene_uri,
         confusion=confusion,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         megapixels=scene.width * scene.height / 1e6,
+        objects=object_metrics,
     )
+
+
+def _object_scores(mask_uri: str, label_uri: str, settings: StorageSettings) -> dict[str, float]:
+    from resseg_ray.evaluation.objects import object_scores
+    from resseg_ray.geo.storage import download
+
+    with tempfile.TemporaryDirectory() as d:
+        return object_scores(download(mask_uri, d, settings), download(label_uri, d, settings))
 
 
 def evaluate_mask(
@@ -136,13 +156,7 @@ def evaluate_mask(
     name = scene_name(mask_uri)
     if name.endswith("_mask"):
         name = name[: -len("_mask")]
-    object_metrics = None
-    if objects:
-        from resseg_ray.evaluation.objects import object_scores
-        from resseg_ray.geo.storage import download
-
-        with tempfile.TemporaryDirectory() as d:
-            object_metrics = object_scores(download(mask_uri, d, settings), download(label_uri, d, settings))
+    object_metrics = _object_scores(mask_uri, label_uri, settings) if objects else None
     return SceneScore(
         name, mask_uri, confusion, time.perf_counter() - start, mask.width * mask.height / 1e6, object_metrics
     )
@@ -153,9 +167,10 @@ def evaluate_scenes(
     scenes: Sequence[tuple[str, str]],
     settings: StorageSettings,
     bands: Sequence[int] | None = None,
+    objects: bool = False,
 ) -> Evaluation:
-    """Evaluate ``(scene URI, label URI)`` pairs."""
-    return Evaluation([evaluate_scene(predictor, s, lab, settings, bands) for s, lab in scenes])
+    """Evaluate ``(scene URI, label URI)`` pairs (``objects``: object-level F1 too)."""
+    return Evaluation([evaluate_scene(predictor, s, lab, settings, bands, objects) for s, lab in scenes])
 
 
 def markdown_table(rows: dict[str, Evaluation], metrics: Sequence[str] = ("f1", "accuracy")) -> str:

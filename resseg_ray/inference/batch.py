@@ -368,7 +368,9 @@ def predict_scenes_on_ray(
             .map_batches(
                 _SceneActor,
                 batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=actors),
+                # one unit (a scene or part: seconds to minutes) per actor at a time: by default
+                # Ray Data queues several on the first actor ready while the others still start
+                compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
                 num_gpus=gpus_per_actor,
                 num_cpus=cpus_per_actor,
                 fn_constructor_kwargs={

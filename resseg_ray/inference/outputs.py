@@ -197,16 +197,15 @@ class SceneWriter:
     def publish(self, uris: dict[str, str], settings: StorageSettings) -> None:
         """Convert to COGs with overviews and move them to ``uris`` (probability and polygons
         first, mask last)."""
-        self._close()
+        local = self.finish()
         if "buildings" in uris and self.options.polygons is not None:
-            prob = os.path.join(self.tmp, "prob.tif") if self.options.prob else None
-            collection = mask_polygons(os.path.join(self.tmp, "mask.tif"), prob, self.options.polygons)
+            collection = mask_polygons(local["mask"], local.get("prob"), self.options.polygons)
             with atomic_output(uris["buildings"], settings, suffix=".geojson") as dst:
                 write_geojson(collection, dst)
         for key, resampling in (("prob", "average"), ("mask", "nearest")):
             if key not in uris:
                 continue
-            src = os.path.join(self.tmp, f"{key}.tif")
+            src = local[key]
             with atomic_output(uris[key], settings, suffix=".tif") as dst:
                 rasterio.shutil.copy(
                     src,
@@ -218,6 +217,15 @@ class SceneWriter:
                     overview_resampling=resampling,
                     bigtiff="IF_SAFER",
                 )
+
+    def finish(self) -> dict[str, str]:
+        """Close the temporary rasters and return their local paths (``mask``, and ``prob``
+        when written), valid until :meth:`close`; e.g. to score the mask without publishing."""
+        self._close()
+        paths = {"mask": os.path.join(self.tmp, "mask.tif")}
+        if self._prob is not None:
+            paths["prob"] = os.path.join(self.tmp, "prob.tif")
+        return paths
 
     def _close(self) -> None:
         for ds in (self._mask, self._prob):

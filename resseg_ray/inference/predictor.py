@@ -83,14 +83,28 @@ def _window_rows(height: int, window: int, overlap: int) -> tuple[int, list[int]
     return wh, window_starts(height, wh, min(overlap, wh - 1))
 
 
+def _first_contributing(rows: list[int], wh: int, first: int) -> int:
+    """The first window row whose windows reach into window row ``first``'s first pixel row."""
+    return next(j for j in range(first + 1) if rows[j] + wh > rows[first])
+
+
 def row_parts(height: int, window: int, overlap: int, count: int) -> list[RowPart]:
-    """Split a scene of ``height`` rows into at most ``count`` parts of (nearly) equal numbers
-    of window rows (fewer parts when the scene has fewer window rows)."""
-    _, rows = _window_rows(height, window, overlap)
-    count = max(1, min(count, len(rows)))
-    bounds = [round(k * len(rows) / count) for k in range(count + 1)]
+    """Split a scene of ``height`` rows into at most ``count`` parts of equal work.
+
+    A part after the first also runs the ``e`` window rows above it that overlap its first
+    rows (usually 1), so the first part gets ``e`` more window rows of its own than the
+    others: each part then runs about ``(N + (count - 1) * e) / count`` of the scene's
+    ``N`` window rows. Fewer parts when each would not have a window row of its own.
+    """
+    wh, rows = _window_rows(height, window, overlap)
+    n = len(rows)
+    mid = n // 2
+    e = mid - _first_contributing(rows, wh, mid)
+    count = max(1, min(count, n - e))
+    work = (n + (count - 1) * e) / count
+    bounds = [0] + [round(k * work - (k - 1) * e) for k in range(1, count)] + [n]
     return [
-        RowPart(k, count, a, b, rows[a], rows[b] if b < len(rows) else height)
+        RowPart(k, count, a, b, rows[a], rows[b] if b < n else height)
         for k, (a, b) in enumerate(itertools.pairwise(bounds))
     ]
 
@@ -216,7 +230,7 @@ class ScenePredictor:
         ww = min(self.window, w)
         first, stop = (part.first, part.stop) if part is not None else (0, len(rows))
         # window rows above the part whose windows reach into its first row contribute to it
-        start = next(j for j in range(first + 1) if rows[j] + wh > rows[first])
+        start = _first_contributing(rows, wh, first)
         cols = window_starts(w, ww, min(self.overlap, ww - 1))
         weights = blend_weights(wh, ww, self.overlap, self.blend)
         c = self.info.num_classes

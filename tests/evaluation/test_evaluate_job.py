@@ -51,3 +51,58 @@ def test_evaluate_job_bad_pairings(tmp_path) -> None:
     assert proc.returncode == 2 and "is not on the grid of labels" in proc.stderr
     proc = run_script("evaluate.py")
     assert proc.returncode == 2 and "nothing to evaluate" in proc.stderr
+
+
+def test_model_evaluation_equals_scoring_its_predicted_masks(tmp_path) -> None:
+    from resseg_ray.device import DevicePolicy
+    from resseg_ray.evaluation.scenes import evaluate_scene
+    from resseg_ray.inference.batch import predict_scene
+    from resseg_ray.inference.predictor import ScenePredictor
+    from tests.inference.test_predictor import _bundle
+
+    rng = np.random.default_rng(3)
+    band = np.full((150, 170), 20, np.uint16)  # ground: probability ~0.17
+    for _ in range(12):  # buildings: bright rectangles (probability ~0.9)
+        r, c = rng.integers(0, 130), rng.integers(0, 150)
+        band[r : r + rng.integers(6, 20), c : c + rng.integers(6, 20)] = 220
+    band[:8] = 0  # no data
+    labels = (band > 100).astype(np.uint8)[None]
+    labels[0, 60:70] = 255  # ignored rows
+    labels[0, 100:104, :] = 1 - labels[0, 100:104, :]  # some label errors
+    scene = write_tif(tmp_path / "s.tif", np.stack([band, band]), nodata=0)
+    lab = write_tif(tmp_path / "s_labels.tif", labels, nodata=255)
+    settings = StorageSettings()
+    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    by_model = evaluate_scene(predictor, scene, lab, settings, objects=True)
+    mask = predict_scene(predictor, scene, str(tmp_path / "out"), settings).outputs["mask"]
+    by_mask = evaluate_mask(mask, lab, settings, objects=True)
+    assert np.array_equal(by_model.confusion.counts, by_mask.confusion.counts)
+    assert by_model.objects == by_mask.objects
+    assert by_model.objects["objects_true"] >= 5 and 0 < by_model.objects["object_f1"] < 1
+
+
+def test_evaluate_job_model_with_objects(tmp_path) -> None:
+    from resseg_ray.models import build_model
+    from resseg_ray.models.bundle import save_bundle
+
+    rng = np.random.default_rng(0)
+    scene = write_tif(tmp_path / "a.tif", rng.integers(1, 200, size=(2, 80, 90)).astype(np.uint16), nodata=0)
+    _, lab, _ = _pair(tmp_path, "a", 0, shape=(80, 90))
+    bundle = tmp_path / "m.resseg.safetensors"
+    save_bundle(bundle, build_model("prop18", in_bands=2), norm_mean=[100, 100], norm_std=[50, 50])
+    proc = run_script(
+        "evaluate.py",
+        "--model",
+        str(bundle),
+        "--scenes",
+        scene,
+        "--labels",
+        lab,
+        "--objects",
+        "--window",
+        "64",
+        "--overlap",
+        "16",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "a                        objects:" in proc.stdout and "object F1" in proc.stdout

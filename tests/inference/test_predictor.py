@@ -147,8 +147,11 @@ def test_parts_of_a_scene_give_exactly_the_whole_scene_rows(tmp_path, mode: str,
     scene = open_scene(uri, s)
     whole = np.concatenate([x.probs for x in predictor.strips(scene, s)], axis=1)
     parts = predictor.row_parts(h, count)
-    assert parts[0].row0 == 0 and parts[-1].row1 == h
-    assert len(parts) == min(count, len(window_starts(h, min(64, h), 40)))
+    assert parts[0].row0 == 0 and parts[-1].row1 == h and 1 <= len(parts) <= count
+    assert all(p.stop > p.first for p in parts)
+    starts = window_starts(h, min(64, h), 40)
+    work = [p.stop - next(j for j in range(p.first + 1) if starts[j] + 64 > starts[p.first]) for p in parts]
+    assert max(work) - min(work) <= 1  # balanced, counting the rows each part re-runs
     assert all(a.row1 == b.row0 and a.stop == b.first for a, b in itertools.pairwise(parts))
     norm = predictor.scene_norm(scene, s)
     for part in parts:
