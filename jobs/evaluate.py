@@ -46,6 +46,11 @@ def main() -> None:
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--overlap", type=int, default=112)
     p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
+    p.add_argument(
+        "--adapt-bn",
+        action="store_true",
+        help="with --model: re-estimate BatchNorm statistics on each scene first (label-free adaptation)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--report", help="write the markdown table to this file or s3:// URI")
     p.add_argument("--mlflow-run", help="log test_<scene>_<metric> and test_mean_<metric> to this run")
@@ -92,6 +97,7 @@ def main() -> None:
             window=args.window,
             overlap=args.overlap,
             normalization=args.normalization,
+            adapt_bn=args.adapt_bn,
         )
         ev = evaluate_scenes(predictor, pairs, settings, objects=args.objects)
         name = args.name or bundle.info.architecture

@@ -42,6 +42,11 @@ def main() -> None:
     p.add_argument("--blend", choices=BLEND_MODES, default="flat", help="blending of overlaps (default flat)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
+    p.add_argument(
+        "--adapt-bn",
+        action="store_true",
+        help="re-estimate BatchNorm statistics on each scene's own windows first (label-free adaptation)",
+    )
     p.add_argument("--prob-dtype", choices=PROB_DTYPES, default="uint8", help="probability raster type")
     p.add_argument("--no-prob", action="store_true", help="write only the masks")
     p.add_argument("--polygons", action="store_true", help="also write <stem>_buildings.geojson")
@@ -95,6 +100,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "blend": args.blend,
         "normalization": args.normalization,
+        "adapt_bn": args.adapt_bn,
     }
     ScenePredictor.check_options(**kwargs)
     if args.actors:

@@ -162,17 +162,25 @@ class ScenePredictor:
         batch_size: int = 4,
         blend: str = "flat",
         normalization: str | None = None,
+        adapt_bn: bool = False,
     ) -> None:
         self.info = bundle.info
         self.normalization = normalization or str(self.info.extra.get("normalization", "pooled"))
         self.check_options(window, overlap, batch_size, blend, self.normalization)
         self.policy = policy or DevicePolicy.resolve()
         self.model = self.policy.prepare_for_inference(bundle.model)
+        self.adapt_bn = adapt_bn
+        self._source = bundle.model if adapt_bn else None  # BatchNorms unfolded, to re-estimate
         self.window, self.overlap, self.batch_size, self.blend = window, overlap, batch_size, blend
 
     @staticmethod
     def check_options(
-        window: int, overlap: int, batch_size: int, blend: str, normalization: str | None
+        window: int,
+        overlap: int,
+        batch_size: int,
+        blend: str,
+        normalization: str | None,
+        adapt_bn: bool = False,
     ) -> None:
         """A clear error for unusable windowing options (cheap: nothing is built)."""
         if normalization is not None and normalization not in NORMALIZATIONS:
@@ -207,9 +215,21 @@ class ScenePredictor:
         """See :func:`scene_norm`."""
         return scene_norm(self.info, self.normalization, scene, settings)
 
-    def _forward(self, tiles: np.ndarray) -> np.ndarray:
+    def model_for(self, scene: SceneInfo, settings: StorageSettings, norm: Norm) -> torch.nn.Module:
+        """The inference network for a scene: with ``adapt_bn``, its BatchNorm statistics
+        re-estimated on the scene's own windows (:func:`~resseg_ray.adapt.batchnorm.adapt_to_scene`,
+        deterministic), otherwise the bundle's."""
+        if self._source is None:
+            return self.model
+        from resseg_ray.adapt.batchnorm import adapt_to_scene
+
+        return self.policy.prepare_for_inference(
+            adapt_to_scene(self._source, scene, settings, norm, self.policy)
+        )
+
+    def _forward(self, model: torch.nn.Module, tiles: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), self.policy.autocast():
-            logits = self.model(self.policy.prepare_batch(torch.from_numpy(tiles)))
+            logits = model(self.policy.prepare_batch(torch.from_numpy(tiles)))
         return torch.softmax(logits.float(), 1).cpu().numpy()
 
     def strips(
@@ -237,7 +257,9 @@ class ScenePredictor:
         acc = np.zeros((c, wh, w), np.float32)  # rows [top, top + wh) of the scene
         wsum = np.zeros((wh, w), np.float32)
         top = rows[start]
-        mean, inv_std = norm if norm is not None else self.scene_norm(scene, settings)
+        norm = norm if norm is not None else self.scene_norm(scene, settings)
+        mean, inv_std = norm
+        model = self.model_for(scene, settings, norm)
         for i in range(start, stop):
             r = rows[i]
             if r > top:  # shift the buffer down to start at r
@@ -254,7 +276,7 @@ class ScenePredictor:
             x[:, ~valid] = 0.0
             for b in range(0, len(cols), self.batch_size):
                 chunk = cols[b : b + self.batch_size]
-                probs = self._forward(np.stack([x[:, :, c0 : c0 + ww] for c0 in chunk]))
+                probs = self._forward(model, np.stack([x[:, :, c0 : c0 + ww] for c0 in chunk]))
                 for p, c0 in zip(probs, chunk, strict=True):
                     acc[:, :, c0 : c0 + ww] += p * weights
                     wsum[:, c0 : c0 + ww] += weights
