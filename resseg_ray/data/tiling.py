@@ -169,7 +169,12 @@ def tile_scene(
     # Only blocks wholly inside the scene can hold whole validation tiles.
     bi, bj = np.meshgrid(np.arange(nby), np.arange(nbx), indexing="ij")
     complete = ((bi + 1) * cfg.split_block <= scene.height) & ((bj + 1) * cfg.split_block <= scene.width)
-    val_blocks = choose_validation_blocks(per_block, cfg.val_fraction, np.random.default_rng(seed), complete)
+    # ... and only blocks valid enough to hold a tile that passes max_nodata_fraction (e.g. a
+    # refinement's annotated area, where everything outside it counts as no data)
+    dense = per_block >= (1.0 - cfg.max_nodata_fraction) * cfg.split_block**2
+    val_blocks = choose_validation_blocks(
+        per_block, cfg.val_fraction, np.random.default_rng(seed), complete & dense
+    )
     # Validation membership per cell, and its integral image, to test whole tiles at once.
     val_cells = np.kron(val_blocks, np.ones((bc, bc), np.int32))[: valid_n.shape[0], : valid_n.shape[1]]
     ii_val = _integral(val_cells.astype(np.int32))
