@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,12 +146,16 @@ def sample_spec(
     settings: StorageSettings,
     augment: bool,
     epoch: int | None = None,
+    norm: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> SampleSpec:
-    """The loader settings of a prepared dataset under a data configuration."""
+    """The loader settings of a prepared dataset under a data configuration; ``norm`` (mean,
+    std) replaces the dataset's statistics (a refinement keeps its parent's)."""
     stats = desc.statistics
     mean = {"": tuple(stats.pooled.mean)}
     std = {"": tuple(stats.pooled.std)}
-    if cfg.normalization == "per_scene":
+    if norm is not None:
+        mean, std = {"": tuple(norm[0])}, {"": tuple(norm[1])}
+    elif cfg.normalization == "per_scene":
         for uri, s in stats.scenes.items():
             mean[uri], std[uri] = tuple(s.mean), tuple(s.std)
     elif cfg.normalization != "pooled":
@@ -175,6 +179,7 @@ def build_datasets(
     splits: tuple[str, ...] = SPLITS,
     epoch: int | None = None,
     limit: int | Mapping[str, int | None] | None = None,
+    norm: tuple[Sequence[float], Sequence[float]] | None = None,
 ):  # -> dict[str, ray.data.Dataset]
     """Ray datasets of training samples per split (``train`` augmented, ``val`` centre crops).
 
@@ -208,7 +213,7 @@ def build_datasets(
         ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
         if split == "train":
             ds = ds.randomize_block_order(seed=None if epoch is None else cfg.seed * 100003 + epoch)
-        spec = sample_spec(desc, cfg, settings, augment=(split == "train"), epoch=epoch)
+        spec = sample_spec(desc, cfg, settings, augment=(split == "train"), epoch=epoch, norm=norm)
         out[split] = ds.map_batches(
             load_samples,
             fn_kwargs={"spec": spec},

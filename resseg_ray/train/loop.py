@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from resseg_ray.config import Config, from_dict
 from resseg_ray.device import DevicePolicy
 from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
-from resseg_ray.models.bundle import save_bundle
+from resseg_ray.models.bundle import load_bundle, save_bundle
 from resseg_ray.models.registry import build_model
 from resseg_ray.train.quicklook import render_quicklook
 from resseg_ray.train.state import BEST_FILES, Progress, read_checkpoint, write_checkpoint
@@ -74,6 +74,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from resseg_ray.models.resnet import load_pretrained_encoder
 
         load_pretrained_encoder(model.encoder, cfg.model.pretrained, meta["band_names"])
+    if meta.get("init_bundle") is not None:  # refinement: start from the parent's weights
+        model.load_state_dict(_bundle_state(ray.get(meta["init_bundle"])))
     t = cfg.train
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step_epochs, gamma=t.lr_gamma)
@@ -285,6 +287,15 @@ def _validate(net, shard, policy: DevicePolicy, batch_size: int, num_classes: in
     }, quick
 
 
+def _bundle_state(data: bytes) -> dict[str, torch.Tensor]:
+    """The weights of a bundle file's bytes (loaded the safe way: no pickle)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "parent.resseg.safetensors")
+        with open(path, "wb") as f:
+            f.write(data)
+        return load_bundle(path).model.state_dict()
+
+
 def _save_best(path: str, model: torch.nn.Module, cfg: Config, meta: dict, metrics: dict) -> None:
     save_bundle(
         path,
@@ -295,7 +306,8 @@ def _save_best(path: str, model: torch.nn.Module, cfg: Config, meta: dict, metri
         class_names=cfg.model.class_names,
         tile_size=cfg.data.crop_size,
         extra={
-            "source": "train",
+            "source": "refine" if meta.get("init_bundle") is not None else "train",
+            "parent_run_id": meta.get("parent_run_id"),
             "run_name": meta["run_name"],
             "mlflow_run_id": meta.get("run_id"),
             "dataset": meta["dataset"],

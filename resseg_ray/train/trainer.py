@@ -79,6 +79,19 @@ class TrainResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class StartFrom:
+    """Start training from a trained model (refinement) instead of fresh weights."""
+
+    bundle_bytes: bytes
+    """The parent bundle file: its weights initialise the network."""
+    norm_mean: list[float] | None = None
+    """Keep the parent's pooled normalisation (None: the dataset's own, e.g. per scene)."""
+    norm_std: list[float] | None = None
+    parent_run_id: str | None = None
+    """The parent model's MLflow run, recorded on the bundle."""
+
+
 @dataclass
 class TrainingPlan:
     """A checked training run: resolved configuration, storage, dataset, names, tracking store."""
@@ -215,11 +228,15 @@ def _storage(storage: str, settings: StorageSettings) -> tuple[str, Any]:
 
 
 def run_training(
-    cfg: Config, log: Callable[[str], None] = print, tags: dict[str, str] | None = None
+    cfg: Config,
+    log: Callable[[str], None] = print,
+    tags: dict[str, str] | None = None,
+    start_from: StartFrom | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on Ray Train (Ray must be initialised) and return what it produced.
 
-    ``tags`` are set on a new MLflow run (e.g. ``mlflow.parentRunId`` to nest it)."""
+    ``tags`` are set on a new MLflow run (e.g. ``mlflow.parentRunId`` to nest it);
+    ``start_from`` initialises the network from a trained bundle (refinement)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -230,7 +247,10 @@ def run_training(
     cfg, desc = plan.cfg, plan.desc
     _warn_resources(cfg)
     limits = {"train": cfg.train.train_tiles_per_epoch, "val": cfg.train.val_tiles}
-    datasets = build_datasets(desc, cfg.data, plan.settings, limit=limits)
+    norm = None
+    if start_from is not None and start_from.norm_mean is not None:
+        norm = (list(start_from.norm_mean), list(start_from.norm_std or []))
+    datasets = build_datasets(desc, cfg.data, plan.settings, limit=limits, norm=norm)
 
     run = tracking.open_run(
         plan.tracking_uri,
@@ -251,14 +271,19 @@ def run_training(
     stats = desc.statistics.pooled
     meta = {
         "band_names": desc.band_names,
-        "norm_mean": list(stats.mean),
-        "norm_std": list(stats.std),
+        "norm_mean": norm[0] if norm else list(stats.mean),
+        "norm_std": norm[1] if norm else list(stats.std),
         "run_name": plan.run_name,
         "run_id": run.run_id,
         "tracking_uri": plan.tracking_uri,
         "dataset": desc.root,
         "manifest_sha256": desc.raw.get("manifest_sha256", ""),
     }
+    if start_from is not None:
+        import ray
+
+        meta["init_bundle"] = ray.put(start_from.bundle_bytes)
+        meta["parent_run_id"] = start_from.parent_run_id
     env = {"RESSEG_WORKDIR": workdir()}
     if os.environ.get(CRASH_ENV):
         env[CRASH_ENV] = os.environ[CRASH_ENV]
