@@ -1,0 +1,138 @@
+"""Refinement end to end on the small demo's test scene: trained from the parent's weights
+and normalisation on the annotated block only, scored before/after on the rest, logged and
+registered under its own alias; bad areas fail before anything is trained or registered."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+
+from resseg_ray.adapt.refine import AreaSpec, refine_scene
+from resseg_ray.config import load_config
+from resseg_ray.models import build_model
+from resseg_ray.models.bundle import load_bundle, read_bundle_info, save_bundle
+from resseg_ray.train import tracking
+from tests.conftest import randomize_batchnorm, run_script, small_train_overrides
+
+REFINE_DATA = ["data.tile_size=64", "data.stride=16", "data.crop_size=64", "data.split_block=64"]
+
+
+@pytest.fixture(scope="module")
+def parent(small_demo, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("parent") / "parent.resseg.safetensors"
+    stats = small_demo.statistics.pooled
+    save_bundle(
+        path,
+        randomize_batchnorm(build_model("prop18", in_bands=4)),
+        norm_mean=list(stats.mean),
+        norm_std=list(stats.std),
+        band_names=["blue", "green", "red", "nir"],
+        extra={"normalization": "pooled", "mlflow_run_id": "parent-run-0"},
+    )
+    return str(path)
+
+
+def _test_scene(small_demo) -> tuple[str, str]:
+    scene = next(s for s in small_demo.scenes if s.role == "test")
+    return scene.uri, scene.label_uri
+
+
+def test_refinement_trains_inside_the_area_and_scores_the_rest(
+    small_demo, parent, mlflow_server, tmp_path, ray_session
+) -> None:
+    scene, labels = _test_scene(small_demo)
+    overrides = small_train_overrides(
+        small_demo.root, str(tmp_path), mlflow_server, "refine-test", **{"train.epochs": 1}
+    )
+    cfg = load_config(None, [*overrides, *REFINE_DATA, "scaling.num_workers=1", "train.lr=0.0001"])
+    result = refine_scene(
+        cfg, parent, scene, AreaSpec(fraction=0.25), labels=labels, adapt_bn=True, log=print
+    )
+
+    run_dir = tmp_path / "refine-test"
+    with rasterio.open(run_dir / "labels" / f"{result.before.name}_evaluate_labels.tif") as e:
+        evaluate = e.read(1)
+    with rasterio.open(run_dir / "labels" / f"{result.before.name}_refine_labels.tif") as r:
+        refine = r.read(1)
+    inside = refine != 255
+    assert inside.any() and (evaluate[inside] == 255).all()  # scored only outside the area
+    assert result.before.confusion.counts.sum() == (evaluate != 255).sum()
+    assert abs(result.area.fraction - 0.25) < 0.02
+    rows, cols = np.nonzero(inside)
+    for t in pq.read_table(run_dir / "data" / "manifest.parquet").to_pylist():
+        r0, c0 = t["row_off"], t["col_off"]
+        assert r0 + 64 <= rows.max() + 1 and c0 + 64 <= cols.max() + 1  # the tile lies in the block
+    area = json.loads((run_dir / "area.geojson").read_text())
+    assert len(area["features"]) == 1
+
+    info = read_bundle_info(result.bundle_uri)
+    parent_info = read_bundle_info(parent)
+    assert info.extra["source"] == "refine" and info.extra["parent_run_id"] == "parent-run-0"
+    assert info.norm_mean == parent_info.norm_mean  # the parent's pooled normalisation kept
+    refined = load_bundle(result.bundle_uri).model.state_dict()
+    assert any(
+        not np.allclose(v.numpy(), load_bundle(parent).model.state_dict()[k].numpy())
+        for k, v in refined.items()
+    )
+
+    c = tracking.client(mlflow_server)
+    run = c.get_run(result.mlflow_run_id)
+    assert run.data.tags["resseg.parent_run_id"] == "parent-run-0"
+    assert run.data.tags["resseg.refined_scene"] == scene
+    for key in ("rest_before_f1", "rest_after_f1", "rest_bn_adapted_f1", "area_fraction"):
+        assert key in run.data.metrics
+    assert any(a.path == "table3.md" for a in c.list_artifacts(result.mlflow_run_id))
+    alias = "refined-" + result.before.name
+    assert c.get_model_version_by_alias("test-buildings", alias).version == result.registered_version
+    assert "before refinement" in result.table() and "BatchNorm re-estimated" in result.table()
+
+
+def test_bad_areas_fail_before_training_and_register_nothing(
+    small_demo, parent, mlflow_server, tmp_path
+) -> None:
+    scene, labels = _test_scene(small_demo)
+    base = [
+        "--model", parent, "--scene", scene, "--labels", labels,
+        *(x for o in [*REFINE_DATA, f"mlflow.tracking_uri={mlflow_server}",
+                      "mlflow.registered_model=never-registered", f"run.storage_path={tmp_path}"]
+          for x in ("--set", o)),
+    ]  # fmt: skip
+    everything = tmp_path / "everything.geojson"
+    with rasterio.open(scene) as src:
+        left, bottom, right, top = src.bounds
+        crs = src.crs.to_string()
+    everything.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": crs}},
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [
+                                [[left - 9, bottom - 9], [right + 9, bottom - 9], [right + 9, top + 9],
+                                 [left - 9, top + 9], [left - 9, bottom - 9]]
+                            ],
+                        },
+                    }
+                ],
+            }
+        )
+    )  # fmt: skip
+    proc = run_script("finetune.py", *base, "--area", str(everything))
+    assert proc.returncode == 2 and "nothing is left to evaluate" in proc.stderr, proc.stderr[-2000:]
+    proc = run_script("finetune.py", *base, "--fraction", "1.5")
+    assert proc.returncode == 2 and "--fraction must be between 0 and 1" in proc.stderr
+    proc = run_script("finetune.py", *base)
+    assert proc.returncode == 2 and "--area POLYGONS or as --fraction" in proc.stderr
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        tracking.client(mlflow_server).get_registered_model("never-registered")
