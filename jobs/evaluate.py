@@ -14,20 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from resseg_ray.cli import bound_gdal_cache, run_job
+from resseg_ray.cli import add_predictor_options, bound_gdal_cache, predictor_from_args, run_job
 from resseg_ray.config import load_config
 from resseg_ray.data.prepare import load_dataset
-from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.scenes import Evaluation, evaluate_mask, evaluate_scenes, markdown_table
 from resseg_ray.geo.storage import StorageSettings, expand_uris, write_bytes
-from resseg_ray.inference.predictor import NORMALIZATIONS, ScenePredictor
-from resseg_ray.models.bundle import load_bundle
-from resseg_ray.models.source import resolve_bundle
 
 
 def main() -> None:
@@ -43,15 +38,7 @@ def main() -> None:
         action="store_true",
         help="also object-level F1 (building polygons matched at IoU >= 0.5)",
     )
-    p.add_argument("--window", type=int, default=512)
-    p.add_argument("--overlap", type=int, default=112)
-    p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
-    p.add_argument(
-        "--adapt-bn",
-        action="store_true",
-        help="with --model: re-estimate BatchNorm statistics on each scene first (label-free adaptation)",
-    )
-    p.add_argument("--device", default="auto")
+    add_predictor_options(p)
     p.add_argument("--report", help="write the markdown table to this file or s3:// URI")
     p.add_argument("--mlflow-run", help="log test_<scene>_<metric> and test_mean_<metric> to this run")
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
@@ -89,18 +76,9 @@ def main() -> None:
                     f"--scenes gave {len(scenes)} scenes and --labels {len(labels)}; give one each"
                 )
             pairs = list(zip(scenes, labels, strict=True))
-        with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
-            bundle = load_bundle(resolve_bundle(args.model, tmp, settings))
-        predictor = ScenePredictor(
-            bundle,
-            DevicePolicy.resolve(args.device),
-            window=args.window,
-            overlap=args.overlap,
-            normalization=args.normalization,
-            adapt_bn=args.adapt_bn,
-        )
+        predictor = predictor_from_args(args, settings)
         ev = evaluate_scenes(predictor, pairs, settings, objects=args.objects)
-        name = args.name or bundle.info.architecture
+        name = args.name or predictor.info.architecture
     else:
         raise ConfigError(
             "nothing to evaluate: give --masks and --labels, or --model with --scenes/--dataset"

@@ -18,14 +18,14 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from resseg_ray.cli import bound_gdal_cache, init_ray, run_job
+from resseg_ray.cli import add_predictor_options, bound_gdal_cache, init_ray, run_job
 from resseg_ray.config import load_config
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.storage import StorageSettings, expand_uris
 from resseg_ray.inference.batch import predict_scenes, predict_scenes_on_ray
 from resseg_ray.inference.outputs import PROB_DTYPES, OutputOptions
-from resseg_ray.inference.predictor import NORMALIZATIONS, ScenePredictor
+from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions
 from resseg_ray.inference.windows import BLEND_MODES
 from resseg_ray.models.bundle import load_bundle
@@ -37,16 +37,9 @@ def main() -> None:
     p.add_argument("--model", required=True, help="bundle path, s3:// bundle, or models:/NAME@ALIAS")
     p.add_argument("--scenes", nargs="+", required=True, help="scene URIs, globs or folders/prefixes")
     p.add_argument("--out", required=True, help="output folder or s3:// prefix")
-    p.add_argument("--window", type=int, default=512, help="window side in pixels (default 512)")
-    p.add_argument("--overlap", type=int, default=112, help="overlap of neighbouring windows (default 112)")
+    add_predictor_options(p)
     p.add_argument("--blend", choices=BLEND_MODES, default="flat", help="blending of overlaps (default flat)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
-    p.add_argument(
-        "--adapt-bn",
-        action="store_true",
-        help="re-estimate BatchNorm statistics on each scene's own windows first (label-free adaptation)",
-    )
     p.add_argument("--prob-dtype", choices=PROB_DTYPES, default="uint8", help="probability raster type")
     p.add_argument("--no-prob", action="store_true", help="write only the masks")
     p.add_argument("--polygons", action="store_true", help="also write <stem>_buildings.geojson")
@@ -57,7 +50,6 @@ def main() -> None:
         "--simplify", type=float, default=0.5, help="simplification tolerance (CRS units, default 0.5)"
     )
     p.add_argument("--wgs84", action="store_true", help="polygons in EPSG:4326 instead of the scene's CRS")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--bands",
         nargs="+",

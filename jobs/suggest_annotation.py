@@ -14,19 +14,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resseg_ray.adapt.suggest import suggest_regions
-from resseg_ray.cli import bound_gdal_cache, run_job
+from resseg_ray.cli import add_predictor_options, bound_gdal_cache, predictor_from_args, run_job
 from resseg_ray.config import load_config
-from resseg_ray.device import DevicePolicy
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings, write_bytes
-from resseg_ray.inference.predictor import NORMALIZATIONS, ScenePredictor
-from resseg_ray.models.bundle import load_bundle
-from resseg_ray.models.source import resolve_bundle
 
 
 def main() -> None:
@@ -41,30 +36,15 @@ def main() -> None:
     )
     p.add_argument("--out", required=True, help="GeoJSON to write (local or s3://)")
     p.add_argument("--wgs84", action="store_true", help="coordinates in EPSG:4326 instead of the scene's CRS")
-    p.add_argument(
-        "--adapt-bn", action="store_true", help="re-estimate BatchNorm statistics on the scene first"
-    )
-    p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
     p.add_argument("--bands", nargs="+", type=int, help="1-based scene bands in the model's order")
-    p.add_argument("--window", type=int, default=512)
-    p.add_argument("--overlap", type=int, default=112)
-    p.add_argument("--device", default="auto")
+    add_predictor_options(p)
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
     bound_gdal_cache()
     settings = StorageSettings.resolve(load_config(args.config, args.overrides).storage)
-    with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
-        bundle = load_bundle(resolve_bundle(args.model, tmp, settings))
-    predictor = ScenePredictor(
-        bundle,
-        DevicePolicy.resolve(args.device),
-        window=args.window,
-        overlap=args.overlap,
-        normalization=args.normalization,
-        adapt_bn=args.adapt_bn,
-    )
-    scene = open_scene(args.scene, settings, bands=args.bands, expected_bands=bundle.info.in_bands)
+    predictor = predictor_from_args(args, settings)
+    scene = open_scene(args.scene, settings, bands=args.bands, expected_bands=predictor.info.in_bands)
     collection = suggest_regions(predictor, scene, settings, args.fraction, args.region, args.wgs84)
     write_bytes(args.out, json.dumps(collection, indent=1).encode(), settings)
     print(f"{'rank':>4} {'mean entropy (bits)':>19} {'share of scene':>14}  rows x cols")

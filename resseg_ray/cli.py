@@ -97,3 +97,39 @@ def init_ray() -> None:
         except (ConnectionError, RuntimeError):
             pass
     ray.init(address=address or None, log_to_driver=True, runtime_env=ray_runtime_env())
+
+
+def add_predictor_options(p) -> None:  # p: argparse.ArgumentParser
+    """The windowing options shared by the jobs that segment scenes with a model."""
+    from resseg_ray.inference.predictor import NORMALIZATIONS
+
+    p.add_argument("--window", type=int, default=512, help="window side in pixels (default 512)")
+    p.add_argument("--overlap", type=int, default=112, help="overlap of neighbouring windows (default 112)")
+    p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
+    p.add_argument(
+        "--adapt-bn",
+        action="store_true",
+        help="re-estimate BatchNorm statistics on each scene's own windows first (label-free adaptation)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def predictor_from_args(args, settings):  # -> ScenePredictor
+    """The ScenePredictor of ``--model`` and :func:`add_predictor_options`' options."""
+    import tempfile
+
+    from resseg_ray.device import DevicePolicy
+    from resseg_ray.inference.predictor import ScenePredictor
+    from resseg_ray.models.bundle import load_bundle
+    from resseg_ray.models.source import resolve_bundle
+
+    with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
+        bundle = load_bundle(resolve_bundle(args.model, tmp, settings))
+    return ScenePredictor(
+        bundle,
+        DevicePolicy.resolve(args.device),
+        window=args.window,
+        overlap=args.overlap,
+        normalization=args.normalization,
+        adapt_bn=args.adapt_bn,
+    )
