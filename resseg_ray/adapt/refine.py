@@ -86,10 +86,8 @@ class RefineResult:
         return markdown_table(rows)
 
 
-def _predictor(bundle: ModelBundle, cfg: Config, adapt_bn: bool = False) -> ScenePredictor:
-    return ScenePredictor(
-        bundle, DevicePolicy.resolve(cfg.train.device), window=512, overlap=112, adapt_bn=adapt_bn
-    )
+def _predictor(bundle: ModelBundle, cfg: Config) -> ScenePredictor:
+    return ScenePredictor(bundle, DevicePolicy.resolve(cfg.train.device), window=512, overlap=112)
 
 
 def refine_scene(
@@ -150,15 +148,15 @@ def refine_scene(
     log(f"before refinement: F1 {before.metrics['f1']:.4f}, accuracy {before.metrics['accuracy']:.4f}")
     adapted = None
     start_bytes = parent_bytes
-    if adapt_bn:
-        predictor = _predictor(bundle, cfg, adapt_bn=True)
+    if adapt_bn:  # re-estimated once: scored as its own row, then the start of the refinement
+        from resseg_ray.adapt.batchnorm import adapt_to_scene
+
+        norm = _predictor(bundle, cfg).scene_norm(scene, settings)
+        model = adapt_to_scene(bundle.model, scene, settings, norm)
+        predictor = _predictor(ModelBundle(model=model, info=info), cfg)
         adapted = evaluate_scene(predictor, scene_uri, written.evaluate_uri, settings, cfg.data.bands)
         m = adapted.metrics
         log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
-        norm = predictor.scene_norm(scene, settings)
-        from resseg_ray.adapt.batchnorm import adapt_to_scene
-
-        model = adapt_to_scene(bundle.model, scene, settings, norm)
         with tempfile.TemporaryDirectory() as d:
             p = os.path.join(d, "adapted.resseg.safetensors")
             save_bundle(
