@@ -144,7 +144,8 @@ class TrainConfig:
     min_delta: float = 0.0
     """A decrease smaller than this does not count as one."""
     select: str = "val_loss"
-    """Which kept checkpoint becomes the final model: ``val_loss`` (lowest) or ``val_f1`` (highest)."""
+    """Which kept checkpoint becomes the final model: ``val_loss`` (lowest), ``val_f1`` (highest)
+    or ``last`` (the last epoch's: a fixed schedule, as the paper's refinement)."""
     train_tiles_per_epoch: int | None = None
     """Use only the first N training tiles (in the seeded order) per epoch; default all."""
     val_tiles: int | None = None
@@ -177,8 +178,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if self.patience < 0 or self.min_delta < 0:
             raise ConfigError("train.patience and train.min_delta must be >= 0")
-        if self.select not in ("val_loss", "val_f1"):
-            raise ConfigError(f"train.select must be 'val_loss' or 'val_f1', got {self.select!r}")
+        if self.select not in ("val_loss", "val_f1", "last"):
+            raise ConfigError(f"train.select must be 'val_loss', 'val_f1' or 'last', got {self.select!r}")
         for name in ("train_tiles_per_epoch", "val_tiles"):
             value = getattr(self, name)
             if value is not None and value < 1:

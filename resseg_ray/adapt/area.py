@@ -179,6 +179,8 @@ class AreaLabels:
     fraction: float
     refine_pixels: int
     evaluate_pixels: int
+    area_uri: str | None = None
+    """The area itself (uint8: 1 annotated, 0 not), to which training tiles are confined."""
 
 
 def write_area_labels(
@@ -188,9 +190,11 @@ def write_area_labels(
     refine_uri: str,
     evaluate_uri: str,
     settings: StorageSettings,
+    area_uri: str | None = None,
 ) -> AreaLabels:
     """Write the refinement labels (``labels`` inside the area, 255 outside) and the
-    evaluation labels (255 inside the area) on the scene grid; no data is 255 in both."""
+    evaluation labels (255 inside the area) on the scene grid; no data is 255 in both. With
+    ``area_uri``, also the area as a raster (1 inside, 0 outside)."""
     valid = scene_valid_mask(scene, settings)
     check_area(area, valid, scene.uri)
     base = labels.astype(np.uint8).copy()
@@ -199,12 +203,15 @@ def write_area_labels(
     evaluate = np.where(area.mask, IGNORE, base).astype(np.uint8)
     write_label_raster(scene, refine, refine_uri, settings)
     write_label_raster(scene, evaluate, evaluate_uri, settings)
+    if area_uri is not None:
+        write_label_raster(scene, area.mask.astype(np.uint8), area_uri, settings)
     return AreaLabels(
         refine_uri,
         evaluate_uri,
         area.fraction(valid),
         int((refine != IGNORE).sum()),
         int((evaluate != IGNORE).sum()),
+        area_uri,
     )
 
 

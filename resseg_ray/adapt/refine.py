@@ -134,6 +134,7 @@ def refine_scene(
         join_uri(run_dir, "labels", f"{stem}_refine_labels.tif"),
         join_uri(run_dir, "labels", f"{stem}_evaluate_labels.tif"),
         settings,
+        area_uri=join_uri(run_dir, "labels", f"{stem}_area.tif"),
     )
     write_bytes(join_uri(run_dir, "area.geojson"), _json(area.polygons(scene)), settings)
     log(
@@ -172,7 +173,7 @@ def refine_scene(
             with open(p, "rb") as f:
                 start_bytes = f.read()
 
-    data_cfg = dataclasses.replace(cfg.data, max_nodata_fraction=0.0, normalization=normalization)
+    data_cfg = dataclasses.replace(cfg.data, normalization=normalization)
     rcfg = dataclasses.replace(
         cfg,
         data=data_cfg,
@@ -181,7 +182,10 @@ def refine_scene(
         run=dataclasses.replace(cfg.run, name=name),
         mlflow=dataclasses.replace(cfg.mlflow, alias=alias or "refined-" + stem.replace(".", "_")),
     )
-    prepare_dataset([scene.uri], rcfg.train.dataset, rcfg, labels=[written.refine_uri], settings=settings)
+    prepare_dataset(  # tiles wholly inside the annotated area (the area raster)
+        [scene.uri], rcfg.train.dataset, rcfg, labels=[written.refine_uri], settings=settings,
+        regions=[written.area_uri],
+    )  # fmt: skip
     parent_run = info.extra.get("mlflow_run_id")
     tags = {"resseg.refined_scene": scene_uri, "resseg.area": area.source, "resseg.parent_model": parent}
     if parent_run:

@@ -54,6 +54,7 @@ class PreparedScene:
     tiles_val: int = 0
     dropped_nodata: int = 0
     dropped_border: int = 0
+    dropped_outside: int = 0
     footprints: int | None = None
 
 
@@ -101,8 +102,10 @@ def _label_task(
     return labels, hits, [str(w.message) for w in caught if issubclass(w.category, FootprintsMissScene)]
 
 
-def _tile_task(i: int, scene: SceneInfo, labels: SceneInfo, cfg, settings: StorageSettings):
-    return tile_scene(i, scene, labels, cfg, settings)
+def _tile_task(
+    i: int, scene: SceneInfo, labels: SceneInfo, cfg, settings: StorageSettings, region: SceneInfo | None
+):
+    return tile_scene(i, scene, labels, cfg, settings, region)
 
 
 def prepare_dataset(
@@ -115,11 +118,14 @@ def prepare_dataset(
     test_footprints: list[str] | None = None,
     test_labels: list[str] | None = None,
     settings: StorageSettings | None = None,
+    regions: list[str] | None = None,
 ) -> PreparedDataset:
     """Prepare training ``scenes`` (tiled and split) and optional ``test_scenes`` (labels only).
 
     Labels come from ``footprints`` (one URI shared by all scenes, or one per scene) or
-    from ready-made ``labels`` rasters (one per scene, on each scene's grid).
+    from ready-made ``labels`` rasters (one per scene, on each scene's grid). ``regions``
+    (one uint8 raster per training scene, on its grid) confine the tiles of each scene to
+    its non-zero pixels: a refinement's annotated area.
     """
     settings = settings or StorageSettings.resolve(cfg.storage)
     if not scenes:
@@ -183,15 +189,26 @@ def prepare_dataset(
 
     stats = compute_statistics(train_infos, settings, block=dc.stats_block)
 
+    region_infos: list[SceneInfo | None] = [None] * len(train_infos)
+    if regions is not None:
+        if len(regions) != len(train_infos):
+            raise InputDataError(f"{len(regions)} region rasters for {len(train_infos)} training scenes")
+        region_infos = [
+            check_label_raster(s, normalize_uri(r), settings)
+            for s, r in zip(train_infos, regions, strict=True)
+        ]
     tiled = _run_all(
         _tile_task,
-        [(i, s, lab, dc, settings) for i, (s, lab) in enumerate(zip(train_infos, train_labels, strict=True))],
+        [
+            (i, s, lab, dc, settings, reg)
+            for i, (s, lab, reg) in enumerate(zip(train_infos, train_labels, region_infos, strict=True))
+        ],
     )
     rows = [r for t in tiled for r in t.rows]
     if not any(r["split"] == "train" for r in rows):
         raise InputDataError(
-            "no training tiles: the scenes are smaller than data.tile_size or mostly no data "
-            f"(tile_size {dc.tile_size}, max_nodata_fraction {dc.max_nodata_fraction})"
+            "no training tiles: the scenes (or annotated areas) are smaller than data.tile_size or "
+            f"mostly no data (tile_size {dc.tile_size}, max_nodata_fraction {dc.max_nodata_fraction})"
         )
     if dc.val_fraction > 0 and not any(r["split"] == "val" for r in rows):
         raise InputDataError(
@@ -218,6 +235,7 @@ def prepare_dataset(
                 tiles_val=sum(r["split"] == "val" for r in t.rows),
                 dropped_nodata=t.dropped_nodata,
                 dropped_border=t.dropped_border,
+                dropped_outside=t.dropped_outside,
                 footprints=res[1],
             )
         )

@@ -6,7 +6,8 @@ of whole square blocks of ``split_block`` px, drawn at random (seeded) until the
 ``val_fraction`` of the scene's valid pixels; a training tile lies entirely outside the
 validation blocks and a validation tile entirely inside them, so no training tile overlaps a
 validation tile. Tiles that straddle the border, or have more no data than allowed, are
-dropped. Valid and building fractions come from an integral image of per-cell counts.
+dropped; with a ``region`` (a refinement's annotated area) only tiles and validation blocks
+wholly inside it are kept. Valid and building fractions come from an integral image of per-cell counts.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class SceneTiles:
     dropped_nodata: int
     dropped_border: int
     val_blocks: list[tuple[int, int]]
+    dropped_outside: int = 0
 
 
 def tile_origins(length: int, tile: int, stride: int) -> list[int]:
@@ -60,12 +62,19 @@ def tile_origins(length: int, tile: int, stride: int) -> list[int]:
 
 
 def _cell_counts(
-    scene: SceneInfo, labels: SceneInfo, settings: StorageSettings, cell: int, strip_cells: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell counts of valid pixels and of building pixels (over valid pixels)."""
+    scene: SceneInfo,
+    labels: SceneInfo,
+    settings: StorageSettings,
+    cell: int,
+    strip_cells: int = 64,
+    region: SceneInfo | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-cell counts of valid pixels, of building pixels (over valid pixels) and, with a
+    ``region`` raster, of pixels inside the region (non-zero)."""
     ch, cw = math.ceil(scene.height / cell), math.ceil(scene.width / cell)
     valid_n = np.zeros((ch, cw), np.int32)
     build_n = np.zeros((ch, cw), np.int32)
+    inside_n = None if region is None else np.zeros((ch, cw), np.int32)
     strip = cell * strip_cells
     for r in range(0, ch * cell, strip):
         h = min(strip, ch * cell - r)
@@ -82,7 +91,11 @@ def _cell_counts(
         rows = slice(r // cell, (r + h) // cell)
         valid_n[rows] = ok.reshape(h // cell, cell, cw, cell).sum(axis=(1, 3))
         build_n[rows] = b.reshape(h // cell, cell, cw, cell).sum(axis=(1, 3))
-    return valid_n, build_n
+        if region is not None and inside_n is not None:
+            reg, rvalid = read_window(region, settings, 0, r, cw * cell, h)
+            inside = rvalid & (reg[0] != 0)
+            inside_n[rows] = inside.reshape(h // cell, cell, cw, cell).sum(axis=(1, 3))
+    return valid_n, build_n, inside_n
 
 
 def _integral(a: np.ndarray) -> np.ndarray:
@@ -143,11 +156,17 @@ def choose_validation_blocks(
 
 
 def tile_scene(
-    scene_id: int, scene: SceneInfo, labels: SceneInfo, cfg: DataConfig, settings: StorageSettings
+    scene_id: int,
+    scene: SceneInfo,
+    labels: SceneInfo,
+    cfg: DataConfig,
+    settings: StorageSettings,
+    region: SceneInfo | None = None,
 ) -> SceneTiles:
-    """Cut one scene into tiles, split them spatially and measure their content."""
+    """Cut one scene into tiles, split them spatially and measure their content; with a
+    ``region`` raster on the scene grid, keep only tiles wholly inside its non-zero pixels."""
     cell = math.gcd(math.gcd(cfg.tile_size, cfg.stride), cfg.split_block)
-    valid_n, build_n = _cell_counts(scene, labels, settings, cell)
+    valid_n, build_n, inside_n = _cell_counts(scene, labels, settings, cell, region=region)
     xs = tile_origins(scene.width, cfg.tile_size, cfg.stride)
     ys = tile_origins(scene.height, cfg.tile_size, cfg.stride)
     # Pad the cell grid so tiles hanging over the edge are covered (as no data).
@@ -156,6 +175,7 @@ def tile_scene(
     pad = lambda a: np.pad(a, ((0, max(0, span_h - a.shape[0])), (0, max(0, span_w - a.shape[1]))))  # noqa: E731
     valid_n, build_n = pad(valid_n), pad(build_n)
     ii_valid, ii_build = _integral(valid_n), _integral(build_n)
+    ii_inside = None if inside_n is None else _integral(pad(inside_n))
 
     bc = cfg.split_block // cell  # cells per block side
     nby, nbx = math.ceil(valid_n.shape[0] / bc), math.ceil(valid_n.shape[1] / bc)
@@ -169,9 +189,17 @@ def tile_scene(
     # Only blocks wholly inside the scene can hold whole validation tiles.
     bi, bj = np.meshgrid(np.arange(nby), np.arange(nbx), indexing="ij")
     complete = ((bi + 1) * cfg.split_block <= scene.height) & ((bj + 1) * cfg.split_block <= scene.width)
-    # ... and only blocks valid enough to hold a tile that passes max_nodata_fraction (e.g. a
-    # refinement's annotated area, where everything outside it counts as no data)
+    # ... and only blocks valid enough to hold a tile that passes max_nodata_fraction, and
+    # (with a region) wholly inside the region
     dense = per_block >= (1.0 - cfg.max_nodata_fraction) * cfg.split_block**2
+    if ii_inside is not None:
+        inside_block = np.array(
+            [
+                [_box_sum(ii_inside, i * bc, j * bc, (i + 1) * bc, (j + 1) * bc) for j in range(nbx)]
+                for i in range(nby)
+            ]
+        )
+        dense &= inside_block == cfg.split_block**2
     val_blocks = choose_validation_blocks(
         per_block, cfg.val_fraction, np.random.default_rng(seed), complete & dense
     )
@@ -183,10 +211,13 @@ def tile_scene(
     area_cells = tc * tc
     area_px = cfg.tile_size * cfg.tile_size
     rows: list[dict] = []
-    dropped_nodata = dropped_border = 0
+    dropped_nodata = dropped_border = dropped_outside = 0
     for y in ys:
         for x in xs:
             r0, c0 = y // cell, x // cell
+            if ii_inside is not None and _box_sum(ii_inside, r0, c0, r0 + tc, c0 + tc) < area_px:
+                dropped_outside += 1
+                continue
             n_valid = _box_sum(ii_valid, r0, c0, r0 + tc, c0 + tc)
             valid_fraction = n_valid / area_px
             if 1.0 - valid_fraction > cfg.max_nodata_fraction or n_valid == 0:
@@ -217,7 +248,7 @@ def tile_scene(
                 }
             )
     blocks = [(int(i), int(j)) for i, j in zip(*np.nonzero(val_blocks), strict=True)]
-    return SceneTiles(rows, dropped_nodata, dropped_border, blocks)
+    return SceneTiles(rows, dropped_nodata, dropped_border, blocks, dropped_outside)
 
 
 def manifest_table(rows: list[dict]) -> pa.Table:

@@ -80,123 +80,128 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step_epochs, gamma=t.lr_gamma)
 
-    best_dir = tempfile.mkdtemp(prefix="resseg-best-")
-    progress = Progress()
-    restored = False
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            progress = read_checkpoint(d, model, optimizer, scheduler, best_dir)
-        progress.restarts += 1
-        restored = True
-    policy.prepare_model(model)
-    _optimizer_to(optimizer, policy.device)
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    # the best bundles so far, carried from checkpoint to checkpoint; removed at the end
+    with tempfile.TemporaryDirectory(prefix="resseg-best-") as best_dir:
+        progress = Progress()
+        restored = False
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                progress = read_checkpoint(d, model, optimizer, scheduler, best_dir)
+            progress.restarts += 1
+            restored = True
+        policy.prepare_model(model)
+        _optimizer_to(optimizer, policy.device)
+        net = model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(
-            model, device_ids=[policy.device] if policy.device.type == "cuda" else None
-        )
+            net = DistributedDataParallel(
+                model, device_ids=[policy.device] if policy.device.type == "cuda" else None
+            )
 
-    logger = EpochLogger(meta["tracking_uri"], meta["run_id"]) if rank == 0 and meta.get("run_id") else None
-    crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    scaler = policy.grad_scaler()
+        logger = None
+        if rank == 0 and meta.get("run_id"):
+            logger = EpochLogger(meta["tracking_uri"], meta["run_id"])
+        crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
+        train_shard = ray.train.get_dataset_shard("train")
+        val_shard = ray.train.get_dataset_shard("val")
+        scaler = policy.grad_scaler()
 
-    if progress.finished and progress.stop_reason.startswith("reached") and t.epochs > progress.epochs_done:
-        progress.finished, progress.stop_reason = False, ""  # resumed with more epochs: go on
-    if progress.finished:  # re-run of a finished run: report where it stands, train nothing
-        ray.train.report({"epoch": progress.epochs_done, "finished": 1})
-        return
-    for epoch in range(progress.epochs_done + 1, t.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        train = _train_epoch(net, train_shard, optimizer, scaler, policy, t.batch_size)
-        val, quick = _validate(
-            net,
-            val_shard,
-            policy,
-            t.batch_size,
-            len(cfg.model.class_names),
-            t.quicklook_samples if rank == 0 else 0,
-        )
-        scheduler.step()
-        totals = (
-            _allreduce(
-                torch.tensor(
-                    [
-                        train["loss_sum"],
-                        train["batches"],
-                        train["samples"],
-                        train["seconds"],
-                        train["wait"],
-                        val["loss_sum"],
-                        val["pixels"],
-                    ],
-                    dtype=torch.float64,
-                    device=policy.device,
+        reached = progress.stop_reason.startswith("reached")
+        if progress.finished and reached and t.epochs > progress.epochs_done:
+            progress.finished, progress.stop_reason = False, ""  # resumed with more epochs: go on
+        if progress.finished:  # re-run of a finished run: report where it stands, train nothing
+            ray.train.report({"epoch": progress.epochs_done, "finished": 1})
+            return
+        for epoch in range(progress.epochs_done + 1, t.epochs + 1):
+            lr = optimizer.param_groups[0]["lr"]
+            train = _train_epoch(net, train_shard, optimizer, scaler, policy, t.batch_size)
+            val, quick = _validate(
+                net,
+                val_shard,
+                policy,
+                t.batch_size,
+                len(cfg.model.class_names),
+                t.quicklook_samples if rank == 0 else 0,
+            )
+            scheduler.step()
+            totals = (
+                _allreduce(
+                    torch.tensor(
+                        [
+                            train["loss_sum"],
+                            train["batches"],
+                            train["samples"],
+                            train["seconds"],
+                            train["wait"],
+                            val["loss_sum"],
+                            val["pixels"],
+                        ],
+                        dtype=torch.float64,
+                        device=policy.device,
+                    )
                 )
+                .cpu()
+                .tolist()
             )
-            .cpu()
-            .tolist()
-        )
-        counts = _allreduce(val["confusion"].to(policy.device)).cpu().numpy()
-        m = Confusion(counts, positive=1).metrics()
-        metrics = {
-            "epoch": epoch,
-            "train_loss": totals[0] / max(totals[1], 1),
-            "val_loss": totals[5] / max(totals[6], 1),
-            **{f"val_{k}": v for k, v in m.items()},
-            "lr": lr,
-            # samples/s of the whole job and per worker; data wait = share of step time
-            # spent blocked on the loader
-            "samples_per_s": totals[2] / max(totals[3] / world, 1e-9),
-            "samples_per_s_per_worker": totals[2] / world / max(totals[3] / world, 1e-9),
-            "data_wait_fraction": totals[4] / max(totals[3], 1e-9),
-            "epoch_seconds": train["seconds"] + val["seconds"],
-        }
-        if not math.isfinite(metrics["train_loss"]):
-            raise FloatingPointError(
-                f"training diverged at epoch {epoch} (train loss {metrics['train_loss']}); "
-                "lower train.lr or check the normalisation statistics"
+            counts = _allreduce(val["confusion"].to(policy.device)).cpu().numpy()
+            m = Confusion(counts, positive=1).metrics()
+            metrics = {
+                "epoch": epoch,
+                "train_loss": totals[0] / max(totals[1], 1),
+                "val_loss": totals[5] / max(totals[6], 1),
+                **{f"val_{k}": v for k, v in m.items()},
+                "lr": lr,
+                # samples/s of the whole job and per worker; data wait = share of step time
+                # spent blocked on the loader
+                "samples_per_s": totals[2] / max(totals[3] / world, 1e-9),
+                "samples_per_s_per_worker": totals[2] / world / max(totals[3] / world, 1e-9),
+                "data_wait_fraction": totals[4] / max(totals[3], 1e-9),
+                "epoch_seconds": train["seconds"] + val["seconds"],
+            }
+            if not math.isfinite(metrics["train_loss"]):
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch} (train loss {metrics['train_loss']}); "
+                    "lower train.lr or check the normalisation statistics"
+                )
+            loss_best, f1_best = progress.update(metrics, t.min_delta)
+            if t.patience and progress.bad_epochs >= t.patience:
+                progress.finished, progress.stop_reason = (
+                    True,
+                    f"early stop: no val loss decrease in {t.patience} epochs",
+                )
+            elif epoch == t.epochs:
+                progress.finished, progress.stop_reason = True, f"reached train.epochs={t.epochs}"
+            metrics.update(
+                best_val_loss=progress.best_val_loss,
+                best_val_f1=progress.best_val_f1,
+                bad_epochs=progress.bad_epochs,
+                restarts=progress.restarts,
             )
-        loss_best, f1_best = progress.update(metrics, t.min_delta)
-        if t.patience and progress.bad_epochs >= t.patience:
-            progress.finished, progress.stop_reason = (
-                True,
-                f"early stop: no val loss decrease in {t.patience} epochs",
-            )
-        elif epoch == t.epochs:
-            progress.finished, progress.stop_reason = True, f"reached train.epochs={t.epochs}"
-        metrics.update(
-            best_val_loss=progress.best_val_loss,
-            best_val_f1=progress.best_val_f1,
-            bad_epochs=progress.bad_epochs,
-            restarts=progress.restarts,
-        )
 
-        ckpt = None
-        with tempfile.TemporaryDirectory(prefix="resseg-ckpt-") as tmp:
-            if rank == 0:
-                for flag, key in ((loss_best, "val_loss"), (f1_best, "val_f1")):
-                    if flag:
-                        _save_best(os.path.join(best_dir, BEST_FILES[key]), model, cfg, meta, metrics)
-                write_checkpoint(tmp, progress, model, optimizer, scheduler, best_dir)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-                if logger is not None:
-                    logger.log_metrics(metrics, step=epoch)
-                    if f1_best and quick is not None:
-                        png = render_quicklook(*quick, band_names=meta["band_names"])
-                        logger.log_bytes(png, f"quicklook/val_epoch_{epoch:03d}.png")
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
-        if crash_at and epoch == crash_at and not restored and rank == world - 1:
-            # simulated hard crash of a worker process (tests only), once the controller has
-            # committed this epoch's checkpoint, so the restart point is deterministic
-            ray.train.get_all_reported_checkpoints(timeout_s=60)
-            os._exit(17)
-        if progress.finished:
-            break
+            ckpt = None
+            with tempfile.TemporaryDirectory(prefix="resseg-ckpt-") as tmp:
+                if rank == 0:
+                    kept = ((loss_best, "val_loss"), (f1_best, "val_f1"), (t.select == "last", "last"))
+                    for flag, key in kept:
+                        if flag:
+                            _save_best(os.path.join(best_dir, BEST_FILES[key]), model, cfg, meta, metrics)
+                    write_checkpoint(tmp, progress, model, optimizer, scheduler, best_dir)
+                    ckpt = ray.train.Checkpoint.from_directory(tmp)
+                    if logger is not None:
+                        logger.log_metrics(metrics, step=epoch)
+                        if f1_best and quick is not None:
+                            png = render_quicklook(*quick, band_names=meta["band_names"])
+                            logger.log_bytes(png, f"quicklook/val_epoch_{epoch:03d}.png")
+                ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
+            if crash_at and epoch == crash_at and not restored and rank == world - 1:
+                # simulated hard crash of a worker process (tests only), once the controller has
+                # committed this epoch's checkpoint, so the restart point is deterministic
+                ray.train.get_all_reported_checkpoints(timeout_s=60)
+                os._exit(17)
+            if progress.finished:
+                break
 
 
 def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:

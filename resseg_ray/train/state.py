@@ -6,7 +6,8 @@ A checkpoint directory (one per epoch, under Ray Train's storage path) contains:
   (plain tensors and numbers; restored with ``torch.load(weights_only=True)``);
 - ``progress.json``: the same progress, readable by people and by the driver;
 - ``best_val_loss.resseg.safetensors`` / ``best_val_f1.resseg.safetensors``: model bundles
-  of the best epochs so far, carried from checkpoint to checkpoint so that keeping only
+  of the best epochs so far (and ``last.resseg.safetensors``, the latest epoch's, when
+  ``train.select`` is ``last``), carried from checkpoint to checkpoint so that keeping only
   the latest checkpoints never loses the best models.
 """
 
@@ -26,6 +27,7 @@ PROGRESS_FILE = "progress.json"
 BEST_FILES = {
     "val_loss": "best_val_loss.resseg.safetensors",
     "val_f1": "best_val_f1.resseg.safetensors",
+    "last": "last.resseg.safetensors",
 }
 
 

@@ -127,6 +127,18 @@ def _check_data_config(cfg: Config, desc: DatasetDescription) -> None:
                 f"{prepared[name]!r}; use the configuration the dataset was prepared with, or re-run "
                 "jobs/prepare.py --force with this one"
             )
+    # every worker drops its last incomplete batch: fewer tiles than one batch per worker
+    # would train nothing at all, silently
+    n_train = int(desc.raw.get("tiles", {}).get("train", 0) or 0)
+    if cfg.train.train_tiles_per_epoch:
+        n_train = min(n_train, cfg.train.train_tiles_per_epoch)
+    per_worker = n_train // cfg.scaling.num_workers
+    if per_worker < cfg.train.batch_size:
+        raise InputDataError(
+            f"{desc.root} holds {n_train} training tiles, {per_worker} per worker: fewer than one batch "
+            f"(train.batch_size={cfg.train.batch_size}), so nothing would be trained. Give more data "
+            "(a larger annotated area), or lower data.tile_size / data.stride or train.batch_size"
+        )
 
 
 def _check_scenes(desc: DatasetDescription, settings: StorageSettings) -> None:
@@ -428,7 +440,11 @@ def _log_model(
     if not cfg.mlflow.registered_model:
         c.set_tag(run.run_id, tracking.VERSION_TAG, "not registered")
         return None, False
-    selected = progress.best_val_f1 if cfg.train.select == "val_f1" else progress.best_val_loss
+    selected = {
+        "val_f1": progress.best_val_f1,
+        "val_loss": progress.best_val_loss,
+        "last": float(progress.epochs_done),
+    }[cfg.train.select]
     mv = mlflow.register_model(
         model_info.model_uri,
         cfg.mlflow.registered_model,

@@ -91,13 +91,16 @@ def test_polygons_in_another_crs_and_bad_areas(tmp_path) -> None:
 
 def test_refinement_tiles_lie_inside_the_area_and_evaluation_excludes_it(tmp_path) -> None:
     scene, valid = _scene(tmp_path)
-    area = area_from_polygons(scene, _polygon_file(tmp_path, "a.geojson", [(0, 100, 200, 260)]), S)
+    # the area holds the no-data strip on the left
+    area = area_from_polygons(scene, _polygon_file(tmp_path, "a.geojson", [(0, 0, 190, 260)]), S)
     buildings = _polygon_file(
         tmp_path, "b.geojson", [(20, 120, 40, 150), (150, 200, 170, 230), (200, 30, 220, 60)], crs=UTM
     )
     with pytest.warns(FootprintsOutsideArea, match="1 of 3 footprints"):
         labels = footprints_in_area(scene, read_footprints(buildings, S), area)
-    written = write_area_labels(scene, labels, area, str(tmp_path / "r.tif"), str(tmp_path / "e.tif"), S)
+    written = write_area_labels(
+        scene, labels, area, str(tmp_path / "r.tif"), str(tmp_path / "e.tif"), S, str(tmp_path / "a.tif")
+    )
     with rasterio.open(written.refine_uri) as r, rasterio.open(written.evaluate_uri) as e:
         refine, evaluate = r.read(1), e.read(1)
     assert (refine[~area.mask] == 255).all() and (evaluate[area.mask] == 255).all()
@@ -113,13 +116,19 @@ def test_refinement_tiles_lie_inside_the_area_and_evaluation_excludes_it(tmp_pat
             "data.stride=16",
             "data.crop_size=32",
             "data.split_block=64",
-            "data.max_nodata_fraction=0",
+            "data.max_nodata_fraction=0.5",
         ],
     )
-    ds = prepare_dataset([scene.uri], str(tmp_path / "ds"), cfg, labels=[written.refine_uri], settings=S)
+    ds = prepare_dataset(
+        [scene.uri], str(tmp_path / "ds"), cfg, labels=[written.refine_uri], settings=S,
+        regions=[written.area_uri],
+    )  # fmt: skip
     tiles = pq.read_table(ds.manifest_uri).to_pylist()
-    assert len(tiles) > 10
+    assert len(tiles) > 10 and {"train", "val"} == {t["split"] for t in tiles}
     for t in tiles:  # no training or validation tile reads a pixel outside the area
         r, c = t["row_off"], t["col_off"]
         assert area.mask[r : r + 64, c : c + 64].all()
+    # no data inside the area is allowed as anywhere else (data.max_nodata_fraction)
+    assert any(t["col_off"] == 0 for t in tiles)
+    assert ds.scenes[0].dropped_outside > 0
     assert valid.sum() == scene_valid_mask(scene, S).sum()

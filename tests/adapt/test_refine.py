@@ -46,9 +46,11 @@ def test_refinement_trains_inside_the_area_and_scores_the_rest(
 ) -> None:
     scene, labels = _test_scene(small_demo)
     overrides = small_train_overrides(
-        small_demo.root, str(tmp_path), mlflow_server, "refine-test", **{"train.epochs": 1}
+        small_demo.root, str(tmp_path), mlflow_server, "refine-test", **{"train.epochs": 2}
     )
-    cfg = load_config(None, [*overrides, *REFINE_DATA, "scaling.num_workers=1", "train.lr=0.0001"])
+    cfg = load_config(
+        None, [*overrides, *REFINE_DATA, "scaling.num_workers=1", "train.lr=0.0001", "train.select=last"]
+    )
     result = refine_scene(
         cfg, parent, scene, AreaSpec(fraction=0.25), labels=labels, adapt_bn=True, log=print
     )
@@ -72,6 +74,7 @@ def test_refinement_trains_inside_the_area_and_scores_the_rest(
     info = read_bundle_info(result.bundle_uri)
     parent_info = read_bundle_info(parent)
     assert info.extra["source"] == "refine" and info.extra["parent_run_id"] == "parent-run-0"
+    assert info.extra["epoch"] == 2  # train.select=last: the fixed schedule's last epoch
     assert info.norm_mean == parent_info.norm_mean  # the parent's pooled normalisation kept
     refined = load_bundle(result.bundle_uri).model.state_dict()
     assert any(

@@ -130,6 +130,8 @@ def test_worker_crash_is_survived_from_the_checkpoint(
         ("train.lr=-0.1", ConfigError, r"train.lr must be > 0"),
         ("train.dataset=/nonexistent/prepared", InputDataError, r"/nonexistent/prepared is not a prepared"),
         ("mlflow.tracking_uri=http://127.0.0.1:9", ConfigError, r"http://127.0.0.1:9 is unreachable"),
+        ("train.batch_size=100000", InputDataError, r"training tiles.*fewer than one batch"),
+        ("train.select=best", ConfigError, r"train.select must be 'val_loss', 'val_f1' or 'last'"),
     ],
 )
 def test_bad_input_fails_before_training(small_demo, mlflow_server, tmp_path, override, error, match) -> None:
