@@ -250,6 +250,94 @@ class MlflowSection:
 
 
 @dataclass(frozen=True)
+class ServeSection:
+    """The segmentation service (``serve run serve_app:app``): model, request limits, batching
+    and autoscaling of the model replicas."""
+
+    model: str | None = None
+    """Bundle path, s3:// bundle or ``models:/`` URI; default the ``RESSEG_MODEL`` environment
+    variable, else the demo's model ``runs/demo-prop18/model.resseg.safetensors``."""
+    allowed_prefixes: list[str] = field(default_factory=list)
+    """``s3://bucket/prefix/`` URIs a request may name (``{"uri": ...}``); empty: none allowed."""
+    max_body_mb: float = 512.0
+    """Largest request body accepted (413 above)."""
+    max_pixels: int = 150_000_000
+    """Largest image (width x height) accepted, checked from the header before any pixel is
+    decoded (413 above; guards against decompression bombs)."""
+    window: int = 512
+    """Window side (px) the image is cut into, as ``jobs/predict.py --window``."""
+    overlap: int = 112
+    """Overlap (px) of neighbouring windows, as ``jobs/predict.py --overlap``."""
+    blend: str = "flat"
+    """Blending of overlaps, as ``jobs/predict.py --blend``."""
+    max_batch_size: int = 8
+    """Windows a model replica runs at once (``@serve.batch``), from any requests."""
+    batch_wait_timeout_s: float = 0.02
+    """How long a replica waits for a batch to fill."""
+    min_replicas: int = 1
+    """Model replicas kept when idle."""
+    max_replicas: int = 2
+    """Model replicas at most (autoscaling)."""
+    target_ongoing_requests: float | None = None
+    """Windows in flight per model replica the autoscaler aims at; default ``max_batch_size``."""
+    max_ongoing_requests: int | None = None
+    """Windows in flight per model replica at most; default ``2 x max_batch_size`` (a batch
+    never exceeds it, and the autoscaler needs room above its target)."""
+    max_queued_requests: int = 256
+    """Windows waiting for a model replica at most; more are refused (503)."""
+    ingress_replicas: int = 1
+    """HTTP ingress replicas (they cut images into windows and stitch the results)."""
+    ingress_max_ongoing_requests: int = 4
+    """Images an ingress replica works on at once."""
+    ingress_max_queued_requests: int = 8
+    """Images waiting for an ingress replica at most; more are answered 503 at once."""
+    cpus_per_replica: float = 1.0
+    """CPUs reserved per model replica (fractions allowed; its torch threads follow)."""
+    ingress_cpus: float = 0.5
+    """CPUs reserved per ingress replica."""
+    use_gpu: bool = False
+    """One GPU per model replica."""
+
+    def __post_init__(self) -> None:
+        if self.max_body_mb <= 0 or self.max_pixels < 1:
+            raise ConfigError("serve.max_body_mb and serve.max_pixels must be positive")
+        if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
+            raise ConfigError("serve.max_batch_size must be >= 1 and serve.batch_wait_timeout_s >= 0")
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ConfigError(
+                f"serve.min_replicas ({self.min_replicas}) must be <= serve.max_replicas "
+                f"({self.max_replicas}), and max_replicas >= 1"
+            )
+        if self.ongoing < self.max_batch_size:
+            raise ConfigError(
+                f"serve.max_ongoing_requests ({self.ongoing}) is below serve.max_batch_size "
+                f"({self.max_batch_size}): batches could never fill; raise it"
+            )
+        if not 0 < self.target <= self.ongoing:
+            raise ConfigError(
+                f"serve.target_ongoing_requests ({self.target}) must be in (0, max_ongoing_requests = "
+                f"{self.ongoing}]: above it the autoscaler would never see its target and never scale up"
+            )
+        for p in self.allowed_prefixes:
+            if not p.startswith("s3://") or len(p.rstrip("/")) <= len("s3://"):
+                raise ConfigError(f"serve.allowed_prefixes: {p!r} is not an s3://bucket[/prefix]")
+        if self.cpus_per_replica <= 0 or self.ingress_cpus < 0 or self.ingress_replicas < 1:
+            raise ConfigError(
+                "serve.cpus_per_replica must be > 0, serve.ingress_cpus >= 0 and serve.ingress_replicas >= 1"
+            )
+
+    @property
+    def ongoing(self) -> int:
+        """``max_ongoing_requests`` with its default applied."""
+        return self.max_ongoing_requests or 2 * self.max_batch_size
+
+    @property
+    def target(self) -> float:
+        """``target_ongoing_requests`` with its default applied."""
+        return self.target_ongoing_requests or float(self.max_batch_size)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a run."""
 
@@ -260,6 +348,7 @@ class Config:
     scaling: ScalingSection = field(default_factory=ScalingSection)
     run: RunSection = field(default_factory=RunSection)
     mlflow: MlflowSection = field(default_factory=MlflowSection)
+    serve: ServeSection = field(default_factory=ServeSection)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> Config:

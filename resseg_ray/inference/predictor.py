@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,12 +150,20 @@ def scene_norm(info: BundleInfo, normalization: str, scene: SceneInfo, settings:
     )
 
 
+Forward = Callable[[np.ndarray], np.ndarray]
+"""Normalised windows ``(N, D, H, W)`` float32 -> class probabilities ``(N, C, H, W)``."""
+
+
 class ScenePredictor:
-    """A model bundle ready to segment scenes of any size on one device."""
+    """A model bundle ready to segment scenes of any size on one device.
+
+    Given a :class:`BundleInfo` and a ``forward`` instead of a bundle, the network runs
+    elsewhere (the Serve ingress sends the windows to its model replicas) while windowing,
+    normalisation and blending stay this class's."""
 
     def __init__(
         self,
-        bundle: ModelBundle,
+        bundle: ModelBundle | BundleInfo,
         policy: DevicePolicy | None = None,
         window: int = 512,
         overlap: int = 112,
@@ -163,15 +171,22 @@ class ScenePredictor:
         blend: str = "flat",
         normalization: str | None = None,
         adapt_bn: bool = False,
+        forward: Forward | None = None,
     ) -> None:
-        self.info = bundle.info
+        self.info = bundle if isinstance(bundle, BundleInfo) else bundle.info
         self.normalization = normalization or str(self.info.extra.get("normalization", "pooled"))
         self.check_options(window, overlap, batch_size, blend, self.normalization)
         self.policy = policy or DevicePolicy.resolve()
+        self.window, self.overlap, self.batch_size, self.blend = window, overlap, batch_size, blend
+        self._remote = forward
+        if isinstance(bundle, BundleInfo):
+            if forward is None or adapt_bn:
+                raise ConfigError("a predictor without the model's weights needs a forward and no adapt_bn")
+            self.model, self.adapt_bn, self._source = None, False, None
+            return
         self.model = self.policy.prepare_for_inference(bundle.model)
         self.adapt_bn = adapt_bn
         self._source = bundle.model if adapt_bn else None  # BatchNorms unfolded, to re-estimate
-        self.window, self.overlap, self.batch_size, self.blend = window, overlap, batch_size, blend
 
     @staticmethod
     def check_options(
@@ -215,7 +230,7 @@ class ScenePredictor:
         """See :func:`scene_norm`."""
         return scene_norm(self.info, self.normalization, scene, settings)
 
-    def model_for(self, scene: SceneInfo, settings: StorageSettings, norm: Norm) -> torch.nn.Module:
+    def model_for(self, scene: SceneInfo, settings: StorageSettings, norm: Norm) -> torch.nn.Module | None:
         """The inference network for a scene: with ``adapt_bn``, its BatchNorm statistics
         re-estimated on the scene's own windows (:func:`~resseg_ray.adapt.batchnorm.adapt_to_scene`,
         deterministic), otherwise the bundle's."""
@@ -227,7 +242,15 @@ class ScenePredictor:
             adapt_to_scene(self._source, scene, settings, norm, self.policy)
         )
 
-    def _forward(self, model: torch.nn.Module, tiles: np.ndarray) -> np.ndarray:
+    def forward(self, tiles: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(N, C, H, W)`` of normalised windows ``(N, D, H, W)``
+        (float32) through this predictor's network."""
+        return self._forward(self.model, tiles)
+
+    def _forward(self, model: torch.nn.Module | None, tiles: np.ndarray) -> np.ndarray:
+        if self._remote is not None:
+            return self._remote(tiles)
+        assert model is not None
         with torch.inference_mode(), self.policy.autocast():
             logits = model(self.policy.prepare_batch(torch.from_numpy(tiles)))
         return torch.softmax(logits.float(), 1).cpu().numpy()

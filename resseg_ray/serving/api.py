@@ -1,0 +1,261 @@
+"""The HTTP API (FastAPI ingress): images in, georeferenced building maps out.
+
+``POST /v1/segment`` takes a GeoTIFF (raw body or multipart file) or JSON ``{"uri":
+"s3://..."}`` naming an object under one of ``serve.allowed_prefixes``, and answers a mask
+GeoTIFF (``format=mask``, default), a probability GeoTIFF (``format=prob``) or building
+polygons (``format=geojson``). The image goes through :func:`~resseg_ray.inference.batch.
+predict_scene`, the code ``jobs/predict.py`` runs, with a predictor whose network is the
+model deployment: the same windows, normalisation, blending and output writers, so an
+uploaded scene gives what ``predict.py`` gives on it.
+
+Limits are checked before work is done: the body size (413), the image size from its
+header before any pixel is decoded (413), that the body is a raster (415), its band count
+(422), and that a URI is ``s3://`` under an allowed prefix (403: no local files, no other
+schemes or hosts). When the model replicas' queues are full the answer is 503.
+"""
+
+import asyncio
+import json
+import os
+import re
+import tempfile
+import time
+from typing import Literal
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from resseg_ray import __version__
+from resseg_ray.config import ServeSection, StorageConfig, from_dict
+from resseg_ray.device import DevicePolicy
+from resseg_ray.errors import InputDataError, ResSegError
+from resseg_ray.geo.storage import StorageSettings, gdal_env
+from resseg_ray.inference.batch import predict_scene
+from resseg_ray.inference.outputs import OutputOptions, output_uris
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.vectorize import PolygonOptions
+from resseg_ray.models.bundle import BundleInfo
+
+api = FastAPI(
+    title="resseg-ray building segmentation",
+    version=__version__,
+    description=(
+        "Send a post-event GeoTIFF (or an allowed s3:// URI) and get a georeferenced building "
+        "mask, probability raster or building polygons back."
+    ),
+)
+
+MEDIA = {"mask": "image/tiff", "prob": "image/tiff", "geojson": "application/geo+json"}
+_SEGMENT = re.compile(r"[A-Za-z0-9!_.*'()=+,;@&$ -]+")
+
+
+class Overloaded(Exception):
+    """The model replicas refused a window: their queues are full."""
+
+
+def check_uri(uri: object, allowed: list[str]) -> str:
+    """``uri`` when it is ``s3://bucket/key`` under one of ``allowed`` (s3:// prefixes);
+    otherwise an HTTP 403 that says why (other schemes, local paths, ``..``)."""
+    if not isinstance(uri, str) or not uri:
+        raise HTTPException(400, 'the JSON body must be {"uri": "s3://bucket/key.tif"}')
+    if not uri.startswith("s3://"):
+        raise HTTPException(403, f"{uri!r}: only s3:// URIs under the allowed prefixes are accepted")
+    parts = uri[len("s3://") :].split("/")
+    if len(parts) < 2 or any(p in ("", ".", "..") or not _SEGMENT.fullmatch(p) for p in parts):
+        raise HTTPException(403, f"{uri!r} is not a plain s3://bucket/key URI")
+    for prefix in allowed:
+        p = prefix if prefix.endswith("/") else prefix + "/"
+        if uri.startswith(p):
+            return uri
+    allowed_text = ", ".join(allowed) if allowed else "none are configured (serve.allowed_prefixes)"
+    raise HTTPException(403, f"{uri!r} is outside the allowed prefixes: {allowed_text}")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the body ({int(declared)} bytes) exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _multipart_file(request: Request, body: bytes) -> bytes:
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def stream():
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, stream(), max_files=1, max_fields=10).parse()
+    except MultiPartException as exc:
+        raise HTTPException(400, f"unreadable multipart body: {exc.message}") from None
+    files = [v for v in form.values() if isinstance(v, UploadFile)]
+    if not files:
+        raise HTTPException(400, "the multipart body holds no file; send the GeoTIFF as a file field")
+    data = await files[0].read()
+    await form.close()
+    return data
+
+
+def check_image(uri: str, info: BundleInfo, max_pixels: int, settings: StorageSettings) -> None:
+    """Header checks before any pixel is decoded: a raster (415), not too large (413), with
+    the model's band count (422); a missing S3 object is 404."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with gdal_env(settings), rasterio.open(uri) as ds:
+            width, height, count = ds.width, ds.height, ds.count
+    except RasterioIOError as exc:
+        if uri.startswith("s3://") and ("No such file" in str(exc) or "does not exist" in str(exc)):
+            raise HTTPException(404, f"no readable object at {uri}") from None
+        raise HTTPException(
+            415, f"the image is not a readable raster (send a GeoTIFF): {str(exc).splitlines()[0]}"
+        ) from None
+    if width * height > max_pixels:
+        raise HTTPException(
+            413, f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    if count not in (info.in_bands, info.in_bands + 1):  # + 1: an alpha band
+        raise HTTPException(
+            422,
+            f"the image has {count} bands but the model expects {info.in_bands} "
+            f"({', '.join(info.band_names)})",
+        )
+
+
+@serve.deployment(name="SegmentAPI")
+@serve.ingress(api)
+class SegmentAPI:
+    """Cuts images into windows, sends them to the model deployment, stitches the results."""
+
+    def __init__(self, model: DeploymentHandle, serve_cfg: dict, storage: dict) -> None:
+        self.model = model
+        self.cfg: ServeSection = from_dict(ServeSection, serve_cfg)
+        self.settings = StorageSettings.resolve(from_dict(StorageConfig, storage))
+        self._info: BundleInfo | None = None
+
+    async def _bundle_info(self) -> BundleInfo:
+        if self._info is None:
+            self._info = await self.model.info.remote()
+        return self._info
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        """Liveness: the ingress answers (model replicas are checked by Serve itself)."""
+        return {"status": "ok"}
+
+    @api.get("/v1/model")
+    async def model_info(self) -> dict:
+        """The served model: architecture, bands, classes, normalisation, version."""
+        info = await self._bundle_info()
+        source = await self.model.source.remote()
+        extra = info.extra
+        return {
+            "architecture": info.architecture,
+            "bands": info.band_names,
+            "in_bands": info.in_bands,
+            "classes": info.class_names,
+            "normalization": {
+                "mode": extra.get("normalization", "pooled"),
+                "mean": info.norm_mean,
+                "std": info.norm_std,
+            },
+            "tile_size": info.tile_size,
+            "model_uri": source["uri"],
+            "version": {
+                "mlflow_run_id": extra.get("mlflow_run_id"),
+                "run_name": extra.get("run_name"),
+                "epoch": extra.get("epoch"),
+                "created": info.created,
+                "resseg_ray": __version__,
+            },
+            "windowing": {"window": self.cfg.window, "overlap": self.cfg.overlap, "blend": self.cfg.blend},
+        }
+
+    @api.post("/v1/segment")
+    async def segment(self, request: Request, format: Literal["mask", "prob", "geojson"] = "mask"):
+        """Segment a GeoTIFF (raw body or multipart file) or JSON ``{"uri": "s3://..."}``."""
+        start = time.perf_counter()
+        limit = int(self.cfg.max_body_mb * 1024 * 1024)
+        body = await read_body(request, limit)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        info = await self._bundle_info()
+        with tempfile.TemporaryDirectory(prefix="resseg-serve-") as tmp:
+            if ctype == "application/json":
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    raise HTTPException(400, "the JSON body is not valid JSON") from None
+                uri = check_uri(doc.get("uri") if isinstance(doc, dict) else None, self.cfg.allowed_prefixes)
+            else:
+                if ctype == "multipart/form-data":
+                    body = await _multipart_file(request, body)
+                if not body:
+                    raise HTTPException(400, "empty body: send a GeoTIFF")
+                uri = os.path.join(tmp, "image.tif")
+                with open(uri, "wb") as f:
+                    f.write(body)
+            try:
+                data = await asyncio.to_thread(self._segment, uri, tmp, format, info)
+            except Overloaded:
+                return JSONResponse(
+                    {"detail": "the model replicas are overloaded; retry shortly"},
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
+        stem = os.path.splitext(os.path.basename(uri))[0]
+        suffix = "buildings.geojson" if format == "geojson" else f"{format}.tif"
+        return Response(
+            data,
+            media_type=MEDIA[format],
+            headers={
+                "Content-Disposition": f'attachment; filename="{stem}_{suffix}"',
+                "X-Resseg-Seconds": f"{time.perf_counter() - start:.3f}",
+            },
+        )
+
+    def _segment(self, uri: str, tmp: str, fmt: str, info: BundleInfo) -> bytes:
+        """Run in a worker thread: checks, then the batch path of ``jobs/predict.py``."""
+        check_image(uri, info, self.cfg.max_pixels, self.settings)
+        predictor = ScenePredictor(
+            info,
+            DevicePolicy.resolve("cpu"),
+            window=self.cfg.window,
+            overlap=self.cfg.overlap,
+            batch_size=256,  # a whole window row at once: its windows go out concurrently
+            blend=self.cfg.blend,
+            forward=self._forward,
+        )
+        options = OutputOptions(prob=fmt == "prob", polygons=PolygonOptions() if fmt == "geojson" else None)
+        out = os.path.join(tmp, "out")
+        try:
+            predict_scene(predictor, uri, out, self.settings, options, overwrite=True)
+        except InputDataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except ResSegError as exc:
+            raise HTTPException(400, str(exc)) from None
+        key = {"mask": "mask", "prob": "prob", "geojson": "buildings"}[fmt]
+        with open(output_uris(out, uri, options)[key], "rb") as f:
+            return f.read()
+
+    def _forward(self, windows: np.ndarray) -> np.ndarray:
+        """Each window to the model deployment (batched there with other requests' windows)."""
+        responses = [self.model.predict.remote(w) for w in windows]
+        try:
+            return np.stack([r.result() for r in responses])
+        except BackPressureError:
+            for r in responses:
+                r.cancel()
+            raise Overloaded() from None

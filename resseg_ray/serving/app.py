@@ -1,0 +1,73 @@
+"""Assemble the Serve application from the project's configuration (``serve`` section).
+
+``serve run serve_app:app`` builds it from the environment: ``RESSEG_CONFIG`` (a YAML
+configuration, optional) and ``RESSEG_MODEL`` (the model; default the demo's). The model
+deployment autoscales between ``serve.min_replicas`` and ``serve.max_replicas`` replicas
+(one GPU each with ``serve.use_gpu``, else ``serve.cpus_per_replica`` CPUs) and batches
+windows up to ``serve.max_batch_size``; ``serve build serve_app:app`` writes these options
+into a production config whose ``deployments`` section can change them without code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from ray.serve import Application
+
+from resseg_ray.config import Config, load_config, to_dict
+from resseg_ray.errors import ConfigError
+from resseg_ray.geo.storage import is_s3, normalize_uri
+
+DEMO_MODEL = "runs/demo-prop18/model.resseg.safetensors"
+"""Where ``make demo`` leaves its trained model (relative to the working directory)."""
+
+
+def model_uri(cfg: Config) -> str:
+    """The model to serve: ``serve.model``, else ``RESSEG_MODEL``, else the demo's; a local
+    bundle that does not exist is a clear error saying how to get one."""
+    uri = cfg.serve.model or os.environ.get("RESSEG_MODEL") or DEMO_MODEL
+    if uri.startswith(("models:/", "runs:/")) or is_s3(uri):
+        return uri
+    path = normalize_uri(uri)
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"no model bundle at {path}. Train the demo model with `make demo` (or "
+            "`python jobs/train.py`), or point RESSEG_MODEL (or serve.model) at a bundle "
+            "file, an s3:// bundle or a models:/NAME@ALIAS URI"
+        )
+    return path
+
+
+def build_app(cfg: Config) -> Application:
+    """The application: the ``SegmentAPI`` ingress bound to an autoscaled ``SegmentModel``."""
+    from resseg_ray.serving.api import SegmentAPI
+    from resseg_ray.serving.model import SegmentModel
+
+    s = cfg.serve
+    uri = model_uri(cfg)
+    storage = to_dict(cfg.storage)
+    model = SegmentModel.options(
+        autoscaling_config={
+            "min_replicas": s.min_replicas,
+            "initial_replicas": max(1, s.min_replicas),
+            "max_replicas": s.max_replicas,
+            "target_ongoing_requests": s.target,
+        },
+        max_ongoing_requests=s.ongoing,
+        max_queued_requests=s.max_queued_requests,
+        ray_actor_options={"num_cpus": s.cpus_per_replica, "num_gpus": 1 if s.use_gpu else 0},
+    ).bind(uri, storage, s.max_batch_size, s.batch_wait_timeout_s, max(1, math.floor(s.cpus_per_replica)))
+    serve_cfg = to_dict(dataclasses.replace(s, model=uri))
+    return SegmentAPI.options(
+        num_replicas=s.ingress_replicas,
+        max_ongoing_requests=s.ingress_max_ongoing_requests,
+        max_queued_requests=s.ingress_max_queued_requests,
+        ray_actor_options={"num_cpus": s.ingress_cpus},
+    ).bind(model, serve_cfg, storage)
+
+
+def app_from_environment() -> Application:
+    """``build_app`` of ``RESSEG_CONFIG`` (default: all defaults) with ``RESSEG_MODEL``."""
+    return build_app(load_config(os.environ.get("RESSEG_CONFIG") or None))

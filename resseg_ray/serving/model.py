@@ -1,0 +1,76 @@
+"""The model deployment: one network per replica, windows from any requests batched together.
+
+The ingress (:mod:`resseg_ray.serving.api`) cuts each image into normalised windows and
+sends them here one by one; ``@serve.batch`` groups the windows waiting on a replica into
+one forward pass (up to ``serve.max_batch_size``), so concurrent requests share batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections import Counter
+
+import numpy as np
+from ray import serve
+
+from resseg_ray.config import StorageConfig, from_dict
+from resseg_ray.device import DevicePolicy
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.models.bundle import BundleInfo, load_bundle
+from resseg_ray.models.source import resolve_bundle
+
+
+@serve.deployment(name="SegmentModel")
+class SegmentModel:
+    """A bundle's network on this replica's device (its GPU when it has one)."""
+
+    def __init__(
+        self,
+        model_uri: str,
+        storage: dict,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        threads: int,
+    ) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        settings = StorageSettings.resolve(from_dict(StorageConfig, storage))
+        with tempfile.TemporaryDirectory(prefix="resseg-serve-model-") as tmp:
+            bundle = load_bundle(resolve_bundle(model_uri, tmp, settings))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.predictor = ScenePredictor(bundle, DevicePolicy.resolve(device))
+        self.model_uri = model_uri
+        self.predict.set_max_batch_size(max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.sizes: Counter[int] = Counter()
+
+    def info(self) -> BundleInfo:
+        """The bundle's metadata (architecture, bands, classes, normalisation)."""
+        return self.predictor.info
+
+    def source(self) -> dict:
+        """Where the model came from and which device runs it."""
+        import ray
+
+        return {
+            "uri": self.model_uri,
+            "device": str(self.predictor.policy.device),
+            "replica": ray.get_runtime_context().get_actor_name(),
+            "pid": os.getpid(),
+        }
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def predict(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """Class probabilities ``(C, H, W)`` of normalised windows ``(D, H, W)`` (float32)."""
+        self.sizes[len(windows)] += 1
+        # off the replica's event loop, so that the next batch gathers while this one runs
+        probs = await asyncio.to_thread(self.predictor.forward, np.stack(windows))
+        return list(probs)
+
+    def batch_sizes(self) -> dict[int, int]:
+        """How many forward passes ran with each batch size on this replica."""
+        return dict(self.sizes)

@@ -1,0 +1,256 @@
+"""The Serve application over real HTTP on 127.0.0.1: every endpoint, the same output as the
+batch path, every designed error, batches larger than one, and a crashed replica."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+
+from resseg_ray.config import load_config
+from resseg_ray.device import DevicePolicy
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.batch import predict_scene
+from resseg_ray.inference.outputs import OutputOptions
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.vectorize import PolygonOptions
+from resseg_ray.models import build_model
+from resseg_ray.models.bundle import load_bundle, save_bundle
+from tests.conftest import _free_port, poll, randomize_batchnorm
+from tests.rasters import write_tif
+
+WINDOW, OVERLAP = ["serve.window=128", "serve.overlap=32"], (128, 32)
+APP = "resseg-test"
+
+
+def _image(path, h=300, w=260, bands=4, seed=0) -> str:
+    rng = np.random.default_rng(seed)
+    data = rng.integers(1, 3000, size=(bands, h, w)).astype(np.uint16)
+    data[:, :20, :30] = 0  # a corner of no data
+    return write_tif(path, data, nodata=0)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("serve") / "m.resseg.safetensors"
+    save_bundle(
+        path,
+        randomize_batchnorm(build_model("prop18", in_bands=4)),
+        norm_mean=[1500.0] * 4,
+        norm_std=[800.0] * 4,
+        band_names=["blue", "green", "red", "nir"],
+        extra={"normalization": "pooled"},
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def service(bundle, ray_session, s3_settings):
+    """The application on a free port, two model replicas (for the crash test)."""
+    from ray import serve
+
+    from resseg_ray.serving.app import build_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cfg = load_config(
+        None,
+        [
+            f"serve.model={bundle}",
+            *WINDOW,
+            "serve.max_batch_size=4",
+            "serve.min_replicas=2",
+            "serve.max_replicas=2",
+            "serve.cpus_per_replica=0.25",
+            "serve.ingress_cpus=0.25",
+            "serve.ingress_max_ongoing_requests=2",
+            "serve.ingress_max_queued_requests=2",
+            "serve.max_body_mb=2",
+            "serve.max_pixels=1000000",
+            "serve.allowed_prefixes=[s3://serve-allowed/post/]",
+            f"storage.endpoint_url={s3_settings.endpoint_url}",
+        ],
+    )
+    serve.run(build_app(cfg), name=APP, route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    poll(lambda: httpx.get(url + "/healthz", timeout=5).status_code == 200, timeout=60, what="service")
+    yield url
+    serve.delete(APP)
+    serve.shutdown()
+
+
+def _expected(bundle: str, image: str, fmt: str) -> np.ndarray | dict:
+    """What the batch path (jobs/predict.py's predict_scene) gives on the same file."""
+    predictor = ScenePredictor(
+        load_bundle(bundle), DevicePolicy.resolve("cpu"), window=OVERLAP[0], overlap=OVERLAP[1]
+    )
+    out = image + ".expected"
+    options = OutputOptions(prob=fmt == "prob", polygons=PolygonOptions() if fmt == "geojson" else None)
+    uris = predict_scene(predictor, image, out, StorageSettings(), options, overwrite=True).outputs
+    if fmt == "geojson":
+        with open(uris["buildings"]) as f:
+            return json.load(f)
+    with rasterio.open(uris[fmt]) as ds:
+        return ds.read()
+
+
+def _read(content: bytes) -> tuple[np.ndarray, rasterio.Affine, str]:
+    with rasterio.MemoryFile(content) as mem, mem.open() as ds:
+        return ds.read(), ds.transform, ds.crs.to_string()
+
+
+def test_health_docs_and_model(service) -> None:
+    assert httpx.get(service + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(service + "/docs").status_code == 200
+    assert "/v1/segment" in httpx.get(service + "/openapi.json").json()["paths"]
+    info = httpx.get(service + "/v1/model").json()
+    assert info["architecture"] == "prop18" and info["bands"] == ["blue", "green", "red", "nir"]
+    assert info["classes"] == ["ground", "building"]
+    assert info["normalization"] == {"mode": "pooled", "mean": [1500.0] * 4, "std": [800.0] * 4}
+    assert info["model_uri"].endswith("m.resseg.safetensors")
+
+
+@pytest.mark.parametrize("fmt", ["mask", "prob", "geojson"])
+def test_uploads_give_what_predict_gives(service, bundle, tmp_path, fmt: str) -> None:
+    image = _image(tmp_path / "scene.tif")
+    body = open(image, "rb").read()
+    r = httpx.post(service + "/v1/segment", params={"format": fmt}, content=body, timeout=120)
+    assert r.status_code == 200, r.text
+    expected = _expected(bundle, image, fmt)
+    # Batches on the replicas mix windows of other requests, and a convolution's float
+    # rounding depends on the batch: probabilities may differ in the last bit, which moves
+    # a uint8 probability by at most 1 and flips the mask only where p is about 0.5.
+    if fmt == "geojson":
+        assert r.headers["content-type"].startswith("application/geo+json")
+        got, want = r.json()["features"], expected["features"]
+        assert len(got) == len(want) > 0
+        for g, w in zip(got, want, strict=True):
+            assert g["geometry"] == w["geometry"]
+            for k, v in w["properties"].items():
+                assert g["properties"][k] == pytest.approx(v, abs=0.01), k
+        return
+    assert r.headers["content-type"] == "image/tiff"
+    pixels, transform, crs = _read(r.content)
+    with rasterio.open(image) as src:
+        assert transform == src.transform and crs == src.crs.to_string()
+    if fmt == "prob":
+        assert np.abs(pixels.astype(int) - expected.astype(int)).max() <= 1
+        assert (pixels != expected).mean() < 1e-3
+    else:
+        prob = _expected(bundle, image, "prob")
+        differ = pixels != expected
+        assert np.all(np.abs(prob[differ].astype(int) - 125) <= 1), prob[differ]
+    if fmt == "mask":
+        assert (pixels[0, :20, :30] == 255).all()  # no data stays no data
+        files = {"file": ("scene.tif", body, "image/tiff")}
+        multipart = httpx.post(service + "/v1/segment", files=files, timeout=120)
+        assert multipart.status_code == 200 and multipart.content == r.content
+
+
+def test_an_allowed_s3_uri_is_segmented(service, bundle, s3_settings, tmp_path) -> None:
+    import s3fs
+
+    image = _image(tmp_path / "post.tif", seed=1)
+    fs = s3fs.S3FileSystem(endpoint_url=s3_settings.endpoint_url)
+    fs.mkdir("serve-allowed")
+    fs.put(image, "serve-allowed/post/event/post.tif")
+    uri = "s3://serve-allowed/post/event/post.tif"
+    r = httpx.post(service + "/v1/segment", json={"uri": uri}, timeout=120)
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(_read(r.content)[0], _expected(bundle, image, "mask"))
+    missing = httpx.post(service + "/v1/segment", json={"uri": "s3://serve-allowed/post/none.tif"})
+    assert missing.status_code == 404 and "none.tif" in missing.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:///etc/passwd",
+        "/etc/passwd",
+        "http://169.254.169.254/latest/meta-data",
+        "/vsicurl/http://example.com/x.tif",
+        "s3://serve-allowed/other/x.tif",
+        "s3://serve-allowed/post/../secret/x.tif",
+        "s3://serve-allowed/postscript/x.tif",
+        "gs://serve-allowed/post/x.tif",
+    ],
+)
+def test_uris_outside_the_allowed_prefixes_are_forbidden(service, uri: str) -> None:
+    r = httpx.post(service + "/v1/segment", json={"uri": uri})
+    assert r.status_code == 403, r.text
+    assert uri in r.json()["detail"]
+
+
+def test_bad_requests_get_clear_errors(service, tmp_path) -> None:
+    post = lambda **kw: httpx.post(service + "/v1/segment", timeout=60, **kw)  # noqa: E731
+    big = post(content=b"\0" * (2 * 1024 * 1024 + 1))
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    # 1200 x 1000 px from the header (a few kB of compressed zeros): refused before decoding
+    huge = np.zeros((4, 1000, 1200), np.uint16)
+    path = write_tif(tmp_path / "huge.tif", huge)
+    r = post(content=open(path, "rb").read())
+    assert r.status_code == 413 and "1200x1000" in r.json()["detail"]
+    r = post(content=b"this is not a GeoTIFF")
+    assert r.status_code == 415 and "not a readable raster" in r.json()["detail"]
+    r = post(content=open(_image(tmp_path / "rgb.tif", bands=3), "rb").read())
+    assert r.status_code == 422 and "3 bands" in r.json()["detail"] and "expects 4" in r.json()["detail"]
+    assert post(content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert post(json={"url": "s3://serve-allowed/post/x.tif"}).status_code == 400
+    assert post(params={"format": "jpeg"}, content=b"x").status_code == 422
+    assert post(content=b"").status_code == 400
+
+
+def test_windows_of_concurrent_requests_share_batches(service, tmp_path) -> None:
+    from ray import serve
+
+    image = _image(tmp_path / "b.tif", h=256, w=480)
+    body = open(image, "rb").read()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        send = lambda _: httpx.post(service + "/v1/segment", content=body, timeout=120)  # noqa: E731
+        codes = list(pool.map(send, range(2)))
+    assert [c.status_code for c in codes] == [200, 200]
+    handle = serve.get_deployment_handle("SegmentModel", app_name=APP)
+    sizes: dict[int, int] = {}
+    for _ in range(8):  # both replicas (requests are spread over them)
+        for k, v in handle.batch_sizes.remote().result().items():
+            sizes[k] = max(sizes.get(k, 0), v)
+    assert max(sizes) > 1, sizes
+
+
+def test_overload_is_answered_503_not_a_hang(service, tmp_path) -> None:
+    body = open(_image(tmp_path / "o.tif", h=480, w=480), "rb").read()  # 1.8 MB: under the limit
+
+    def send(_):
+        return httpx.post(service + "/v1/segment", content=body, timeout=300).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(send, range(10)))
+    assert set(codes) <= {200, 503}, codes
+    assert 503 in codes and 200 in codes, codes  # 2 ongoing + 2 queued at the ingress, the rest 503
+
+
+def test_a_crashed_model_replica_is_replaced_while_the_other_answers(service, tmp_path) -> None:
+    import ray
+    from ray import serve
+
+    handle = serve.get_deployment_handle("SegmentModel", app_name=APP)
+
+    def replicas() -> set[str]:
+        return {handle.source.remote().result(timeout_s=10)["replica"] for _ in range(12)}
+
+    before = poll(lambda: len(replicas()) == 2 and replicas(), what="two model replicas")
+    victim = sorted(before)[0]
+    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+    body = open(_image(tmp_path / "c.tif", h=128, w=128), "rb").read()
+    # the surviving replica answers meanwhile (Serve routes around the dead one)
+    poll(lambda: httpx.post(service + "/v1/segment", content=body, timeout=60).status_code == 200,
+         timeout=60, what="an answer while a replica is down")  # fmt: skip
+    after = poll(lambda: (r := replicas()) and len(r) == 2 and victim not in r and r, timeout=120,
+                 what="a replacement replica")  # fmt: skip
+    assert len(after & before) == 1  # the survivor kept serving; the victim was replaced
+    assert serve.status().applications[APP].status == "RUNNING"
+    assert httpx.post(service + "/v1/segment", content=body, timeout=60).status_code == 200
