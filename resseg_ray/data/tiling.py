@@ -109,6 +109,13 @@ def _box_sum(ii: np.ndarray, r0: int, c0: int, r1: int, c1: int) -> int:
     return int(ii[r1, c1] - ii[r0, c1] - ii[r1, c0] + ii[r0, c0])
 
 
+def _block_sums(ii: np.ndarray, bc: int, nby: int, nbx: int) -> np.ndarray:
+    """Per-block totals (blocks of ``bc`` x ``bc`` cells) from a cell integral image."""
+    return np.array(
+        [[_box_sum(ii, i * bc, j * bc, (i + 1) * bc, (j + 1) * bc) for j in range(nbx)] for i in range(nby)]
+    )
+
+
 def choose_validation_blocks(
     valid_per_block: np.ndarray,
     fraction: float,
@@ -179,12 +186,7 @@ def tile_scene(
 
     bc = cfg.split_block // cell  # cells per block side
     nby, nbx = math.ceil(valid_n.shape[0] / bc), math.ceil(valid_n.shape[1] / bc)
-    per_block = np.array(
-        [
-            [_box_sum(ii_valid, i * bc, j * bc, (i + 1) * bc, (j + 1) * bc) for j in range(nbx)]
-            for i in range(nby)
-        ]
-    )
+    per_block = _block_sums(ii_valid, bc, nby, nbx)
     seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{scene.uri}".encode()).digest()[:8], "little")
     # Only blocks wholly inside the scene can hold whole validation tiles.
     bi, bj = np.meshgrid(np.arange(nby), np.arange(nbx), indexing="ij")
@@ -193,13 +195,7 @@ def tile_scene(
     # (with a region) wholly inside the region
     dense = per_block >= (1.0 - cfg.max_nodata_fraction) * cfg.split_block**2
     if ii_inside is not None:
-        inside_block = np.array(
-            [
-                [_box_sum(ii_inside, i * bc, j * bc, (i + 1) * bc, (j + 1) * bc) for j in range(nbx)]
-                for i in range(nby)
-            ]
-        )
-        dense &= inside_block == cfg.split_block**2
+        dense &= _block_sums(ii_inside, bc, nby, nbx) == cfg.split_block**2
     val_blocks = choose_validation_blocks(
         per_block, cfg.val_fraction, np.random.default_rng(seed), complete & dense
     )
