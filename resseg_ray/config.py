@@ -200,8 +200,19 @@ class ScalingSection:
     """CPUs Ray reserves per worker; leave some for the Ray Data loaders."""
     torch_threads: int | None = None
     """Intra-op threads of each worker; default the worker's reserved CPUs (at least 1)."""
+    worker_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each worker reserves besides its CPUs/GPU, e.g. ``{train_slot: 1}``
+    on nodes started with ``--resources='{"train_slot": 1}'`` puts one worker per node."""
 
     def __post_init__(self) -> None:
+        for name, amount in self.worker_resources.items():
+            if name in ("CPU", "GPU", "memory"):
+                raise ConfigError(
+                    f"scaling.worker_resources: {name} is set by scaling.cpus_per_worker / "
+                    "scaling.use_gpu; list only custom resources here"
+                )
+            if amount <= 0:
+                raise ConfigError(f"scaling.worker_resources.{name} must be a number > 0, got {amount!r}")
         if self.num_workers < 1:
             raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
         if self.cpus_per_worker <= 0:
@@ -287,8 +298,9 @@ class ServeSection:
     """Windows waiting for a model replica at most; more are refused (503)."""
     ingress_replicas: int = 1
     """HTTP ingress replicas (they cut images into windows and stitch the results)."""
-    ingress_max_ongoing_requests: int = 4
-    """Images an ingress replica works on at once."""
+    ingress_max_ongoing_requests: int = 16
+    """Images an ingress replica works on at once; with single-window images a model batch
+    fills only when at least ``max_batch_size`` images are in flight, so keep it >= that."""
     ingress_max_queued_requests: int = 8
     """Images waiting for an ingress replica at most; more are answered 503 at once."""
     cpus_per_replica: float = 1.0
@@ -468,6 +480,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"configuration field {where} must be a list, got {value!r}")
         return [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"configuration field {where} must be a mapping, got {value!r}")
+        return {_coerce(key_tp, k, where): _coerce(item_tp, v, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -36,6 +36,16 @@ def test_extends_cycle_is_an_error(tmp_path) -> None:
         ("run.name=has space", "run.name 'has space'"),
         ("train.epochs=many", "train.epochs must be an integer"),
         ("mlflow.experimnt=x", "did you mean 'mlflow.experiment'"),
+        ("scaling.worker_resources=3", "scaling.worker_resources must be a mapping"),
+        ("scaling.worker_resources={GPU: 1}", "GPU is set by scaling.cpus_per_worker / scaling.use_gpu"),
+        (
+            "scaling.worker_resources={train_slot: 0}",
+            r"scaling.worker_resources.train_slot must be a number > 0",
+        ),
+        (
+            "scaling.worker_resources={train_slot: one}",
+            r"scaling.worker_resources.train_slot must be a number",
+        ),
     ],
 )
 def test_bad_fields_are_named(override: str, match: str) -> None:
@@ -53,3 +63,9 @@ def test_shipped_configs_load_and_cover_table_ii() -> None:
     assert (paper.train.lr_step_epochs, paper.train.lr_gamma) == (30, 0.2)
     archs = {load_config(p).model.arch for p in CONFIGS.glob("paper_*.yaml")}
     assert archs == set(list_models())
+
+
+def test_worker_resources_reach_the_config() -> None:
+    cfg = load_config(None, ["scaling.worker_resources={train_slot: 1}"])
+    assert cfg.scaling.worker_resources == {"train_slot": 1.0}
+    assert load_config(None).scaling.worker_resources == {}

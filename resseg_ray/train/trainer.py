@@ -299,7 +299,7 @@ def run_training(
     env = {"RESSEG_WORKDIR": workdir()}
     if os.environ.get(CRASH_ENV):
         env[CRASH_ENV] = os.environ[CRASH_ENV]
-    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    resources = {"CPU": cfg.scaling.cpus_per_worker, **cfg.scaling.worker_resources}
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
