@@ -2,105 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from resseg_ray.train import tracking
-from tests.conftest import ROOT, _free_port, poll, small_train_overrides
-
-BIN = Path(sys.executable).parent
+from tests.conftest import ROOT, small_train_overrides
+from tests.ray_nodes import BIN, LocalCluster
 
 
 @pytest.fixture
 def head_node():
     """A separate single-node Ray cluster started with `ray start --head --block`."""
-    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port, dash = _free_port(), _free_port()
-    # every per-node port of its own: the test session's Ray instance holds the defaults
-    ports = [
-        f"--{name}={_free_port()}"
-        for name in (
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "metrics-export-port",
-            "runtime-env-agent-port",
-            "ray-client-server-port",
-            "node-manager-port",
-            "object-manager-port",
-        )
-    ]
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash}",
-            f"--temp-dir={temp}",
-            "--include-dashboard=true",
-            *ports,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{dash}"
-
-    def dashboard_up() -> bool:
-        try:
-            return urllib.request.urlopen(url + "/api/version", timeout=2).status == 200
-        except urllib.error.HTTPError as exc:
-            return exc.code == 401  # up, and asking for the token
-
+    cluster = LocalCluster()
     try:
-        poll(dashboard_up, timeout=120, interval=0.5, what="Ray dashboard of `ray start --head`")
-
-        def accepts_jobs() -> bool:  # the job agent starts after the dashboard
-            probe = subprocess.run(
-                [
-                    str(BIN / "ray"),
-                    "job",
-                    "submit",
-                    "--address",
-                    url,
-                    "--no-wait",
-                    "--",
-                    "python",
-                    "-c",
-                    "pass",
-                ],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            return probe.returncode == 0
-
-        poll(accepts_jobs, timeout=120, interval=1.0, what="job agent of `ray start --head`")
-        yield url, env
+        cluster.start_head(num_cpus=2)
+        yield cluster.url, cluster.env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        shutil.rmtree(temp, ignore_errors=True)
+        cluster.shutdown()
 
 
 def test_ray_job_submit_trains_and_tracks(head_node, small_demo, tmp_path) -> None:

@@ -1,0 +1,188 @@
+"""Separate Ray clusters for tests: a head and worker nodes started with `ray start --block`
+on 127.0.0.1 (token authentication on), each node a process group that can be killed at
+once like a lost machine. The test session's own Ray instance holds the default ports, so
+every node gets free ports of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import _free_port, poll
+
+BIN = Path(sys.executable).parent
+NODE_PORTS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "node-manager-port",
+    "object-manager-port",
+)
+# a lost node is noticed in about 3 s instead of Ray's default 30 s or more
+FAST_FAILURE_DETECTION = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+
+
+@dataclass
+class Node:
+    """A worker node: its ``ray start`` process (group leader) and its Ray node id."""
+
+    proc: subprocess.Popen
+    node_id: str
+
+
+class LocalCluster:
+    """A multi-node Ray cluster of local processes: ``url`` is its dashboard (job submission and
+    state API), ``env`` the environment a client needs (token authentication on)."""
+
+    def __init__(self) -> None:
+        self.temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: socket paths have a length limit
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "RAY_AUTH_MODE": "token",
+            **FAST_FAILURE_DETECTION,
+        }
+        self.env.pop("RAY_ADDRESS", None)
+        self.gcs = ""
+        self.url = ""
+        self.nodes: list[subprocess.Popen] = []
+
+    def _start(self, args: list[str]) -> subprocess.Popen:
+        ports = [f"--{name}={_free_port()}" for name in NODE_PORTS]
+        proc = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", *args, *ports],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # the node and every process it starts: one process group
+        )
+        self.nodes.append(proc)
+        return proc
+
+    def start_head(self, num_cpus: int = 2) -> None:
+        """The head node (GCS, dashboard, job agent); returns once it accepts jobs."""
+        port, dash = _free_port(), _free_port()
+        self._start(
+            [
+                "--head",
+                f"--port={port}",
+                f"--num-cpus={num_cpus}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash}",
+                f"--temp-dir={self.temp}",
+                "--include-dashboard=true",
+                f"--ray-client-server-port={_free_port()}",
+            ]
+        )
+        self.gcs, self.url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+
+        def dashboard_up() -> bool:
+            try:
+                return urllib.request.urlopen(self.url + "/api/version", timeout=2).status == 200
+            except urllib.error.HTTPError as exc:
+                return exc.code == 401  # up, and asking for the token
+            except OSError:
+                return False
+
+        poll(dashboard_up, timeout=120, interval=0.5, what="Ray dashboard of `ray start --head`")
+        poll(self._accepts_jobs, timeout=120, interval=1.0, what="job agent of `ray start --head`")
+
+    def _accepts_jobs(self) -> bool:  # the job agent starts after the dashboard
+        probe = self.ray("job", "submit", "--address", self.url, "--no-wait", "--", "python", "-c", "pass")
+        return probe.returncode == 0
+
+    def add_node(self, num_cpus: int, resources: dict[str, float] | None = None) -> Node:
+        """A worker node joining the head; returns once the cluster lists it alive."""
+        before = {n["node_id"] for n in self.alive_nodes()}
+        # a temporary folder per node: nodes sharing one would unpack the job's working
+        # directory into the same path and pull it from under each other's processes
+        temp = os.path.join(self.temp, f"n{len(self.nodes)}")
+        proc = self._start(
+            [
+                f"--address={self.gcs}",
+                f"--temp-dir={temp}",
+                f"--num-cpus={num_cpus}",
+                f"--resources={json.dumps(resources or {})}",
+            ]
+        )
+        new: set[str] = set()
+
+        def joined() -> bool:
+            new.update({n["node_id"] for n in self.alive_nodes()} - before)
+            return len(new) == 1
+
+        poll(joined, timeout=120, what="new node")
+        return Node(proc, new.pop())
+
+    def kill_node(self, node: Node) -> None:
+        """SIGKILL a node's whole process group (raylet, agents, workers): a lost machine."""
+        os.killpg(node.proc.pid, signal.SIGKILL)
+        node.proc.wait(timeout=30)
+
+    def ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """The ``ray`` CLI against this cluster."""
+        return subprocess.run(
+            [str(BIN / "ray"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def state(self, resource: str, *filters: str) -> list[dict]:
+        """``ray list <resource> --detail`` as records (the state API through the dashboard)."""
+        args = ["list", resource, "--address", self.url, "--format", "json", "--detail", "--limit", "1000"]
+        for f in filters:
+            args += ["--filter", f]
+        out = self.ray(*args)
+        if out.returncode != 0:
+            raise RuntimeError(f"ray list {resource} failed: {out.stderr[-2000:]}")
+        if out.stdout.strip().startswith("No resource"):
+            return []
+        return json.loads(out.stdout)
+
+    def job_status(self, job_id: str) -> str:
+        """``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED`` or ``STOPPED`` (``UNKNOWN`` while
+        the jobs API does not answer)."""
+        out = self.ray("job", "status", "--address", self.url, job_id)
+        text = (out.stdout + out.stderr).lower()
+        for state in ("succeeded", "failed", "stopped", "running", "pending"):
+            if (
+                f"job '{job_id.lower()}' {state}" in text
+                or f"status for job '{job_id.lower()}': {state}" in text
+            ):
+                return state.upper()
+        return "UNKNOWN"
+
+    def job_logs(self, job_id: str) -> str:
+        """The job's driver output."""
+        return self.ray("job", "logs", "--address", self.url, job_id).stdout
+
+    def alive_nodes(self) -> list[dict]:
+        """Nodes the cluster lists alive; none while the state API does not answer yet."""
+        try:
+            return self.state("nodes", "state=ALIVE")
+        except (RuntimeError, ValueError):
+            return []
+
+    def shutdown(self) -> None:
+        """Stop every node still running and remove the cluster's temporary folder."""
+        for proc in reversed(self.nodes):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.temp, ignore_errors=True)
