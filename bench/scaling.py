@@ -194,14 +194,15 @@ def main() -> None:
             "speedup": split.get("speedup"), "cpu_side_mpx_s": cpu_side,
         },
     }  # fmt: skip
-    proj = project(args, gflop[args.arch], params_of(args.arch), cpu_side)
+    params = params_of(args.arch)
+    proj = project(args, gflop[args.arch], params, cpu_side)
     summary = {
         "machine": machine(),
         "measured": measured,
         "projection": proj,
         "assumptions": {k: v for k, v in vars(args).items() if k not in ("measure", "md", "out")},
         "gflop_per_512_window": gflop[args.arch],
-        "params": params_of(args.arch),
+        "params": params,
     }
     md = render(summary, args)
     print(md)
