@@ -5,6 +5,7 @@ replacement joins, and the run completes from the latest checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -52,7 +53,7 @@ def test_training_survives_the_loss_of_a_node(
             "train.epochs": EPOCHS,
             "scaling.num_workers": 2,
             "scaling.cpus_per_worker": 1,
-            "scaling.worker_resources": "{train_slot: 1}",
+            "scaling.worker_resources": json.dumps(SLOT),  # JSON is YAML: the same slot
             "run.max_failures": 3,
             "storage.endpoint_url": moto_endpoint,
             "mlflow.registered_model": "null",
