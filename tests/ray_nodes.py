@@ -181,8 +181,13 @@ class LocalCluster:
         for proc in reversed(self.nodes):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
+                try:  # `ray start --block` exits at once; some of its children wait out
+                    proc.wait(timeout=5)  # a 30 s grace period: a test cluster needs none
                 except subprocess.TimeoutExpired:
+                    pass
+                try:
                     os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=30)
         shutil.rmtree(self.temp, ignore_errors=True)

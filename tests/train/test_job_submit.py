@@ -11,9 +11,10 @@ from tests.conftest import ROOT, small_train_overrides
 from tests.ray_nodes import BIN, LocalCluster
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head_node():
-    """A separate single-node Ray cluster started with `ray start --head --block`."""
+    """A separate single-node Ray cluster started with `ray start --head --block`, shared by
+    this module's tests (starting one costs ~7 s)."""
     cluster = LocalCluster()
     try:
         cluster.start_head(num_cpus=2)
