@@ -146,6 +146,14 @@ class TrainConfig:
     select: str = "val_loss"
     """Which kept checkpoint becomes the final model: ``val_loss`` (lowest), ``val_f1`` (highest)
     or ``last`` (the last epoch's: a fixed schedule, as the paper's refinement)."""
+    time_budget_minutes: float | None = None
+    """Stop once another epoch would take the time spent training and validating past this many
+    minutes (start-up and checkpoints not counted): a fixed compute budget, e.g. to compare
+    architectures at equal training time. Default: no budget, ``epochs`` and ``patience`` decide."""
+    freeze_bn: bool = False
+    """Keep BatchNorm layers in inference mode while training: their running statistics stay
+    the starting model's (or the scene's, after ``--adapt-bn``) instead of drifting towards the
+    few batches of a small annotated area; their scale and shift are still trained."""
     train_tiles_per_epoch: int | None = None
     """Use only the first N training tiles (in the seeded order) per epoch; default all."""
     val_tiles: int | None = None
@@ -178,6 +186,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if self.patience < 0 or self.min_delta < 0:
             raise ConfigError("train.patience and train.min_delta must be >= 0")
+        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+            raise ConfigError(f"train.time_budget_minutes must be > 0, got {self.time_budget_minutes}")
         if self.select not in ("val_loss", "val_f1", "last"):
             raise ConfigError(f"train.select must be 'val_loss', 'val_f1' or 'last', got {self.select!r}")
         for name in ("train_tiles_per_epoch", "val_tiles"):

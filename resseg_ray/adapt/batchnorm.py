@@ -30,6 +30,14 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @torch.no_grad()
+def set_batchnorm_eval(model: nn.Module) -> None:
+    """Put every BatchNorm layer of a model in training mode into inference mode: batches are
+    normalised with the running statistics, which stay as they are (the affine scale and shift
+    still receive gradients)."""
+    for layer in batchnorm_layers(model):
+        layer.eval()
+
+
 def reestimate_batchnorm(
     model: nn.Module, batches: Iterable[torch.Tensor], policy: DevicePolicy | None = None
 ) -> int:

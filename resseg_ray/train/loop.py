@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from resseg_ray.adapt.batchnorm import set_batchnorm_eval
 from resseg_ray.config import Config, from_dict
 from resseg_ray.device import DevicePolicy
 from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
@@ -108,15 +109,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         val_shard = ray.train.get_dataset_shard("val")
         scaler = policy.grad_scaler()
 
-        reached = progress.stop_reason.startswith("reached")
-        if progress.finished and reached and t.epochs > progress.epochs_done:
-            progress.finished, progress.stop_reason = False, ""  # resumed with more epochs: go on
+        if progress.finished and progress.may_go_on(t.epochs, t.time_budget_minutes):
+            progress.finished, progress.stop_reason = False, ""  # more epochs or time given: go on
         if progress.finished:  # re-run of a finished run: report where it stands, train nothing
             ray.train.report({"epoch": progress.epochs_done, "finished": 1})
             return
         for epoch in range(progress.epochs_done + 1, t.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            train = _train_epoch(net, train_shard, optimizer, scaler, policy, t.batch_size)
+            train = _train_epoch(net, train_shard, optimizer, scaler, policy, t.batch_size, t.freeze_bn)
             val, quick = _validate(
                 net,
                 val_shard,
@@ -166,13 +166,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     "lower train.lr or check the normalisation statistics"
                 )
             loss_best, f1_best = progress.update(metrics, t.min_delta)
-            if t.patience and progress.bad_epochs >= t.patience:
-                progress.finished, progress.stop_reason = (
-                    True,
-                    f"early stop: no val loss decrease in {t.patience} epochs",
-                )
-            elif epoch == t.epochs:
-                progress.finished, progress.stop_reason = True, f"reached train.epochs={t.epochs}"
+            progress.check_stop(t.epochs, t.patience, t.time_budget_minutes)
             metrics.update(
                 best_val_loss=progress.best_val_loss,
                 best_val_f1=progress.best_val_f1,
@@ -221,8 +215,12 @@ def _batches(shard, batch_size: int, policy: DevicePolicy, drop_last: bool):
     )
 
 
-def _train_epoch(net, shard, optimizer, scaler, policy: DevicePolicy, batch_size: int) -> dict[str, float]:
+def _train_epoch(
+    net, shard, optimizer, scaler, policy: DevicePolicy, batch_size: int, freeze_bn: bool = False
+) -> dict[str, float]:
     net.train()
+    if freeze_bn:
+        set_batchnorm_eval(net)
     loss_sum = batches = samples = wait = 0.0
     start = time.perf_counter()
     it = iter(_batches(shard, batch_size, policy, drop_last=True))

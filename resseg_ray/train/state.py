@@ -63,6 +63,40 @@ class Progress:
             self.best_val_f1, self.best_val_f1_epoch = f1, self.epochs_done
         return loss_best, f1_best
 
+    def training_seconds(self) -> float:
+        """Seconds spent in training and validation epochs so far (across restarts; start-up and
+        checkpoint writing not counted)."""
+        return float(sum(h.get("epoch_seconds", 0.0) for h in self.history))
+
+    def check_stop(self, epochs: int, patience: int, budget_minutes: float | None) -> None:
+        """After an epoch: mark the run finished, with the reason, when early stopping triggers,
+        the last epoch is done, or another epoch as long as the last one would overrun the
+        training time budget."""
+        if patience and self.bad_epochs >= patience:
+            self.finished, self.stop_reason = True, f"early stop: no val loss decrease in {patience} epochs"
+        elif self.epochs_done >= epochs:
+            self.finished, self.stop_reason = True, f"reached train.epochs={epochs}"
+        elif budget_minutes is not None and self.history:
+            spent = self.training_seconds()
+            if spent + float(self.history[-1].get("epoch_seconds", 0.0)) > 60 * budget_minutes:
+                self.finished = True
+                self.stop_reason = (
+                    f"time budget: {spent / 60:.1f} of train.time_budget_minutes={budget_minutes:g} "
+                    "spent, the next epoch would overrun it"
+                )
+
+    def may_go_on(self, epochs: int, budget_minutes: float | None) -> bool:
+        """Whether a run that stopped at its epoch count or time budget may train on under a
+        re-run's larger ``epochs`` or ``budget_minutes`` (an early stop stays final)."""
+        if self.epochs_done >= epochs:
+            return False
+        if self.stop_reason.startswith("reached"):
+            return True
+        if self.stop_reason.startswith("time budget"):
+            last = float(self.history[-1].get("epoch_seconds", 0.0)) if self.history else 0.0
+            return budget_minutes is None or self.training_seconds() + last <= 60 * budget_minutes
+        return False
+
     def to_json(self) -> str:
         """JSON text (infinite values written as null)."""
         d = asdict(self)

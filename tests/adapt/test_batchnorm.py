@@ -94,3 +94,43 @@ def test_predictor_adapts_to_each_scene(tmp_path) -> None:
         p2 = np.concatenate([x.probs for x in adapted.strips(scene, s)], axis=1)
     assert not np.allclose(p0, p1, atol=1e-3)
     assert np.array_equal(p1, p2)  # deterministic: the same windows every time
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize("freeze", [True, False])
+def test_training_epoch_with_frozen_batchnorm_keeps_running_statistics(freeze: bool) -> None:
+    """train.freeze_bn: an epoch of the training loop trains the BatchNorm scales and shifts but
+    leaves the running statistics as they were; without it they move towards the batches'."""
+    import ray
+
+    from resseg_ray.train.loop import _train_epoch
+
+    torch.manual_seed(0)
+    model = build_model("prop18", in_bands=3)
+    randomize_batchnorm(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    items = [
+        {"image": (3 + 2 * rng.standard_normal((3, 64, 64))).astype(np.float32),
+         "label": rng.integers(0, 2, (64, 64)).astype(np.int64)}
+        for _ in range(8)
+    ]  # fmt: skip
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    policy = DevicePolicy.resolve("cpu")
+    out = _train_epoch(
+        model, ray.data.from_items(items), optimizer, policy.grad_scaler(), policy, 4, freeze_bn=freeze
+    )
+    assert out["batches"] == 2
+    after = model.state_dict()
+    bns = batchnorm_layers(model)
+    assert all(layer.training != freeze for layer in bns)  # BatchNorms left in the mode trained in
+    running = [k for k in after if k.endswith(RUNNING[:2])]
+    affine = [k for k in after if k.rsplit(".", 1)[0] + ".running_mean" in after and k.endswith(".weight")]
+    assert running and affine
+    moved = [k for k in running if not torch.equal(before[k], after[k])]
+    assert (moved == []) if freeze else (len(moved) == len(running))
+    # scales trained either way (layer4 of a random network on 64 px inputs may be all
+    # switched off by its ReLUs in inference-mode BatchNorm, so its scales get no gradient)
+    shallow = [k for k in affine if k.startswith(("encoder.bn1", "encoder.layer1", "decoder"))]
+    unchanged = [k for k in shallow if torch.equal(before[k], after[k])]
+    assert shallow and not unchanged, unchanged

@@ -59,3 +59,38 @@ def test_checkpoint_round_trip_restores_model_optimizer_scheduler(tmp_path) -> N
     mom = next(iter(opt.state.values()))["momentum_buffer"]
     assert torch.equal(next(iter(opt2.state.values()))["momentum_buffer"], mom)
     assert (best2 / BEST_FILES["val_f1"]).read_bytes() == b"bundle bytes"
+
+
+def _timed(epoch: int, loss: float, seconds: float) -> dict[str, float]:
+    return {**_m(epoch, loss, 0.0), "epoch_seconds": seconds}
+
+
+def test_stop_reasons_epochs_patience_and_time_budget() -> None:
+    p = Progress()
+    p.update(_timed(1, 0.5, 70.0), 0.0)
+    p.check_stop(epochs=10, patience=3, budget_minutes=3.0)  # 70 s spent + 70 s next <= 180 s
+    assert not p.finished
+    p.update(_timed(2, 0.4, 50.0), 0.0)
+    p.check_stop(epochs=10, patience=3, budget_minutes=3.0)  # 120 + 50 <= 180
+    assert not p.finished
+    p.update(_timed(3, 0.3, 61.0), 0.0)
+    p.check_stop(epochs=10, patience=3, budget_minutes=3.0)  # 181 s spent: over
+    assert p.finished and p.stop_reason.startswith("time budget: 3.0 of train.time_budget_minutes=3")
+    assert p.training_seconds() == 181.0
+    # a re-run with a larger budget or no budget goes on; with the same one it does not
+    assert not p.may_go_on(10, 3.0)
+    assert p.may_go_on(10, 5.0) and p.may_go_on(10, None)
+    assert not p.may_go_on(3, None)  # all epochs done anyway
+
+    q = Progress()
+    for e, loss in enumerate([0.5, 0.6, 0.7], start=1):
+        q.update(_timed(e, loss, 1.0), 0.0)
+        q.check_stop(epochs=10, patience=2, budget_minutes=None)
+    assert q.stop_reason == "early stop: no val loss decrease in 2 epochs"
+    assert not q.may_go_on(20, None)  # an early stop is final
+
+    r = Progress()
+    r.update(_timed(1, 0.5, 1.0), 0.0)
+    r.check_stop(epochs=1, patience=0, budget_minutes=60.0)
+    assert r.stop_reason == "reached train.epochs=1"
+    assert r.may_go_on(2, None) and not r.may_go_on(1, None)
