@@ -1,7 +1,7 @@
 """The paper's experiments at CPU scale: Table II, Table III, BatchNorm adaptation and where
 to annotate, on the demo data (or any prepared dataset with test scenes).
 
-    python bench/paper_tables.py                      # demo data, prop18 / prop34 / unet19, 4 min each (~30 min)
+    python bench/paper_tables.py                      # demo data: prop18, prop34, unet19 4 min each
     python bench/paper_tables.py --scenes 0           # Table III and where-to-annotate on all test scenes
     python bench/paper_tables.py --quick              # a few minutes: prop18, 1 epoch, 1 scene
     python bench/paper_tables.py --normalization per_scene   # the demo's own setting

@@ -26,7 +26,16 @@ VERSION_TAG = "resseg.registered_version"
 #: Parameters a resumed run may change (more epochs, other resources); recorded as
 #: ``resumed_with.<name>`` tags. Any other change needs a new run name.
 MUTABLE_PARAMS = frozenset(
-    {"epochs", "patience", "workers", "cpus_per_worker", "batch_size_global", "use_gpu", "precision"}
+    {
+        "epochs",
+        "patience",
+        "time_budget_minutes",
+        "workers",
+        "cpus_per_worker",
+        "batch_size_global",
+        "use_gpu",
+        "precision",
+    }
 )
 
 

@@ -207,6 +207,8 @@ def _params(plan: TrainingPlan) -> dict[str, Any]:
         "lr_gamma": t.lr_gamma,
         "epochs": t.epochs,
         "patience": t.patience,
+        "time_budget_minutes": t.time_budget_minutes if t.time_budget_minutes is not None else "none",
+        "freeze_bn": t.freeze_bn,
         "select": t.select,
         "batch_size_per_worker": t.batch_size,
         "batch_size_global": t.batch_size * s.num_workers,
