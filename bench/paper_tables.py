@@ -127,7 +127,13 @@ def main() -> None:
             "best_val_f1": pr.best_val_f1, "best_val_f1_epoch": pr.best_val_f1_epoch}
         for a, pr in trained.items()
     }  # fmt: skip
-    out["section_seconds"] = {"table2": time.perf_counter() - start}
+    sections: dict[str, float] = {}
+    out["section_seconds"] = sections
+
+    def section_done(name: str) -> None:  # seconds since the previous section ended
+        sections[name] = time.perf_counter() - start - sum(sections.values())
+
+    section_done("table2")
 
     # 2. BatchNorm adaptation on the whole test scenes (the plain rows are Table II's)
     bn_rows = {}
@@ -144,7 +150,7 @@ def main() -> None:
             "adapted": {s.name: s.metrics for s in bn_rows[f"{arch} + BN re-estimated"].scenes},
         }
 
-    out["section_seconds"]["bn"] = time.perf_counter() - start - sum(out["section_seconds"].values())
+    section_done("bn")
 
     # 3. Table III
     rcfg = load_config(
@@ -177,7 +183,7 @@ def main() -> None:
                     "before": r.before.metrics, "after": r.after.metrics, "area_fraction": r.area.fraction
                 }  # fmt: skip
 
-    out["section_seconds"]["table3"] = time.perf_counter() - start - sum(out["section_seconds"].values())
+    section_done("table3")
 
     # 4. Where to annotate: suggested vs random vs contiguous (first refine arch, first fraction),
     # all three on 128 px tiles: the suggested regions (--region 256 px squares, scattered) hold
@@ -214,8 +220,8 @@ def main() -> None:
                 )
                 out["where"].setdefault(stem, {})[label] = {"before": before, "after": after}
 
+    section_done("where")
     seconds = time.perf_counter() - start
-    out["section_seconds"]["where"] = seconds - sum(out["section_seconds"].values())
     out["seconds"] = seconds
     budget_text = (
         f"{args.minutes:g} min of training (at most {args.epochs} epochs)"

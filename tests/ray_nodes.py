@@ -181,8 +181,8 @@ class LocalCluster:
         for proc in reversed(self.nodes):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-                try:  # `ray start --block` exits at once; some of its children wait out
-                    proc.wait(timeout=5)  # a 30 s grace period: a test cluster needs none
+                try:  # on SIGTERM `ray start --block` gives its children a ~30 s grace period;
+                    proc.wait(timeout=5)  # a throwaway test cluster needs none
                 except subprocess.TimeoutExpired:
                     pass
                 try:

@@ -29,7 +29,6 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, BN_TYPES)]
 
 
-@torch.no_grad()
 def set_batchnorm_eval(model: nn.Module) -> None:
     """Put every BatchNorm layer of a model in training mode into inference mode: batches are
     normalised with the running statistics, which stay as they are (the affine scale and shift
@@ -38,6 +37,7 @@ def set_batchnorm_eval(model: nn.Module) -> None:
         layer.eval()
 
 
+@torch.no_grad()
 def reestimate_batchnorm(
     model: nn.Module, batches: Iterable[torch.Tensor], policy: DevicePolicy | None = None
 ) -> int:

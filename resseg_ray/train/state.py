@@ -76,14 +76,17 @@ class Progress:
             self.finished, self.stop_reason = True, f"early stop: no val loss decrease in {patience} epochs"
         elif self.epochs_done >= epochs:
             self.finished, self.stop_reason = True, f"reached train.epochs={epochs}"
-        elif budget_minutes is not None and self.history:
-            spent = self.training_seconds()
-            if spent + float(self.history[-1].get("epoch_seconds", 0.0)) > 60 * budget_minutes:
-                self.finished = True
-                self.stop_reason = (
-                    f"time budget: {spent / 60:.1f} of train.time_budget_minutes={budget_minutes:g} "
-                    "spent, the next epoch would overrun it"
-                )
+        elif budget_minutes is not None and self._next_epoch_overruns(budget_minutes):
+            self.finished = True
+            self.stop_reason = (
+                f"time budget: {self.training_seconds() / 60:.1f} of "
+                f"train.time_budget_minutes={budget_minutes:g} spent, the next epoch would overrun it"
+            )
+
+    def _next_epoch_overruns(self, budget_minutes: float) -> bool:
+        """Whether another epoch as long as the last would take training past the budget."""
+        last = float(self.history[-1].get("epoch_seconds", 0.0)) if self.history else 0.0
+        return self.training_seconds() + last > 60 * budget_minutes
 
     def may_go_on(self, epochs: int, budget_minutes: float | None) -> bool:
         """Whether a run that stopped at its epoch count or time budget may train on under a
@@ -93,8 +96,7 @@ class Progress:
         if self.stop_reason.startswith("reached"):
             return True
         if self.stop_reason.startswith("time budget"):
-            last = float(self.history[-1].get("epoch_seconds", 0.0)) if self.history else 0.0
-            return budget_minutes is None or self.training_seconds() + last <= 60 * budget_minutes
+            return budget_minutes is None or not self._next_epoch_overruns(budget_minutes)
         return False
 
     def to_json(self) -> str:
