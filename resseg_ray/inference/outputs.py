@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +28,7 @@ from resseg_ray.geo.scene import SceneInfo
 from resseg_ray.geo.storage import StorageSettings, atomic_output, exists, gdal_env, gdal_path, join_uri
 from resseg_ray.inference.predictor import RowPart, Strip
 from resseg_ray.inference.vectorize import PolygonOptions, mask_polygons, write_geojson
+from resseg_ray.scratch import make_scratch_dir
 
 NODATA = 255
 """No-data value of the uint8 mask and probability rasters."""
@@ -111,7 +111,7 @@ class SceneWriter:
         self.options = options
         self.row0 = part.row0 if part is not None else 0
         self.height = part.row1 - part.row0 if part is not None else scene.height
-        self.tmp = tempfile.mkdtemp(prefix="resseg-out-")
+        self.tmp = make_scratch_dir("out")
         profile = {
             "driver": "GTiff",
             "width": scene.width,

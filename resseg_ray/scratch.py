@@ -1,0 +1,78 @@
+"""Local scratch folders that do not outlive a killed process.
+
+Ray kills worker processes (a lost node, a failed worker group, a cancelled job) without
+running their ``finally`` blocks, so a plain temporary folder of a killed worker stays in
+``/tmp`` for good: a training worker's best bundles are hundreds of MB. Every scratch
+folder is named after the host and process that made it, and making one first removes the
+folders of this host's processes that no longer exist (the host name keeps containers that
+share a ``/tmp`` but not a process table away from each other's folders).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import tempfile
+
+_NAME = re.compile(r"^resseg-[a-z]+-h([A-Za-z0-9]*)-pid(\d+)-")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_orphans(root: str | None = None) -> list[str]:
+    """Remove the scratch folders under ``root`` (default: the temporary folder) whose
+    process is gone; returns their paths."""
+    root = root or tempfile.gettempdir()
+    removed: list[str] = []
+    host = _host()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        m = _NAME.match(name)
+        if m is None or m.group(1) != host or _alive(int(m.group(2))):
+            continue
+        path = os.path.join(root, name)
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            removed.append(path)
+    return removed
+
+
+def make_scratch_dir(kind: str) -> str:
+    """A new scratch folder ``resseg-<kind>-h<host>-pid<pid>-*`` in the temporary folder, after
+    removing those of dead processes. The caller removes it when done."""
+    if not kind.isalpha() or not kind.islower():
+        raise ValueError(f"scratch kind must be lowercase letters, got {kind!r}")
+    sweep_orphans()
+    return tempfile.mkdtemp(prefix=f"resseg-{kind}-h{_host()}-pid{os.getpid()}-")
+
+
+class ScratchDir:
+    """Context manager around :func:`make_scratch_dir`: yields the path, removes it on exit."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.path = ""
+
+    def __enter__(self) -> str:
+        self.path = make_scratch_dir(self.kind)
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
