@@ -4,6 +4,7 @@ small GeoTIFF writers, and models with non-trivial BatchNorm statistics."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -49,10 +50,29 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+# Ports for test servers come from 20000-32767: above Ray's worker ports (10002-19999) and
+# below the kernel's ephemeral range (32768-60999), from which outgoing connections take
+# their source ports. A port asked of the kernel with bind(0) is an ephemeral one: between
+# closing the probe socket and the server binding it, any client connection can take it.
+_PORT_RANGE = (20000, 32767)
+_ports_given: set[int] = set()
+_port_rng = random.Random(os.getpid())
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now and was not handed out before in this session."""
+    for _ in range(1000):
+        port = _port_rng.randint(*_PORT_RANGE)
+        if port in _ports_given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port in {_PORT_RANGE} after 1000 tries")
 
 
 def poll(check, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):

@@ -69,8 +69,24 @@ class LocalCluster:
         self.nodes.append(proc)
         return proc
 
-    def start_head(self, num_cpus: int = 2) -> None:
-        """The head node (GCS, dashboard, job agent); returns once it accepts jobs."""
+    def start_head(self, num_cpus: int = 2, attempts: int = 2) -> None:
+        """The head node (GCS, dashboard, job agent); returns once it accepts jobs.
+
+        A head that does not come up is stopped and started again on fresh ports (a port
+        found free can still be taken before the head binds it); after ``attempts`` tries
+        the error carries the tail of the head's logs."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_head(num_cpus)
+                return
+            except TimeoutError as exc:
+                logs = self._log_tails()
+                self.shutdown(remove_temp=False)
+                self.nodes.clear()
+                if attempt == attempts:
+                    raise TimeoutError(f"{exc}\n--- head logs ---\n{logs}") from None
+
+    def _start_head(self, num_cpus: int) -> None:
         port, dash = _free_port(), _free_port()
         self._start(
             [
@@ -99,7 +115,18 @@ class LocalCluster:
 
     def _accepts_jobs(self) -> bool:  # the job agent starts after the dashboard
         probe = self.ray("job", "submit", "--address", self.url, "--no-wait", "--", "python", "-c", "pass")
-        return probe.returncode == 0
+        if probe.returncode != 0:  # poll() reports the last error when it gives up
+            raise RuntimeError(f"`ray job submit` exit {probe.returncode}: {probe.stderr[-1500:]}")
+        return True
+
+    def _log_tails(self, lines: int = 15) -> str:
+        """The last lines of the head's dashboard, agent and raylet logs."""
+        out = []
+        for name in ("dashboard.log", "dashboard_agent.log", "raylet.out", "gcs_server.out"):
+            for path in sorted(Path(self.temp).glob(f"session_2*/logs/{name}")):
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"[{path.parent.parent.name}/{path.name}]\n" + "\n".join(tail))
+        return "\n".join(out) or f"(no logs under {self.temp})"
 
     def add_node(self, num_cpus: int, resources: dict[str, float] | None = None) -> Node:
         """A worker node joining the head; returns once the cluster lists it alive."""
@@ -176,8 +203,8 @@ class LocalCluster:
         except (RuntimeError, ValueError):
             return []
 
-    def shutdown(self) -> None:
-        """Stop every node still running and remove the cluster's temporary folder."""
+    def shutdown(self, remove_temp: bool = True) -> None:
+        """Stop every node still running and (by default) remove the cluster's temporary folder."""
         for proc in reversed(self.nodes):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -190,4 +217,5 @@ class LocalCluster:
                 except ProcessLookupError:
                     pass
                 proc.wait(timeout=30)
-        shutil.rmtree(self.temp, ignore_errors=True)
+        if remove_temp:
+            shutil.rmtree(self.temp, ignore_errors=True)
