@@ -1,7 +1,7 @@
 """The paper's experiments at CPU scale: Table II, Table III, BatchNorm adaptation and where
 to annotate, on the demo data (or any prepared dataset with test scenes).
 
-    python bench/paper_tables.py                      # demo data: prop18, prop34, unet19 4 min each
+    python bench/paper_tables.py                      # demo data: prop18, prop34, unet19 8 min each
     python bench/paper_tables.py --scenes 0           # Table III and where-to-annotate on all test scenes
     python bench/paper_tables.py --quick              # a few minutes: prop18, 1 epoch, 1 scene
     python bench/paper_tables.py --normalization per_scene   # the demo's own setting
@@ -73,7 +73,7 @@ def main() -> None:
     p.add_argument("--archs", nargs="+", default=["prop18", "prop34", "unet19"])
     p.add_argument("--refine-archs", nargs="+", default=["prop18", "unet19"])
     p.add_argument(
-        "--minutes", type=float, default=4.0,
+        "--minutes", type=float, default=8.0,
         help="training time per architecture (Table II; train.time_budget_minutes; 0: no budget)",
     )  # fmt: skip
     p.add_argument(
