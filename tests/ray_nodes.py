@@ -14,6 +14,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,9 +83,9 @@ class LocalCluster:
             except TimeoutError as exc:
                 logs = self._log_tails()
                 self.shutdown(remove_temp=False)
-                self.nodes.clear()
                 if attempt == attempts:
                     raise TimeoutError(f"{exc}\n--- head logs ---\n{logs}") from None
+                warnings.warn(f"test head did not come up, starting it again: {exc}\n{logs}", stacklevel=2)
 
     def _start_head(self, num_cpus: int) -> None:
         port, dash = _free_port(), _free_port()
@@ -217,5 +218,6 @@ class LocalCluster:
                 except ProcessLookupError:
                     pass
                 proc.wait(timeout=30)
+        self.nodes.clear()
         if remove_temp:
             shutil.rmtree(self.temp, ignore_errors=True)
