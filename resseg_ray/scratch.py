@@ -15,6 +15,8 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _NAME = re.compile(r"^resseg-[a-z]+-h([A-Za-z0-9]*)-pid(\d+)-")
 
@@ -33,25 +35,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_orphans(root: str | None = None) -> list[str]:
-    """Remove the scratch folders under ``root`` (default: the temporary folder) whose
-    process is gone; returns their paths."""
-    root = root or tempfile.gettempdir()
-    removed: list[str] = []
-    host = _host()
+def sweep_orphans() -> None:
+    """Remove the scratch folders in the temporary folder of this host's dead processes."""
+    root, host = tempfile.gettempdir(), _host()
     try:
         names = os.listdir(root)
     except OSError:
-        return removed
+        return
     for name in names:
         m = _NAME.match(name)
-        if m is None or m.group(1) != host or _alive(int(m.group(2))):
-            continue
-        path = os.path.join(root, name)
-        shutil.rmtree(path, ignore_errors=True)
-        if not os.path.exists(path):
-            removed.append(path)
-    return removed
+        if m is not None and m.group(1) == host and not _alive(int(m.group(2))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def make_scratch_dir(kind: str) -> str:
@@ -63,16 +57,11 @@ def make_scratch_dir(kind: str) -> str:
     return tempfile.mkdtemp(prefix=f"resseg-{kind}-h{_host()}-pid{os.getpid()}-")
 
 
-class ScratchDir:
-    """Context manager around :func:`make_scratch_dir`: yields the path, removes it on exit."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.path = ""
-
-    def __enter__(self) -> str:
-        self.path = make_scratch_dir(self.kind)
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+@contextmanager
+def scratch_dir(kind: str) -> Iterator[str]:
+    """:func:`make_scratch_dir` as a context: yields the path, removes the folder on exit."""
+    path = make_scratch_dir(kind)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -25,7 +25,7 @@ from resseg_ray.device import DevicePolicy
 from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
 from resseg_ray.models.bundle import load_bundle, save_bundle
 from resseg_ray.models.registry import build_model
-from resseg_ray.scratch import ScratchDir
+from resseg_ray.scratch import scratch_dir
 from resseg_ray.train.quicklook import render_quicklook
 from resseg_ray.train.state import BEST_FILES, Progress, read_checkpoint, write_checkpoint
 from resseg_ray.train.tracking import EpochLogger
@@ -84,7 +84,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # the best bundles so far, carried from checkpoint to checkpoint; removed at the end (or,
     # when Ray kills this worker, by the next scratch folder made on this host)
-    with ScratchDir("best") as best_dir:
+    with scratch_dir("best") as best_dir:
         progress = Progress()
         restored = False
         checkpoint = ray.train.get_checkpoint()
@@ -177,7 +177,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             )
 
             ckpt = None
-            with ScratchDir("ckpt") as tmp:
+            with scratch_dir("ckpt") as tmp:
                 if rank == 0:
                     kept = ((loss_best, "val_loss"), (f1_best, "val_f1"), (t.select == "last", "last"))
                     for flag, key in kept:
