@@ -33,9 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from resseg_ray.config import load_config
 from resseg_ray.data.pipeline import build_datasets, iter_torch, load_samples, read_manifest, sample_spec
 from resseg_ray.data.prepare import DATASET_FILE, load_dataset, prepare_dataset
+from resseg_ray.demo import default_demo, write_demo_scenes
 from resseg_ray.device import ray_runtime_env
 from resseg_ray.geo.storage import StorageSettings, exists, filesystem, join_uri
-from resseg_ray.geo.synthetic import default_demo, write_demo_scenes
 
 
 def in_process(desc, cfg, settings, samples: int) -> float:

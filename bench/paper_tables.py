@@ -50,13 +50,12 @@ from resseg_ray.config import load_config
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.device import DevicePolicy
 from resseg_ray.evaluation.scenes import Evaluation, evaluate_scene, markdown_table, scene_name
+from resseg_ray.experiments.compare_depths import compare_architectures
 from resseg_ray.geo.scene import open_scene
-from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.geo.storage import StorageSettings, resolve_uri, workdir
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import load_bundle
 from resseg_ray.train import tracking
-from resseg_ray.train.compare import compare_architectures
-from resseg_ray.train.trainer import resolve_uri, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -45,7 +45,7 @@ def make_images(tmp: str, sizes: list[int]) -> dict[int, bytes]:
     import rasterio
     from rasterio.windows import Window
 
-    from resseg_ray.geo.synthetic import SceneSpec, write_scene
+    from resseg_ray.demo import SceneSpec, write_scene
 
     side = max(sizes)
     spec = SceneSpec("post_event", "urban", "alpha", side * 0.5, side * 0.5, 32633, (452000.0, 5043000.0), 7)

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resseg_ray.cli import init_ray, run_job
 from resseg_ray.config import load_config
-from resseg_ray.train.compare import PAPER_ARCHS, compare_architectures
+from resseg_ray.experiments.compare_depths import PAPER_ARCHS, compare_architectures
 from resseg_ray.train.trainer import check_arch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

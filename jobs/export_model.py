@@ -19,8 +19,8 @@ from resseg_ray.cli import run_job
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.device import DevicePolicy
 from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.export import export_bundle
 from resseg_ray.models import describe_models
-from resseg_ray.models.export import export_bundle
 
 
 def main() -> None:

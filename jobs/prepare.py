@@ -18,8 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resseg_ray.cli import run_job
 from resseg_ray.config import load_config
-from resseg_ray.data.demo import prepare_demo
 from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
+from resseg_ray.demo import prepare_demo
 from resseg_ray.device import ray_runtime_env
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.storage import StorageSettings, exists, expand_uris, join_uri

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
+import argparse
 import sys
 import warnings
 from collections.abc import Callable
 
-from resseg_ray import errors
-from resseg_ray.errors import ResSegError
-
-_TRACEBACK_LINE = re.compile(r"resseg_ray\.errors\.(\w+): (.+)")
+from resseg_ray.errors import user_error
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -31,39 +28,6 @@ def run_job(main: Callable[[], object]) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def user_error(exc: BaseException) -> ResSegError | None:
-    """The :class:`ResSegError` behind ``exc``, also when it was raised in a Ray task, a
-    Ray Data / dask-on-Ray worker or a Ray Train worker (Ray wraps it; ``cause``,
-    ``worker_failures`` or ``controller_failure`` hold the original)."""
-    seen: set[int] = set()
-    seen_errors: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        seen_errors.append(e)
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, ResSegError):
-            return cause
-        if isinstance(e, ResSegError) and not hasattr(e, "cause"):
-            return e
-        todo += [cause if isinstance(cause, BaseException) else None, e.__cause__, e.__context__]
-        # Ray Train: WorkerGroupError.worker_failures (rank -> exception), ControllerError
-        todo += list(getattr(e, "worker_failures", {}).values())
-        todo.append(getattr(e, "controller_failure", None))
-    # Some wrappers (Ray Data's UserCodeException inside a Ray Train worker) keep only the
-    # original's traceback text: rebuild the error from its "resseg_ray.errors.X: msg" line.
-    for e in seen_errors:
-        match = _TRACEBACK_LINE.search(str(e))
-        if match:
-            cls = getattr(errors, match.group(1), None)
-            if isinstance(cls, type) and issubclass(cls, ResSegError):
-                return cls(match.group(2).strip())
-    return None
 
 
 def bound_gdal_cache(megabytes: int = 256) -> None:
@@ -99,7 +63,7 @@ def init_ray() -> None:
     ray.init(address=address or None, log_to_driver=True, runtime_env=ray_runtime_env())
 
 
-def add_predictor_options(p) -> None:  # p: argparse.ArgumentParser
+def add_predictor_options(p: argparse.ArgumentParser) -> None:
     """The windowing options shared by the jobs that segment scenes with a model."""
     from resseg_ray.inference.predictor import NORMALIZATIONS
 

@@ -159,7 +159,8 @@ class DevicePolicy:
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """Move a model to the device and memory format (in place; returned for chaining)."""
-        return model.to(device=self.device, memory_format=self.memory_format)
+        # Module.to takes memory_format (as Tensor.to does) though torch's overloads omit it
+        return model.to(device=self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
 
     def prepare_for_inference(self, model: nn.Module) -> nn.Module:
         """An inference copy of ``model``: eval mode, BatchNorm folded into the

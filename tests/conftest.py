@@ -165,8 +165,8 @@ def small_demo(tmp_path_factory, ray_session):
     """The demo set at 1/5 scale, prepared with small tiles (shared by the session)."""
     from resseg_ray.config import load_config
     from resseg_ray.data.prepare import prepare_dataset
+    from resseg_ray.demo import DemoSet, default_demo, write_demo_scenes
     from resseg_ray.geo.storage import StorageSettings
-    from resseg_ray.geo.synthetic import DemoSet, default_demo, write_demo_scenes
 
     root = tmp_path_factory.mktemp("demo")
     demo = default_demo(0.2)

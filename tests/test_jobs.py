@@ -60,8 +60,7 @@ def test_export_model_bad_input(tmp_path, args: list[str], message: str) -> None
 def test_user_errors_raised_in_ray_tasks_are_unwrapped(ray_session) -> None:
     import ray
 
-    from resseg_ray.cli import user_error
-    from resseg_ray.errors import InputDataError
+    from resseg_ray.errors import InputDataError, user_error
 
     @ray.remote(num_cpus=0)
     def fails() -> None:

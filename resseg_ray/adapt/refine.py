@@ -106,7 +106,8 @@ def refine_scene(
     schedule, ``cfg.data`` the tiling; the run is ``cfg.run.name`` under ``cfg.run.storage_path``.
     The refined bundle is registered as a new version of ``cfg.mlflow.registered_model`` with
     the alias ``alias`` (default ``refined-<scene>``), never the parent's ``best``."""
-    from resseg_ray.train.trainer import StartFrom, resolve_uri, run_training
+    from resseg_ray.geo.storage import resolve_uri
+    from resseg_ray.train.trainer import StartFrom, run_training
 
     settings = StorageSettings.resolve(cfg.storage)
     if (footprints is None) == (labels is None):
@@ -150,7 +151,7 @@ def refine_scene(
     adapted = None
     start_bytes = parent_bytes
     if adapt_bn:  # re-estimated once: scored as its own row, then the start of the refinement
-        from resseg_ray.adapt.batchnorm import adapt_to_scene
+        from resseg_ray.inference.batchnorm import adapt_to_scene
 
         norm = _predictor(bundle, cfg).scene_norm(scene, settings)
         model = adapt_to_scene(bundle.model, scene, settings, norm)
@@ -184,7 +185,7 @@ def refine_scene(
     )
     prepare_dataset(  # tiles wholly inside the annotated area (the area raster)
         [scene.uri], rcfg.train.dataset, rcfg, labels=[written.refine_uri], settings=settings,
-        regions=[written.area_uri],
+        regions=[written.area_uri] if written.area_uri else None,
     )  # fmt: skip
     parent_run = info.extra.get("mlflow_run_id")
     tags = {"resseg.refined_scene": scene_uri, "resseg.area": area.source, "resseg.parent_model": parent}

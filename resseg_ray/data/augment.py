@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255
+from resseg_ray.geo.labels import IGNORE
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from ray.data import Dataset
 
 from resseg_ray.config import DataConfig
-from resseg_ray.data.augment import IGNORE, augment_sample, draw_params
+from resseg_ray.data.augment import augment_sample, draw_params
 from resseg_ray.data.prepare import DatasetDescription
 from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.geo.labels import IGNORE
 from resseg_ray.geo.scene import SceneInfo, open_scene, read_window
 from resseg_ray.geo.storage import StorageSettings, read_bytes
 
@@ -180,7 +182,7 @@ def build_datasets(
     epoch: int | None = None,
     limit: int | Mapping[str, int | None] | None = None,
     norm: tuple[Sequence[float], Sequence[float]] | None = None,
-):  # -> dict[str, ray.data.Dataset]
+) -> dict[str, Dataset]:
     """Ray datasets of training samples per split (``train`` augmented, ``val`` centre crops).
 
     ``epoch=None`` redraws augmentation every time a dataset is iterated; an integer makes
@@ -195,7 +197,7 @@ def build_datasets(
     # a 2-CPU node (measured: 280 -> 490 samples/s with it off); loaders are the only heavy
     # operator here, so let them use every free CPU.
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
-    out = {}
+    out: dict[str, Dataset] = {}
     for split in splits:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
@@ -210,12 +212,12 @@ def build_datasets(
         # One block of `loader_batch` manifest rows per loader task, built here (no repartition
         # step re-executed every epoch).
         step = cfg.loader_batch
-        ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
+        ds: Dataset = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
         if split == "train":
             ds = ds.randomize_block_order(seed=None if epoch is None else cfg.seed * 100003 + epoch)
         spec = sample_spec(desc, cfg, settings, augment=(split == "train"), epoch=epoch, norm=norm)
         out[split] = ds.map_batches(
-            load_samples,
+            load_samples,  # type: ignore[arg-type]  # Ray's signature omits fn_kwargs' parameters
             fn_kwargs={"spec": spec},
             batch_size=cfg.loader_batch,
             batch_format="numpy",

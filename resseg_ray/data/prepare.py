@@ -148,7 +148,7 @@ def prepare_dataset(
             raise InputDataError(f"give {what} footprints or label rasters, not both")
         if not fps and not lbls:
             raise InputDataError(f"{what} scenes need --footprints (vector) or --labels (rasters)")
-        jobs = []
+        jobs: list[tuple[SceneInfo, str | None, str, StorageSettings]] = []
         for k, info in enumerate(infos):
             if fps:
                 if len(fps) not in (1, len(infos)):

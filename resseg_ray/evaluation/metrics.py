@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE = 255
-"""Label value of pixels that count for nothing (no data, outside the scene, unlabelled)."""
+from resseg_ray.geo.labels import IGNORE
 
 
 def confusion_counts(

@@ -23,6 +23,8 @@ from resseg_ray.geo.scene import SceneInfo, open_scene, read_window
 from resseg_ray.geo.storage import StorageSettings, atomic_output, download, is_s3
 
 GROUND, BUILDING, IGNORE = 0, 1, 255
+"""Label raster values: ground, building, and pixels that count for nothing (no data, outside
+the scene, unlabelled). Declared here only; every stage imports them."""
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".zip", ".fgb")
 _SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,8 +123,8 @@ def _explain_open_error(uri: str, exc: Exception) -> str:
 def open_scene(
     uri: str,
     settings: StorageSettings,
-    bands: list[int] | tuple[int, ...] | None = None,
-    band_names: list[str] | tuple[str, ...] | None = None,
+    bands: Sequence[int] | None = None,
+    band_names: Sequence[str] | None = None,
     expected_bands: int | None = None,
 ) -> SceneInfo:
     """Open a scene and describe it; check dtype, band selection and band count.

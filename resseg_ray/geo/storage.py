@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import rasterio
+from fsspec import AbstractFileSystem
 from rasterio.session import DummySession
 
 from resseg_ray.config import StorageConfig
@@ -103,6 +104,21 @@ def normalize_uri(uri: str | os.PathLike[str]) -> str:
     return str(Path(local_path(uri)).resolve())
 
 
+def workdir() -> str:
+    """Base of relative paths: ``RESSEG_WORKDIR`` when set (e.g. for ``ray job submit``, whose
+    working directory is a temporary copy), else the current directory."""
+    return os.environ.get("RESSEG_WORKDIR") or os.getcwd()
+
+
+def resolve_uri(uri: str, base: str | None = None) -> str:
+    """An s3:// URI unchanged; a relative local path made absolute against ``base``/:func:`workdir`."""
+    if is_s3(uri):
+        return uri.rstrip("/")
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return normalize_uri(os.path.join(base or workdir(), uri))
+
+
 def join_uri(base: str, *parts: str) -> str:
     """Join path components onto a local or s3:// base."""
     if is_s3(base):
@@ -110,7 +126,7 @@ def join_uri(base: str, *parts: str) -> str:
     return str(Path(local_path(base), *parts))
 
 
-def filesystem(uri: str, settings: StorageSettings):  # -> fsspec.AbstractFileSystem
+def filesystem(uri: str, settings: StorageSettings) -> AbstractFileSystem:
     """The fsspec filesystem serving ``uri``."""
     if is_s3(uri):
         import s3fs

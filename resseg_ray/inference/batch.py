@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -12,8 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from resseg_ray.cli import user_error
-from resseg_ray.errors import ResSegError
+from resseg_ray.errors import failure_message
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings, exists, gdal_env, remove_tree
 from resseg_ray.inference.outputs import (
@@ -33,6 +33,8 @@ from resseg_ray.inference.predictor import (
     window_row_count,
 )
 from resseg_ray.models.bundle import BundleInfo, read_bundle_info
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,13 +67,14 @@ def predict_scene(
 ) -> SceneReport:
     """Segment one scene and publish its outputs under ``out_dir`` (skipped when complete).
 
-    With ``report_errors`` a user error (unreadable scene, wrong bands) is returned as the
-    report's ``error`` instead of raised, so a batch of scenes goes on."""
+    With ``report_errors`` any failure (unreadable scene, wrong bands, a full disk) is returned
+    as the report's ``error`` (:func:`~resseg_ray.errors.failure_message`) instead of raised,
+    so a batch of scenes goes on."""
     if report_errors:
         try:
             return predict_scene(predictor, scene_uri, out_dir, settings, options, overwrite, progress, bands)
-        except ResSegError as exc:
-            return SceneReport(scene_uri, error=str(exc))
+        except Exception as exc:
+            return failed(scene_uri, exc)
     options = options or OutputOptions()
     uris = output_uris(out_dir, scene_uri, options)
     if not overwrite and outputs_complete(out_dir, scene_uri, options, settings):
@@ -164,6 +167,13 @@ def assemble_scene(
     return SceneReport(scene_uri, uris, seconds=time.perf_counter() - start)
 
 
+def failed(uri: str, exc: BaseException) -> SceneReport:
+    """The report of a scene (or part) whose work raised ``exc``: the one conversion from an
+    exception to what the user is told (the traceback goes to the debug log)."""
+    _log.debug("%s failed", uri, exc_info=exc)
+    return SceneReport(uri, error=failure_message(exc))
+
+
 @dataclass
 class ScenePlan:
     """How one scene is segmented on Ray: skipped, failed, whole, or in ``parts``."""
@@ -213,8 +223,8 @@ def plan_scene(
         plan.norm = scene_norm(info, normalization, scene, settings)
         plan.staging = staging_dir(out_dir, uri, f"{key}-{count}")
         return plan
-    except ResSegError as exc:
-        return ScenePlan(uri, error=str(exc))
+    except Exception as exc:
+        return ScenePlan(uri, error=failed(uri, exc).error)
 
 
 class _SceneActor:
@@ -269,6 +279,7 @@ class _SceneActor:
                 report_errors=True,
             )
         plan = self.plans[uri]
+        assert plan.norm is not None  # a split scene's plan has its normalisation
         try:
             return predict_part(
                 self.predictor,
@@ -281,8 +292,8 @@ class _SceneActor:
                 overwrite,
                 self.bands,
             )
-        except ResSegError as exc:
-            return SceneReport(uri, error=str(exc))
+        except Exception as exc:
+            return failed(uri, exc)
 
     def __call__(self, batch: dict) -> dict:
         keys = ("uri", "part", "seconds", "megapixels", "skipped", "error", "start", "end")
@@ -356,7 +367,7 @@ def predict_scenes_on_ray(
             strict=True,
         )
     )
-    units = []
+    units: list[dict[str, object]] = []
     for u, plan in plans.items():
         if plan.error is None and not plan.skipped:
             # part -1: the whole scene
@@ -430,8 +441,8 @@ def _collect(
     for uri, (ref, got) in assembling.items():
         try:
             done = ray.get(ref)
-        except Exception as exc:
-            reports[uri] = SceneReport(uri, error=user_error(exc))
+        except Exception as exc:  # the assembly task failed: the scene has no outputs
+            reports[uri] = failed(uri, exc)
             continue
         worked = [r for r in got if not r["skipped"]]
         wall = max(r["end"] for r in worked) - min(r["start"] for r in worked) if worked else 0.0

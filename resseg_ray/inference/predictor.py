@@ -232,11 +232,11 @@ class ScenePredictor:
 
     def model_for(self, scene: SceneInfo, settings: StorageSettings, norm: Norm) -> torch.nn.Module | None:
         """The inference network for a scene: with ``adapt_bn``, its BatchNorm statistics
-        re-estimated on the scene's own windows (:func:`~resseg_ray.adapt.batchnorm.adapt_to_scene`,
+        re-estimated on the scene's own windows (:func:`~resseg_ray.inference.batchnorm.adapt_to_scene`,
         deterministic), otherwise the bundle's."""
         if self._source is None:
             return self.model
-        from resseg_ray.adapt.batchnorm import adapt_to_scene
+        from resseg_ray.inference.batchnorm import adapt_to_scene
 
         return self.policy.prepare_for_inference(
             adapt_to_scene(self._source, scene, settings, norm, self.policy)

@@ -16,6 +16,7 @@ import rasterio.features
 import rasterio.warp
 import rasterio.windows
 from shapely.geometry import mapping, shape
+from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from resseg_ray.errors import ConfigError
@@ -49,7 +50,8 @@ def mask_polygons(mask_path: str, prob_path: str | None, options: PolygonOptions
 
 def _mask_polygons(mask_path: str, prob_path: str | None, options: PolygonOptions, rows: int) -> dict:
     with rasterio.open(mask_path) as mask:
-        final, edge = [], []
+        final: list[BaseGeometry] = []
+        edge: list[BaseGeometry] = []
         for r in range(0, mask.height, rows):
             h = min(rows, mask.height - r)
             window = rasterio.windows.Window(0, r, mask.width, h)
@@ -71,10 +73,12 @@ def _mask_polygons(mask_path: str, prob_path: str | None, options: PolygonOption
             final += list(getattr(merged, "geoms", [merged]))
         crs = mask.crs
     kept = [poly for poly in final if poly.area >= options.min_area]
-    means = _mean_probabilities(prob_path, kept, min(rows, 512)) if prob_path else [None] * len(kept)
+    means: list[float | None] = (
+        list(_mean_probabilities(prob_path, kept, min(rows, 512))) if prob_path else [None] * len(kept)
+    )
     features = []
     for poly, mean in zip(kept, means, strict=True):
-        props = {"area": round(float(poly.area), 2)}
+        props: dict[str, float | None] = {"area": round(float(poly.area), 2)}
         if prob_path:
             props["mean_probability"] = mean
         geom = poly.simplify(options.simplify, preserve_topology=True) if options.simplify else poly
@@ -84,7 +88,7 @@ def _mask_polygons(mask_path: str, prob_path: str | None, options: PolygonOption
         features.append({"type": "Feature", "properties": props, "geometry": g})
     for i, f in enumerate(features):
         f["properties"] = {"id": i, **f["properties"]}
-    out = {"type": "FeatureCollection", "features": features}
+    out: dict[str, object] = {"type": "FeatureCollection", "features": features}
     if not options.wgs84 and crs is not None:
         out["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
     return out

@@ -48,7 +48,8 @@ def build_app(cfg: Config) -> Application:
     s = cfg.serve
     uri = model_uri(cfg)
     storage = to_dict(cfg.storage)
-    model = SegmentModel.options(
+    # @serve.deployment turns the classes into Deployments (Ray's decorator is untyped)
+    model = SegmentModel.options(  # type: ignore[attr-defined]
         autoscaling_config={
             "min_replicas": s.min_replicas,
             "initial_replicas": max(1, s.min_replicas),
@@ -60,7 +61,7 @@ def build_app(cfg: Config) -> Application:
         ray_actor_options={"num_cpus": s.cpus_per_replica, "num_gpus": 1 if s.use_gpu else 0},
     ).bind(uri, storage, s.max_batch_size, s.batch_wait_timeout_s, max(1, math.floor(s.cpus_per_replica)))
     serve_cfg = to_dict(dataclasses.replace(s, model=uri))
-    return SegmentAPI.options(
+    return SegmentAPI.options(  # type: ignore[attr-defined]
         num_replicas=s.ingress_replicas,
         max_ongoing_requests=s.ingress_max_ongoing_requests,
         max_queued_requests=s.ingress_max_queued_requests,

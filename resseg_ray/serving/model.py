@@ -44,8 +44,9 @@ class SegmentModel:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = ScenePredictor(bundle, DevicePolicy.resolve(device))
         self.model_uri = model_uri
-        self.predict.set_max_batch_size(max_batch_size)
-        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        # @serve.batch wraps the method in an object with these setters (untyped in Ray)
+        self.predict.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.sizes: Counter[int] = Counter()
 
     def info(self) -> BundleInfo:

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resseg_ray.adapt.batchnorm import set_batchnorm_eval
 from resseg_ray.config import Config, from_dict
 from resseg_ray.device import DevicePolicy
+from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
+from resseg_ray.inference.batchnorm import set_batchnorm_eval
+from resseg_ray.models.base import SegmentationNet
 from resseg_ray.models.bundle import load_bundle, save_bundle
 from resseg_ray.models.registry import build_model
 from resseg_ray.scratch import scratch_dir
@@ -53,10 +55,6 @@ def _allreduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` holds the resolved configuration and run facts."""
     import ray.train
@@ -74,7 +72,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     if cfg.model.pretrained:
         from resseg_ray.models.resnet import load_pretrained_encoder
+        from resseg_ray.models.resseg import ResSegNet
 
+        if not isinstance(model, ResSegNet):  # checked by the trainer before any worker starts
+            raise ConfigError(f"model.pretrained loads ResNet encoder weights; {cfg.model.arch} has none")
         load_pretrained_encoder(model.encoder, cfg.model.pretrained, meta["band_names"])
     if meta.get("init_bundle") is not None:  # refinement: start from the parent's weights
         model.load_state_dict(_bundle_state(ray.get(meta["init_bundle"])))
@@ -95,7 +96,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             restored = True
         policy.prepare_model(model)
         _optimizer_to(optimizer, policy.device)
-        net = model
+        net: torch.nn.Module = model
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -188,7 +189,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     if logger is not None:
                         logger.log_metrics(metrics, step=epoch)
                         if f1_best and quick is not None:
-                            png = render_quicklook(*quick, band_names=meta["band_names"])
+                            images, labels, probs = quick
+                            png = render_quicklook(images, labels, probs, band_names=meta["band_names"])
                             logger.log_bytes(png, f"quicklook/val_epoch_{epoch:03d}.png")
                 ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
             if crash_at and epoch == crash_at and not restored and rank == world - 1:
@@ -281,9 +283,10 @@ def _validate(net, shard, policy: DevicePolicy, batch_size: int, num_classes: in
                     kept.append((batch["image"][i].cpu().numpy(), y[i].cpu().numpy(), prob[i].cpu().numpy()))
     if confusion is None:
         confusion = torch.zeros((num_classes, num_classes), dtype=torch.int64)
-    quick = None
+    quick: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     if kept:
-        quick = tuple(np.stack(a) for a in zip(*kept, strict=True))
+        images, labels, probs = (np.stack(a) for a in zip(*kept, strict=True))
+        quick = (images, labels, probs)
     return {
         "loss_sum": loss_sum,
         "pixels": pixels,
@@ -301,7 +304,7 @@ def _bundle_state(data: bytes) -> dict[str, torch.Tensor]:
         return load_bundle(path).model.state_dict()
 
 
-def _save_best(path: str, model: torch.nn.Module, cfg: Config, meta: dict, metrics: dict) -> None:
+def _save_best(path: str, model: SegmentationNet, cfg: Config, meta: dict, metrics: dict) -> None:
     save_bundle(
         path,
         model,

@@ -35,7 +35,8 @@ from resseg_ray.geo.storage import (
     filesystem,
     is_s3,
     join_uri,
-    normalize_uri,
+    resolve_uri,
+    workdir,
     write_bytes,
 )
 from resseg_ray.train import tracking
@@ -45,21 +46,6 @@ BUNDLE_NAME = "model.resseg.safetensors"
 DEMO_DATASET = "data/demo"
 #: Data settings that must equal the ones the dataset was prepared with.
 TILING_FIELDS = ("tile_size", "stride", "val_fraction", "split_block", "max_nodata_fraction", "bands")
-
-
-def workdir() -> str:
-    """Base of relative paths: ``RESSEG_WORKDIR`` when set (e.g. for ``ray job submit``, whose
-    working directory is a temporary copy), else the current directory."""
-    return os.environ.get("RESSEG_WORKDIR") or os.getcwd()
-
-
-def resolve_uri(uri: str, base: str | None = None) -> str:
-    """An s3:// URI unchanged; a relative local path made absolute against ``base``/:func:`workdir`."""
-    if is_s3(uri):
-        return uri.rstrip("/")
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    return normalize_uri(os.path.join(base or workdir(), uri))
 
 
 @dataclass
@@ -159,7 +145,7 @@ def _load_or_prepare(
                 f"train.dataset {root} is not a prepared dataset (no {DATASET_FILE}); "
                 f"run jobs/prepare.py --out {root} first"
             )
-        from resseg_ray.data.demo import prepare_demo
+        from resseg_ray.demo import prepare_demo
 
         log(f"preparing the demo data under {root} (first run only) ...")
         t0 = time.perf_counter()
@@ -317,9 +303,10 @@ def run_training(
             storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep),
-            worker_runtime_env={"env_vars": env},
+            # Ray Train V2's RunConfig (the default in 2.60) has it; the typed V1 class does not
+            worker_runtime_env={"env_vars": env},  # type: ignore[call-arg]
         ),
-        datasets=datasets,
+        datasets=dict[str, Any](datasets),
     )
     try:
         result = trainer.fit()

@@ -202,7 +202,7 @@ def test_unreadable_scene_data_fails_the_run_with_the_file_named(small_demo, mlf
     import json
     import shutil
 
-    from resseg_ray.cli import user_error
+    from resseg_ray.errors import user_error
 
     copy = tmp_path / "prepared"
     shutil.copytree(small_demo.root, copy)

@@ -1,33 +1,23 @@
-"""Synthetic but realistic demo scenes: 4-band (blue, green, red, NIR) uint16 GeoTIFFs in UTM.
+"""A procedural landscape at 0.5 m: bare soil, grass, trees, water, roads and buildings with
+roofs of several materials and cast shadows, as surface reflectance (blue, green, red, NIR).
 
-A procedural landscape at 0.5 m (bare soil, grass, trees, water, roads, buildings with
-roofs of several materials and cast shadows) is "imaged" by a simulated sensor with its
-own gains/offsets, noise, blur, ground resolution and bit depth, so scenes from different
-sensors differ in statistics the way real acquisitions do (the domain shift of the
-paper's test scenes). Building footprints are written as GeoJSON in EPSG:4326.
-
-Everything is deterministic given the seed; nothing is downloaded.
+Deterministic given the scene's seed; nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 import rasterio.features
-import rasterio.warp
 import shapely
-from rasterio.crs import CRS
 from shapely import affinity
-from shapely.geometry import LineString, Polygon, box, mapping
+from shapely.geometry import LineString, Polygon, box
 
-from resseg_ray.geo.storage import StorageSettings, atomic_output, join_uri, write_bytes
+from resseg_ray.demo.specs import SceneSpec
 
 BASE_RES = 0.5  # metres per pixel of the simulated ground truth
-BAND_NAMES = ("blue", "green", "red", "nir")
 
 # Surface reflectances (blue, green, red, NIR).
 SURFACES: dict[str, tuple[float, float, float, float]] = {
@@ -47,34 +37,6 @@ ROOFS: dict[str, tuple[float, float, float, float]] = {
     "white_membrane": (0.52, 0.55, 0.56, 0.58),
     "green_metal": (0.06, 0.14, 0.08, 0.19),
     "brown_tile": (0.08, 0.09, 0.13, 0.2),
-}
-
-
-@dataclass(frozen=True)
-class Sensor:
-    """How a simulated sensor turns reflectance into digital numbers."""
-
-    name: str
-    gains: tuple[float, float, float, float]
-    offsets: tuple[float, float, float, float]
-    noise: float
-    """Standard deviation of additive noise, in DN."""
-    blur: float
-    """Gaussian point-spread sigma in output pixels."""
-    resolution: float
-    """Ground sample distance in metres."""
-    bits: int
-    """Radiometric depth: values are clipped to 2**bits - 1."""
-    haze: float = 0.0
-    """Extra path radiance in blue/green (reflectance units)."""
-
-
-SENSORS: dict[str, Sensor] = {
-    "alpha": Sensor("alpha", (1500, 1550, 1600, 1700), (60, 55, 50, 45), 5.0, 0.6, 0.5, 11),
-    "bravo": Sensor("bravo", (2600, 2900, 3100, 3300), (140, 130, 110, 90), 12.0, 0.8, 0.5, 12),
-    "charlie": Sensor("charlie", (9000, 8600, 8800, 7600), (600, 520, 450, 300), 45.0, 1.1, 0.6, 14, 0.03),
-    "delta": Sensor("delta", (1100, 1250, 1500, 1250), (180, 150, 120, 80), 7.0, 0.5, 0.55, 11, 0.015),
-    "echo": Sensor("echo", (3400, 3200, 2900, 4200), (40, 45, 50, 60), 18.0, 1.4, 0.7, 12),
 }
 
 
@@ -120,62 +82,6 @@ LANDSCAPES: dict[str, Landscape] = {
 }
 
 
-@dataclass(frozen=True)
-class SceneSpec:
-    """One demo scene: where, what kind of place, which sensor."""
-
-    name: str
-    landscape: str
-    sensor: str
-    width_m: float
-    height_m: float
-    epsg: int
-    origin: tuple[float, float]  # upper-left easting, northing
-    seed: int
-    nodata_corner: bool = False
-    sun_azimuth: float = 135.0
-    sun_elevation: float = 45.0
-
-
-@dataclass(frozen=True)
-class DemoSet:
-    """Training and test scenes of the default demo."""
-
-    train: tuple[SceneSpec, ...]
-    test: tuple[SceneSpec, ...] = field(default_factory=tuple)
-
-
-def default_demo(scale: float = 1.0) -> DemoSet:
-    """The demo set: 6 training scenes from two sensors, 3 test scenes from three others.
-
-    ``scale`` shrinks every scene side (tests use small scenes); sizes are about
-    1800x1600 (training) and 2400x2000 (test) pixels at scale 1.
-    """
-
-    def s(name, land, sensor, w, h, epsg, origin, seed, **kw) -> SceneSpec:
-        return SceneSpec(name, land, sensor, w * scale, h * scale, epsg, origin, seed, **kw)
-
-    train = (
-        s("train_01", "urban", "alpha", 900, 800, 32633, (452000.0, 5043000.0), 11, sun_azimuth=150),
-        s("train_02", "suburban", "alpha", 900, 800, 32633, (455000.0, 5041000.0), 12, nodata_corner=True),
-        s("train_03", "industrial", "alpha", 900, 800, 32633, (458500.0, 5046000.0), 13, sun_elevation=38),
-        s("train_04", "urban", "bravo", 900, 800, 32634, (378000.0, 5120000.0), 14, sun_azimuth=160),
-        s("train_05", "village", "bravo", 900, 800, 32634, (381000.0, 5124000.0), 15),
-        s("train_06", "suburban", "bravo", 900, 800, 32634, (384500.0, 5118000.0), 16, sun_elevation=55),
-    )
-    test = (
-        s("test_01", "urban", "charlie", 1200, 1000, 32618, (585000.0, 4510000.0), 21, sun_azimuth=120),
-        s("test_02", "suburban", "delta", 1200, 1000, 32611, (380000.0, 3760000.0), 22, nodata_corner=True),
-        s("test_03", "industrial", "echo", 1200, 1000, 32631, (445000.0, 5410000.0), 23, sun_elevation=32),
-    )
-    return DemoSet(train=train, test=test)
-
-
-# --------------------------------------------------------------------------------------------
-# Procedural landscape
-# --------------------------------------------------------------------------------------------
-
-
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-filtered white noise, rescaled to zero mean and unit std (float32)."""
     h, w = shape
@@ -187,17 +93,6 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float)
     out -= out.mean()
     std = out.std()
     return out / std if std > 0 else out
-
-
-def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Blur each band of a (B, H, W) array with a Gaussian of ``sigma`` pixels (FFT)."""
-    if sigma <= 0:
-        return img
-    _, h, w = img.shape
-    fy = np.fft.fftfreq(h).astype(np.float32)[:, None]
-    fx = np.fft.rfftfreq(w).astype(np.float32)[None, :]
-    kernel = np.exp(-2.0 * (math.pi * sigma) ** 2 * (fx * fx + fy * fy)).astype(np.float32)
-    return np.fft.irfft2(np.fft.rfft2(img, axes=(1, 2)) * kernel, s=(h, w), axes=(1, 2)).astype(np.float32)
 
 
 @dataclass
@@ -432,112 +327,3 @@ def render_ground(spec: SceneSpec) -> tuple[np.ndarray, list[_Building], np.ndar
     refl *= (1.0 + strength * grain)[None]
     np.clip(refl, 0.001, 1.0, out=refl)
     return refl, buildings, cover
-
-
-def image_with_sensor(
-    refl: np.ndarray, spec: SceneSpec, sensor: Sensor, rng: np.random.Generator
-) -> np.ndarray:
-    """Resample the 0.5 m reflectance to the sensor grid and convert to uint16 DN."""
-    import torch
-    import torch.nn.functional as F
-
-    _, h, w = refl.shape
-    out_h = max(1, round(h * BASE_RES / sensor.resolution))
-    out_w = max(1, round(w * BASE_RES / sensor.resolution))
-    img = refl
-    if (out_h, out_w) != (h, w):
-        t = torch.from_numpy(refl)[None]
-        img = F.interpolate(t, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)[
-            0
-        ].numpy()
-    img = _gaussian_blur(img, sensor.blur)
-    haze = np.array([sensor.haze, sensor.haze * 0.6, sensor.haze * 0.3, 0.0], np.float32)[:, None, None]
-    dn = (img + haze) * np.asarray(sensor.gains, np.float32)[:, None, None]
-    dn += np.asarray(sensor.offsets, np.float32)[:, None, None]
-    dn += rng.normal(0, sensor.noise, dn.shape).astype(np.float32)
-    return np.clip(np.rint(dn), 1, 2**sensor.bits - 1).astype(np.uint16)
-
-
-def write_scene(
-    spec: SceneSpec, scene_uri: str, footprints_uri: str, settings: StorageSettings | None = None
-) -> dict:
-    """Simulate one scene; write its GeoTIFF and its footprints GeoJSON. Returns a summary."""
-    settings = settings or StorageSettings()
-    sensor = SENSORS[spec.sensor]
-    refl, buildings, _ = render_ground(spec)
-    rng = np.random.default_rng(spec.seed + 1000)
-    dn = image_with_sensor(refl, spec, sensor, rng)
-    _, h, w = dn.shape
-    if spec.nodata_corner:
-        yy, xx = np.mgrid[0:h, 0:w]
-        corner = xx + yy < 0.35 * min(w, h)
-        dn[:, corner] = 0
-    transform = rasterio.Affine(sensor.resolution, 0, spec.origin[0], 0, -sensor.resolution, spec.origin[1])
-    profile = {
-        "driver": "GTiff",
-        "width": w,
-        "height": h,
-        "count": 4,
-        "dtype": "uint16",
-        "crs": CRS.from_epsg(spec.epsg),
-        "transform": transform,
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "zstd",
-        "predictor": 2,
-        "interleave": "pixel",
-    }
-    with atomic_output(scene_uri, settings, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(dn)
-        for i, name in enumerate(BAND_NAMES, start=1):
-            dst.set_band_description(i, name)
-        dst.update_tags(
-            sensor=sensor.name, landscape=spec.landscape, bits=str(sensor.bits), synthetic="resseg-ray"
-        )
-
-    # Footprints: ground pixels -> UTM metres -> EPSG:4326.
-    to_map = [BASE_RES, 0, 0, -BASE_RES, spec.origin[0], spec.origin[1]]
-    features = []
-    for i, b in enumerate(buildings):
-        geom = mapping(affinity.affine_transform(b.polygon, to_map))
-        geom = rasterio.warp.transform_geom(CRS.from_epsg(spec.epsg), CRS.from_epsg(4326), geom, precision=8)
-        features.append(
-            {
-                "type": "Feature",
-                "properties": {"id": i, "roof": b.roof, "height_m": round(b.height_m, 1)},
-                "geometry": geom,
-            }
-        )
-    fc = {"type": "FeatureCollection", "features": features}
-    write_bytes(footprints_uri, json.dumps(fc).encode(), settings)
-    return {
-        "name": spec.name,
-        "scene": scene_uri,
-        "footprints": footprints_uri,
-        "sensor": sensor.name,
-        "landscape": spec.landscape,
-        "width": w,
-        "height": h,
-        "buildings": len(buildings),
-    }
-
-
-def write_demo_scenes(
-    out_dir: str, demo: DemoSet | None = None, settings: StorageSettings | None = None
-) -> dict:
-    """Write every scene of a demo set under ``out_dir/{train,test}/``. Returns a summary."""
-    demo = demo or default_demo()
-    summary: dict[str, list[dict]] = {"train": [], "test": []}
-    for split, specs in (("train", demo.train), ("test", demo.test)):
-        for spec in specs:
-            summary[split].append(
-                write_scene(
-                    spec,
-                    join_uri(out_dir, split, f"{spec.name}.tif"),
-                    join_uri(out_dir, split, f"{spec.name}_buildings.geojson"),
-                    settings,
-                )
-            )
-    return summary

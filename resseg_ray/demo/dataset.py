@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from resseg_ray.config import Config
 from resseg_ray.data.prepare import PreparedDataset, prepare_dataset
+from resseg_ray.demo.scenes import write_demo_scenes
+from resseg_ray.demo.specs import default_demo
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.storage import StorageSettings, join_uri
-from resseg_ray.geo.synthetic import default_demo, write_demo_scenes
 
 
 def prepare_demo(out: str, cfg: Config, settings: StorageSettings, scale: float = 1.0) -> PreparedDataset:

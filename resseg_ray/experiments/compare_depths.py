@@ -20,9 +20,9 @@ from resseg_ray.config import Config
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.errors import InputDataError
 from resseg_ray.evaluation.scenes import Evaluation, markdown_table
-from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.geo.storage import StorageSettings, resolve_uri, workdir
 from resseg_ray.train import tracking
-from resseg_ray.train.trainer import TrainResult, check_arch, resolve_uri, run_training, workdir
+from resseg_ray.train.trainer import TrainResult, check_arch, run_training
 
 PAPER_ARCHS = ("prop18", "prop34", "prop50", "prop101", "prop152", "prop200", "unet19", "unet35")
 

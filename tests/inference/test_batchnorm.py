@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from resseg_ray.adapt.batchnorm import (
+from resseg_ray.device import DevicePolicy
+from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.batchnorm import (
     adapt_to_scene,
     batchnorm_layers,
     reestimate_batchnorm,
     scene_windows,
     window_batches,
 )
-from resseg_ray.device import DevicePolicy
-from resseg_ray.geo.scene import open_scene
-from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import BundleInfo, ModelBundle

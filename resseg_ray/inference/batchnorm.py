@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.scene import SceneInfo, read_window
 from resseg_ray.geo.storage import StorageSettings
+
+M = TypeVar("M", bound=nn.Module)
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -49,7 +52,10 @@ def reestimate_batchnorm(
     layers = batchnorm_layers(model)
     if not layers:
         return 0
-    saved = [(m, m.momentum, m.running_mean.clone(), m.running_var.clone()) for m in layers]
+    saved = []
+    for m in layers:
+        assert m.running_mean is not None and m.running_var is not None  # track_running_stats
+        saved.append((m, m.momentum, m.running_mean.clone(), m.running_var.clone()))
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # running stats = cumulative average over the batches
@@ -66,7 +72,7 @@ def reestimate_batchnorm(
         for m, momentum, mean, var in saved:
             m.momentum = momentum
             m.eval()
-            if seen == 0:
+            if seen == 0 and m.running_mean is not None and m.running_var is not None:
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
         model.eval().to(device)
@@ -123,7 +129,7 @@ def window_batches(
 
 
 def adapt_to_scene(
-    model: nn.Module,
+    model: M,
     scene: SceneInfo,
     settings: StorageSettings,
     norm: tuple[np.ndarray, np.ndarray],
@@ -132,7 +138,7 @@ def adapt_to_scene(
     max_windows: int = 64,
     batch_size: int = 8,
     seed: int = 0,
-) -> nn.Module:
+) -> M:
     """A copy of ``model`` whose BatchNorm statistics are re-estimated on up to
     ``max_windows`` windows of the scene (normalised with ``norm``); the original is untouched."""
     origins = scene_windows(scene, settings, size, max_windows, seed=seed)
