@@ -11,12 +11,10 @@ nested under a parent run <prefix> holding the table; re-running resumes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from resseg_ray.cli import init_ray, run_job
+from resseg_ray.cli import init_ray, predict_options, run_job
 from resseg_ray.config import load_config
 from resseg_ray.experiments.compare_depths import PAPER_ARCHS, compare_architectures
 from resseg_ray.train.trainer import check_arch
@@ -32,14 +30,15 @@ def main() -> None:
     )
     p.add_argument("--archs", nargs="+", default=list(PAPER_ARCHS), help=f"default: {' '.join(PAPER_ARCHS)}")
     p.add_argument("--prefix", default="compare", help="run names are <prefix>-<arch> (default compare)")
-    p.add_argument("--window", type=int, default=512, help="segmentation window of the test scenes (px)")
-    p.add_argument("--overlap", type=int, default=112, help="overlap of neighbouring windows (px)")
+    p.add_argument("--window", type=int, help="segmentation window of the test scenes (px, default 512)")
+    p.add_argument("--overlap", type=int, help="overlap of neighbouring windows (px, default 112)")
     args = p.parse_args()
     cfg = load_config(args.config, args.overrides)
     for arch in args.archs:
         check_arch(arch)
     init_ray()
-    result = compare_architectures(cfg, args.archs, args.prefix, args.window, args.overlap)
+    cfg = dataclasses.replace(cfg, predict=predict_options(args, cfg))
+    result = compare_architectures(cfg, args.archs, args.prefix)
     print()
     print(result.table)
     print(f"MLflow: experiment {cfg.mlflow.experiment!r}, parent run {result.parent_run_id}")

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resseg_ray.cli import add_predictor_options, bound_gdal_cache, predictor_from_args, run_job
 from resseg_ray.config import load_config
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.scenes import Evaluation, evaluate_mask, evaluate_scenes, markdown_table
-from resseg_ray.geo.storage import StorageSettings, expand_uris, write_bytes
+from resseg_ray.geo.storage import StorageSettings, check_output_file, expand_uris, write_bytes
 
 
 def main() -> None:
@@ -47,6 +44,28 @@ def main() -> None:
     bound_gdal_cache()
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)
+    if args.mlflow_run:  # checked before any work
+        from mlflow.exceptions import MlflowException
+
+        from resseg_ray.train import tracking
+
+        uri = tracking.resolve_tracking_uri(cfg.mlflow, os.getcwd())
+        tracking.check_tracking(uri)
+        try:
+            tracking.client(uri).get_run(args.mlflow_run)
+        except MlflowException:
+            raise ConfigError(
+                f"--mlflow-run {args.mlflow_run}: no such run in the MLflow store at {uri}; "
+                "copy the run id from the MLflow UI or the training job's output"
+            ) from None
+    if args.report:
+        inputs = [
+            *(args.masks or []),
+            *(args.labels or []),
+            *(args.scenes or []),
+            *([args.model] if args.model else []),
+        ]
+        check_output_file(args.report, settings, "--report", inputs=inputs)
 
     if args.masks:
         if args.model or args.scenes or args.dataset:
@@ -76,7 +95,7 @@ def main() -> None:
                     f"--scenes gave {len(scenes)} scenes and --labels {len(labels)}; give one each"
                 )
             pairs = list(zip(scenes, labels, strict=True))
-        predictor = predictor_from_args(args, settings)
+        predictor = predictor_from_args(args, cfg, settings)
         ev = evaluate_scenes(predictor, pairs, settings, objects=args.objects)
         name = args.name or predictor.info.architecture
     else:
@@ -116,10 +135,6 @@ def main() -> None:
     if args.mlflow_run:
         from mlflow.entities import Metric
 
-        from resseg_ray.train import tracking
-
-        uri = tracking.resolve_tracking_uri(cfg.mlflow, os.getcwd())
-        tracking.check_tracking(uri)
         metrics = [Metric(k, v, 0, 0) for k, v in ev.mlflow_metrics().items()]
         tracking.client(uri).log_batch(args.mlflow_run, metrics=metrics)
         print(f"logged {len(metrics)} metrics to MLflow run {args.mlflow_run} at {uri}")

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
 from resseg_ray.cli import bound_gdal_cache, init_ray, run_job

@@ -12,24 +12,17 @@ is reported and the others go on; the exit status is 2 when any scene failed.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
+import math
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from resseg_ray.cli import add_predictor_options, bound_gdal_cache, init_ray, run_job
+from resseg_ray.cli import add_predictor_options, bound_gdal_cache, init_ray, predict_options, run_job
 from resseg_ray.config import load_config
-from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.storage import StorageSettings, expand_uris
 from resseg_ray.inference.batch import predict_scenes, predict_scenes_on_ray
-from resseg_ray.inference.outputs import PROB_DTYPES, OutputOptions
+from resseg_ray.inference.outputs import check_destination, output_options
 from resseg_ray.inference.predictor import ScenePredictor
-from resseg_ray.inference.vectorize import PolygonOptions
-from resseg_ray.inference.windows import BLEND_MODES
-from resseg_ray.models.bundle import load_bundle
-from resseg_ray.models.source import resolve_bundle
+from resseg_ray.models.bundle import load_bundle_bytes
+from resseg_ray.models.source import fetch_bundle_bytes
 
 
 def main() -> None:
@@ -37,25 +30,7 @@ def main() -> None:
     p.add_argument("--model", required=True, help="bundle path, s3:// bundle, or models:/NAME@ALIAS")
     p.add_argument("--scenes", nargs="+", required=True, help="scene URIs, globs or folders/prefixes")
     p.add_argument("--out", required=True, help="output folder or s3:// prefix")
-    add_predictor_options(p)
-    p.add_argument("--blend", choices=BLEND_MODES, default="flat", help="blending of overlaps (default flat)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    p.add_argument("--prob-dtype", choices=PROB_DTYPES, default="uint8", help="probability raster type")
-    p.add_argument("--no-prob", action="store_true", help="write only the masks")
-    p.add_argument("--polygons", action="store_true", help="also write <stem>_buildings.geojson")
-    p.add_argument(
-        "--min-area", type=float, default=10.0, help="drop smaller polygons (CRS units², default 10)"
-    )
-    p.add_argument(
-        "--simplify", type=float, default=0.5, help="simplification tolerance (CRS units, default 0.5)"
-    )
-    p.add_argument("--wgs84", action="store_true", help="polygons in EPSG:4326 instead of the scene's CRS")
-    p.add_argument(
-        "--bands",
-        nargs="+",
-        type=int,
-        help="1-based scene band indexes in the model's band order, e.g. 3 2 1 4",
-    )
+    add_predictor_options(p, outputs=True)
     p.add_argument("--overwrite", action="store_true", help="redo scenes whose outputs exist")
     p.add_argument(
         "--actors",
@@ -72,38 +47,30 @@ def main() -> None:
         "there are fewer scenes than actors) into row ranges segmented by different actors "
         "(default 64; 0 never splits)",
     )
-    p.add_argument("--config", help="YAML configuration (its storage section is used)")
+    p.add_argument("--config", help="YAML configuration (its storage and predict sections are used)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
     args = p.parse_args()
     bound_gdal_cache()
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)
-    polygons = PolygonOptions(args.min_area, args.simplify, args.wgs84) if args.polygons else None
-    options = OutputOptions(prob=not args.no_prob, prob_dtype=args.prob_dtype, polygons=polygons)
+    predict = predict_options(args, cfg)
+    if args.actors is not None and args.actors < 1:
+        raise ConfigError(f"--actors must be >= 1, got {args.actors}")
+    if not (math.isfinite(args.split_mpx) and args.split_mpx >= 0):
+        raise ConfigError(f"--split-mpx must be a finite number >= 0 (0: never split), got {args.split_mpx}")
+    if not (math.isfinite(args.cpus_per_actor) and args.cpus_per_actor > 0):
+        raise ConfigError(f"--cpus-per-actor must be a finite number > 0, got {args.cpus_per_actor}")
+    gpus = args.gpus_per_actor
+    if gpus is not None and not (math.isfinite(gpus) and gpus >= 0):
+        raise ConfigError(f"--gpus-per-actor must be a finite number >= 0, got {gpus}")
     scenes = expand_uris(args.scenes, settings)
-    with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
-        path = resolve_bundle(args.model, tmp, settings)
-        bundle = load_bundle(path)
-        with open(path, "rb") as f:
-            bundle_bytes = f.read()
-    kwargs = {
-        "window": args.window,
-        "overlap": args.overlap,
-        "batch_size": args.batch_size,
-        "blend": args.blend,
-        "normalization": args.normalization,
-        "adapt_bn": args.adapt_bn,
-    }
-    ScenePredictor.check_options(**kwargs)
+    check_destination(args.out, scenes, output_options(predict), settings)
+    bundle_bytes = fetch_bundle_bytes(args.model, settings)
+    bundle = load_bundle_bytes(bundle_bytes, args.model)
     if args.actors:
-        if args.actors < 1:
-            raise ConfigError(f"--actors must be >= 1, got {args.actors}")
-        if args.split_mpx < 0:
-            raise ConfigError(f"--split-mpx must be >= 0 (0: never split), got {args.split_mpx}")
         import ray
 
         init_ray()
-        gpus = args.gpus_per_actor
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         print(
@@ -113,22 +80,19 @@ def main() -> None:
         )
         reports = predict_scenes_on_ray(
             bundle_bytes,
-            kwargs,
+            predict,
             scenes,
             args.out,
             settings,
-            options,
             args.overwrite,
-            args.bands,
             actors=args.actors,
             gpus_per_actor=gpus,
             cpus_per_actor=args.cpus_per_actor,
             split_mpx=args.split_mpx,
         )
     else:
-        predictor = ScenePredictor(bundle, DevicePolicy.resolve(args.device), **kwargs)
         reports = predict_scenes(
-            predictor, scenes, args.out, settings, options, args.overwrite, bands=args.bands
+            ScenePredictor(bundle, predict), scenes, args.out, settings, overwrite=args.overwrite
         )
     done = [r for r in reports if r.error is None and not r.skipped]
     failed = [r for r in reports if r.error is not None]

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resseg_ray.adapt.suggest import suggest_regions
 from resseg_ray.cli import add_predictor_options, bound_gdal_cache, predictor_from_args, run_job
 from resseg_ray.config import load_config
 from resseg_ray.geo.scene import open_scene
-from resseg_ray.geo.storage import StorageSettings, write_bytes
+from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 
 
 def main() -> None:
@@ -36,15 +32,17 @@ def main() -> None:
     )
     p.add_argument("--out", required=True, help="GeoJSON to write (local or s3://)")
     p.add_argument("--wgs84", action="store_true", help="coordinates in EPSG:4326 instead of the scene's CRS")
-    p.add_argument("--bands", nargs="+", type=int, help="1-based scene bands in the model's order")
     add_predictor_options(p)
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
     bound_gdal_cache()
-    settings = StorageSettings.resolve(load_config(args.config, args.overrides).storage)
-    predictor = predictor_from_args(args, settings)
-    scene = open_scene(args.scene, settings, bands=args.bands, expected_bands=predictor.info.in_bands)
+    cfg = load_config(args.config, args.overrides)
+    settings = StorageSettings.resolve(cfg.storage)
+    check_output_file(args.out, settings, "--out", inputs=[args.scene, args.model])
+    predictor = predictor_from_args(args, cfg, settings)
+    bands = predictor.options.bands
+    scene = open_scene(args.scene, settings, bands=bands, expected_bands=predictor.info.in_bands)
     collection = suggest_regions(predictor, scene, settings, args.fraction, args.region, args.wgs84)
     write_bytes(args.out, json.dumps(collection, indent=1).encode(), settings)
     print(f"{'rank':>4} {'mean entropy (bits)':>19} {'share of scene':>14}  rows x cols")

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
 
+from resseg_ray.config import BLEND_MODES, NORMALIZATIONS, PROB_DTYPES, Config, PredictSection
 from resseg_ray.errors import user_error
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.models.bundle import load_bundle_bytes
+from resseg_ray.models.source import fetch_bundle_bytes
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -17,16 +25,19 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 def run_job(main: Callable[[], object]) -> None:
     """Run a job's ``main``; a :class:`ResSegError` prints ``error: ...`` and exits 2.
 
-    Warnings print as one ``warning: ...`` line each.
+    Warnings print as one ``warning: ...`` line each; MLflow's INFO chatter (database set-up,
+    run links) is kept to warnings unless ``MLFLOW_LOGGING_LEVEL`` says otherwise.
     """
     warnings.formatwarning = _format_warning
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
     try:
         main()
     except Exception as exc:
         err = user_error(exc)
         if err is None:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line
         raise SystemExit(2) from None
 
 
@@ -37,7 +48,6 @@ def bound_gdal_cache(megabytes: int = 256) -> None:
     job's peak memory grows with scene size up to the default. Must run before the
     process's first raster read or write (GDAL reads the setting once).
     """
-    import os
 
     os.environ.setdefault("GDAL_CACHEMAX", str(megabytes))
 
@@ -45,7 +55,6 @@ def bound_gdal_cache(megabytes: int = 256) -> None:
 def init_ray() -> None:
     """Connect to the Ray cluster of ``RAY_ADDRESS`` (set by ``ray job submit``) or a running
     local one; start a local instance when there is none."""
-    import os
 
     import ray
 
@@ -63,37 +72,62 @@ def init_ray() -> None:
     ray.init(address=address or None, log_to_driver=True, runtime_env=ray_runtime_env())
 
 
-def add_predictor_options(p: argparse.ArgumentParser) -> None:
-    """The windowing options shared by the jobs that segment scenes with a model."""
-    from resseg_ray.inference.predictor import NORMALIZATIONS
-
-    p.add_argument("--window", type=int, default=512, help="window side in pixels (default 512)")
-    p.add_argument("--overlap", type=int, default=112, help="overlap of neighbouring windows (default 112)")
+def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> None:
+    """The flags of the ``predict`` configuration section shared by the jobs that segment scenes
+    (windowing, normalisation, bands, device) and, with ``outputs``, ``jobs/predict.py``'s
+    output and polygon flags. Each defaults to the configuration's value (see
+    :func:`predict_options`)."""
+    d = PredictSection()
+    p.add_argument("--window", type=int, help=f"window side in pixels (default {d.window})")
+    p.add_argument("--overlap", type=int, help=f"overlap of neighbouring windows (default {d.overlap})")
+    p.add_argument("--blend", choices=BLEND_MODES, help=f"blending of overlaps (default {d.blend})")
+    p.add_argument("--batch-size", type=int, help=f"windows per forward pass (default {d.batch_size})")
     p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
     p.add_argument(
         "--adapt-bn",
-        action="store_true",
+        action="store_const",
+        const=True,
         help="re-estimate BatchNorm statistics on each scene's own windows first (label-free adaptation)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-
-
-def predictor_from_args(args, settings):  # -> ScenePredictor
-    """The ScenePredictor of ``--model`` and :func:`add_predictor_options`' options."""
-    import tempfile
-
-    from resseg_ray.device import DevicePolicy
-    from resseg_ray.inference.predictor import ScenePredictor
-    from resseg_ray.models.bundle import load_bundle
-    from resseg_ray.models.source import resolve_bundle
-
-    with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
-        bundle = load_bundle(resolve_bundle(args.model, tmp, settings))
-    return ScenePredictor(
-        bundle,
-        DevicePolicy.resolve(args.device),
-        window=args.window,
-        overlap=args.overlap,
-        normalization=args.normalization,
-        adapt_bn=args.adapt_bn,
+    p.add_argument(
+        "--bands",
+        nargs="+",
+        type=int,
+        help="1-based scene band indexes in the model's band order, e.g. 3 2 1 4 (default: the "
+        "scene's non-alpha bands)",
     )
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    if not outputs:
+        return
+    p.add_argument(
+        "--prob-dtype", choices=PROB_DTYPES, help=f"probability raster type (default {d.prob_dtype})"
+    )
+    p.add_argument("--no-prob", dest="prob", action="store_const", const=False, help="write only the masks")
+    p.add_argument("--polygons", action="store_const", const=True, help="also write <stem>_buildings.geojson")
+    p.add_argument(
+        "--min-area", type=float, help=f"drop smaller polygons (CRS units², default {d.min_area:g})"
+    )
+    p.add_argument(
+        "--simplify", type=float, help=f"simplification tolerance (CRS units, default {d.simplify:g})"
+    )
+    p.add_argument(
+        "--wgs84", action="store_const", const=True, help="polygons in EPSG:4326 instead of the scene's CRS"
+    )
+
+
+def predict_options(args: argparse.Namespace, cfg: Config) -> PredictSection:
+    """The configuration's ``predict`` section with the flags of :func:`add_predictor_options`
+    that were given on top, validated once (a bad value is a ConfigError naming the flag)."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(PredictSection)
+        if getattr(args, f.name, None) is not None
+    }
+    return dataclasses.replace(cfg.predict, **given)
+
+
+def predictor_from_args(args: argparse.Namespace, cfg: Config, settings: StorageSettings) -> ScenePredictor:
+    """The one ScenePredictor of ``--model`` and :func:`predict_options`."""
+    options = predict_options(args, cfg)  # checked before the model is fetched
+    bundle = load_bundle_bytes(fetch_bundle_bytes(args.model, settings), args.model)
+    return ScenePredictor(bundle, options)

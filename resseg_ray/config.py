@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -24,6 +25,21 @@ import yaml
 from resseg_ray.errors import ConfigError
 
 T = TypeVar("T")
+
+BLEND_MODES = ("flat", "linear", "cosine")
+"""How overlapping windows are blended: averaged (the paper), or weighted by a linear or
+raised-cosine ramp towards the window edges (the authors' code)."""
+NORMALIZATIONS = ("pooled", "per_scene")
+"""``pooled``: one mean/std over all training scenes (the bundle's); ``per_scene``: each
+scene's own statistics."""
+PROB_DTYPES = ("uint8", "float32")
+"""Probability raster types: ``uint8`` (0-250 = probability x 250, 255 no data) or
+``float32`` (NaN no data)."""
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,2})?")
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -271,6 +287,72 @@ class MlflowSection:
 
 
 @dataclass(frozen=True)
+class PredictSection:
+    """How scenes are segmented, the one set of options of every stage that does it
+    (``jobs/predict.py``, ``evaluate``, ``suggest_annotation``, ``finetune``'s scoring,
+    ``compare_depths``' test scenes, the Ray actors and Serve). The jobs' flags of the same
+    name (``--window``, ``--overlap``, ...) override these fields."""
+
+    window: int = 512
+    """Window side in pixels (``--window``)."""
+    overlap: int = 112
+    """Overlap of neighbouring windows in pixels (``--overlap``)."""
+    blend: str = "flat"
+    """Blending of overlapping windows: flat, linear or cosine (``--blend``)."""
+    batch_size: int = 4
+    """Windows per forward pass (``--batch-size``)."""
+    normalization: str | None = None
+    """``pooled`` or ``per_scene``; default: as the model was trained (``--normalization``)."""
+    adapt_bn: bool = False
+    """Re-estimate BatchNorm statistics on each scene's own windows first (``--adapt-bn``)."""
+    bands: list[int] | None = None
+    """1-based scene band indexes in the model's band order (``--bands``); default the
+    scene's non-alpha bands."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``--device``)."""
+    prob: bool = True
+    """Write the probability raster besides the mask (``--no-prob`` turns it off)."""
+    prob_dtype: str = "uint8"
+    """Probability raster type: uint8 or float32 (``--prob-dtype``)."""
+    polygons: bool = False
+    """Also write the building polygons (``--polygons``)."""
+    min_area: float = 10.0
+    """Drop polygons smaller than this, in CRS units squared (``--min-area``)."""
+    simplify: float = 0.5
+    """Polygon simplification tolerance in CRS units; 0 keeps the pixel outlines (``--simplify``)."""
+    wgs84: bool = False
+    """Polygons in EPSG:4326 instead of the scene's CRS (``--wgs84``)."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str, value: object) -> ConfigError:
+            flag = "--" + name.replace("_", "-")
+            return ConfigError(f"predict.{name} ({flag}) must be {rule}, got {value!r}")
+
+        if not 16 <= self.window <= 16384:
+            raise bad("window", "an integer from 16 to 16384 pixels", self.window)
+        if not 0 <= self.overlap < self.window:
+            raise bad("overlap", f"an integer from 0 to window - 1 = {self.window - 1}", self.overlap)
+        if not 1 <= self.batch_size <= 4096:
+            raise bad("batch_size", "an integer from 1 to 4096", self.batch_size)
+        if self.blend not in BLEND_MODES:
+            raise bad("blend", "one of " + ", ".join(BLEND_MODES), self.blend)
+        if self.normalization is not None and self.normalization not in NORMALIZATIONS:
+            raise bad("normalization", "one of " + ", ".join(NORMALIZATIONS), self.normalization)
+        if self.prob_dtype not in PROB_DTYPES:
+            raise bad("prob_dtype", "one of " + ", ".join(PROB_DTYPES), self.prob_dtype)
+        if self.bands is not None and (
+            not self.bands or min(self.bands) < 1 or len(set(self.bands)) != len(self.bands)
+        ):
+            raise bad("bands", "distinct 1-based band indexes, e.g. 3 2 1 4", self.bands)
+        if not _DEVICE.fullmatch(self.device):
+            raise bad("device", "auto, cpu, cuda or cuda:N", self.device)
+        for name in ("min_area", "simplify"):
+            value = getattr(self, name)
+            if not _finite(value) or value < 0:
+                raise bad(name, "a finite number >= 0", value)
+
+
+@dataclass(frozen=True)
 class ServeSection:
     """The segmentation service (``serve run serve_app:app``): model, request limits, batching
     and autoscaling of the model replicas."""
@@ -285,12 +367,11 @@ class ServeSection:
     max_pixels: int = 150_000_000
     """Largest image (width x height) accepted, checked from the header before any pixel is
     decoded (413 above; guards against decompression bombs)."""
-    window: int = 512
-    """Window side (px) the image is cut into, as ``jobs/predict.py --window``."""
-    overlap: int = 112
-    """Overlap (px) of neighbouring windows, as ``jobs/predict.py --overlap``."""
-    blend: str = "flat"
-    """Blending of overlaps, as ``jobs/predict.py --blend``."""
+    body_idle_timeout_s: float = 10.0
+    """A request body that sends nothing for this long is dropped (408), so stalled clients do
+    not hold the ingress's slots."""
+    body_timeout_s: float = 300.0
+    """A request body must arrive within this many seconds (408 after), however it trickles."""
     max_batch_size: int = 8
     """Windows a model replica runs at once (``@serve.batch``), from any requests."""
     batch_wait_timeout_s: float = 0.02
@@ -323,6 +404,11 @@ class ServeSection:
     def __post_init__(self) -> None:
         if self.max_body_mb <= 0 or self.max_pixels < 1:
             raise ConfigError("serve.max_body_mb and serve.max_pixels must be positive")
+        if not 0 < self.body_idle_timeout_s <= self.body_timeout_s:
+            raise ConfigError(
+                f"serve.body_idle_timeout_s ({self.body_idle_timeout_s}) must be > 0 and <= "
+                f"serve.body_timeout_s ({self.body_timeout_s})"
+            )
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ConfigError("serve.max_batch_size must be >= 1 and serve.batch_wait_timeout_s >= 0")
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
@@ -370,6 +456,7 @@ class Config:
     scaling: ScalingSection = field(default_factory=ScalingSection)
     run: RunSection = field(default_factory=RunSection)
     mlflow: MlflowSection = field(default_factory=MlflowSection)
+    predict: PredictSection = field(default_factory=PredictSection)
     serve: ServeSection = field(default_factory=ServeSection)
 
 
@@ -389,13 +476,22 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Iterable[
 
 def _read_yaml(p: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"configuration {p} is a folder; give a YAML file") from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {p}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration {p} is not YAML text (binary data); give a .yaml file") from None
+    if "\0" in text:
+        raise ConfigError(f"configuration {p} is not YAML text (it holds NUL bytes); give a .yaml file")
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration {p} is not valid YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise ConfigError(f"configuration {p} is not valid YAML{at}: {problem}") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -505,6 +601,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         raise ConfigError(f"configuration field {where} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):  # no field of the project means anything by NaN or inf
+                raise ConfigError(f"configuration field {where} must be a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"configuration field {where} must be a number, got {value!r}")
     if tp is str:

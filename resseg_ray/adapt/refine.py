@@ -28,7 +28,6 @@ from resseg_ray.adapt.area import (
 )
 from resseg_ray.config import Config
 from resseg_ray.data.prepare import prepare_dataset
-from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.scenes import Evaluation, SceneScore, evaluate_scene, markdown_table, scene_name
 from resseg_ray.geo.labels import read_footprints, scene_valid_mask
@@ -87,7 +86,8 @@ class RefineResult:
 
 
 def _predictor(bundle: ModelBundle, cfg: Config) -> ScenePredictor:
-    return ScenePredictor(bundle, DevicePolicy.resolve(cfg.train.device), window=512, overlap=112)
+    # refinement scores with the predict options; BatchNorm adaptation is its own step here
+    return ScenePredictor(bundle, dataclasses.replace(cfg.predict, adapt_bn=False))
 
 
 def refine_scene(

@@ -25,6 +25,7 @@ from resseg_ray.data.prepare import DatasetDescription
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.labels import IGNORE
 from resseg_ray.geo.scene import SceneInfo, open_scene, read_window
+from resseg_ray.geo.stats import Norm, norm_arrays, normalize
 from resseg_ray.geo.storage import StorageSettings, read_bytes
 
 SPLITS = ("train", "val")
@@ -43,11 +44,9 @@ class SampleSpec:
     epoch: int | None
     settings: StorageSettings
 
-    def norm(self, scene_uri: str) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std (shape ``(D, 1, 1)``) applied to a scene's pixels."""
-        m = self.mean.get(scene_uri, self.mean[""])
-        s = self.std.get(scene_uri, self.std[""])
-        return np.asarray(m, np.float32)[:, None, None], np.asarray(s, np.float32)[:, None, None]
+    def norm(self, scene_uri: str) -> Norm:
+        """The normalisation (mean, 1/std) applied to a scene's pixels."""
+        return norm_arrays(self.mean.get(scene_uri, self.mean[""]), self.std.get(scene_uri, self.std[""]))
 
 
 _scene_infos: dict[tuple[str, tuple[int, ...], StorageSettings], SceneInfo] = {}
@@ -69,17 +68,13 @@ def _reader(row: dict, spec: SampleSpec):
     """
     scene = _info(str(row["scene_uri"]), spec.bands, spec.settings)
     label = _info(str(row["label_uri"]), (1,), spec.settings)
-    mean, std = spec.norm(scene.uri)
-    inv_std = 1.0 / std
+    norm = spec.norm(scene.uri)
     c0, r0 = int(row["col_off"]), int(row["row_off"])
 
     def read(x0: int, y0: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
         pix, valid = read_window(scene, spec.settings, c0 + x0, r0 + y0, w, h)
         lab, lvalid = read_window(label, spec.settings, c0 + x0, r0 + y0, w, h)
-        img = pix.astype(np.float32)
-        img -= mean
-        img *= inv_std
-        img[:, ~valid] = 0.0
+        img = normalize(pix, valid, norm)
         out = lab[0]
         out[~(valid & lvalid)] = IGNORE
         return img, out

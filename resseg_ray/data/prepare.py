@@ -13,11 +13,13 @@ statistics as a dask graph on Ray; without Ray everything runs in-process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
@@ -33,7 +35,15 @@ from resseg_ray.geo.labels import (
 )
 from resseg_ray.geo.scene import SceneInfo, forget, open_scene
 from resseg_ray.geo.stats import Statistics, compute_statistics
-from resseg_ray.geo.storage import StorageSettings, join_uri, normalize_uri, read_bytes, write_bytes
+from resseg_ray.geo.storage import (
+    StorageSettings,
+    exists,
+    join_uri,
+    normalize_uri,
+    read_bytes,
+    remove_file,
+    write_bytes,
+)
 
 DATASET_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.parquet"
@@ -180,89 +190,111 @@ def prepare_dataset(
                 f"test scene {info.uri} has {len(info.bands)} bands, training scenes {expected}"
             )
 
-    label_results = _run_all(_label_task, train_jobs + test_jobs)
-    for _, _, msgs in label_results:
-        for m in msgs:
-            warnings.warn(m, FootprintsMissScene, stacklevel=2)
-    train_labels = [r[0] for r in label_results[: len(train_jobs)]]
-    test_label_infos = [r[0] for r in label_results[len(train_jobs) :]]
+    # label rasters this run writes go again if it fails: no half-prepared dataset is left
+    # (unless one was complete here before: re-preparing replaces it file by file)
+    written = [job[2] for job in train_jobs + test_jobs if job[1] is not None]
+    keep = exists(join_uri(out, DATASET_FILE), settings)
+    with _removed_on_failure([] if keep else written, settings):
+        label_results = _run_all(_label_task, train_jobs + test_jobs)
+        for _, _, msgs in label_results:
+            for m in msgs:
+                warnings.warn(m, FootprintsMissScene, stacklevel=2)
+        train_labels = [r[0] for r in label_results[: len(train_jobs)]]
+        test_label_infos = [r[0] for r in label_results[len(train_jobs) :]]
 
-    stats = compute_statistics(train_infos, settings, block=dc.stats_block)
+        stats = compute_statistics(train_infos, settings, block=dc.stats_block)
 
-    region_infos: list[SceneInfo | None] = [None] * len(train_infos)
-    if regions is not None:
-        if len(regions) != len(train_infos):
-            raise InputDataError(f"{len(regions)} region rasters for {len(train_infos)} training scenes")
-        region_infos = [
-            check_label_raster(s, normalize_uri(r), settings)
-            for s, r in zip(train_infos, regions, strict=True)
-        ]
-    tiled = _run_all(
-        _tile_task,
-        [
-            (i, s, lab, dc, settings, reg)
-            for i, (s, lab, reg) in enumerate(zip(train_infos, train_labels, region_infos, strict=True))
-        ],
-    )
-    rows = [r for t in tiled for r in t.rows]
-    if not any(r["split"] == "train" for r in rows):
-        raise InputDataError(
-            "no training tiles: the scenes (or annotated areas) are smaller than data.tile_size or "
-            f"mostly no data (tile_size {dc.tile_size}, max_nodata_fraction {dc.max_nodata_fraction})"
+        region_infos: list[SceneInfo | None] = [None] * len(train_infos)
+        if regions is not None:
+            if len(regions) != len(train_infos):
+                raise InputDataError(f"{len(regions)} region rasters for {len(train_infos)} training scenes")
+            region_infos = [
+                check_label_raster(s, normalize_uri(r), settings)
+                for s, r in zip(train_infos, regions, strict=True)
+            ]
+        tiled = _run_all(
+            _tile_task,
+            [
+                (i, s, lab, dc, settings, reg)
+                for i, (s, lab, reg) in enumerate(zip(train_infos, train_labels, region_infos, strict=True))
+            ],
         )
-    if dc.val_fraction > 0 and not any(r["split"] == "val" for r in rows):
-        raise InputDataError(
-            f"no validation tiles: no scene has two data.split_block ({dc.split_block} px) blocks with data; "
-            "lower data.split_block (>= data.tile_size) or add scenes"
-        )
-    buf = io.BytesIO()
-    pq.write_table(manifest_table(rows), buf)
-    manifest_bytes = buf.getvalue()
-
-    prepared = []
-    for (info, lab, res), t in zip(
-        zip(train_infos, train_labels, label_results[: len(train_jobs)], strict=True), tiled, strict=True
-    ):
-        prepared.append(
-            PreparedScene(
-                uri=info.uri,
-                label_uri=lab.uri,
-                role="train",
-                width=info.width,
-                height=info.height,
-                crs=info.crs,
-                tiles_train=sum(r["split"] == "train" for r in t.rows),
-                tiles_val=sum(r["split"] == "val" for r in t.rows),
-                dropped_nodata=t.dropped_nodata,
-                dropped_border=t.dropped_border,
-                dropped_outside=t.dropped_outside,
-                footprints=res[1],
+        rows = [r for t in tiled for r in t.rows]
+        if not any(r["split"] == "train" for r in rows):
+            raise InputDataError(
+                "no training tiles: the scenes (or annotated areas) are smaller than data.tile_size or "
+                f"mostly no data (tile_size {dc.tile_size}, max_nodata_fraction {dc.max_nodata_fraction})"
             )
-        )
-    for info, lab, res in zip(test_infos, test_label_infos, label_results[len(train_jobs) :], strict=True):
-        prepared.append(
-            PreparedScene(info.uri, lab.uri, "test", info.width, info.height, info.crs, footprints=res[1])
-        )
+        if dc.val_fraction > 0 and not any(r["split"] == "val" for r in rows):
+            raise InputDataError(
+                f"no validation tiles: no scene has two data.split_block ({dc.split_block} px) blocks "
+                "with data; lower data.split_block (>= data.tile_size) or add scenes"
+            )
+        buf = io.BytesIO()
+        pq.write_table(manifest_table(rows), buf)
+        manifest_bytes = buf.getvalue()
 
-    manifest_uri = join_uri(out, MANIFEST_FILE)
-    stats_uri = join_uri(out, STATS_FILE)
-    dataset_uri = join_uri(out, DATASET_FILE)
-    write_bytes(manifest_uri, manifest_bytes, settings)
-    write_bytes(stats_uri, stats.to_json().encode(), settings)
-    description = {
-        "format": "resseg-dataset/1",
-        "bands": list(train_infos[0].bands),
-        "band_names": list(train_infos[0].band_names),
-        "dtype": train_infos[0].dtype,
-        "data": to_dict(dc),
-        "manifest": MANIFEST_FILE,
-        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-        "stats": STATS_FILE,
-        "tiles": {"train": sum(p.tiles_train for p in prepared), "val": sum(p.tiles_val for p in prepared)},
-        "scenes": [p.__dict__ for p in prepared],
-    }
-    write_bytes(dataset_uri, json.dumps(description, indent=2).encode(), settings)
-    return PreparedDataset(out, manifest_uri, stats_uri, dataset_uri, prepared, stats)
+        prepared = []
+        for (info, lab, res), t in zip(
+            zip(train_infos, train_labels, label_results[: len(train_jobs)], strict=True), tiled, strict=True
+        ):
+            prepared.append(
+                PreparedScene(
+                    uri=info.uri,
+                    label_uri=lab.uri,
+                    role="train",
+                    width=info.width,
+                    height=info.height,
+                    crs=info.crs,
+                    tiles_train=sum(r["split"] == "train" for r in t.rows),
+                    tiles_val=sum(r["split"] == "val" for r in t.rows),
+                    dropped_nodata=t.dropped_nodata,
+                    dropped_border=t.dropped_border,
+                    dropped_outside=t.dropped_outside,
+                    footprints=res[1],
+                )
+            )
+        for info, lab, res in zip(
+            test_infos, test_label_infos, label_results[len(train_jobs) :], strict=True
+        ):
+            prepared.append(
+                PreparedScene(info.uri, lab.uri, "test", info.width, info.height, info.crs, footprints=res[1])
+            )
+
+        manifest_uri = join_uri(out, MANIFEST_FILE)
+        stats_uri = join_uri(out, STATS_FILE)
+        dataset_uri = join_uri(out, DATASET_FILE)
+        write_bytes(manifest_uri, manifest_bytes, settings)
+        write_bytes(stats_uri, stats.to_json().encode(), settings)
+        description = {
+            "format": "resseg-dataset/1",
+            "bands": list(train_infos[0].bands),
+            "band_names": list(train_infos[0].band_names),
+            "dtype": train_infos[0].dtype,
+            "data": to_dict(dc),
+            "manifest": MANIFEST_FILE,
+            "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+            "stats": STATS_FILE,
+            "tiles": {
+                "train": sum(p.tiles_train for p in prepared),
+                "val": sum(p.tiles_val for p in prepared),
+            },
+            "scenes": [p.__dict__ for p in prepared],
+        }
+        write_bytes(dataset_uri, json.dumps(description, indent=2).encode(), settings)
+        return PreparedDataset(out, manifest_uri, stats_uri, dataset_uri, prepared, stats)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(uris: list[str], settings: StorageSettings) -> Iterator[None]:
+    """Remove ``uris`` (files this run wrote) when the block raises."""
+    try:
+        yield
+    except BaseException:
+        for uri in uris:
+            with contextlib.suppress(Exception):
+                remove_file(uri, settings)
+        raise
 
 
 @dataclass(frozen=True)

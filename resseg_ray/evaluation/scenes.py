@@ -79,6 +79,17 @@ def scene_name(uri: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in stem)
 
 
+def _checked_labels(labels: np.ndarray, valid: np.ndarray, label_uri: str) -> np.ndarray:
+    """A copy of a block of label values, refused unless each is 0, 1 or 255 (ignored)."""
+    odd = np.setdiff1d(np.unique(labels[valid]), [0, 1, IGNORE])
+    if odd.size:
+        raise InputDataError(
+            f"label raster {label_uri} holds values {odd[:5].tolist()}; labels must be 0 (ground), "
+            f"1 (building) or {IGNORE} (ignored): reclassify it, or rasterize footprints with jobs/prepare.py"
+        )
+    return labels.copy()
+
+
 def evaluate_scene(
     predictor: ScenePredictor,
     scene_uri: str,
@@ -102,7 +113,7 @@ def evaluate_scene(
         for strip in predictor.strips(scene, settings):
             h = strip.probs.shape[1]
             lab, lvalid = read_window(labels, settings, 0, strip.row, scene.width, h)
-            target = lab[0].copy()
+            target = _checked_labels(lab[0], lvalid, label_uri)
             target[~(strip.valid & lvalid)] = IGNORE
             confusion.add(strip.probs.argmax(0), target)
             if writer is not None:
@@ -145,7 +156,7 @@ def evaluate_mask(
         h = min(rows, mask.height - r)
         pred, pvalid = read_window(mask, settings, 0, r, mask.width, h)
         lab, lvalid = read_window(labels, settings, 0, r, mask.width, h)
-        target = lab[0].copy()
+        target = _checked_labels(lab[0], lvalid, label_uri)
         target[~(pvalid & lvalid) | (pred[0] == IGNORE)] = IGNORE
         values = pred[0][target != IGNORE]
         if values.size and values.max() > 1:

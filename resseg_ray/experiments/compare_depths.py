@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from resseg_ray.config import Config
+from resseg_ray.config import Config, PredictSection
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.errors import InputDataError
 from resseg_ray.evaluation.scenes import Evaluation, markdown_table
@@ -42,30 +42,27 @@ def _evaluate_task(
     scenes: list[tuple[str, str]],
     bands: list[int],
     settings: StorageSettings,
-    window: int,
-    overlap: int,
+    predict: PredictSection,
     threads: int | None,
 ) -> Evaluation:
     import torch
 
     from resseg_ray.evaluation.scenes import evaluate_scenes
-    from resseg_ray.geo.storage import download
     from resseg_ray.inference.predictor import ScenePredictor
-    from resseg_ray.models.bundle import load_bundle
+    from resseg_ray.models.bundle import load_bundle_bytes
+    from resseg_ray.models.source import fetch_bundle_bytes
 
     if threads:
         torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as d:
-        local = download(bundle_uri, d, settings)
-        predictor = ScenePredictor(load_bundle(local), window=window, overlap=overlap)
+    predictor = ScenePredictor(
+        load_bundle_bytes(fetch_bundle_bytes(bundle_uri, settings), bundle_uri), predict
+    )
     return evaluate_scenes(predictor, scenes, settings, bands)
 
 
-def evaluate_on_test_scenes(
-    cfg: Config, bundle_uri: str, window: int = 512, overlap: int = 112
-) -> Evaluation:
-    """Evaluate a bundle on the test scenes of ``cfg.train.dataset``, as a Ray task on a GPU
-    when ``scaling.use_gpu`` (else on the CPUs of one worker)."""
+def evaluate_on_test_scenes(cfg: Config, bundle_uri: str) -> Evaluation:
+    """Evaluate a bundle on the test scenes of ``cfg.train.dataset`` with the ``predict``
+    options, as a Ray task on a GPU when ``scaling.use_gpu`` (else on the CPUs of one worker)."""
     import ray
 
     settings = StorageSettings.resolve(cfg.storage)
@@ -80,7 +77,7 @@ def evaluate_on_test_scenes(
         num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if cfg.scaling.use_gpu else 0
     )
     return ray.get(
-        task.remote(bundle_uri, scenes, desc.bands, settings, window, overlap, cfg.scaling.torch_threads)
+        task.remote(bundle_uri, scenes, desc.bands, settings, cfg.predict, cfg.scaling.torch_threads)
     )
 
 
@@ -88,11 +85,10 @@ def compare_architectures(
     cfg: Config,
     archs: Sequence[str] = PAPER_ARCHS,
     prefix: str = "compare",
-    window: int = 512,
-    overlap: int = 112,
     log: Callable[[str], None] = print,
 ) -> Comparison:
-    """Train and evaluate every architecture of ``archs`` with otherwise identical settings."""
+    """Train and evaluate every architecture of ``archs`` with otherwise identical settings
+    (test scenes segmented with the ``predict`` options)."""
     for arch in archs:
         check_arch(arch)
     uri = tracking.resolve_tracking_uri(cfg.mlflow, workdir())
@@ -115,7 +111,7 @@ def compare_architectures(
             runs[arch] = result
             c.set_tag(result.mlflow_run_id, "mlflow.parentRunId", parent.run_id)
             log(f"== {arch}: evaluating {result.bundle_uri} on the test scenes")
-            ev = evaluate_on_test_scenes(arch_cfg, result.bundle_uri, window, overlap)
+            ev = evaluate_on_test_scenes(arch_cfg, result.bundle_uri)
             evaluations[arch] = ev
             from mlflow.entities import Metric
 

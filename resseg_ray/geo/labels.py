@@ -16,11 +16,12 @@ import numpy as np
 import rasterio
 import rasterio.features
 import rasterio.warp
+import rasterio.windows
 from rasterio.crs import CRS
 
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.scene import SceneInfo, open_scene, read_window
-from resseg_ray.geo.storage import StorageSettings, atomic_output, download, is_s3
+from resseg_ray.geo.storage import StorageSettings, atomic_output, download, gdal_env, gdal_path, is_s3
 
 GROUND, BUILDING, IGNORE = 0, 1, 255
 """Label raster values: ground, building, and pixels that count for nothing (no data, outside
@@ -83,12 +84,37 @@ def read_footprints(uri: str, settings: StorageSettings) -> Footprints:
         else:
             raise InputDataError(f"footprints {uri} have no CRS; add a .prj / define the layer's CRS")
     shapes = shapely.from_wkb([g for g in geoms if g is not None])
+    _check_coordinates(uri, CRS.from_user_input(crs), shapes)
     polys = [
         shapely.geometry.mapping(s)
         for s in shapes
         if s is not None and not s.is_empty and s.geom_type in ("Polygon", "MultiPolygon")
     ]
     return Footprints(uri=uri, crs=CRS.from_user_input(crs).to_wkt(), geometries=polys)
+
+
+def _check_coordinates(uri: str, crs: CRS, shapes: np.ndarray) -> None:
+    """Coordinates that cannot be right: not finite, or beyond longitude/latitude in a geographic
+    CRS (typically projected metres in a file that says, or defaults to, EPSG:4326)."""
+    import shapely
+
+    shapes = shapes[~shapely.is_empty(shapes)] if len(shapes) else shapes
+    if not len(shapes):
+        return
+    bounds = shapely.bounds(shapes)
+    if not np.isfinite(bounds).all():
+        raise InputDataError(
+            f"footprints {uri}: some coordinates are NaN or infinite; fix or drop those features"
+        )
+    if crs.is_geographic:
+        bad = (bounds[:, 0] < -180) | (bounds[:, 2] > 180) | (bounds[:, 1] < -90) | (bounds[:, 3] > 90)
+        if bad.any():
+            x, y = bounds[int(np.flatnonzero(bad)[0]), :2]
+            raise InputDataError(
+                f"footprints {uri}: {int(bad.sum())} features have coordinates beyond longitude/latitude "
+                f"(e.g. {x:.6g}, {y:.6g}) although the file's CRS is {crs.to_string()}; they look projected: "
+                "write the file with its real CRS"
+            )
 
 
 def rasterize_footprints(info: SceneInfo, footprints: Footprints) -> tuple[np.ndarray, int]:
@@ -216,4 +242,15 @@ def check_label_raster(scene: SceneInfo, label_uri: str, settings: StorageSettin
         )
     if labels.dtype != "uint8":
         raise InputDataError(f"label raster {label_uri} has dtype {labels.dtype}; expected uint8 0/1/255")
+    with gdal_env(settings), rasterio.open(gdal_path(label_uri)) as ds:
+        seen: set[int] = set()
+        for r in range(0, ds.height, 1024):
+            window = rasterio.windows.Window(0, r, ds.width, min(1024, ds.height - r))
+            seen |= {int(v) for v in np.unique(ds.read(1, window=window))}
+    odd = sorted(seen - {GROUND, BUILDING, IGNORE})
+    if odd:
+        raise InputDataError(
+            f"label raster {label_uri} holds values {odd[:5]}; labels must be {GROUND} (ground), "
+            f"{BUILDING} (building) or {IGNORE} (ignored). Reclassify it, or give footprints instead"
+        )
     return labels

@@ -88,7 +88,7 @@ def _open(uri: str, settings: StorageSettings) -> rasterio.io.DatasetReader:
             return ds
     try:
         with gdal_env(settings):
-            ds = rasterio.open(gdal_path(uri))
+            ds = rasterio.open(gdal_path(uri), driver=settings.driver)
     except RasterioIOError as exc:
         raise InputDataError(_explain_open_error(uri, exc)) from None
     with _cache_lock:
@@ -156,9 +156,19 @@ def open_scene(
     if not selected:
         raise InputDataError(f"{uri} has no data bands (only an alpha band)")
     if expected_bands is not None and len(selected) != expected_bands:
+        if bands is None and alpha is not None and len(selected) + 1 == expected_bands:
+            every = list(range(1, ds.count + 1))
+            raise InputDataError(
+                f"{uri} has {ds.count} bands but band {alpha} is tagged as alpha (transparency), which "
+                f"GDAL does by default for {ds.count}-band {dtype} GeoTIFFs, so {len(selected)} are used and "
+                f"{expected_bands} expected. If band {alpha} holds data (e.g. NIR), use it: --bands "
+                f"{' '.join(map(str, every))} (data.bands={every} when preparing data)"
+            )
+        order = " ".join(map(str, range(1, expected_bands + 1)))
         raise InputDataError(
             f"{uri} provides {len(selected)} bands {list(selected)} but {expected_bands} are expected; "
-            "pick them in model order with data.bands=[...]"
+            f"pick {expected_bands} of them in the model's band order, e.g. --bands {order} "
+            f"(data.bands=[{order.replace(' ', ', ')}] when preparing data)"
         )
     if band_names is not None:
         names = tuple(band_names)

@@ -10,6 +10,7 @@ exactly (counts, means and variances combined).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import dask
@@ -51,6 +52,44 @@ class Statistics:
             pooled=BandStats(**d["pooled"]),
             scenes={k: BandStats(**v) for k, v in d["scenes"].items()},
         )
+
+
+Norm = tuple[np.ndarray, np.ndarray]
+"""Mean and 1/std ``(D, 1, 1)`` float32 applied to a scene's pixels (see :func:`normalize`)."""
+
+
+def norm_arrays(mean: Sequence[float], std: Sequence[float]) -> Norm:
+    """The :data:`Norm` of per-band means and standard deviations."""
+    return (
+        np.asarray(mean, np.float32)[:, None, None],
+        1.0 / np.asarray(std, np.float32)[:, None, None],
+    )
+
+
+def normalize(pixels: np.ndarray, valid: np.ndarray, norm: Norm) -> np.ndarray:
+    """The network input of raw pixels ``(..., D, H, W)``: ``(x - mean) / std`` in float32 with
+    the pixels that are not ``valid`` (``(..., H, W)``) set to 0, i.e. to the mean.
+
+    The one normalisation of the project: training samples, scene windows, BatchNorm
+    re-estimation and the MLflow model all go through it. Values beyond float32's range become
+    infinite here; callers check the result (:class:`~resseg_ray.inference.predictor.ScenePredictor`
+    refuses non-finite input)."""
+    mean, inv_std = norm
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = pixels.astype(np.float32)
+        x -= mean
+        x *= inv_std
+    np.copyto(x, np.float32(0.0), where=~np.expand_dims(valid, -3))
+    return x
+
+
+def valid_stats(pixels: np.ndarray, valid: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-band mean and population std of ``pixels`` ``(D, H, W)`` over the ``valid`` pixels,
+    computed as :func:`compute_statistics` computes them for a scene."""
+    x = pixels.astype(np.float64)[:, valid]
+    if x.shape[1] == 0:
+        raise InputDataError("no valid pixels to compute statistics over")
+    return x.mean(1).tolist(), x.std(1).tolist()
 
 
 def _read_float(info: SceneInfo, settings: StorageSettings, c: int, r: int, w: int, h: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ from rasterio.session import DummySession
 from resseg_ray.config import StorageConfig
 from resseg_ray.errors import ConfigError, InputDataError
 
+UNTRUSTED_DRIVER = "GTiff"
+"""The GDAL driver of rasters a client names: GeoTIFF (COGs are GeoTIFFs). A GeoTIFF names no
+other file or URL; VRT, GDAL's WMS/WCS, netCDF, HDF and others can."""
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
 
@@ -36,6 +39,10 @@ class StorageSettings:
     endpoint_url: str | None = None
     region: str | None = None
     anonymous: bool = False
+    untrusted: bool = False
+    """The rasters named come from a client (Serve): open them as GeoTIFF/COG only
+    (:data:`UNTRUSTED_DRIVER`; a VRT or another format could name a file on the server's
+    disk or a URL), without sidecar files (``.aux.xml``, ``.ovr``)."""
 
     @classmethod
     def resolve(cls, cfg: StorageConfig | None = None) -> StorageSettings:
@@ -69,7 +76,16 @@ class StorageSettings:
             opts["AWS_REGION"] = self.region
         if self.anonymous:
             opts["AWS_NO_SIGN_REQUEST"] = "YES"
+        if self.untrusted:
+            opts["GDAL_PAM_ENABLED"] = "NO"  # no .aux.xml read (nor written) beside the file
+            opts["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"  # no sidecar .ovr/.msk looked up
+            opts["GDAL_HTTP_MAX_RETRY"] = "0"
         return opts
+
+    @property
+    def driver(self) -> str | None:
+        """The one GDAL driver rasters may be opened with (None: any)."""
+        return UNTRUSTED_DRIVER if self.untrusted else None
 
     def fsspec_options(self) -> dict[str, Any]:
         """Keyword arguments of ``s3fs.S3FileSystem`` for these settings."""
@@ -180,6 +196,47 @@ def exists(uri: str, settings: StorageSettings) -> bool:
         raise InputDataError(explain_s3_error(uri, exc)) from None
 
 
+def check_writable(uri: str, settings: StorageSettings, what: str = "the output folder") -> None:
+    """Before any work: a folder (or s3:// prefix) that can be created or written to. A path that
+    is a file, under a file, or in a folder this process may not write, and a missing or
+    unreachable bucket, are a :class:`ConfigError` naming ``what`` (e.g. ``--out``)."""
+    if is_s3(uri):
+        bucket = uri[len("s3://") :].split("/", 1)[0]
+        try:
+            ok = bool(filesystem(uri, settings).exists(bucket))
+        except Exception as exc:
+            raise ConfigError(f"{what} {uri}: {explain_s3_error(uri, exc)}") from None
+        if not ok:
+            raise ConfigError(f"{what} {uri}: the bucket {bucket!r} does not exist (or is not visible)")
+        return
+    path = Path(local_path(uri)).absolute()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {uri} is a file, not a folder; give a folder for the outputs")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {uri} cannot be created: {existing} is a file")
+    try:  # a probe file: permissions, read-only file systems, quotas (root passes os.access)
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".resseg-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{what} {uri} cannot be written: {existing}: {exc.strerror}") from None
+
+
+def check_output_file(uri: str, settings: StorageSettings, what: str, inputs: Sequence[str] = ()) -> None:
+    """Before any work: ``uri`` may be written as a file: not one of the ``inputs`` (a job must
+    never overwrite what it reads), not a folder, in a folder that can be written."""
+    if normalize_uri(uri) in {normalize_uri(i) for i in inputs}:
+        raise ConfigError(
+            f"{what} {uri} is also an input of this job; writing it would destroy it: choose another file"
+        )
+    if not is_s3(uri) and Path(local_path(uri)).is_dir():
+        raise ConfigError(f"{what} {uri} is a folder; give a file name")
+    parent = uri.rsplit("/", 1)[0] if is_s3(uri) else str(Path(local_path(uri)).absolute().parent)
+    check_writable(parent, settings, what)
+
+
 def read_bytes(uri: str, settings: StorageSettings) -> bytes:
     """The whole content of a (small) file."""
     try:
@@ -286,6 +343,8 @@ def atomic_output(uri: str, settings: StorageSettings, suffix: str | None = None
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+        with open(tmp, "rb+") as f:  # on disk before the rename publishes it (power loss)
+            os.fsync(f.fileno())
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -297,6 +356,20 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def remove_file(uri: str, settings: StorageSettings) -> None:
+    """Delete one file or object (nothing when absent)."""
+    if is_s3(uri):
+        fs = filesystem(uri, settings)
+        try:
+            if fs.exists(uri):
+                fs.rm_file(uri)
+        except Exception as exc:
+            raise InputDataError(explain_s3_error(uri, exc)) from None
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(local_path(uri))
 
 
 def remove_tree(uri: str, settings: StorageSettings, drop_empty_parent: bool = False) -> None:

@@ -7,18 +7,20 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from resseg_ray.config import PredictSection, to_dict
+from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import failure_message
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings, exists, gdal_env, remove_tree
 from resseg_ray.inference.outputs import (
     OutputOptions,
     SceneWriter,
+    output_options,
     output_uris,
     outputs_complete,
     part_uris,
@@ -32,7 +34,7 @@ from resseg_ray.inference.predictor import (
     scene_norm,
     window_row_count,
 )
-from resseg_ray.models.bundle import BundleInfo, read_bundle_info
+from resseg_ray.models.bundle import BundleInfo, bundle_info_from_bytes
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ def predict_scene(
     report_errors: bool = False,
 ) -> SceneReport:
     """Segment one scene and publish its outputs under ``out_dir`` (skipped when complete).
+    ``options`` and ``bands`` default to what the predictor's options ask for.
 
     With ``report_errors`` any failure (unreadable scene, wrong bands, a full disk) is returned
     as the report's ``error`` (:func:`~resseg_ray.errors.failure_message`) instead of raised,
@@ -75,7 +78,8 @@ def predict_scene(
             return predict_scene(predictor, scene_uri, out_dir, settings, options, overwrite, progress, bands)
         except Exception as exc:
             return failed(scene_uri, exc)
-    options = options or OutputOptions()
+    options = options or output_options(predictor.options)
+    bands = bands if bands is not None else predictor.options.bands
     uris = output_uris(out_dir, scene_uri, options)
     if not overwrite and outputs_complete(out_dir, scene_uri, options, settings):
         return SceneReport(scene_uri, uris, skipped=True)
@@ -190,12 +194,10 @@ class ScenePlan:
 def plan_scene(
     uri: str,
     info: BundleInfo,
-    predictor_kwargs: dict,
+    predict: PredictSection,
     out_dir: str,
     settings: StorageSettings,
-    options: OutputOptions,
     overwrite: bool,
-    bands: Sequence[int] | None,
     split_mpx: float,
     min_parts: int,
     key: str,
@@ -204,22 +206,20 @@ def plan_scene(
     about ``megapixels / split_mpx`` parts (at least ``min_parts``; each part at least two
     window rows) when ``split_mpx`` > 0, with the scene's normalisation computed once here
     for all its parts; otherwise whole. A scene that cannot be opened gets its error."""
+    options = output_options(predict)
     if not overwrite and outputs_complete(out_dir, uri, options, settings):
         return ScenePlan(uri, skipped=True)
     try:
-        scene = open_scene(uri, settings, bands=bands, expected_bands=info.in_bands)
+        scene = open_scene(uri, settings, bands=predict.bands, expected_bands=info.in_bands)
         plan = ScenePlan(uri, megapixels=scene.width * scene.height / 1e6)
         if split_mpx <= 0:
             return plan
-        window, overlap = predictor_kwargs.get("window", 512), predictor_kwargs.get("overlap", 112)
         count = max(math.ceil(plan.megapixels / split_mpx), min_parts)
-        count = min(count, window_row_count(scene.height, window, overlap) // 2)
+        count = min(count, window_row_count(scene.height, predict.window, predict.overlap) // 2)
         if count < 2:
             return plan
-        plan.parts = row_parts(scene.height, window, overlap, count)
-        normalization = predictor_kwargs.get("normalization") or str(
-            info.extra.get("normalization", "pooled")
-        )
+        plan.parts = row_parts(scene.height, predict.window, predict.overlap, count)
+        normalization = predict.normalization or str(info.extra.get("normalization", "pooled"))
         plan.norm = scene_norm(info, normalization, scene, settings)
         plan.staging = staging_dir(out_dir, uri, f"{key}-{count}")
         return plan
@@ -233,49 +233,41 @@ class _SceneActor:
 
     def __init__(
         self,
-        bundle_ref,
-        predictor_kwargs: dict,
+        bundle_ref: object,
+        predict: PredictSection,
         out_dir: str,
         settings: StorageSettings,
-        options: OutputOptions,
         overwrite: bool,
-        bands: Sequence[int] | None,
         threads: int | None,
-        plans_ref=None,
+        plans_ref: object = None,
     ) -> None:
-        import os
-        import tempfile
-
         import ray
         import torch
 
-        from resseg_ray.device import DevicePolicy
-        from resseg_ray.models.bundle import load_bundle
+        from resseg_ray.models.bundle import load_bundle_bytes
 
         if threads:
             torch.set_num_threads(threads)
         data = ray.get(bundle_ref) if isinstance(bundle_ref, ray.ObjectRef) else bundle_ref
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "model.resseg.safetensors")
-            with open(path, "wb") as f:
-                f.write(data)
-            bundle = load_bundle(path)
-        self.predictor = ScenePredictor(bundle, DevicePolicy.resolve(), **predictor_kwargs)
-        self.args = (out_dir, settings, options, overwrite)
-        self.bands = bands
-        self.plans: dict[str, ScenePlan] = ray.get(plans_ref) if plans_ref is not None else {}
+        assert isinstance(data, bytes)
+        # the actor's own device (its GPU when Ray gave it one), whatever predict.device says
+        self.predictor = ScenePredictor(load_bundle_bytes(data), predict, DevicePolicy.resolve())
+        self.options = output_options(predict)
+        self.args = (out_dir, settings, overwrite)
+        self.plans: dict[str, ScenePlan] = ray.get(plans_ref) if isinstance(plans_ref, ray.ObjectRef) else {}
 
     def _one(self, uri: str, index: int) -> SceneReport:
-        out_dir, settings, options, overwrite = self.args
+        out_dir, settings, overwrite = self.args
+        bands = self.predictor.options.bands
         if index < 0:
             return predict_scene(
                 self.predictor,
                 uri,
                 out_dir,
                 settings,
-                options,
+                self.options,
                 overwrite,
-                bands=self.bands,
+                bands=bands,
                 report_errors=True,
             )
         plan = self.plans[uri]
@@ -288,16 +280,16 @@ class _SceneActor:
                 plan.norm,
                 plan.staging,
                 settings,
-                options,
+                self.options,
                 overwrite,
-                self.bands,
+                bands,
             )
         except Exception as exc:
             return failed(uri, exc)
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         keys = ("uri", "part", "seconds", "megapixels", "skipped", "error", "start", "end")
-        rows: dict[str, list] = {k: [] for k in keys}
+        rows: dict[str, list[Any]] = {k: [] for k in keys}
         for uri, index in zip(batch["uri"], batch["part"], strict=True):
             start = time.time()
             r = self._one(str(uri), int(index))
@@ -314,19 +306,17 @@ class _SceneActor:
 
 def predict_scenes_on_ray(
     bundle_bytes: bytes,
-    predictor_kwargs: dict,
+    predict: PredictSection,
     scene_uris: Sequence[str],
     out_dir: str,
     settings: StorageSettings,
-    options: OutputOptions | None = None,
     overwrite: bool = False,
-    bands: Sequence[int] | None = None,
     actors: int = 1,
     gpus_per_actor: float = 0,
     cpus_per_actor: float = 1,
     split_mpx: float = 64.0,
 ) -> list[SceneReport]:
-    """Segment scenes on a Ray cluster.
+    """Segment scenes on a Ray cluster with the ``predict`` options.
 
     Each scene is planned by a Ray task (:func:`plan_scene`): scenes larger than
     ``split_mpx`` megapixels, and all scenes when there are fewer scenes than actors, are
@@ -338,41 +328,21 @@ def predict_scenes_on_ray(
     """
     import ray
 
-    options = options or OutputOptions()
-    info = _bundle_info(bundle_bytes)
-    key = _fingerprint(bundle_bytes, predictor_kwargs, bands, options)
+    info = bundle_info_from_bytes(bundle_bytes)
+    key = _fingerprint(bundle_bytes, predict)
     min_parts = actors // len(scene_uris) if split_mpx > 0 and 0 < len(scene_uris) < actors else 1
     plan_task = ray.remote(num_cpus=1)(plan_scene)
-    plans: dict[str, ScenePlan] = dict(
-        zip(
-            scene_uris,
-            ray.get(
-                [
-                    plan_task.remote(
-                        u,
-                        info,
-                        predictor_kwargs,
-                        out_dir,
-                        settings,
-                        options,
-                        overwrite,
-                        bands,
-                        split_mpx,
-                        min_parts,
-                        key,
-                    )
-                    for u in scene_uris
-                ]
-            ),
-            strict=True,
-        )
-    )
+    refs = [
+        plan_task.remote(u, info, predict, out_dir, settings, overwrite, split_mpx, min_parts, key)
+        for u in scene_uris
+    ]
+    plans: dict[str, ScenePlan] = dict(zip(scene_uris, ray.get(refs), strict=True))
     units: list[dict[str, object]] = []
     for u, plan in plans.items():
         if plan.error is None and not plan.skipped:
             # part -1: the whole scene
             units.extend({"uri": u, "part": k} for k in (range(len(plan.parts)) if plan.parts else [-1]))
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     if units:
         rows = (
             ray.data.from_items(units, override_num_blocks=len(units))
@@ -386,19 +356,17 @@ def predict_scenes_on_ray(
                 num_cpus=cpus_per_actor,
                 fn_constructor_kwargs={
                     "bundle_ref": ray.put(bundle_bytes),
-                    "predictor_kwargs": predictor_kwargs,
+                    "predict": predict,
                     "out_dir": out_dir,
                     "settings": settings,
-                    "options": options,
                     "overwrite": overwrite,
-                    "bands": list(bands) if bands else None,
                     "threads": max(1, int(cpus_per_actor)),
                     "plans_ref": ray.put({u: p for u, p in plans.items() if p.parts}),
                 },
             )
             .take_all()
         )
-    return _collect(plans, rows, out_dir, settings, options)
+    return _collect(plans, rows, out_dir, settings, output_options(predict))
 
 
 def _collect(
@@ -450,20 +418,8 @@ def _collect(
     return [reports[u] for u in plans]
 
 
-def _bundle_info(bundle_bytes: bytes) -> BundleInfo:
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "model.resseg.safetensors")
-        with open(path, "wb") as f:
-            f.write(bundle_bytes)
-        return read_bundle_info(path)
-
-
-def _fingerprint(
-    bundle_bytes: bytes, predictor_kwargs: dict, bands: Sequence[int] | None, options: OutputOptions
-) -> str:
-    """Short hash of everything that decides a part's rasters."""
+def _fingerprint(bundle_bytes: bytes, predict: PredictSection) -> str:
+    """Short hash of everything that decides a part's rasters: the model and the options."""
     h = hashlib.sha256(bundle_bytes)
-    meta = {"kwargs": predictor_kwargs, "bands": list(bands or []), "prob": options.prob}
-    meta["prob_dtype"] = options.prob_dtype
-    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    h.update(json.dumps(to_dict(predict), sort_keys=True).encode())
     return h.hexdigest()[:12]

@@ -20,6 +20,7 @@ from torch import nn
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.scene import SceneInfo, read_window
+from resseg_ray.geo.stats import Norm, normalize
 from resseg_ray.geo.storage import StorageSettings
 
 M = TypeVar("M", bound=nn.Module)
@@ -110,21 +111,18 @@ def scene_windows(
 def window_batches(
     scene: SceneInfo,
     settings: StorageSettings,
-    norm: tuple[np.ndarray, np.ndarray],
+    norm: Norm,
     origins: list[tuple[int, int]],
     size: int = 256,
     batch_size: int = 8,
 ) -> Iterator[torch.Tensor]:
     """Normalised windows (no-data pixels 0, as the predictor feeds them) in batches."""
-    mean, inv_std = norm
     h, w = min(size, scene.height), min(size, scene.width)
     for b in range(0, len(origins), batch_size):
         tiles = []
         for c, r in origins[b : b + batch_size]:
             pixels, valid = read_window(scene, settings, c, r, w, h)
-            x = (pixels.astype(np.float32) - mean) * inv_std
-            x[:, ~valid] = 0.0
-            tiles.append(x)
+            tiles.append(normalize(pixels, valid, norm))
         yield torch.from_numpy(np.stack(tiles))
 
 
@@ -132,7 +130,7 @@ def adapt_to_scene(
     model: M,
     scene: SceneInfo,
     settings: StorageSettings,
-    norm: tuple[np.ndarray, np.ndarray],
+    norm: Norm,
     policy: DevicePolicy | None = None,
     size: int = 256,
     max_windows: int = 64,

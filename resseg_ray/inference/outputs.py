@@ -15,26 +15,44 @@ one writer then copies the parts into the whole scene's rasters and publishes th
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 import rasterio.shutil
 
-from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray import __version__
+from resseg_ray.config import PROB_DTYPES, PredictSection
+from resseg_ray.errors import ConfigError, InputDataError, ResSegError
 from resseg_ray.geo.scene import SceneInfo
-from resseg_ray.geo.storage import StorageSettings, atomic_output, exists, gdal_env, gdal_path, join_uri
+from resseg_ray.geo.storage import (
+    StorageSettings,
+    atomic_output,
+    check_writable,
+    exists,
+    gdal_env,
+    gdal_path,
+    join_uri,
+    normalize_uri,
+    read_bytes,
+)
 from resseg_ray.inference.predictor import RowPart, Strip
 from resseg_ray.inference.vectorize import PolygonOptions, mask_polygons, write_geojson
 from resseg_ray.scratch import make_scratch_dir
+
+SOURCE_TAG = "RESSEG_RAY_SOURCE"
+"""Provenance of every output: the URI of the scene it was written for (a GeoTIFF tag, a
+GeoJSON member). Only files carrying it count as finished results."""
+VERSION_TAG = "RESSEG_RAY_VERSION"
 
 NODATA = 255
 """No-data value of the uint8 mask and probability rasters."""
 PROB_SCALE = 250
 """uint8 probabilities are ``round(p * 250)``: 0..250, leaving 255 for no data."""
-PROB_DTYPES = ("uint8", "float32")
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,12 @@ class OutputOptions:
             raise ConfigError(f"prob dtype {self.prob_dtype!r} is not one of {', '.join(PROB_DTYPES)}")
         if self.block < 16 or self.block % 16:
             raise ConfigError(f"output block size {self.block} must be a multiple of 16")
+
+
+def output_options(options: PredictSection) -> OutputOptions:
+    """What :class:`~resseg_ray.config.PredictSection` options ask to be written per scene."""
+    polygons = PolygonOptions(options.min_area, options.simplify, options.wgs84) if options.polygons else None
+    return OutputOptions(prob=options.prob, prob_dtype=options.prob_dtype, polygons=polygons)
 
 
 def scene_stem(uri: str) -> str:
@@ -97,9 +121,70 @@ def part_uris(staging: str, part: RowPart, options: OutputOptions) -> dict[str, 
     return uris
 
 
+def output_source(uri: str, settings: StorageSettings) -> str | None:
+    """The scene an output file was written for, read from its provenance (a GeoTIFF tag, a
+    GeoJSON member); None when the file is not one resseg-ray wrote (or cannot be read)."""
+    try:
+        if uri.endswith(".geojson"):
+            doc = json.loads(read_bytes(uri, settings))
+            source = doc.get(SOURCE_TAG) if isinstance(doc, dict) else None
+        else:
+            with gdal_env(settings), rasterio.open(gdal_path(uri), driver="GTiff") as ds:
+                source = ds.tags().get(SOURCE_TAG)
+    except (OSError, ValueError, ResSegError, rasterio.errors.RasterioError):
+        return None
+    return source if isinstance(source, str) else None
+
+
 def outputs_complete(out_dir: str, scene_uri: str, options: OutputOptions, settings: StorageSettings) -> bool:
-    """Whether every output of a scene is already published (a re-run may skip it)."""
-    return all(exists(u, settings) for u in output_uris(out_dir, scene_uri, options).values())
+    """Whether every output of a scene is already published by resseg-ray for this scene (a
+    re-run may skip it); a user's file under an output's name does not count."""
+    return all(
+        exists(u, settings) and _same_scene(output_source(u, settings), scene_uri)
+        for u in output_uris(out_dir, scene_uri, options).values()
+    )
+
+
+def _same_scene(source: str | None, scene_uri: str) -> bool:
+    return source is not None and normalize_uri(source) == normalize_uri(scene_uri)
+
+
+def check_destination(
+    out_dir: str, scene_uris: Sequence[str], options: OutputOptions, settings: StorageSettings
+) -> None:
+    """Before any work: ``out_dir`` can be written, and no output would replace something the
+    user has (an input scene, another scene's output of the same name, a file resseg-ray did
+    not write for that scene), nor land among the scenes (the next run would take it for one)."""
+    check_writable(out_dir, settings, "--out")
+    out = normalize_uri(out_dir).rstrip("/")
+    scenes = {normalize_uri(u) for u in scene_uris}
+    folders = sorted({u.rsplit("/", 1)[0] for u in scenes if u.rsplit("/", 1)[0] == out})
+    if folders:
+        raise ConfigError(
+            f"--out {out_dir} is the folder of the input scenes: the outputs would be taken for scenes "
+            "by the next run; write them to another folder"
+        )
+    by_stem: dict[str, list[str]] = {}
+    for u in scene_uris:
+        by_stem.setdefault(scene_stem(u), []).append(u)
+    same = {stem: uris for stem, uris in by_stem.items() if len(uris) > 1}
+    if same:
+        stem, uris = next(iter(same.items()))
+        raise ConfigError(
+            f"{len(uris)} scenes are named {stem!r} ({', '.join(uris)}): their outputs would replace each "
+            "other in one --out folder; segment each group (e.g. pre- and post-event) into its own --out"
+        )
+    for u in scene_uris:
+        for key, target in output_uris(out_dir, u, options).items():
+            if normalize_uri(target) in scenes:
+                raise ConfigError(
+                    f"the {key} output of {u} would replace the input {target}; choose another --out"
+                )
+            if exists(target, settings) and not _same_scene(output_source(target, settings), u):
+                raise ConfigError(
+                    f"{target} exists and was not written by resseg-ray for {u}: move it away or choose "
+                    "another --out (nothing was written)"
+                )
 
 
 class SceneWriter:
@@ -136,6 +221,9 @@ class SceneWriter:
                 nodata=float("nan") if f32 else NODATA,
                 **profile,
             )
+        for ds in (self._mask, self._prob):
+            if ds is not None:  # provenance: only files the project wrote count as finished
+                ds.update_tags(**{SOURCE_TAG: scene.uri, VERSION_TAG: __version__})
 
     def write(self, strip: Strip) -> None:
         """Write one strip of final rows."""
@@ -200,6 +288,7 @@ class SceneWriter:
         local = self.finish()
         if "buildings" in uris and self.options.polygons is not None:
             collection = mask_polygons(local["mask"], local.get("prob"), self.options.polygons)
+            collection[SOURCE_TAG] = self.scene.uri  # a GeoJSON foreign member (RFC 7946, 6.1)
             with atomic_output(uris["buildings"], settings, suffix=".geojson") as dst:
                 write_geojson(collection, dst)
         for key, resampling in (("prob", "average"), ("mask", "nearest")):

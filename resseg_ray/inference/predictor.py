@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from resseg_ray.config import PredictSection
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.scene import SceneInfo, read_window
-from resseg_ray.geo.stats import compute_statistics
+from resseg_ray.geo.stats import Norm, compute_statistics, norm_arrays, normalize
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.windows import blend_weights, window_starts
 from resseg_ray.models.bundle import BundleInfo, ModelBundle
@@ -45,10 +46,6 @@ def _sample_pixels(scene: SceneInfo, settings: StorageSettings, grid: int = 4, s
             pix, valid = read_window(scene, settings, c, r, min(size, scene.width), min(size, scene.height))
             parts.append(pix[:, valid].astype(np.float64))
     return np.concatenate(parts, axis=1)
-
-
-NORMALIZATIONS = ("pooled", "per_scene")
-"""``pooled``: the bundle's training statistics; ``per_scene``: each scene's own statistics."""
 
 
 @dataclass
@@ -72,10 +69,6 @@ class RowPart:
     stop: int
     row0: int
     row1: int
-
-
-Norm = tuple[np.ndarray, np.ndarray]
-"""Mean and 1/std ``(D, 1, 1)`` float32 applied to a scene's pixels."""
 
 
 def _window_rows(height: int, window: int, overlap: int) -> tuple[int, list[int]]:
@@ -144,10 +137,7 @@ def scene_norm(info: BundleInfo, normalization: str, scene: SceneInfo, settings:
     else:
         warn_if_far(info, scene, settings)
         mean, std = info.norm_mean, info.norm_std
-    return (
-        np.asarray(mean, np.float32)[:, None, None],
-        1.0 / np.asarray(std, np.float32)[:, None, None],
-    )
+    return norm_arrays(mean, std)
 
 
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -155,55 +145,38 @@ Forward = Callable[[np.ndarray], np.ndarray]
 
 
 class ScenePredictor:
-    """A model bundle ready to segment scenes of any size on one device.
+    """A model bundle ready to segment scenes of any size on one device: the one object that
+    :class:`~resseg_ray.config.PredictSection` options (validated when they were made) and a
+    bundle build, used by every stage that segments scenes.
 
     Given a :class:`BundleInfo` and a ``forward`` instead of a bundle, the network runs
     elsewhere (the Serve ingress sends the windows to its model replicas) while windowing,
-    normalisation and blending stay this class's."""
+    normalisation and blending stay this class's. ``policy`` defaults to the options' device."""
 
     def __init__(
         self,
         bundle: ModelBundle | BundleInfo,
+        options: PredictSection | None = None,
         policy: DevicePolicy | None = None,
-        window: int = 512,
-        overlap: int = 112,
-        batch_size: int = 4,
-        blend: str = "flat",
-        normalization: str | None = None,
-        adapt_bn: bool = False,
         forward: Forward | None = None,
     ) -> None:
+        o = self.options = options or PredictSection()
         self.info = bundle if isinstance(bundle, BundleInfo) else bundle.info
-        self.normalization = normalization or str(self.info.extra.get("normalization", "pooled"))
-        self.check_options(window, overlap, batch_size, blend, self.normalization)
-        self.policy = policy or DevicePolicy.resolve()
-        self.window, self.overlap, self.batch_size, self.blend = window, overlap, batch_size, blend
+        self.normalization = o.normalization or str(self.info.extra.get("normalization", "pooled"))
+        self.policy = policy or DevicePolicy.resolve(o.device)
+        self.window, self.overlap, self.batch_size, self.blend = o.window, o.overlap, o.batch_size, o.blend
         self._remote = forward
         if isinstance(bundle, BundleInfo):
-            if forward is None or adapt_bn:
-                raise ConfigError("a predictor without the model's weights needs a forward and no adapt_bn")
+            if forward is None or o.adapt_bn:
+                raise ConfigError(
+                    "predict.adapt_bn needs the model's weights where the scene is read; "
+                    "it is not available here (Serve): turn it off"
+                )
             self.model, self.adapt_bn, self._source = None, False, None
             return
         self.model = self.policy.prepare_for_inference(bundle.model)
-        self.adapt_bn = adapt_bn
-        self._source = bundle.model if adapt_bn else None  # BatchNorms unfolded, to re-estimate
-
-    @staticmethod
-    def check_options(
-        window: int,
-        overlap: int,
-        batch_size: int,
-        blend: str,
-        normalization: str | None,
-        adapt_bn: bool = False,
-    ) -> None:
-        """A clear error for unusable windowing options (cheap: nothing is built)."""
-        if normalization is not None and normalization not in NORMALIZATIONS:
-            raise ConfigError(f"normalization {normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
-        if batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-        blend_weights(1, 1, 0, blend)
-        window_starts(window, window, overlap)
+        self.adapt_bn = o.adapt_bn
+        self._source = bundle.model if o.adapt_bn else None  # BatchNorms unfolded, to re-estimate
 
     def check_bands(self, scene: SceneInfo) -> None:
         """When the scene names its bands and they are the model's bands in another order, say
@@ -255,6 +228,18 @@ class ScenePredictor:
             logits = model(self.policy.prepare_batch(torch.from_numpy(tiles)))
         return torch.softmax(logits.float(), 1).cpu().numpy()
 
+    def _checked_forward(self, model: torch.nn.Module | None, tiles: np.ndarray, where: str) -> np.ndarray:
+        """:meth:`_forward`, refusing output that is not finite: a NaN probability would be
+        published as a confident "ground" (no building) everywhere it occurs."""
+        probs = self._forward(model, tiles)
+        if not np.isfinite(probs).all():
+            raise InputDataError(
+                f"{where}: the network's output is not finite (NaN or infinite); no map is written. "
+                "The model's weights or normalisation are broken (e.g. a diverged training run): "
+                "use another model"
+            )
+        return probs
+
     def strips(
         self,
         scene: SceneInfo,
@@ -281,7 +266,6 @@ class ScenePredictor:
         wsum = np.zeros((wh, w), np.float32)
         top = rows[start]
         norm = norm if norm is not None else self.scene_norm(scene, settings)
-        mean, inv_std = norm
         model = self.model_for(scene, settings, norm)
         for i in range(start, stop):
             r = rows[i]
@@ -293,13 +277,17 @@ class ScenePredictor:
                 wsum[-shift:] = 0
                 top = r
             pixels, valid = read_window(scene, settings, 0, r, w, wh)
-            x = pixels.astype(np.float32)
-            x -= mean
-            x *= inv_std
-            x[:, ~valid] = 0.0
+            x = normalize(pixels, valid, norm)
+            where = f"{scene.uri} (rows {r}-{r + wh})"
+            if not np.isfinite(x).all():
+                raise InputDataError(
+                    f"{where}: pixel values are NaN, infinite or beyond float32's range (±3.4e38) "
+                    "after normalisation; no map is written. Mark such pixels as no data (a nodata "
+                    "value or mask) or rescale the scene"
+                )
             for b in range(0, len(cols), self.batch_size):
                 chunk = cols[b : b + self.batch_size]
-                probs = self._forward(model, np.stack([x[:, :, c0 : c0 + ww] for c0 in chunk]))
+                probs = self._checked_forward(model, np.stack([x[:, :, c0 : c0 + ww] for c0 in chunk]), where)
                 for p, c0 in zip(probs, chunk, strict=True):
                     acc[:, :, c0 : c0 + ww] += p * weights
                     wsum[:, c0 : c0 + ww] += weights

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from resseg_ray.config import BLEND_MODES
 from resseg_ray.errors import ConfigError
-
-BLEND_MODES = ("flat", "linear", "cosine")
 
 
 def window_starts(length: int, size: int, overlap: int) -> list[int]:

@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from resseg_ray.errors import BundleError
+from resseg_ray.geo.storage import StorageSettings, write_bytes
 from resseg_ray.models.base import SegmentationNet
 from resseg_ray.models.registry import build_from_spec
 
@@ -107,6 +107,30 @@ def save_bundle(
     extra: Mapping[str, Any] | None = None,
 ) -> BundleInfo:
     """Write ``model`` and its metadata to ``path`` atomically (temp file + rename)."""
+    data, info = encode_bundle(
+        model,
+        norm_mean=norm_mean,
+        norm_std=norm_std,
+        band_names=band_names,
+        class_names=class_names,
+        tile_size=tile_size,
+        extra=extra,
+    )
+    write_bytes(os.fspath(path), data, StorageSettings())
+    return info
+
+
+def encode_bundle(
+    model: SegmentationNet,
+    *,
+    norm_mean: Sequence[float],
+    norm_std: Sequence[float],
+    band_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    tile_size: int = 256,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[bytes, BundleInfo]:
+    """The bundle file's bytes of ``model`` and its metadata (see :func:`save_bundle`)."""
     if getattr(model, "bn_folded", False):
         raise BundleError("this model has its BatchNorm folded for inference; save the original model")
     spec = model.spec
@@ -146,22 +170,7 @@ def save_bundle(
 
     from safetensors.torch import save
 
-    data = save(tensors, metadata={_META_KEY: meta})
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".bundle", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return info
+    return save(tensors, metadata={_META_KEY: meta}), info
 
 
 def _parse_header(path: str, data: bytes) -> dict[str, Any]:
@@ -209,16 +218,74 @@ def _read(path: str, header_only: bool) -> tuple[bytes, BundleInfo]:
                 data = f.read()
     except FileNotFoundError as exc:
         raise BundleError(f"model bundle {path!r} does not exist") from exc
+    return data, _info(path, data)
+
+
+def _info(path: str, data: bytes) -> BundleInfo:
     raw = _parse_header(path, data)
     try:
-        return data, BundleInfo(**raw)
+        info = BundleInfo(**raw)
     except TypeError as exc:
         raise BundleError(f"model bundle {path!r} has unexpected metadata fields ({exc})") from exc
+    check_info(info, path)
+    return info
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _numbers(v: object) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v
+    )
+
+
+def check_info(info: BundleInfo, path: str = "<bundle>") -> None:
+    """The one schema of a bundle's metadata, checked at every load whatever wrote the file:
+    field types, a known architecture, band/class lists agreeing with the network's band and
+    class counts, finite normalisation with a std > 0."""
+    from resseg_ray.models.registry import list_models
+
+    def bad(what: str) -> BundleError:
+        return BundleError(
+            f"model bundle {path!r}: {what}; the file was not written by resseg-ray or was edited "
+            "(re-export it with jobs/export_model.py or train it again)"
+        )
+
+    m = info.model
+    if not isinstance(m, dict) or not isinstance(m.get("name"), str):
+        raise bad("its metadata has no architecture name (model.name)")
+    if m["name"] not in list_models():
+        raise bad(f"architecture {m['name']!r} is not one of {', '.join(list_models())}")
+    if not _is_int(m.get("in_bands")) or not 1 <= m["in_bands"] <= 256:
+        raise bad(f"model.in_bands {m.get('in_bands')!r} is not a band count from 1 to 256")
+    if not _is_int(m.get("num_classes")) or not 2 <= m["num_classes"] <= 256:
+        raise bad(f"model.num_classes {m.get('num_classes')!r} is not a class count from 2 to 256")
+    n, c = m["in_bands"], m["num_classes"]
+    for name, values, count in (("band_names", info.band_names, n), ("class_names", info.class_names, c)):
+        names_ok = isinstance(values, list) and all(isinstance(v, str) for v in values)
+        if not names_ok or len(values) != count:
+            raise bad(f"{name} {values!r} is not a list of {count} names")
+    for name, numbers in (("norm_mean", info.norm_mean), ("norm_std", info.norm_std)):
+        if not _numbers(numbers) or len(numbers) != n:
+            raise bad(f"{name} {numbers!r} is not a list of {n} finite numbers (one per band)")
+    if any(s <= 0 for s in info.norm_std):
+        raise bad(f"norm_std {info.norm_std} has a value <= 0 (each band's std must be > 0)")
+    if not _is_int(info.tile_size) or info.tile_size < 1:
+        raise bad(f"tile_size {info.tile_size!r} is not a positive integer")
+    if not isinstance(info.extra, dict) or not isinstance(info.package_versions, dict):
+        raise bad("extra and package_versions must be mappings")
 
 
 def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
     """Read only the metadata of a bundle (cheap: the header)."""
     return _read(os.fspath(path), header_only=True)[1]
+
+
+def bundle_info_from_bytes(data: bytes, name: str = "<bundle bytes>") -> BundleInfo:
+    """The metadata of a bundle held in memory (``name`` says where it came from in errors)."""
+    return _info(name, data)
 
 
 def load_bundle(
@@ -234,7 +301,28 @@ def load_bundle(
     class count into a clear :class:`BundleError` instead of a silent mismatch.
     """
     path = os.fspath(path)
-    data, info = _read(path, header_only=False)
+    data, _ = _read(path, header_only=False)
+    return load_bundle_bytes(
+        data,
+        path,
+        expect_architecture=expect_architecture,
+        expect_in_bands=expect_in_bands,
+        expect_num_classes=expect_num_classes,
+    )
+
+
+def load_bundle_bytes(
+    data: bytes,
+    name: str = "<bundle bytes>",
+    *,
+    expect_architecture: str | None = None,
+    expect_in_bands: int | None = None,
+    expect_num_classes: int | None = None,
+) -> ModelBundle:
+    """:func:`load_bundle` of a bundle held in memory (e.g. sent to Ray actors as bytes);
+    ``name`` says where it came from in errors."""
+    path = name
+    info = _info(path, data)
     wanted = {
         "architecture": (expect_architecture, info.architecture),
         "in_bands": (expect_in_bands, info.in_bands),
@@ -265,6 +353,12 @@ def load_bundle(
             f"({info.in_bands} bands) its metadata names: {len(missing)} missing "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
             f"{len(wrong)} of another shape (e.g. {wrong[:3]})"
+        )
+    broken = sorted(k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if broken:
+        raise BundleError(
+            f"model bundle {path!r}: {len(broken)} weight tensors hold NaN or infinite values (e.g. "
+            f"{broken[:3]}): it would map nothing; use a checkpoint from before training diverged"
         )
     model.load_state_dict(tensors)
     model.eval()

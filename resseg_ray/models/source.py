@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 
 from resseg_ray.errors import BundleError
 from resseg_ray.geo.storage import StorageSettings, download, is_s3
@@ -47,3 +48,15 @@ def resolve_bundle(
     if not os.path.isfile(path):
         raise BundleError(f"model bundle {path!r} does not exist; give a bundle path or a models:/ URI")
     return path
+
+
+def fetch_bundle_bytes(uri: str, settings: StorageSettings, tracking_uri: str | None = None) -> bytes:
+    """The bytes of the bundle behind ``uri`` (see :func:`resolve_bundle`), e.g. to load it with
+    :func:`~resseg_ray.models.bundle.load_bundle_bytes` or to send it to Ray workers."""
+    with tempfile.TemporaryDirectory(prefix="resseg-model-") as tmp:
+        path = resolve_bundle(uri, tmp, settings, tracking_uri)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise BundleError(f"cannot read model bundle {path!r}: {exc.strerror}") from None

@@ -15,6 +15,7 @@ schemes or hosts). When the model replicas' queues are full the answer is 503.
 """
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -30,14 +31,12 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from resseg_ray import __version__
-from resseg_ray.config import ServeSection, StorageConfig, from_dict
-from resseg_ray.device import DevicePolicy
+from resseg_ray.config import PredictSection, ServeSection, StorageConfig, from_dict
 from resseg_ray.errors import InputDataError, ResSegError
 from resseg_ray.geo.storage import StorageSettings, gdal_env
 from resseg_ray.inference.batch import predict_scene
-from resseg_ray.inference.outputs import OutputOptions, output_uris
+from resseg_ray.inference.outputs import output_options, output_uris
 from resseg_ray.inference.predictor import ScenePredictor
-from resseg_ray.inference.vectorize import PolygonOptions
 from resseg_ray.models.bundle import BundleInfo
 
 api = FastAPI(
@@ -75,13 +74,25 @@ def check_uri(uri: object, allowed: list[str]) -> str:
     raise HTTPException(403, f"{uri!r} is outside the allowed prefixes: {allowed_text}")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+async def read_body(request: Request, limit: int, idle_s: float = 10.0, total_s: float = 300.0) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes, and with 408
+    when nothing arrives for ``idle_s`` seconds or the whole body takes over ``total_s``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"the body ({int(declared)} bytes) exceeds the limit of {limit} bytes")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_s
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        wait = min(idle_s, deadline - loop.time())
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(wait, 0.0))
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            what = f"nothing for {idle_s:g} s" if wait >= idle_s else f"not all within {total_s:g} s"
+            raise HTTPException(408, f"the request body stalled ({what}); send it again") from None
         size += len(chunk)
         if size > limit:
             raise HTTPException(413, f"the body exceeds the limit of {limit} bytes")
@@ -115,7 +126,7 @@ def check_image(uri: str, info: BundleInfo, max_pixels: int, settings: StorageSe
     from rasterio.errors import RasterioIOError
 
     try:
-        with gdal_env(settings), rasterio.open(uri) as ds:
+        with gdal_env(settings), rasterio.open(uri, driver=settings.driver) as ds:
             width, height, count = ds.width, ds.height, ds.count
     except RasterioIOError as exc:
         if uri.startswith("s3://") and ("No such file" in str(exc) or "does not exist" in str(exc)):
@@ -140,10 +151,17 @@ def check_image(uri: str, info: BundleInfo, max_pixels: int, settings: StorageSe
 class SegmentAPI:
     """Cuts images into windows, sends them to the model deployment, stitches the results."""
 
-    def __init__(self, model: DeploymentHandle, serve_cfg: dict, storage: dict) -> None:
+    def __init__(self, model: DeploymentHandle, serve_cfg: dict, predict_cfg: dict, storage: dict) -> None:
         self.model = model
         self.cfg: ServeSection = from_dict(ServeSection, serve_cfg)
-        self.settings = StorageSettings.resolve(from_dict(StorageConfig, storage))
+        # uploads are not segmented with --adapt-bn (the weights live on the model replicas)
+        self.predict = dataclasses.replace(
+            from_dict(PredictSection, predict_cfg), batch_size=256, device="cpu", adapt_bn=False
+        )
+        # whatever a request names is hostile: GeoTIFF only, no sidecars (see StorageSettings)
+        self.settings = dataclasses.replace(
+            StorageSettings.resolve(from_dict(StorageConfig, storage)), untrusted=True
+        )
         self._info: BundleInfo | None = None
 
     async def _bundle_info(self) -> BundleInfo:
@@ -181,7 +199,11 @@ class SegmentAPI:
                 "created": info.created,
                 "resseg_ray": __version__,
             },
-            "windowing": {"window": self.cfg.window, "overlap": self.cfg.overlap, "blend": self.cfg.blend},
+            "windowing": {
+                "window": self.predict.window,
+                "overlap": self.predict.overlap,
+                "blend": self.predict.blend,
+            },
         }
 
     @api.post("/v1/segment")
@@ -189,7 +211,7 @@ class SegmentAPI:
         """Segment a GeoTIFF (raw body or multipart file) or JSON ``{"uri": "s3://..."}``."""
         start = time.perf_counter()
         limit = int(self.cfg.max_body_mb * 1024 * 1024)
-        body = await read_body(request, limit)
+        body = await read_body(request, limit, self.cfg.body_idle_timeout_s, self.cfg.body_timeout_s)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         info = await self._bundle_info()
         with tempfile.TemporaryDirectory(prefix="resseg-serve-") as tmp:
@@ -229,25 +251,18 @@ class SegmentAPI:
     def _segment(self, uri: str, tmp: str, fmt: str, info: BundleInfo) -> bytes:
         """Run in a worker thread: checks, then the batch path of ``jobs/predict.py``."""
         check_image(uri, info, self.cfg.max_pixels, self.settings)
-        predictor = ScenePredictor(
-            info,
-            DevicePolicy.resolve("cpu"),
-            window=self.cfg.window,
-            overlap=self.cfg.overlap,
-            batch_size=256,  # a whole window row at once: its windows go out concurrently
-            blend=self.cfg.blend,
-            forward=self._forward,
-        )
-        options = OutputOptions(prob=fmt == "prob", polygons=PolygonOptions() if fmt == "geojson" else None)
+        # batch_size 256: a whole window row at once, its windows go out concurrently
+        options = dataclasses.replace(self.predict, prob=fmt == "prob", polygons=fmt == "geojson")
+        predictor = ScenePredictor(info, options, forward=self._forward)
         out = os.path.join(tmp, "out")
         try:
-            predict_scene(predictor, uri, out, self.settings, options, overwrite=True)
+            predict_scene(predictor, uri, out, self.settings, overwrite=True)
         except InputDataError as exc:
             raise HTTPException(422, str(exc)) from None
         except ResSegError as exc:
             raise HTTPException(400, str(exc)) from None
         key = {"mask": "mask", "prob": "prob", "geojson": "buildings"}[fmt]
-        with open(output_uris(out, uri, options)[key], "rb") as f:
+        with open(output_uris(out, uri, output_options(options))[key], "rb") as f:
             return f.read()
 
     def _forward(self, windows: np.ndarray) -> np.ndarray:

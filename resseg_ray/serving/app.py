@@ -66,7 +66,7 @@ def build_app(cfg: Config) -> Application:
         max_ongoing_requests=s.ingress_max_ongoing_requests,
         max_queued_requests=s.ingress_max_queued_requests,
         ray_actor_options={"num_cpus": s.ingress_cpus},
-    ).bind(model, serve_cfg, storage)
+    ).bind(model, serve_cfg, to_dict(cfg.predict), storage)
 
 
 def app_from_environment() -> Application:

@@ -15,8 +15,7 @@ from collections import Counter
 import numpy as np
 from ray import serve
 
-from resseg_ray.config import StorageConfig, from_dict
-from resseg_ray.device import DevicePolicy
+from resseg_ray.config import PredictSection, StorageConfig, from_dict
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import BundleInfo, load_bundle
@@ -42,7 +41,7 @@ class SegmentModel:
         with tempfile.TemporaryDirectory(prefix="resseg-serve-model-") as tmp:
             bundle = load_bundle(resolve_bundle(model_uri, tmp, settings))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.predictor = ScenePredictor(bundle, DevicePolicy.resolve(device))
+        self.predictor = ScenePredictor(bundle, PredictSection(device=device))
         self.model_uri = model_uri
         # @serve.batch wraps the method in an object with these setters (untyped in Ray)
         self.predict.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]

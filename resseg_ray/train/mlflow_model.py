@@ -1,9 +1,12 @@
 """MLflow pyfunc wrapper of a model bundle, logged as "model from code" (nothing pickled).
 
 ``mlflow.pyfunc.load_model(uri).predict(x)`` takes raw pixel values ``float32 (N, D, H, W)``
-in the bundle's band order, normalises them with the bundle's statistics and returns the
-building probability ``float32 (N, H, W)``. Whole scenes go through the windowed predictor
-instead; this wrapper is for quick checks and MLflow tooling.
+in the bundle's band order (NaN where there is no data), normalises them as
+``jobs/predict.py`` does (:func:`~resseg_ray.geo.stats.normalize`: the bundle's statistics,
+or with a ``per_scene`` model each image's own over its valid pixels; no-data pixels 0) and
+returns the building probability ``float32 (N, H, W)`` (NaN where there is no data). An
+image no larger than the predictor's window gives what ``jobs/predict.py`` gives on it as a
+scene; larger scenes go through the windowed predictor.
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ class BundlePyfunc(PythonModel):
         self.info = bundle.info
         self.policy = DevicePolicy.resolve()
         self.model = self.policy.prepare_for_inference(bundle.model)
-        self.mean = np.asarray(self.info.norm_mean, np.float32)[None, :, None, None]
-        self.std = np.asarray(self.info.norm_std, np.float32)[None, :, None, None]
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         """Building probability of each pixel of a batch of raw images."""
@@ -40,15 +41,21 @@ class BundlePyfunc(PythonModel):
                 f"expected float32 images of shape (N, {self.info.in_bands}, H, W) "
                 f"(bands {self.info.band_names}), got {x.shape}"
             )
-        if self.info.extra.get("normalization") == "per_scene":  # each image by its own statistics
-            mean = x.mean(axis=(2, 3), keepdims=True)
-            std = np.maximum(x.std(axis=(2, 3), keepdims=True), 1e-6)
-            x = (x - mean) / std
-        else:
-            x = (x - self.mean) / self.std
+        from resseg_ray.geo.stats import norm_arrays, normalize, valid_stats
+
+        valid: np.ndarray = np.all(np.isfinite(x), axis=1)
+        inputs = []
+        for image, ok in zip(x, valid, strict=True):
+            if self.info.extra.get("normalization") == "per_scene":  # each image by its own statistics
+                norm = norm_arrays(*valid_stats(image, ok))
+            else:
+                norm = norm_arrays(self.info.norm_mean, self.info.norm_std)
+            inputs.append(normalize(image, ok, norm))
         with torch.inference_mode(), self.policy.autocast():
-            logits = self.model(self.policy.prepare_batch(torch.from_numpy(x)))
-        return torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
+            logits = self.model(self.policy.prepare_batch(torch.from_numpy(np.stack(inputs))))
+        prob = torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
+        prob[~valid] = np.nan
+        return prob
 
 
 mlflow.models.set_model(BundlePyfunc())

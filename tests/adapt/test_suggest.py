@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from resseg_ray.adapt.suggest import suggest_regions
-from resseg_ray.device import DevicePolicy
+from resseg_ray.config import PredictSection
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings
@@ -32,7 +32,7 @@ def _scene(tmp_path) -> str:
 
 def test_most_uncertain_regions_first_covering_the_fraction(tmp_path) -> None:
     scene = open_scene(_scene(tmp_path), S)
-    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     fc = suggest_regions(predictor, scene, S, fraction=0.1, region=64)
     props = [f["properties"] for f in fc["features"]]
     assert [p["rank"] for p in props] == [1, 2]

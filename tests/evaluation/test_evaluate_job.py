@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from resseg_ray.config import PredictSection
 from resseg_ray.evaluation.metrics import Confusion
 from resseg_ray.evaluation.scenes import evaluate_mask
 from resseg_ray.geo.storage import StorageSettings
@@ -54,7 +55,6 @@ def test_evaluate_job_bad_pairings(tmp_path) -> None:
 
 
 def test_model_evaluation_equals_scoring_its_predicted_masks(tmp_path) -> None:
-    from resseg_ray.device import DevicePolicy
     from resseg_ray.evaluation.scenes import evaluate_scene
     from resseg_ray.inference.batch import predict_scene
     from resseg_ray.inference.predictor import ScenePredictor
@@ -72,7 +72,7 @@ def test_model_evaluation_equals_scoring_its_predicted_masks(tmp_path) -> None:
     scene = write_tif(tmp_path / "s.tif", np.stack([band, band]), nodata=0)
     lab = write_tif(tmp_path / "s_labels.tif", labels, nodata=255)
     settings = StorageSettings()
-    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     by_model = evaluate_scene(predictor, scene, lab, settings, objects=True)
     mask = predict_scene(predictor, scene, str(tmp_path / "out"), settings).outputs["mask"]
     by_mask = evaluate_mask(mask, lab, settings, objects=True)

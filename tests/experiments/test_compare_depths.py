@@ -26,12 +26,12 @@ def test_compare_logs_table_ii(small_demo, mlflow_server, tmp_path) -> None:
             "train.epochs": 1,
             "mlflow.experiment": "compare-tests",
             "mlflow.registered_model": "null",
+            "predict.window": 64,
+            "predict.overlap": 16,
         },
     )
     cfg = load_config(None, overrides)
-    result = compare_architectures(
-        cfg, ["prop18", "unet19"], prefix="cmp", window=64, overlap=16, log=lambda _: None
-    )
+    result = compare_architectures(cfg, ["prop18", "unet19"], prefix="cmp", log=lambda _: None)
     test_scene = next(s for s in small_demo.scenes if s.role == "test")
     name = scene_name(test_scene.uri)
     lines = result.table.splitlines()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from resseg_ray.config import PredictSection
 from resseg_ray.device import DevicePolicy
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings
@@ -84,8 +85,8 @@ def test_predictor_adapts_to_each_scene(tmp_path) -> None:
     )
     bundle = ModelBundle(model=model, info=info)
     s = StorageSettings()
-    plain = ScenePredictor(bundle, DevicePolicy.resolve("cpu"), window=64, overlap=16)
-    adapted = ScenePredictor(bundle, DevicePolicy.resolve("cpu"), window=64, overlap=16, adapt_bn=True)
+    plain = ScenePredictor(bundle, PredictSection(window=64, overlap=16, device="cpu"))
+    adapted = ScenePredictor(bundle, PredictSection(window=64, overlap=16, adapt_bn=True, device="cpu"))
     scene = open_scene(_scene(tmp_path, gain=3.0), s)
     with pytest.warns(UserWarning, match="far from the model's training statistics"):
         p0 = np.concatenate([x.probs for x in plain.strips(scene, s)], axis=1)

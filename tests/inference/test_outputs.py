@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from resseg_ray.device import DevicePolicy
+from resseg_ray.config import PredictSection
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.batch import predict_scene
-from resseg_ray.inference.outputs import OutputOptions
+from resseg_ray.inference.outputs import OutputOptions, output_options
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions
 from resseg_ray.models import build_model
@@ -38,7 +38,7 @@ def _scene(tmp_path, h=150, w=130, name="s.tif"):
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
 def test_outputs_keep_the_grid_and_nodata(tmp_path, dtype: str) -> None:
     uri, data = _scene(tmp_path)
-    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     options = OutputOptions(prob_dtype=dtype, polygons=PolygonOptions(min_area=0.0))
     report = predict_scene(predictor, uri, str(tmp_path / "out"), LOCAL, options)
     assert not report.skipped and set(report.outputs) == {"mask", "prob", "buildings"}
@@ -141,10 +141,9 @@ def test_scenes_on_a_ray_actor_pool(tmp_path, bundle_path, ray_session) -> None:
     b, _ = _scene(tmp_path, name="b.tif")
     (tmp_path / "broken.tif").write_bytes(b"not a raster")
     out = tmp_path / "out"
-    kwargs = {"window": 64, "overlap": 16}
     reports = predict_scenes_on_ray(
         Path(bundle_path).read_bytes(),
-        kwargs,
+        PredictSection(window=64, overlap=16),
         [a, str(tmp_path / "broken.tif"), b],
         str(out),
         LOCAL,
@@ -174,17 +173,16 @@ def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
 
     uri, _ = _scene(tmp_path, h=700, w=90, name="big.tif")
     data = Path(bundle_path).read_bytes()
-    kwargs = {"window": 64, "overlap": 16, "normalization": "per_scene"}
-    options = OutputOptions(polygons=PolygonOptions(min_area=0.0))
+    predict = PredictSection(window=64, overlap=16, normalization="per_scene", polygons=True, min_area=0.0)
+    options = output_options(predict)
 
     def run(out: str, split_mpx: float, overwrite: bool = False):
         return predict_scenes_on_ray(
             data,
-            kwargs,
+            predict,
             [uri],
             out,
             LOCAL,
-            options,
             overwrite,
             actors=2,
             cpus_per_actor=0.5,
@@ -215,15 +213,13 @@ def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
     plan = plan_scene(
         uri,
         read_bundle_info(bundle_path),
-        kwargs,
+        predict,
         out,
         LOCAL,
-        options,
         False,
-        None,
         0.01,
         1,
-        _fingerprint(data, kwargs, None, options),
+        _fingerprint(data, predict),
     )
     assert len(plan.parts) == 7 and plan.norm is not None
     first = plan.parts[0]
@@ -240,3 +236,34 @@ def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
     assert not (tmp_path / "resumed" / ".resseg-parts").exists()
     again = run(out, split_mpx=0.01)[0]
     assert again.skipped
+
+
+def test_a_split_scene_whose_assembly_fails_is_reported_failed(tmp_path, bundle_path, ray_session) -> None:
+    """All parts staged, then one lost before assembly (a full disk, a deleted file): the scene
+    is reported failed with the reason, never as segmented, and it has no outputs."""
+    from pathlib import Path
+
+    from resseg_ray.inference.batch import _collect, _fingerprint, plan_scene, predict_part
+    from resseg_ray.models.bundle import load_bundle, read_bundle_info
+
+    uri, _ = _scene(tmp_path, h=300, w=90, name="big.tif")
+    data = Path(bundle_path).read_bytes()
+    predict = PredictSection(window=64, overlap=16, device="cpu")
+    options = output_options(predict)
+    out = str(tmp_path / "out")
+    plan = plan_scene(
+        uri, read_bundle_info(bundle_path), predict, out, LOCAL, False, 0.005, 1, _fingerprint(data, predict)
+    )
+    assert len(plan.parts) >= 2 and plan.norm is not None
+    predictor = ScenePredictor(load_bundle(bundle_path), predict)
+    rows = []
+    for k, part in enumerate(plan.parts):
+        r = predict_part(predictor, uri, part, plan.norm, plan.staging, LOCAL, options)
+        rows.append({"uri": uri, "part": k, "seconds": r.seconds, "megapixels": r.megapixels,
+                     "skipped": False, "error": "", "start": 0.0, "end": 1.0})  # fmt: skip
+    staged = sorted(Path(plan.staging).glob("*_mask.tif"))
+    staged[1].unlink()
+    (report,) = _collect({uri: plan}, rows, out, LOCAL, options)
+    assert report.error is not None and staged[1].name in report.error, report
+    assert report.outputs == {}
+    assert not (tmp_path / "out" / "big_mask.tif").exists()

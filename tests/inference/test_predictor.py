@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from resseg_ray.device import DevicePolicy
+from resseg_ray.config import PredictSection
 from resseg_ray.evaluation.metrics import Confusion
 from resseg_ray.evaluation.scenes import evaluate_scene
 from resseg_ray.geo.scene import open_scene
@@ -58,7 +58,7 @@ def test_stitching_reproduces_the_band(
     data = rng.integers(0, 200, size=(2, h, w)).astype(np.uint16)
     uri = write_tif(tmp_path / "s.tif", data)
     predictor = ScenePredictor(
-        _bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=20, batch_size=3, blend=mode
+        _bundle(), PredictSection(window=64, overlap=20, batch_size=3, blend=mode, device="cpu")
     )
     scene = open_scene(uri, StorageSettings())
     strips = list(predictor.strips(scene, StorageSettings()))
@@ -83,7 +83,7 @@ def test_evaluate_scene_matches_numpy(tmp_path) -> None:
     labels = rng.choice([0, 1, 255], size=(1, 150, 140), p=[0.5, 0.4, 0.1]).astype(np.uint8)
     uri = write_tif(tmp_path / "s.tif", data)
     lab = write_tif(tmp_path / "s_labels.tif", labels, nodata=255)
-    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     score = evaluate_scene(predictor, uri, lab, StorageSettings())
     pred = (_expected(data[0]) > 0.5).astype(np.uint8)
     assert np.array_equal(score.confusion.counts, Confusion.of(pred, labels[0]).counts)
@@ -97,7 +97,7 @@ def test_per_scene_normalisation_removes_sensor_gain_and_offset(tmp_path) -> Non
     b = write_tif(tmp_path / "b.tif", base * 7.5 + 300)  # another sensor: gain and offset
     bundle = _bundle()
     bundle.info.extra["normalization"] = "per_scene"
-    predictor = ScenePredictor(bundle, DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    predictor = ScenePredictor(bundle, PredictSection(window=64, overlap=16, device="cpu"))
     assert predictor.normalization == "per_scene"
     s = StorageSettings()
     pa = np.concatenate([x.probs[1] for x in predictor.strips(open_scene(a, s), s)])
@@ -106,7 +106,7 @@ def test_per_scene_normalisation_removes_sensor_gain_and_offset(tmp_path) -> Non
     z = (base[0] - base[0].mean()) / base[0].std()
     np.testing.assert_allclose(pa, 1 / (1 + np.exp(-z)), atol=1e-4)
     pooled = ScenePredictor(
-        bundle, DevicePolicy.resolve("cpu"), window=64, overlap=16, normalization="pooled"
+        bundle, PredictSection(window=64, overlap=16, normalization="pooled", device="cpu")
     )
     with pytest.warns(UserWarning, match="far from the model's training statistics"):
         pc = np.concatenate([x.probs[1] for x in pooled.strips(open_scene(b, s), s)])
@@ -119,7 +119,7 @@ def test_band_order_is_checked_and_mappable(tmp_path) -> None:
 
     data = np.random.default_rng(0).integers(50, 150, size=(2, 40, 40)).astype(np.uint16)
     uri = write_tif(tmp_path / "swapped.tif", data, descriptions=["b", "a"])
-    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     s = StorageSettings()
     with pytest.raises(InputDataError, match=r"expects \['a', 'b'\]; map them with --bands 2 1"):
         list(predictor.strips(open_scene(uri, s), s))
@@ -130,7 +130,7 @@ def test_band_order_is_checked_and_mappable(tmp_path) -> None:
 def test_scene_far_from_training_statistics_warns(tmp_path) -> None:
     data = np.random.default_rng(0).integers(5000, 9000, size=(2, 60, 60)).astype(np.uint16)
     uri = write_tif(tmp_path / "other_sensor.tif", data)
-    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=16)
+    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     s = StorageSettings()
     with pytest.warns(UserWarning, match=r"band\(s\) \['a', 'b'\] are far from.*--normalization per_scene"):
         list(predictor.strips(open_scene(uri, s), s))
@@ -143,7 +143,7 @@ def test_parts_of_a_scene_give_exactly_the_whole_scene_rows(tmp_path, mode: str,
     data = rng.integers(0, 200, size=(2, h, 50)).astype(np.uint16)
     uri = write_tif(tmp_path / "s.tif", data)
     s = StorageSettings()
-    predictor = ScenePredictor(_bundle(), DevicePolicy.resolve("cpu"), window=64, overlap=40, blend=mode)
+    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=40, blend=mode, device="cpu"))
     scene = open_scene(uri, s)
     whole = np.concatenate([x.probs for x in predictor.strips(scene, s)], axis=1)
     parts = predictor.row_parts(h, count)

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from resseg_ray.config import load_config
-from resseg_ray.device import DevicePolicy
+from resseg_ray.config import PredictSection, load_config
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import OutputOptions
@@ -23,7 +22,7 @@ from resseg_ray.models.bundle import load_bundle, save_bundle
 from tests.conftest import _free_port, poll, randomize_batchnorm
 from tests.rasters import write_tif
 
-WINDOW, OVERLAP = ["serve.window=128", "serve.overlap=32"], (128, 32)
+WINDOW, OVERLAP = ["predict.window=128", "predict.overlap=32"], (128, 32)
 APP = "resseg-test"
 
 
@@ -71,6 +70,7 @@ def service(bundle, ray_session, s3_settings):
             "serve.ingress_max_queued_requests=2",
             "serve.max_body_mb=2",
             "serve.max_pixels=1000000",
+            "serve.body_idle_timeout_s=1",
             "serve.allowed_prefixes=[s3://serve-allowed/post/]",
             f"storage.endpoint_url={s3_settings.endpoint_url}",
         ],
@@ -86,7 +86,7 @@ def service(bundle, ray_session, s3_settings):
 def _expected(bundle: str, image: str, fmt: str) -> np.ndarray | dict:
     """What the batch path (jobs/predict.py's predict_scene) gives on the same file."""
     predictor = ScenePredictor(
-        load_bundle(bundle), DevicePolicy.resolve("cpu"), window=OVERLAP[0], overlap=OVERLAP[1]
+        load_bundle(bundle), PredictSection(window=OVERLAP[0], overlap=OVERLAP[1], device="cpu")
     )
     out = image + ".expected"
     options = OutputOptions(prob=fmt == "prob", polygons=PolygonOptions() if fmt == "geojson" else None)
@@ -202,6 +202,93 @@ def test_bad_requests_get_clear_errors(service, tmp_path) -> None:
     assert post(json={"url": "s3://serve-allowed/post/x.tif"}).status_code == 400
     assert post(params={"format": "jpeg"}, content=b"x").status_code == 422
     assert post(content=b"").status_code == 400
+
+
+def _vrt(source: str, size: int = 64) -> bytes:
+    """A VRT of 4 bands, each band 1 of ``source`` (a path or a /vsicurl/ URL)."""
+    bands = "".join(
+        f'<VRTRasterBand dataType="UInt16" band="{b}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>1</SourceBand>'
+        f'<SrcRect xOff="0" yOff="0" xSize="{size}" ySize="{size}"/>'
+        f'<DstRect xOff="0" yOff="0" xSize="{size}" ySize="{size}"/></SimpleSource></VRTRasterBand>'
+        for b in range(1, 5)
+    )
+    return f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}">{bands}</VRTDataset>'.encode()
+
+
+def test_an_uploaded_vrt_cannot_read_the_servers_disk(service, tmp_path) -> None:
+    secret = _image(tmp_path / "secret.tif", h=64, w=64)  # a raster on the server's disk
+    body = _vrt(secret)
+    with rasterio.MemoryFile(body, ext=".vrt") as m, m.open() as ds:
+        assert ds.read(1).any()  # the attack works without the allow-list
+    r = httpx.post(service + "/v1/segment", content=body, timeout=60)
+    assert r.status_code == 415 and "not a readable raster" in r.json()["detail"]
+
+
+def test_an_uploaded_vrt_cannot_make_the_server_call_other_hosts(service, tmp_path) -> None:
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"/vsicurl/http://127.0.0.1:{server.server_address[1]}/internal/metadata.tif"
+        r = httpx.post(service + "/v1/segment", content=_vrt(url), timeout=60)
+        assert r.status_code == 415
+        assert hits == []  # no request left the server
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("driver", ["PNG", "AAIGrid", "HFA"])
+def test_other_gdal_formats_are_refused(service, tmp_path, driver: str) -> None:
+    data = np.random.default_rng(0).integers(1, 200, size=(1, 64, 64)).astype(np.uint8)
+    path = tmp_path / f"image.{driver.lower()}"
+    with rasterio.open(path, "w", driver=driver, width=64, height=64, count=1, dtype="uint8") as dst:
+        dst.write(data)
+    r = httpx.post(service + "/v1/segment", content=path.read_bytes(), timeout=60)
+    assert r.status_code == 415 and "GeoTIFF" in r.json()["detail"]
+
+
+def test_stalled_uploads_are_dropped_and_others_served(service, tmp_path) -> None:
+    import socket
+    import time
+
+    host, port = service.removeprefix("http://").split(":")
+    stalled = []
+    for _ in range(4):  # more than the ingress's 2 ongoing + 2 queued slots
+        s = socket.create_connection((host, int(port)), timeout=30)
+        s.sendall(
+            b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: image/tiff\r\n"
+            b"Content-Length: 100000\r\n\r\n" + b"II*\0" + b"\0" * 60
+        )
+        stalled.append(s)
+    start = time.monotonic()
+    body = open(_image(tmp_path / "ok.tif", h=64, w=64), "rb").read()
+    ok = poll(
+        lambda: httpx.post(service + "/v1/segment", content=body, timeout=30).status_code == 200,
+        timeout=60,
+        what="a normal request served beside stalled uploads",
+    )
+    assert ok
+    for s in stalled:  # each stalled client got its 408 (serve.body_idle_timeout_s=1)
+        answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        s.close()
+    assert time.monotonic() - start < 60
 
 
 def test_windows_of_concurrent_requests_share_batches(service, tmp_path) -> None:

@@ -77,6 +77,26 @@ def test_ddp_run_logs_params_metrics_artifacts_and_registers(
     model = mlflow.pyfunc.load_model("models:/test-buildings@best")
     prob = model.predict(np.full((1, 4, 40, 50), 300, np.float32))
     assert prob.shape == (1, 40, 50) and 0 <= prob.min() and prob.max() <= 1
+    # the registry's model predicts what jobs/predict.py predicts on the same window
+    from resseg_ray.config import PredictSection
+    from resseg_ray.inference.batch import predict_scene
+    from resseg_ray.inference.predictor import ScenePredictor
+    from tests.rasters import write_tif
+
+    pixels = np.random.default_rng(5).uniform(100, 2000, (4, 40, 50)).astype(np.float32)
+    pixels[:, :3, :4] = 0  # no data
+    scene = write_tif(tmp_path / "window.tif", pixels, nodata=0)
+    options = PredictSection(prob_dtype="float32", device="cpu")
+    out = predict_scene(ScenePredictor(bundle, options), scene, str(tmp_path / "out"), StorageSettings())
+    import rasterio
+
+    with rasterio.open(out.outputs["prob"]) as src:
+        expected = src.read(1)
+    raw = pixels.copy()
+    raw[:, :3, :4] = np.nan
+    got = model.predict(raw[None])[0]
+    assert np.isnan(got[:3, :4]).all() and np.isnan(expected[:3, :4]).all()
+    assert np.nanmax(np.abs(got - expected)) < 1e-5
 
 
 def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server) -> None:

@@ -1,0 +1,402 @@
+"""Bad input at every edge: each family gets a one-line ``error:`` naming the file or field and
+what to do, exit status 2, no traceback, and nothing written under a final name.
+
+The jobs run in this process (``runpy``, as ``python jobs/<x>.py`` would), so that the many
+generated cases stay fast; each case checks the message, the exit code and the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from resseg_ray.models import build_model
+from resseg_ray.models.bundle import save_bundle
+from tests.conftest import randomize_batchnorm
+from tests.rasters import write_tif
+
+ROOT = Path(__file__).resolve().parents[1]
+BANDS = ["blue", "green", "red", "nir"]
+CASES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def run(script: str, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``jobs/<script>`` in this process; its exit status and its stderr."""
+    argv = sys.argv
+    sys.argv = [str(ROOT / "jobs" / script), *args]
+    code = 0
+    try:
+        runpy.run_path(str(ROOT / "jobs" / script), run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    return code, capsys.readouterr().err
+
+
+def assert_refused(code: int, err: str, *names: str) -> str:
+    """Exit 2 and exactly one ``error:`` line (warnings aside) naming each of ``names``."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("bad") / "m.resseg.safetensors"
+    torch.manual_seed(0)
+    model = randomize_batchnorm(build_model("prop18", in_bands=4))
+    save_bundle(path, model, norm_mean=[1000.0] * 4, norm_std=[300.0] * 4, band_names=BANDS)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> str:
+    data = np.random.default_rng(0).integers(1, 2000, size=(4, 64, 64)).astype(np.uint16)
+    return write_tif(tmp_path_factory.mktemp("scenes") / "s.tif", data, nodata=0, descriptions=BANDS)
+
+
+def _outputs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers: NaN, infinite, zero or negative where meaningless, in flags and in the config alike
+# ---------------------------------------------------------------------------------------------
+
+BAD_FLAGS = st.one_of(
+    st.tuples(st.sampled_from(["--window", "--batch-size"]), st.sampled_from(["0", "-1", "-512", "99999"])),
+    st.tuples(st.just("--overlap"), st.sampled_from(["-1", "512", "4000"])),
+    st.tuples(
+        st.sampled_from(["--min-area", "--simplify"]), st.sampled_from(["nan", "inf", "-inf", "-1", "-0.5"])
+    ),
+    st.tuples(st.just("--cpus-per-actor"), st.sampled_from(["nan", "inf", "0", "-1"])),
+    st.tuples(st.sampled_from(["--split-mpx", "--gpus-per-actor"]), st.sampled_from(["nan", "inf", "-1"])),
+)
+
+
+@CASES
+@given(case=BAD_FLAGS)
+def test_bad_numbers_in_flags(case, bundle, scene, tmp_path, capsys) -> None:
+    flag, value = case
+    out = tmp_path / f"out{abs(hash(case))}"
+    extra = ["--polygons"] if flag in ("--min-area", "--simplify") else []
+    code, err = run(
+        "predict.py", "--model", bundle, "--scenes", scene, "--out", str(out), *extra, f"{flag}={value}",
+        capsys=capsys,
+    )  # fmt: skip
+    assert_refused(code, err, flag)
+    assert not out.exists()
+
+
+BAD_FIELDS = st.sampled_from(
+    [
+        ("predict.window", "0"),
+        ("predict.overlap", "-3"),
+        ("predict.batch_size", "0"),
+        ("predict.min_area", ".nan"),
+        ("predict.simplify", ".inf"),
+        ("predict.blend", "smooth"),
+        ("predict.bands", "[0, 1]"),
+        ("predict.device", "tpu"),
+        ("data.tile_size", "0"),
+        ("data.val_fraction", ".nan"),
+        ("train.lr", ".nan"),
+        ("train.weight_decay", ".inf"),
+        ("train.momentum", "-.inf"),
+        ("scaling.cpus_per_worker", "0"),
+        ("serve.max_body_mb", ".nan"),
+        ("serve.body_idle_timeout_s", "0"),
+    ]
+)
+
+
+@CASES
+@given(case=BAD_FIELDS)
+def test_bad_numbers_in_the_config(case, bundle, scene, tmp_path, capsys) -> None:
+    field, value = case
+    out = tmp_path / "out"
+    code, err = run(
+        "predict.py", "--model", bundle, "--scenes", scene, "--out", str(out), "--set", f"{field}={value}",
+        capsys=capsys,
+    )  # fmt: skip
+    assert_refused(code, err, field)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "content", [b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)), b"a: [1, 2\n", b"just text"]
+)
+def test_configs_that_are_not_yaml_mappings(content: bytes, bundle, scene, tmp_path, capsys) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_bytes(content)
+    out = tmp_path / "out"
+    args = ("--model", bundle, "--scenes", scene, "--out", str(out), "--config", str(cfg))
+    assert_refused(*run("predict.py", *args, capsys=capsys), str(cfg))
+    assert not out.exists()
+    args = ("--model", bundle, "--scenes", scene, "--out", str(out), "--config", str(tmp_path))
+    assert_refused(*run("predict.py", *args, capsys=capsys), "folder")
+
+
+# ---------------------------------------------------------------------------------------------
+# bundles: one schema at load, whatever wrote the file; weights and outputs that are not finite
+# ---------------------------------------------------------------------------------------------
+
+
+def _rewrite_meta(src: str, dst: Path, change) -> str:
+    """A copy of bundle ``src`` whose resseg metadata went through ``change(dict) -> dict``."""
+    data = Path(src).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["resseg_bundle"])
+    header["__metadata__"]["resseg_bundle"] = json.dumps(change(meta))  # NaN allowed: hostile files
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    dst.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    return str(dst)
+
+
+def _meta(**fields):
+    def change(meta: dict) -> dict:
+        for k, v in fields.items():
+            if k.startswith("model."):
+                meta["model"][k[len("model.") :]] = v
+            else:
+                meta[k] = v
+        return meta
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (_meta(norm_std=[300.0, 0.0, 300.0, 300.0]), "norm_std"),
+        (_meta(norm_std=[300.0, math.nan, 300.0, 300.0]), "norm_std"),
+        (_meta(norm_mean=[1.0, 2.0]), "norm_mean"),
+        (_meta(band_names=["a", "b", "c"]), "band_names"),
+        (_meta(**{"model.name": "resnet9000"}), "resnet9000"),
+        (_meta(**{"model.in_bands": "4"}), "in_bands"),
+        (_meta(tile_size=-4), "tile_size"),
+        (_meta(class_names=["only"]), "class_names"),
+    ],
+)
+def test_bundles_with_broken_metadata(change, says, bundle, scene, tmp_path, capsys) -> None:
+    broken = _rewrite_meta(bundle, tmp_path / "broken.resseg.safetensors", change)
+    out = tmp_path / "out"
+    code, err = run("predict.py", "--model", broken, "--scenes", scene, "--out", str(out), capsys=capsys)
+    assert_refused(code, err, "broken.resseg.safetensors", says)
+    assert not out.exists()
+
+
+def _with_weights(bundle: str, dst: Path, change) -> str:
+    from resseg_ray.models.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    with torch.no_grad():
+        change(b.model)
+    i = b.info
+    save_bundle(dst, b.model, norm_mean=i.norm_mean, norm_std=i.norm_std, band_names=i.band_names)
+    return str(dst)
+
+
+def test_a_bundle_with_nan_weights_maps_nothing(bundle, scene, tmp_path, capsys) -> None:
+    path = tmp_path / "nan.resseg.safetensors"
+    nan = _with_weights(bundle, path, lambda m: m.classifier.weight.fill_(math.nan))
+    out = tmp_path / "out"
+    code, err = run("predict.py", "--model", nan, "--scenes", scene, "--out", str(out), capsys=capsys)
+    assert_refused(code, err, "nan.resseg.safetensors", "NaN")
+    assert not out.exists()
+
+
+def test_a_network_output_that_is_not_finite_is_an_error_not_a_map(bundle, scene, tmp_path, capsys) -> None:
+    def explode(model: torch.nn.Module) -> None:  # finite weights whose activations overflow
+        for p in model.parameters():
+            if p.dim() == 4:
+                p.mul_(1e6)
+
+    huge = _with_weights(bundle, tmp_path / "huge.resseg.safetensors", explode)
+    out = tmp_path / "out"
+    code, err = run(
+        "predict.py", "--model", huge, "--scenes", scene, "--out", str(out), "--device", "cpu", capsys=capsys
+    )
+    line = assert_refused(code, err, "s.tif", "not finite")
+    assert "no map is written" in line
+    assert [n for n in _outputs(out) if n.endswith((".tif", ".geojson"))] == []
+
+
+def test_a_scene_beyond_float32_is_an_error_not_a_map(bundle, tmp_path, capsys) -> None:
+    data = np.full((4, 64, 64), 1000.0, np.float64)
+    data[:, 10:20, 10:20] = 1e300  # finite in float64, infinite in the network's float32
+    scene = write_tif(tmp_path / "f64.tif", data, descriptions=BANDS)
+    out = tmp_path / "out"
+    code, err = run("predict.py", "--model", bundle, "--scenes", scene, "--out", str(out), capsys=capsys)
+    assert_refused(code, err, "f64.tif", "float32")
+    assert [n for n in _outputs(out) if n.endswith((".tif", ".geojson"))] == []
+
+
+def test_a_gdal_default_alpha_band_names_the_bands_flag(bundle, tmp_path, capsys) -> None:
+    import rasterio
+
+    from tests.rasters import transform
+
+    path = tmp_path / "rgbn.tif"
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 4, "dtype": "uint8"}
+    with rasterio.open(path, "w", crs="EPSG:32633", transform=transform(), **profile) as dst:
+        dst.write(np.random.default_rng(1).integers(1, 255, (4, 64, 64)).astype(np.uint8))
+    out = tmp_path / "out"
+    code, err = run("predict.py", "--model", bundle, "--scenes", str(path), "--out", str(out), capsys=capsys)
+    assert_refused(code, err, "rgbn.tif", "alpha", "--bands 1 2 3 4")
+
+
+# ---------------------------------------------------------------------------------------------
+# destinations, checked before any compute; nothing the user had is lost
+# ---------------------------------------------------------------------------------------------
+
+
+def test_destinations_that_cannot_be_written(bundle, scene, tmp_path, capsys) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    for out, says in (
+        (a_file, "is a file"),
+        (a_file / "sub", "cannot be created"),
+        (Path("/proc/x"), "--out"),
+    ):
+        code, err = run("predict.py", "--model", bundle, "--scenes", scene, "--out", str(out), capsys=capsys)
+        assert_refused(code, err, "--out", says)
+    assert a_file.read_text() == "mine"
+
+
+def test_a_missing_s3_bucket_is_refused_first(bundle, scene, s3_settings, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_settings.endpoint_url)
+    out = "s3://no-such-bucket-here/maps"
+    code, err = run("predict.py", "--model", bundle, "--scenes", scene, "--out", out, capsys=capsys)
+    assert_refused(code, err, "no-such-bucket-here")
+
+
+def test_same_scene_names_from_two_folders_stop_before_any_work(bundle, tmp_path, capsys) -> None:
+    data = np.random.default_rng(2).integers(1, 2000, size=(4, 40, 40)).astype(np.uint16)
+    (tmp_path / "day1").mkdir()
+    (tmp_path / "day2").mkdir()
+    pre = write_tif(tmp_path / "day1" / "D12.tif", data, descriptions=BANDS)
+    post = write_tif(tmp_path / "day2" / "D12.tif", data, descriptions=BANDS)
+    out = tmp_path / "maps"
+    code, err = run("predict.py", "--model", bundle, "--scenes", pre, post, "--out", str(out), capsys=capsys)
+    assert_refused(code, err, "D12", "day1", "day2")
+    assert not out.exists()
+
+
+def test_out_equal_to_the_scenes_folder_is_refused(bundle, scene, capsys) -> None:
+    folder = str(Path(scene).parent)
+    code, err = run("predict.py", "--model", bundle, "--scenes", scene, "--out", folder, capsys=capsys)
+    assert_refused(code, err, "folder of the input scenes")
+    assert sorted(p.name for p in Path(folder).iterdir()) == ["s.tif"]
+
+
+def test_a_users_file_under_an_output_name_is_neither_skipped_nor_replaced(
+    bundle, scene, tmp_path, capsys
+) -> None:
+    out = tmp_path / "maps"
+    out.mkdir()
+    mine = out / "s_mask.tif"
+    mine.write_bytes(b"my own map")
+    for extra in ((), ("--overwrite",)):
+        args = ("--model", bundle, "--scenes", scene, "--out", str(out), *extra)
+        assert_refused(*run("predict.py", *args, capsys=capsys), "s_mask.tif", "not written by resseg-ray")
+        assert mine.read_bytes() == b"my own map"
+    # the project's own finished outputs are recognised: a re-run skips them
+    other = tmp_path / "maps2"
+    assert run("predict.py", "--model", bundle, "--scenes", scene, "--out", str(other), capsys=capsys)[0] == 0
+    code, _ = run("predict.py", "--model", bundle, "--scenes", scene, "--out", str(other), capsys=capsys)
+    assert code == 0
+
+
+def test_suggest_annotation_never_overwrites_its_scene(bundle, scene, capsys) -> None:
+    before = Path(scene).read_bytes()
+    args = ("--model", bundle, "--scene", scene, "--out", scene)
+    assert_refused(*run("suggest_annotation.py", *args, capsys=capsys), "--out", "also an input")
+    assert Path(scene).read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# labels, footprints, reports and MLflow runs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_labels_with_values_other_than_0_1_255(tmp_path, capsys) -> None:
+    mask = write_tif(tmp_path / "s_mask.tif", np.ones((1, 32, 32), np.uint8), nodata=255)
+    labels = write_tif(tmp_path / "labels.tif", np.full((1, 32, 32), 7, np.uint8))
+    args = ("--masks", mask, "--labels", labels)
+    assert_refused(*run("evaluate.py", *args, capsys=capsys), "labels.tif", "[7]")
+
+
+def test_a_report_path_that_is_a_folder(tmp_path, capsys) -> None:
+    mask = write_tif(tmp_path / "s_mask.tif", np.ones((1, 32, 32), np.uint8), nodata=255)
+    labels = write_tif(tmp_path / "labels.tif", np.ones((1, 32, 32), np.uint8))
+    args = ("--masks", mask, "--labels", labels, "--report", str(tmp_path))
+    assert_refused(*run("evaluate.py", *args, capsys=capsys), "--report", "is a folder")
+    args = ("--masks", mask, "--labels", labels, "--report", labels)
+    assert_refused(*run("evaluate.py", *args, capsys=capsys), "--report", "also an input")
+
+
+def test_an_unknown_mlflow_run_id(tmp_path, capsys) -> None:
+    mask = write_tif(tmp_path / "s_mask.tif", np.ones((1, 32, 32), np.uint8), nodata=255)
+    labels = write_tif(tmp_path / "labels.tif", np.ones((1, 32, 32), np.uint8))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ("--masks", mask, "--labels", labels, "--mlflow-run", "0123456789abcdef")
+    code, err = run("evaluate.py", *args, "--set", f"mlflow.tracking_uri={store}", capsys=capsys)
+    assert_refused(code, err, "--mlflow-run", "0123456789abcdef")
+
+
+def _footprints(path: Path, coords: list) -> str:
+    feature = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [coords]}}
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    return str(path)
+
+
+def test_footprints_with_impossible_coordinates(scene, tmp_path, capsys) -> None:
+    # UTM metres in a GeoJSON, which means longitude/latitude
+    ring = [[452000.0, 5043000.0], [452010.0, 5043000.0], [452010.0, 5042990.0], [452000.0, 5043000.0]]
+    fp = _footprints(tmp_path / "fp.geojson", ring)
+    out = tmp_path / "dataset"
+    args = ("--scenes", scene, "--footprints", fp, "--out", str(out), "--no-ray")
+    assert_refused(*run("prepare.py", *args, capsys=capsys), "fp.geojson", "longitude/latitude")
+    assert _outputs(out) == []
+
+
+def test_a_failed_prepare_leaves_no_half_prepared_dataset(scene, tmp_path, capsys) -> None:
+    from rasterio.warp import transform as warp
+
+    xs, ys = warp("EPSG:32633", "EPSG:4326", [452001.0, 452009.0], [5042999.0, 5042991.0])
+    ring = [[xs[0], ys[0]], [xs[1], ys[0]], [xs[1], ys[1]], [xs[0], ys[1]], [xs[0], ys[0]]]
+    fp = _footprints(tmp_path / "fp.geojson", ring)
+    out = tmp_path / "dataset"
+    # the 64 px scene is smaller than the default 364 px tiles: no training tiles, after labels
+    args = (
+        "--scenes",
+        scene,
+        "--footprints",
+        fp,
+        "--out",
+        str(out),
+        "--no-ray",
+        "--set",
+        "data.split_block=364",
+    )
+    code, err = run("prepare.py", *args, capsys=capsys)
+    assert_refused(code, err, "no training tiles")
+    assert _outputs(out) == []
