@@ -46,7 +46,7 @@ from results_io import machine, write_results
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
 from resseg_ray.adapt.suggest import suggest_regions
 from resseg_ray.cli import init_ray
-from resseg_ray.config import load_config
+from resseg_ray.config import PredictSection, load_config
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.device import DevicePolicy
 from resseg_ray.evaluation.scenes import Evaluation, evaluate_scene, markdown_table, scene_name
@@ -139,7 +139,7 @@ def main() -> None:
     names = {scene_name(u) for u, _ in scenes}
     for arch in args.archs:
         bundle = load_bundle(bundles[arch])
-        adapted = ScenePredictor(bundle, policy, adapt_bn=True)
+        adapted = ScenePredictor(bundle, PredictSection(adapt_bn=True), policy)
         bn_rows[f"{arch}"] = Evaluation([s for s in comparison.evaluations[arch].scenes if s.name in names])
         bn_rows[f"{arch} + BN re-estimated"] = Evaluation(
             [evaluate_scene(adapted, u, lab, settings) for u, lab in scenes]
@@ -197,7 +197,7 @@ def main() -> None:
         for uri, lab in scenes:
             stem = scene_name(uri)
             suggestion = os.path.join(tmp, f"{stem}_suggested.geojson")
-            fc = suggest_regions(ScenePredictor(bundle, policy), open_scene(uri, settings), settings, f)
+            fc = suggest_regions(ScenePredictor(bundle, None, policy), open_scene(uri, settings), settings, f)
             with open(suggestion, "w") as fh:
                 json.dump(fc, fh)
             rows = {}

@@ -51,16 +51,16 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 from resseg_ray.cli import bound_gdal_cache
 bound_gdal_cache()  # as jobs/predict.py
-from resseg_ray.device import DevicePolicy
+from resseg_ray.config import PredictSection
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.batch import predict_scene
-from resseg_ray.inference.outputs import OutputOptions
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import load_bundle
-p = ScenePredictor(load_bundle({bundle!r}), DevicePolicy.resolve({device!r}), window={window},
-                   overlap={overlap}, batch_size={batch}, normalization="pooled")
+options = PredictSection(window={window}, overlap={overlap}, batch_size={batch}, normalization="pooled",
+                         device={device!r})
+p = ScenePredictor(load_bundle({bundle!r}), options)
 t = time.perf_counter()
-r = predict_scene(p, {scene!r}, {out!r}, StorageSettings(), OutputOptions(), overwrite=True)
+r = predict_scene(p, {scene!r}, {out!r}, StorageSettings(), overwrite=True)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({{"seconds": time.perf_counter() - t, "maxrss_mb": rss}}))
 """
@@ -133,14 +133,16 @@ def on_actors(bundle: str, scene: str, out: str, actors: int, window: int, overl
     gpus = int(ray.cluster_resources().get("GPU", 0))
     with open(bundle, "rb") as f:
         data = f.read()
-    kwargs = {"window": window, "overlap": overlap, "batch_size": batch, "normalization": "pooled"}
+    from resseg_ray.config import PredictSection
+
+    predict = PredictSection(window=window, overlap=overlap, batch_size=batch, normalization="pooled")
     result = {"cpus": cpus, "gpus": gpus, "actors": actors}
     for n in (1, actors):
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
         (report,) = predict_scenes_on_ray(
             data,
-            kwargs,
+            predict,
             [scene],
             out,
             StorageSettings(),

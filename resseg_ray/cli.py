@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 from resseg_ray.config import BLEND_MODES, NORMALIZATIONS, PROB_DTYPES, Config, PredictSection
 from resseg_ray.errors import user_error
@@ -16,6 +16,7 @@ from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
+from resseg_ray.progress import VERBOSE_ENV, quiet_libraries, verbose
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -25,12 +26,16 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 def run_job(main: Callable[[], object]) -> None:
     """Run a job's ``main``; a :class:`ResSegError` prints ``error: ...`` and exits 2.
 
-    Warnings print as one ``warning: ...`` line each; MLflow's INFO chatter (database set-up,
-    run links) is kept to warnings unless ``MLFLOW_LOGGING_LEVEL`` says otherwise.
+    Warnings print as one ``warning: ...`` line each. Ray's and MLflow's own chatter is kept to
+    warnings (:func:`~resseg_ray.progress.quiet_libraries`) unless the command line has
+    ``--verbose`` (every job takes it; it is removed before the job parses its arguments) or
+    ``RESSEG_VERBOSE=1`` is set.
     """
     warnings.formatwarning = _format_warning
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
-    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
+    if "--verbose" in sys.argv[1:]:
+        sys.argv.remove("--verbose")
+        os.environ[VERBOSE_ENV] = "1"
+    quiet_libraries()
     try:
         main()
     except Exception as exc:
@@ -62,14 +67,20 @@ def init_ray() -> None:
 
     if ray.is_initialized():
         return
+    # workers' INFO logs (Ray Train's controller, Ray Data's operators) stay in Ray's log folder
+    opts: dict[str, Any] = {"log_to_driver": True, "runtime_env": ray_runtime_env()}
+    if not verbose():
+        opts["logging_config"] = ray.LoggingConfig(log_level="WARNING")
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         try:
-            ray.init(address="auto", log_to_driver=True, runtime_env=ray_runtime_env())
+            ray.init(address="auto", **opts)
+            quiet_libraries()  # Ray Data's context exists now
             return
         except (ConnectionError, RuntimeError):
             pass
-    ray.init(address=address or None, log_to_driver=True, runtime_env=ray_runtime_env())
+    ray.init(address=address or None, **opts)
+    quiet_libraries()
 
 
 def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> None:

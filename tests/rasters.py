@@ -56,3 +56,11 @@ def write_tif(
         for i, d in enumerate(descriptions or [], start=1):
             dst.set_band_description(i, d)
     return str(path)
+
+
+def two_band_scene(tmp_path, h: int = 150, w: int = 130, name: str = "s.tif") -> tuple[str, np.ndarray]:
+    """A 2-band uint16 scene (values 1-199, a no-data corner) and its pixels."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 200, size=(2, h, w)).astype(np.uint16)
+    data[:, :20, :30] = 0  # no data
+    return write_tif(tmp_path / name, data, nodata=0), data

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import _free_port, poll
+from tests.helpers import free_port, poll
 
 BIN = Path(sys.executable).parent
 NODE_PORTS = (
@@ -59,7 +59,7 @@ class LocalCluster:
         self.nodes: list[subprocess.Popen] = []
 
     def _start(self, args: list[str]) -> subprocess.Popen:
-        ports = [f"--{name}={_free_port()}" for name in NODE_PORTS]
+        ports = [f"--{name}={free_port()}" for name in NODE_PORTS]
         proc = subprocess.Popen(
             [str(BIN / "ray"), "start", "--block", *args, *ports],
             env=self.env,
@@ -88,7 +88,7 @@ class LocalCluster:
                 warnings.warn(f"test head did not come up, starting it again: {exc}\n{logs}", stacklevel=2)
 
     def _start_head(self, num_cpus: int) -> None:
-        port, dash = _free_port(), _free_port()
+        port, dash = free_port(), free_port()
         self._start(
             [
                 "--head",
@@ -98,7 +98,7 @@ class LocalCluster:
                 f"--dashboard-port={dash}",
                 f"--temp-dir={self.temp}",
                 "--include-dashboard=true",
-                f"--ray-client-server-port={_free_port()}",
+                f"--ray-client-server-port={free_port()}",
             ]
         )
         self.gcs, self.url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import save_bundle
-from tests.conftest import randomize_batchnorm
+from tests.helpers import randomize_batchnorm
 from tests.rasters import write_tif
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,8 @@ CASES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCh
 
 
 def run(script: str, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run ``jobs/<script>`` in this process; its exit status and its stderr."""
+    """Run ``jobs/<script>`` in this process; its exit status and its stderr (its stdout, the
+    progress and the results, is kept as ``run.stdout``)."""
     argv = sys.argv
     sys.argv = [str(ROOT / "jobs" / script), *args]
     code = 0
@@ -41,7 +42,9 @@ def run(script: str, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[in
         code = exc.code if isinstance(exc.code, int) else 1
     finally:
         sys.argv = argv
-    return code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    run.stdout = captured.out  # type: ignore[attr-defined]
+    return code, captured.err
 
 
 def assert_refused(code: int, err: str, *names: str) -> str:
@@ -321,8 +324,10 @@ def test_a_users_file_under_an_output_name_is_neither_skipped_nor_replaced(
     # the project's own finished outputs are recognised: a re-run skips them
     other = tmp_path / "maps2"
     assert run("predict.py", "--model", bundle, "--scenes", scene, "--out", str(other), capsys=capsys)[0] == 0
+    written = (other / "s_mask.tif").stat().st_mtime_ns
     code, _ = run("predict.py", "--model", bundle, "--scenes", scene, "--out", str(other), capsys=capsys)
-    assert code == 0
+    assert code == 0 and "outputs complete, skipped" in run.stdout  # type: ignore[attr-defined]
+    assert (other / "s_mask.tif").stat().st_mtime_ns == written
 
 
 def test_suggest_annotation_never_overwrites_its_scene(bundle, scene, capsys) -> None:

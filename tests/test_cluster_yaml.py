@@ -15,7 +15,7 @@ import yaml
 from jsonschema import ValidationError
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CLUSTER = ROOT / "cluster.yaml"
 

@@ -11,8 +11,6 @@ model on the rest of the scene only.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,8 +32,8 @@ from resseg_ray.geo.labels import read_footprints, scene_valid_mask
 from resseg_ray.geo.scene import SceneInfo, open_scene
 from resseg_ray.geo.storage import StorageSettings, join_uri, write_bytes
 from resseg_ray.inference.predictor import ScenePredictor
-from resseg_ray.models.bundle import ModelBundle, load_bundle, save_bundle
-from resseg_ray.models.source import resolve_bundle
+from resseg_ray.models.bundle import ModelBundle, encode_bundle, load_bundle_bytes
+from resseg_ray.models.source import fetch_bundle_bytes
 
 
 @dataclass(frozen=True)
@@ -112,11 +110,8 @@ def refine_scene(
     settings = StorageSettings.resolve(cfg.storage)
     if (footprints is None) == (labels is None):
         raise ConfigError("give the annotations as --footprints (vector) or --labels (raster), one of them")
-    with tempfile.TemporaryDirectory(prefix="resseg-parent-") as tmp:
-        path = resolve_bundle(parent, tmp, settings)
-        bundle = load_bundle(path)
-        with open(path, "rb") as f:
-            parent_bytes = f.read()
+    parent_bytes = fetch_bundle_bytes(parent, settings)
+    bundle = load_bundle_bytes(parent_bytes, parent)
     info = bundle.info
     scene = open_scene(scene_uri, settings, bands=cfg.data.bands, expected_bands=info.in_bands)
     area = area_spec.build(scene, settings)
@@ -159,20 +154,15 @@ def refine_scene(
         adapted = evaluate_scene(predictor, scene_uri, written.evaluate_uri, settings, cfg.data.bands)
         m = adapted.metrics
         log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
-        with tempfile.TemporaryDirectory() as d:
-            p = os.path.join(d, "adapted.resseg.safetensors")
-            save_bundle(
-                p,
-                model,
-                norm_mean=info.norm_mean,
-                norm_std=info.norm_std,
-                band_names=info.band_names,
-                class_names=info.class_names,
-                tile_size=info.tile_size,
-                extra=dict(info.extra),
-            )
-            with open(p, "rb") as f:
-                start_bytes = f.read()
+        start_bytes, _ = encode_bundle(
+            model,
+            norm_mean=info.norm_mean,
+            norm_std=info.norm_std,
+            band_names=info.band_names,
+            class_names=info.class_names,
+            tile_size=info.tile_size,
+            extra=dict(info.extra),
+        )
 
     data_cfg = dataclasses.replace(cfg.data, normalization=normalization)
     rcfg = dataclasses.replace(
@@ -198,8 +188,7 @@ def refine_scene(
         parent_run_id=str(parent_run) if parent_run else None,
     )
     result = run_training(rcfg, log, tags=tags, start_from=start)
-    with tempfile.TemporaryDirectory(prefix="resseg-refined-") as tmp:
-        refined = load_bundle(resolve_bundle(result.bundle_uri, tmp, settings))
+    refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
     after = evaluate_scene(
         _predictor(refined, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands
     )

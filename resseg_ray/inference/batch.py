@@ -35,6 +35,7 @@ from resseg_ray.inference.predictor import (
     window_row_count,
 )
 from resseg_ray.models.bundle import BundleInfo, bundle_info_from_bytes
+from resseg_ray.progress import Progress
 
 _log = logging.getLogger(__name__)
 
@@ -103,25 +104,30 @@ def predict_scenes(
     settings: StorageSettings,
     options: OutputOptions | None = None,
     overwrite: bool = False,
-    log: Callable[[str], None] = print,
     bands: Sequence[int] | None = None,
 ) -> list[SceneReport]:
-    """Segment scenes one after another; a scene that fails is reported and the others go on."""
+    """Segment scenes one after another, a progress line (or bar) per scene; a scene that fails
+    is reported and the others go on."""
     reports = []
-    for i, uri in enumerate(scene_uris, 1):
-        prefix = f"[{i}/{len(scene_uris)}] {uri}"
+    with Progress("scene", len(scene_uris)) as bar:
+        for uri in scene_uris:
+            shown = [0.0]
 
-        def progress(fraction: float, prefix: str = prefix) -> None:
-            log(f"{prefix}: {100 * fraction:5.1f} %")
+            def rows_done(fraction: float, uri: str = uri, shown: list[float] = shown) -> None:
+                if fraction - shown[0] >= 0.1 and fraction < 1:  # a line per tenth of a scene
+                    shown[0] = fraction
+                    print(f"  {uri}: {100 * fraction:.0f} %", flush=True)
 
-        report = predict_scene(predictor, uri, out_dir, settings, options, overwrite, progress, bands, True)
-        if report.error is not None:
-            log(f"{prefix}: error: {report.error}")
-        elif report.skipped:
-            log(f"{prefix}: outputs complete, skipped (--overwrite redoes it)")
-        else:
-            log(f"{prefix}: {report.seconds:.1f} s, {report.mpx_per_s:.2f} Mpx/s")
-        reports.append(report)
+            report = predict_scene(
+                predictor, uri, out_dir, settings, options, overwrite, rows_done, bands, True
+            )
+            if report.error is not None:
+                bar.step(f"{uri}: failed (the reason is in the error at the end)")
+            elif report.skipped:
+                bar.step(f"{uri}: outputs complete, skipped (--overwrite redoes it)")
+            else:
+                bar.step(f"{uri}: {report.megapixels:.1f} Mpx at {report.mpx_per_s:.2f} Mpx/s")
+            reports.append(report)
     return reports
 
 

@@ -67,6 +67,9 @@ class OutputOptions:
     """Tile side of the output COGs."""
     polygons: PolygonOptions | None = None
     """Also write ``<stem>_buildings.geojson`` (building polygons) with these options."""
+    provenance: bool = True
+    """Record the source scene in every output (:data:`SOURCE_TAG`); off for answers to a
+    client (Serve), whose scene is a temporary file of the server."""
 
     def __post_init__(self) -> None:
         if self.prob_dtype not in PROB_DTYPES:
@@ -222,7 +225,7 @@ class SceneWriter:
                 **profile,
             )
         for ds in (self._mask, self._prob):
-            if ds is not None:  # provenance: only files the project wrote count as finished
+            if ds is not None and options.provenance:  # only files the project wrote count as finished
                 ds.update_tags(**{SOURCE_TAG: scene.uri, VERSION_TAG: __version__})
 
     def write(self, strip: Strip) -> None:
@@ -288,7 +291,8 @@ class SceneWriter:
         local = self.finish()
         if "buildings" in uris and self.options.polygons is not None:
             collection = mask_polygons(local["mask"], local.get("prob"), self.options.polygons)
-            collection[SOURCE_TAG] = self.scene.uri  # a GeoJSON foreign member (RFC 7946, 6.1)
+            if self.options.provenance:
+                collection[SOURCE_TAG] = self.scene.uri  # a GeoJSON foreign member (RFC 7946, 6.1)
             with atomic_output(uris["buildings"], settings, suffix=".geojson") as dst:
                 write_geojson(collection, dst)
         for key, resampling in (("prob", "average"), ("mask", "nearest")):

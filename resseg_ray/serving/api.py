@@ -256,7 +256,8 @@ class SegmentAPI:
         predictor = ScenePredictor(info, options, forward=self._forward)
         out = os.path.join(tmp, "out")
         try:
-            predict_scene(predictor, uri, out, self.settings, overwrite=True)
+            written = dataclasses.replace(output_options(options), provenance=False)  # no server paths
+            predict_scene(predictor, uri, out, self.settings, written, overwrite=True)
         except InputDataError as exc:
             raise HTTPException(422, str(exc)) from None
         except ResSegError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -25,15 +24,12 @@ from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
 from resseg_ray.inference.batchnorm import set_batchnorm_eval
 from resseg_ray.models.base import SegmentationNet
-from resseg_ray.models.bundle import load_bundle, save_bundle
+from resseg_ray.models.bundle import load_bundle_bytes, save_bundle
 from resseg_ray.models.registry import build_model
 from resseg_ray.scratch import scratch_dir
 from resseg_ray.train.quicklook import render_quicklook
 from resseg_ray.train.state import BEST_FILES, Progress, read_checkpoint, write_checkpoint
 from resseg_ray.train.tracking import EpochLogger
-
-CRASH_ENV = "RESSEG_TEST_CRASH_AT_EPOCH"
-"""Test hook: the last worker exits abruptly after this epoch's checkpoint (once per run)."""
 
 
 def worker_policy(cfg: Config) -> DevicePolicy:
@@ -87,13 +83,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # when Ray kills this worker, by the next scratch folder made on this host)
     with scratch_dir("best") as best_dir:
         progress = Progress()
-        restored = False
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as d:
                 progress = read_checkpoint(d, model, optimizer, scheduler, best_dir)
             progress.restarts += 1
-            restored = True
         policy.prepare_model(model)
         _optimizer_to(optimizer, policy.device)
         net: torch.nn.Module = model
@@ -107,7 +101,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         logger = None
         if rank == 0 and meta.get("run_id"):
             logger = EpochLogger(meta["tracking_uri"], meta["run_id"])
-        crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
         train_shard = ray.train.get_dataset_shard("train")
         val_shard = ray.train.get_dataset_shard("val")
         scaler = policy.grad_scaler()
@@ -193,11 +186,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                             png = render_quicklook(images, labels, probs, band_names=meta["band_names"])
                             logger.log_bytes(png, f"quicklook/val_epoch_{epoch:03d}.png")
                 ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
-            if crash_at and epoch == crash_at and not restored and rank == world - 1:
-                # simulated hard crash of a worker process (tests only), once the controller has
-                # committed this epoch's checkpoint, so the restart point is deterministic
-                ray.train.get_all_reported_checkpoints(timeout_s=60)
-                os._exit(17)
             if progress.finished:
                 break
 
@@ -297,11 +285,7 @@ def _validate(net, shard, policy: DevicePolicy, batch_size: int, num_classes: in
 
 def _bundle_state(data: bytes) -> dict[str, torch.Tensor]:
     """The weights of a bundle file's bytes (loaded the safe way: no pickle)."""
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "parent.resseg.safetensors")
-        with open(path, "wb") as f:
-            f.write(data)
-        return load_bundle(path).model.state_dict()
+    return load_bundle_bytes(data, "the parent bundle").model.state_dict()
 
 
 def _save_best(path: str, model: SegmentationNet, cfg: Config, meta: dict, metrics: dict) -> None:

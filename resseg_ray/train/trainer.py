@@ -232,15 +232,18 @@ def run_training(
     log: Callable[[str], None] = print,
     tags: dict[str, str] | None = None,
     start_from: StartFrom | None = None,
+    loop: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on Ray Train (Ray must be initialised) and return what it produced.
 
     ``tags`` are set on a new MLflow run (e.g. ``mlflow.parentRunId`` to nest it);
-    ``start_from`` initialises the network from a trained bundle (refinement)."""
+    ``start_from`` initialises the network from a trained bundle (refinement); ``loop`` is the
+    per-worker function (default :func:`~resseg_ray.train.loop.train_loop_per_worker`; tests
+    wrap it to inject faults)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from resseg_ray.train.loop import CRASH_ENV, train_loop_per_worker
+    from resseg_ray.train.loop import train_loop_per_worker
 
     start = time.perf_counter()
     plan = plan_training(cfg, log)
@@ -285,13 +288,11 @@ def run_training(
         meta["init_bundle"] = ray.put(start_from.bundle_bytes)
         meta["parent_run_id"] = start_from.parent_run_id
     env = {"RESSEG_WORKDIR": workdir()}
-    if os.environ.get(CRASH_ENV):
-        env[CRASH_ENV] = os.environ[CRASH_ENV]
     resources = {"CPU": cfg.scaling.cpus_per_worker, **cfg.scaling.worker_resources}
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        loop or train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "meta": meta},
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
@@ -309,7 +310,7 @@ def run_training(
         datasets=dict[str, Any](datasets),
     )
     try:
-        result = trainer.fit()
+        result = _fit_showing_epochs(trainer, plan.tracking_uri, run.run_id, cfg.train.epochs)
     except BaseException:
         tracking.client(plan.tracking_uri).set_terminated(run.run_id, status="FAILED")
         raise
@@ -318,6 +319,56 @@ def run_training(
         raise InputDataError(f"run {plan.run_name} finished without a checkpoint under {run_dir}")
     with result.checkpoint.as_directory() as ckpt_dir:
         return _finish(plan, run, run_dir, ckpt_dir, start)
+
+
+def _fit_showing_epochs(trainer: Any, tracking_uri: str, run_id: str, epochs: int) -> Any:
+    """``trainer.fit()``, with a progress line (or bar) per epoch from the metrics rank 0 logs to
+    MLflow: losses, validation F1, time, ETA (at most: early stopping may end sooner)."""
+    import threading
+
+    from resseg_ray.progress import Progress
+
+    c = tracking.client(tracking_uri)
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    def history(key: str) -> dict[int, float]:
+        try:
+            return {m.step: m.value for m in c.get_metric_history(run_id, key)}
+        except Exception:  # the store is busy or away: the next poll catches up
+            return {}
+
+    seen = len(history("val_loss"))
+    thread = threading.Thread(target=fit, name="resseg-fit", daemon=True)
+    thread.start()
+    with Progress("epoch", epochs, start=seen) as bar:
+
+        def show() -> None:
+            nonlocal seen
+            val = history("val_loss")
+            new = sorted(s for s in val if s > seen)
+            if not new:
+                return
+            train, f1 = history("train_loss"), history("val_f1")
+            for step in new:
+                bar.step(
+                    f"train loss {train.get(step, float('nan')):.4f}, val loss {val[step]:.4f}, "
+                    f"val F1 {f1.get(step, float('nan')):.4f}"
+                )
+            seen = new[-1]
+
+        while thread.is_alive():
+            thread.join(2.0)
+            show()
+        show()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _warn_resources(cfg: Config) -> None:

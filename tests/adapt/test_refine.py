@@ -16,7 +16,7 @@ from resseg_ray.config import load_config
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import load_bundle, read_bundle_info, save_bundle
 from resseg_ray.train import tracking
-from tests.conftest import randomize_batchnorm, run_script, small_train_overrides
+from tests.helpers import randomize_batchnorm, run_script, small_train_overrides
 
 REFINE_DATA = ["data.tile_size=64", "data.stride=16", "data.crop_size=64", "data.split_block=64"]
 

@@ -15,8 +15,7 @@ from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import save_bundle
-from tests.conftest import run_script
-from tests.inference.test_predictor import _bundle
+from tests.helpers import band_bundle, run_script
 from tests.rasters import write_tif
 
 S = StorageSettings()
@@ -32,7 +31,7 @@ def _scene(tmp_path) -> str:
 
 def test_most_uncertain_regions_first_covering_the_fraction(tmp_path) -> None:
     scene = open_scene(_scene(tmp_path), S)
-    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
+    predictor = ScenePredictor(band_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     fc = suggest_regions(predictor, scene, S, fraction=0.1, region=64)
     props = [f["properties"] for f in fc["features"]]
     assert [p["rank"] for p in props] == [1, 2]

@@ -12,7 +12,7 @@ from resseg_ray.data.pipeline import build_datasets, iter_torch, read_manifest
 from resseg_ray.data.prepare import load_dataset, prepare_dataset
 from resseg_ray.geo.scene import open_scene, read_window
 from resseg_ray.geo.storage import StorageSettings, filesystem
-from tests.conftest import SMALL_DATA
+from tests.helpers import SMALL_DATA
 
 LOCAL = StorageSettings()
 CFG = load_config(None, SMALL_DATA)

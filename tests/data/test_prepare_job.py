@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SMALL_DATA, run_script
+from tests.helpers import SMALL_DATA, run_script
 from tests.rasters import write_tif
 
 SMALL = [a for o in SMALL_DATA for a in ("--set", o)]

@@ -9,7 +9,7 @@ from resseg_ray.config import PredictSection
 from resseg_ray.evaluation.metrics import Confusion
 from resseg_ray.evaluation.scenes import evaluate_mask
 from resseg_ray.geo.storage import StorageSettings
-from tests.conftest import run_script
+from tests.helpers import run_script
 from tests.rasters import write_tif
 
 
@@ -58,7 +58,7 @@ def test_model_evaluation_equals_scoring_its_predicted_masks(tmp_path) -> None:
     from resseg_ray.evaluation.scenes import evaluate_scene
     from resseg_ray.inference.batch import predict_scene
     from resseg_ray.inference.predictor import ScenePredictor
-    from tests.inference.test_predictor import _bundle
+    from tests.helpers import band_bundle
 
     rng = np.random.default_rng(3)
     band = np.full((150, 170), 20, np.uint16)  # ground: probability ~0.17
@@ -72,7 +72,7 @@ def test_model_evaluation_equals_scoring_its_predicted_masks(tmp_path) -> None:
     scene = write_tif(tmp_path / "s.tif", np.stack([band, band]), nodata=0)
     lab = write_tif(tmp_path / "s_labels.tif", labels, nodata=255)
     settings = StorageSettings()
-    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
+    predictor = ScenePredictor(band_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     by_model = evaluate_scene(predictor, scene, lab, settings, objects=True)
     mask = predict_scene(predictor, scene, str(tmp_path / "out"), settings).outputs["mask"]
     by_mask = evaluate_mask(mask, lab, settings, objects=True)

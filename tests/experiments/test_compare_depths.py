@@ -9,7 +9,7 @@ from resseg_ray.config import load_config
 from resseg_ray.evaluation.scenes import scene_name
 from resseg_ray.experiments.compare_depths import compare_architectures
 from resseg_ray.train import tracking
-from tests.conftest import run_script, small_train_overrides
+from tests.helpers import run_script, small_train_overrides
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -21,7 +21,7 @@ from resseg_ray.inference.batchnorm import (
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import BundleInfo, ModelBundle
-from tests.conftest import randomize_batchnorm
+from tests.helpers import randomize_batchnorm
 from tests.rasters import write_tif
 
 RUNNING = ("running_mean", "running_var", "num_batches_tracked")

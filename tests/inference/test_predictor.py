@@ -7,8 +7,6 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from resseg_ray.config import PredictSection
 from resseg_ray.evaluation.metrics import Confusion
@@ -16,34 +14,9 @@ from resseg_ray.evaluation.scenes import evaluate_scene
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
-from resseg_ray.inference.windows import blend_weights, window_starts
-from resseg_ray.models.bundle import BundleInfo, ModelBundle
+from resseg_ray.inference.windows import window_starts
+from tests.helpers import band_bundle, band_probability
 from tests.rasters import write_tif
-
-
-class BandAsLogit(nn.Module):
-    """Logits (0, band 0): softmax gives sigmoid(normalised band 0) as the building probability."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.zeros_like(x[:, :1]), x[:, :1]], 1)
-
-
-def _bundle(mean: float = 100.0, std: float = 50.0) -> ModelBundle:
-    info = BundleInfo(
-        model={"name": "band-as-logit", "in_bands": 2, "num_classes": 2},
-        band_names=["a", "b"],
-        class_names=["ground", "building"],
-        norm_mean=[mean, 100.0],
-        norm_std=[std, 50.0],
-        tile_size=64,
-        package_versions={},
-        created="",
-    )
-    return ModelBundle(model=BandAsLogit(), info=info)
-
-
-def _expected(band: np.ndarray, mean: float = 100.0, std: float = 50.0) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(band.astype(np.float64) - mean) / std))
 
 
 @pytest.mark.parametrize("mode", ["flat", "linear", "cosine"])
@@ -58,23 +31,14 @@ def test_stitching_reproduces_the_band(
     data = rng.integers(0, 200, size=(2, h, w)).astype(np.uint16)
     uri = write_tif(tmp_path / "s.tif", data)
     predictor = ScenePredictor(
-        _bundle(), PredictSection(window=64, overlap=20, batch_size=3, blend=mode, device="cpu")
+        band_bundle(), PredictSection(window=64, overlap=20, batch_size=3, blend=mode, device="cpu")
     )
     scene = open_scene(uri, StorageSettings())
     strips = list(predictor.strips(scene, StorageSettings()))
     assert strips[0].row == 0
     prob = np.concatenate([s.probs[1] for s in strips], axis=0)
     assert prob.shape == (h, w)
-    np.testing.assert_allclose(prob, _expected(data[0]), atol=1e-5)
-
-
-def test_windows_cover_and_weights_are_positive() -> None:
-    assert window_starts(10, 64, 20) == [0]
-    assert window_starts(64, 64, 20) == [0]
-    assert window_starts(200, 64, 20) == [0, 44, 88, 132, 136]
-    for mode in ("flat", "linear", "cosine"):
-        w = blend_weights(64, 64, 20, mode)
-        assert w.min() > 0 and w.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(prob, band_probability(data[0]), atol=1e-5)
 
 
 def test_evaluate_scene_matches_numpy(tmp_path) -> None:
@@ -83,9 +47,9 @@ def test_evaluate_scene_matches_numpy(tmp_path) -> None:
     labels = rng.choice([0, 1, 255], size=(1, 150, 140), p=[0.5, 0.4, 0.1]).astype(np.uint8)
     uri = write_tif(tmp_path / "s.tif", data)
     lab = write_tif(tmp_path / "s_labels.tif", labels, nodata=255)
-    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
+    predictor = ScenePredictor(band_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     score = evaluate_scene(predictor, uri, lab, StorageSettings())
-    pred = (_expected(data[0]) > 0.5).astype(np.uint8)
+    pred = (band_probability(data[0]) > 0.5).astype(np.uint8)
     assert np.array_equal(score.confusion.counts, Confusion.of(pred, labels[0]).counts)
     assert score.name == "s"
 
@@ -95,7 +59,7 @@ def test_per_scene_normalisation_removes_sensor_gain_and_offset(tmp_path) -> Non
     base = rng.integers(50, 150, size=(2, 90, 70)).astype(np.float32)
     a = write_tif(tmp_path / "a.tif", base)
     b = write_tif(tmp_path / "b.tif", base * 7.5 + 300)  # another sensor: gain and offset
-    bundle = _bundle()
+    bundle = band_bundle()
     bundle.info.extra["normalization"] = "per_scene"
     predictor = ScenePredictor(bundle, PredictSection(window=64, overlap=16, device="cpu"))
     assert predictor.normalization == "per_scene"
@@ -119,7 +83,7 @@ def test_band_order_is_checked_and_mappable(tmp_path) -> None:
 
     data = np.random.default_rng(0).integers(50, 150, size=(2, 40, 40)).astype(np.uint16)
     uri = write_tif(tmp_path / "swapped.tif", data, descriptions=["b", "a"])
-    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
+    predictor = ScenePredictor(band_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     s = StorageSettings()
     with pytest.raises(InputDataError, match=r"expects \['a', 'b'\]; map them with --bands 2 1"):
         list(predictor.strips(open_scene(uri, s), s))
@@ -130,7 +94,7 @@ def test_band_order_is_checked_and_mappable(tmp_path) -> None:
 def test_scene_far_from_training_statistics_warns(tmp_path) -> None:
     data = np.random.default_rng(0).integers(5000, 9000, size=(2, 60, 60)).astype(np.uint16)
     uri = write_tif(tmp_path / "other_sensor.tif", data)
-    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
+    predictor = ScenePredictor(band_bundle(), PredictSection(window=64, overlap=16, device="cpu"))
     s = StorageSettings()
     with pytest.warns(UserWarning, match=r"band\(s\) \['a', 'b'\] are far from.*--normalization per_scene"):
         list(predictor.strips(open_scene(uri, s), s))
@@ -143,7 +107,7 @@ def test_parts_of_a_scene_give_exactly_the_whole_scene_rows(tmp_path, mode: str,
     data = rng.integers(0, 200, size=(2, h, 50)).astype(np.uint16)
     uri = write_tif(tmp_path / "s.tif", data)
     s = StorageSettings()
-    predictor = ScenePredictor(_bundle(), PredictSection(window=64, overlap=40, blend=mode, device="cpu"))
+    predictor = ScenePredictor(band_bundle(), PredictSection(window=64, overlap=40, blend=mode, device="cpu"))
     scene = open_scene(uri, s)
     whole = np.concatenate([x.probs for x in predictor.strips(scene, s)], axis=1)
     parts = predictor.row_parts(h, count)

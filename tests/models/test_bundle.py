@@ -12,7 +12,7 @@ import torch
 from resseg_ray.errors import BundleError
 from resseg_ray.models import build_model, load_bundle, read_bundle_info, save_bundle
 from resseg_ray.models.fuse import fold_batchnorm
-from tests.conftest import randomize_batchnorm
+from tests.helpers import randomize_batchnorm
 
 BANDS = ["blue", "green", "red", "nir"]
 MEAN = [410.0, 520.5, 630.25, 2100.0]

@@ -10,7 +10,7 @@ from resseg_ray.models import build_model, list_models
 from resseg_ray.models.fuse import fold_batchnorm
 from resseg_ray.models.resseg import ResSegNet
 from resseg_ray.models.unet import UNet
-from tests.conftest import randomize_batchnorm
+from tests.helpers import randomize_batchnorm
 
 PROPS = ["prop18", "prop34", "prop50", "prop101", "prop152", "prop200"]
 # Paper Table I (bottom): output maps of decoder blocks 1..5, one conv layer each.

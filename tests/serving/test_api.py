@@ -19,7 +19,7 @@ from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import load_bundle, save_bundle
-from tests.conftest import _free_port, poll, randomize_batchnorm
+from tests.helpers import free_port, poll, randomize_batchnorm
 from tests.rasters import write_tif
 
 WINDOW, OVERLAP = ["predict.window=128", "predict.overlap=32"], (128, 32)
@@ -54,7 +54,7 @@ def service(bundle, ray_session, s3_settings):
 
     from resseg_ray.serving.app import build_app
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     cfg = load_config(
         None,
@@ -242,7 +242,7 @@ def test_an_uploaded_vrt_cannot_make_the_server_call_other_hosts(service, tmp_pa
         def log_message(self, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"/vsicurl/http://127.0.0.1:{server.server_address[1]}/internal/metadata.tif"

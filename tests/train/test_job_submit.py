@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from resseg_ray.train import tracking
-from tests.conftest import ROOT, small_train_overrides
+from tests.helpers import ROOT, small_train_overrides
 from tests.ray_nodes import BIN, LocalCluster
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from resseg_ray.geo.storage import filesystem
 from resseg_ray.train import tracking
-from tests.conftest import ROOT, poll, small_train_overrides
+from tests.helpers import ROOT, poll, small_train_overrides
 from tests.ray_nodes import LocalCluster
 
 SLOT = {"train_slot": 1}  # one per worker node: a training worker reserves it, so one per node

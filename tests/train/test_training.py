@@ -12,9 +12,8 @@ from resseg_ray.config import load_config
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.models.bundle import load_bundle
 from resseg_ray.train import tracking
-from resseg_ray.train.loop import CRASH_ENV
 from resseg_ray.train.trainer import run_training
-from tests.conftest import small_train_overrides
+from tests.helpers import small_train_overrides
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -120,10 +119,33 @@ def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server) -> No
     assert [m.step for m in c.get_metric_history(result.mlflow_run_id, "val_loss")] == [1, 2, 3]
 
 
-def test_worker_crash_is_survived_from_the_checkpoint(
-    small_demo, mlflow_server, tmp_path, monkeypatch
-) -> None:
-    monkeypatch.setenv(CRASH_ENV, "2")
+def test_worker_crash_is_survived_from_the_checkpoint(small_demo, mlflow_server, tmp_path) -> None:
+    def crashing_loop(config: dict) -> None:
+        """The production loop, whose last worker exits abruptly right after epoch 2 is
+        committed (once per run: not after a restart), so the restart point is deterministic."""
+        import os
+
+        import ray.train
+
+        from resseg_ray.train.loop import train_loop_per_worker
+
+        ctx = ray.train.get_context()
+        restored = ray.train.get_checkpoint() is not None
+        report = ray.train.report
+
+        def report_then_crash(metrics: dict, *args, **kwargs) -> None:
+            report(metrics, *args, **kwargs)
+            if (
+                metrics.get("epoch") == 2
+                and not restored
+                and ctx.get_world_rank() == ctx.get_world_size() - 1
+            ):
+                ray.train.get_all_reported_checkpoints(timeout_s=60)
+                os._exit(17)
+
+        ray.train.report = report_then_crash  # in this worker process only
+        train_loop_per_worker(config)
+
     cfg = load_config(
         None,
         small_train_overrides(
@@ -134,7 +156,7 @@ def test_worker_crash_is_survived_from_the_checkpoint(
             **{"run.max_failures": 1, "mlflow.registered_model": "null"},
         ),
     )
-    result = run_training(cfg, log=lambda _: None)
+    result = run_training(cfg, log=lambda _: None, loop=crashing_loop)
     assert result.progress.epochs_done == 3 and result.progress.restarts == 1
     c = tracking.client(mlflow_server)
     # epochs 1-2 before the crash, epoch 3 after: the run did not start over from epoch 0

@@ -1,4 +1,5 @@
-"""Jobs run as a user runs them: a subprocess, one-line errors, exit codes, no partial output."""
+"""jobs/export_model.py as a user runs it: a loadable bundle; bad input a one-line error, exit 2,
+nothing written."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import subprocess
 import pytest
 
 from resseg_ray.models import load_bundle
-from tests.conftest import run_script
+from tests.helpers import run_script
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -55,19 +56,3 @@ def test_export_model_bad_input(tmp_path, args: list[str], message: str) -> None
     assert proc.stderr.startswith("error: ") and message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
-
-
-def test_user_errors_raised_in_ray_tasks_are_unwrapped(ray_session) -> None:
-    import ray
-
-    from resseg_ray.errors import InputDataError, user_error
-
-    @ray.remote(num_cpus=0)
-    def fails() -> None:
-        raise InputDataError("scene x.tif is bad")
-
-    with pytest.raises(Exception) as info:
-        ray.get(fails.remote())
-    err = user_error(info.value)
-    assert type(err) is InputDataError and str(err) == "scene x.tif is bad"
-    assert user_error(RuntimeError("other")) is None

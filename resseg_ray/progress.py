@@ -1,0 +1,92 @@
+"""What a user sees while a long job runs: a progress bar on a terminal (tqdm), one concise line
+per step otherwise (logs, CI, ``ray job submit``), and Ray's own chatter kept to warnings.
+
+Every long job reports through :class:`Progress`: epochs in training, scenes and windows in
+predict/evaluate/finetune, scenes in prepare.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import TextIO
+
+from tqdm import tqdm
+
+VERBOSE_ENV = "RESSEG_VERBOSE"
+"""Set to 1 (``--verbose``) to see Ray's and MLflow's own logs and progress bars."""
+
+
+def verbose() -> bool:
+    """Whether the user asked for Ray's and MLflow's own output."""
+    return os.environ.get(VERBOSE_ENV, "0") not in ("", "0", "false", "no")
+
+
+def quiet_libraries() -> None:
+    """Keep Ray's, Ray Data's and MLflow's chatter (execution plans, progress bars, INFO logs)
+    to warnings, unless :func:`verbose`; their full logs stay in Ray's log folder."""
+    if verbose():
+        return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    for name in ("mlflow", "ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+    except (ImportError, AttributeError):
+        pass
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """Progress over ``total`` steps (``None``: unknown) of one thing, e.g. ``epoch`` or
+    ``scene``: a tqdm bar when ``stream`` (default stdout) is a terminal, else one line per :meth:`step`
+    (``<what> 3/200: <text>, 41 s, ETA 2:13:00``)."""
+
+    def __init__(self, what: str, total: int | None, stream: TextIO | None = None, start: int = 0) -> None:
+        self.what, self.total, self.done = what, total, start
+        self.stream = stream or sys.stdout
+        self.started = time.monotonic()
+        self._last = self.started
+        self._bar = None
+        if self.stream.isatty():
+            self._bar = tqdm(total=total, initial=start, desc=what, unit=what, file=self.stream, leave=True)
+
+    def step(self, text: str = "", n: int = 1) -> None:
+        """``n`` more steps are done; ``text`` says how they went (loss, F1, Mpx/s ...)."""
+        now = time.monotonic()
+        took, self._last = now - self._last, now
+        self.done += n
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.update(n)
+            return
+        of = f"/{self.total}" if self.total else ""
+        parts = [p for p in (text, f"{took:.0f} s") if p]
+        if self.total and self.done < self.total:
+            rate = (now - self.started) / max(self.done, 1)
+            parts.append(f"ETA {_duration(rate * (self.total - self.done))}")
+        print(f"{self.what} {self.done}{of}: {', '.join(parts)}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """End the bar (nothing to do for plain lines)."""
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

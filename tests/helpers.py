@@ -1,0 +1,152 @@
+"""Helpers shared by the tests (fixtures live in conftest.py): free ports, polling with a
+deadline, jobs run as a user runs them, small training overrides, models with non-trivial
+BatchNorm statistics, and a tiny exact model whose building score is an input band."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from resseg_ray.models.bundle import BundleInfo, ModelBundle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial running stats and affine parameters, so that
+    tests comparing outputs (bundles, folding) cannot pass on identity BatchNorms."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
+    return model
+
+
+# Ports for test servers come from 20000-32767: above Ray's worker ports (10002-19999) and
+# below the kernel's ephemeral range (32768-60999), from which outgoing connections take
+# their source ports. A port asked of the kernel with bind(0) is an ephemeral one: between
+# closing the probe socket and the server binding it, any client connection can take it.
+_PORT_RANGE = (20000, 32767)
+_ports_given: set[int] = set()
+_port_rng = random.Random(os.getpid())
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now and was not handed out before in this session."""
+    for _ in range(1000):
+        port = _port_rng.randint(*_PORT_RANGE)
+        if port in _ports_given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port in {_PORT_RANGE} after 1000 tries")
+
+
+def poll(check, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Call ``check`` until it returns a truthy value or raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # not ready yet
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout} s (last error: {last})")
+
+
+SMALL_DATA = [
+    "data.tile_size=96",
+    "data.stride=48",
+    "data.crop_size=64",
+    "data.split_block=192",
+    "data.stats_block=256",
+    "data.loader_batch=8",
+    "data.loader_num_cpus=0.5",
+]
+"""Overrides that scale the paper's tiling down to the small test scenes."""
+
+
+def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``jobs/<script>`` as a user does: a subprocess from the repository root."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def small_train_overrides(
+    dataset: str, storage: str, tracking_uri: str, name: str, **extra: object
+) -> list[str]:
+    """Overrides for a quick 2-worker CPU training on the small demo (prop18, 64 px crops)."""
+    items = {
+        "train.dataset": dataset,
+        "model.arch": "prop18",
+        "train.epochs": 3,
+        "train.batch_size": 4,
+        "train.train_tiles_per_epoch": 16,
+        "train.val_tiles": 8,
+        "train.patience": 0,
+        "train.quicklook_samples": 2,
+        "scaling.num_workers": 2,
+        "scaling.cpus_per_worker": 0.5,
+        "scaling.torch_threads": 1,
+        "run.name": name,
+        "run.storage_path": storage,
+        "mlflow.tracking_uri": tracking_uri,
+        "mlflow.experiment": "tests",
+        "mlflow.registered_model": "test-buildings",
+        **extra,
+    }
+    return [*SMALL_DATA, *(f"{k}={v}" for k, v in items.items())]
+
+
+class BandAsLogit(nn.Module):
+    """Logits (0, band 0): softmax gives sigmoid(normalised band 0) as the building probability."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x[:, :1]), x[:, :1]], 1)
+
+
+def band_bundle(mean: float = 100.0, std: float = 50.0) -> ModelBundle:
+    info = BundleInfo(
+        model={"name": "band-as-logit", "in_bands": 2, "num_classes": 2},
+        band_names=["a", "b"],
+        class_names=["ground", "building"],
+        norm_mean=[mean, 100.0],
+        norm_std=[std, 50.0],
+        tile_size=64,
+        package_versions={},
+        created="",
+    )
+    return ModelBundle(model=BandAsLogit(), info=info)
+
+
+def band_probability(band: np.ndarray, mean: float = 100.0, std: float = 50.0) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(band.astype(np.float64) - mean) / std))
