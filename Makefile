@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 
 setup: $(STAMP)
 
+# The browser tests (the MLflow UI page) need Debian's chromium; CI runs as root.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "error: the browser tests need chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 2; fi; \
+	$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 # Main job on the embedded demo data: train prop18 on the demo scenes (prepared under
 # data/demo on first use) with Ray Train, tracked in MLflow (mlflow.db), then evaluate
 # the trained model on the three held-out test scenes (Table II row for prop18).
@@ -26,7 +33,7 @@ demo: setup
 	$(PY) jobs/train.py --config configs/demo.yaml
 	$(PY) jobs/compare_depths.py --config configs/demo.yaml --archs prop18 --prefix demo
 
-test: setup
+test: setup $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy

@@ -17,6 +17,7 @@ import os
 from resseg_ray.cli import init_ray, predict_options, run_job
 from resseg_ray.config import load_config
 from resseg_ray.experiments.compare_depths import PAPER_ARCHS, compare_architectures
+from resseg_ray.train import tracking
 from resseg_ray.train.trainer import check_arch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +45,11 @@ def main() -> None:
     print(f"MLflow: experiment {cfg.mlflow.experiment!r}, parent run {result.parent_run_id}")
     for arch, run in result.runs.items():
         print(f"  {arch:<8} run {run.mlflow_run_id}  bundle {run.bundle_uri}")
+    url = tracking.experiment_url(result.tracking_uri, result.experiment_id)
+    if url is None:  # a local store: the UI is one command away
+        url = tracking.experiment_url("http://127.0.0.1:5000", result.experiment_id)
+        print(f"MLflow UI: mlflow ui --backend-store-uri {result.tracking_uri}, then open")
+    print(f"  {url}")
 
 
 if __name__ == "__main__":

@@ -150,3 +150,54 @@ def band_bundle(mean: float = 100.0, std: float = 50.0) -> ModelBundle:
 
 def band_probability(band: np.ndarray, mean: float = 100.0, std: float = 50.0) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(band.astype(np.float64) - mean) / std))
+
+
+CHROMIUM = "/usr/bin/chromium"
+_CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # the machine has no internet: no calls out at start
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1000",
+)
+
+
+def _chromium(
+    url: str, profile: Path, *args: str, budget_ms: int = 20000
+) -> subprocess.CompletedProcess[str]:
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (as root)")
+    profile.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [
+            CHROMIUM,
+            *_CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def browser_text(url: str, profile: Path) -> str:
+    """The text of a page as a real headless browser renders it (scripts run), whitespace
+    collapsed."""
+    import html
+    import re
+
+    dom = _chromium(url, profile / "text", "--dump-dom").stdout
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+
+
+def browser_screenshot(url: str, profile: Path, png: Path) -> None:
+    """A PNG of a page as a real headless browser renders it."""
+    _chromium(url, profile / "shot", f"--screenshot={png}")

@@ -35,6 +35,8 @@ class Comparison:
     runs: dict[str, TrainResult]
     evaluations: dict[str, Evaluation]
     table: str
+    tracking_uri: str = ""
+    experiment_id: str = ""
 
 
 def _evaluate_task(
@@ -81,6 +83,29 @@ def evaluate_on_test_scenes(cfg: Config, bundle_uri: str) -> Evaluation:
     )
 
 
+def summary(prefix: str, runs: dict[str, TrainResult], evaluations: dict[str, Evaluation], table: str) -> str:
+    """The comparison at a glance (markdown): per architecture its run, epochs, best validation
+    F1 and the test scenes' mean F1 and accuracy; then the per-scene table."""
+    means = {arch: evaluations[arch].mean() for arch in runs}
+    ranked = sorted(means, key=lambda a: -means[a]["f1"])
+    glance = "; ".join(f"{a} {100 * means[a]['f1']:.2f} / {100 * means[a]['accuracy']:.2f}" for a in ranked)
+    lines = [
+        f"**Depth comparison `{prefix}`**, test mean F1 / accuracy in %: {glance}",
+        "",
+        "Test scenes segmented whole, never seen in training.",
+        "",
+        "| architecture | run | epochs | best val F1 | test mean F1 | test mean accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arch in ranked:
+        r, mean = runs[arch], means[arch]
+        lines.append(
+            f"| {arch} | {r.run_name} | {r.progress.epochs_done} | {100 * r.progress.best_val_f1:.2f} | "
+            f"{100 * mean['f1']:.2f} | {100 * mean['accuracy']:.2f} |"
+        )
+    return "\n".join([*lines, "", "Per test scene:", "", table])
+
+
 def compare_architectures(
     cfg: Config,
     archs: Sequence[str] = PAPER_ARCHS,
@@ -120,6 +145,9 @@ def compare_architectures(
             mean = ev.mean()
             log(f"== {arch}: test mean F1 {100 * mean['f1']:.2f}, accuracy {100 * mean['accuracy']:.2f}")
         table = markdown_table(evaluations)
+        tracking.show_comparison(
+            uri, parent.experiment_id, parent.run_id, summary(prefix, runs, evaluations, table)
+        )
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, "table2.md"), "w") as f:
                 f.write(table)
@@ -138,4 +166,4 @@ def compare_architectures(
     except BaseException:
         c.set_terminated(parent.run_id, status="FAILED")
         raise
-    return Comparison(parent.run_id, runs, evaluations, table)
+    return Comparison(parent.run_id, runs, evaluations, table, uri, parent.experiment_id)

@@ -20,6 +20,12 @@ from typing import Any
 from resseg_ray.config import MlflowSection
 from resseg_ray.errors import ConfigError
 
+KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""The experiment kind MLflow 3's UI shows as model training (runs, metrics, models)."""
+NOTE_TAG = "mlflow.note.content"
+"""An experiment's or run's description (markdown), shown at the top of its page."""
+COMPARISON_MARK = "<!-- resseg-ray depth comparison -->"
 RUN_NAME_TAG = "resseg.run_name"
 STORAGE_TAG = "resseg.storage"
 VERSION_TAG = "resseg.registered_version"
@@ -84,6 +90,26 @@ def check_tracking(uri: str, timeout: float = 10.0) -> None:
     )
 
 
+def experiment_url(uri: str, experiment_id: str) -> str | None:
+    """The MLflow UI page of an experiment's runs in its model-training view, best test mean
+    F1 first (None when ``uri`` is not a server: open ``mlflow ui`` on the store then)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    query = "workflowType=machine_learning&orderByKey=metrics.%60test_mean_f1%60&orderByAsc=false"
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def show_comparison(uri: str, experiment_id: str, run_id: str, markdown: str) -> None:
+    """Show a comparison's table as the description of its run and of the experiment (what the
+    experiment page shows first), unless the experiment has a description someone else wrote."""
+    c = client(uri)
+    text = f"{COMPARISON_MARK}\n{markdown}"
+    c.set_tag(run_id, NOTE_TAG, text)
+    current = c.get_experiment(experiment_id).tags.get(NOTE_TAG)
+    if current is None or current.startswith(COMPARISON_MARK):
+        c.set_experiment_tag(experiment_id, NOTE_TAG, text)
+
+
 def client(uri: str):  # -> mlflow.tracking.MlflowClient
     """An MlflowClient bound to ``uri`` (no global state touched)."""
     from mlflow.tracking import MlflowClient
@@ -107,6 +133,9 @@ def open_run(uri: str, experiment: str, run_name: str, storage: str, tags: Mappi
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp is not None else c.create_experiment(experiment)
+    if exp is None or KIND_TAG not in exp.tags:
+        # MLflow 3's UI opens an experiment without a kind in its GenAI (traces) view
+        c.set_experiment_tag(exp_id, KIND_TAG, MODEL_TRAINING)
     found = c.search_runs(
         [exp_id],
         filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}' and tags.`{STORAGE_TAG}` = '{storage}'",

@@ -9,7 +9,7 @@ from resseg_ray.config import load_config
 from resseg_ray.evaluation.scenes import scene_name
 from resseg_ray.experiments.compare_depths import compare_architectures
 from resseg_ray.train import tracking
-from tests.helpers import run_script, small_train_overrides
+from tests.helpers import browser_screenshot, browser_text, run_script, small_train_overrides
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -48,6 +48,26 @@ def test_compare_logs_table_ii(small_demo, mlflow_server, tmp_path) -> None:
     parent = c.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert {a.path for a in c.list_artifacts(result.parent_run_id)} == {"table2.md", "table2.json"}
+
+    # the MLflow UI opens the experiment as model training with the comparison at a glance
+    exp = c.get_experiment(result.experiment_id)
+    assert exp.tags[tracking.KIND_TAG] == tracking.MODEL_TRAINING
+    note = exp.tags[tracking.NOTE_TAG]
+    means = {a: result.evaluations[a].mean() for a in result.runs}
+    for arch, m in means.items():
+        assert f"{arch} {100 * m['f1']:.2f} / {100 * m['accuracy']:.2f}" in note.splitlines()[1]
+        assert f"| {arch} | cmp-{arch} | 1 | {100 * result.runs[arch].progress.best_val_f1:.2f} |" in note
+    assert parent.data.tags[tracking.NOTE_TAG] == note
+    url = tracking.experiment_url(mlflow_server, result.experiment_id)
+    text = browser_text(url, tmp_path / "browser")
+    assert "matching run" in text and "Sort: test_mean_f1" in text, text[:2000]  # the runs table
+    assert "Detect Issues" not in text  # not the GenAI overview
+    glance = note.splitlines()[1].split(": ", 1)[1]  # prop18 F1 / accuracy; unet19 ...
+    assert "Depth comparison" in text and glance in text
+    for arch in result.runs:
+        assert f"cmp-{arch}" in text
+    browser_screenshot(url, tmp_path / "browser", tmp_path / "mlflow-experiment.png")
+    assert (tmp_path / "mlflow-experiment.png").stat().st_size > 10_000
 
 
 def test_compare_job_rejects_unknown_architecture_before_starting_ray(tmp_path) -> None:

@@ -284,10 +284,12 @@ def test_stalled_uploads_are_dropped_and_others_served(service, tmp_path) -> Non
         what="a normal request served beside stalled uploads",
     )
     assert ok
-    for s in stalled:  # each stalled client got its 408 (serve.body_idle_timeout_s=1)
+    codes = []
+    for s in stalled:  # taken ones dropped with 408 (serve.body_idle_timeout_s=1), the rest 503
         answer = s.recv(4096)
-        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        codes.append(answer[9:12])
         s.close()
+    assert set(codes) <= {b"408", b"503"} and b"408" in codes, codes
     assert time.monotonic() - start < 60
 
 
