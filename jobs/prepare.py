@@ -10,14 +10,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-from resseg_ray.cli import run_job
+from resseg_ray.cli import init_ray, run_job
 from resseg_ray.config import load_config
 from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
 from resseg_ray.demo import prepare_demo
-from resseg_ray.device import ray_runtime_env
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.storage import StorageSettings, exists, expand_uris, join_uri
 
@@ -51,15 +49,7 @@ def main() -> None:
     if args.scenes is None and (args.footprints or args.labels or args.test_scenes):
         raise ConfigError("--footprints/--labels/--test-scenes need --scenes")
     if not args.no_ray:
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(
-                address=os.environ.get("RAY_ADDRESS"),
-                log_to_driver=False,
-                include_dashboard=False,
-                runtime_env=ray_runtime_env(),
-            )
+        init_ray()
     if args.scenes is None:
         print(
             f"writing the demo scenes under {join_uri(args.out, 'scenes')} and preparing them ...", flush=True

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
+import socket
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+from resseg_ray.abort import abort
 from resseg_ray.config import BLEND_MODES, NORMALIZATIONS, PROB_DTYPES, Config, PredictSection
 from resseg_ray.errors import user_error
 from resseg_ray.geo.storage import StorageSettings
@@ -40,6 +45,8 @@ def run_job(main: Callable[[], object]) -> None:
         main()
     except Exception as exc:
         err = user_error(exc)
+        if err is None and _watched and not _reachable(_watched[0]):  # Ray's error of a lost cluster
+            _cluster_lost(_watched[0])
         if err is None:
             raise
         print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line
@@ -67,20 +74,66 @@ def init_ray() -> None:
 
     if ray.is_initialized():
         return
-    # workers' INFO logs (Ray Train's controller, Ray Data's operators) stay in Ray's log folder
-    opts: dict[str, Any] = {"log_to_driver": True, "runtime_env": ray_runtime_env()}
+    # the workers' output (Ray Train's and Ray Data's INFO logs, TrainingReport dicts) stays in
+    # Ray's log folder unless --verbose; what a user must know comes back as results (errors,
+    # the warnings of each scene) or through MLflow (the epochs)
+    opts: dict[str, Any] = {"log_to_driver": verbose(), "runtime_env": ray_runtime_env()}
     if not verbose():
-        opts["logging_config"] = ray.LoggingConfig(log_level="WARNING")
+        opts["logging_level"] = logging.WARNING  # "Connecting to ... cluster", "Started a local ..."
     address = os.environ.get("RAY_ADDRESS")
-    if not address:
-        try:
-            ray.init(address="auto", **opts)
-            quiet_libraries()  # Ray Data's context exists now
-            return
-        except (ConnectionError, RuntimeError):
-            pass
-    ray.init(address=address or None, **opts)
-    quiet_libraries()
+    try:
+        if address:
+            raise ConnectionError  # straight to the address given
+        ray.init(address="auto", **opts)
+    except (ConnectionError, RuntimeError):
+        ray.init(address=address or None, **opts)
+    quiet_libraries()  # Ray Data's context exists now
+    watch_cluster(ray.get_runtime_context().gcs_address)
+
+
+_watched: list[str] = []  # the GCS address watch_cluster watches
+
+
+def _reachable(gcs_address: str, timeout_s: float = 2.0) -> bool:
+    host, _, port = gcs_address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _cluster_lost(gcs_address: str) -> None:
+    abort(
+        f"the Ray cluster at {gcs_address} went away",
+        "the work in progress on it is lost; finished training runs, checkpoints and outputs are "
+        "kept. Start the cluster again (or run without RAY_ADDRESS for a local one) and re-run the "
+        "same command: it goes on where it stopped",
+    )
+
+
+def watch_cluster(gcs_address: str, interval_s: float = 2.0, misses: int = 3) -> threading.Thread:
+    """Watch the Ray cluster's GCS from a background thread; when it cannot be reached
+    ``misses`` times in a row, stop the job with one error line saying what was lost and how
+    to go on, its open MLflow runs marked FAILED (:func:`resseg_ray.abort.abort`), before Ray
+    itself would end the process without a word (it waits about 60 s, then exits)."""
+    _watched[:] = [gcs_address]
+
+    def watch() -> None:
+        import ray
+
+        missed = 0
+        while True:
+            time.sleep(interval_s)
+            if not ray.is_initialized():  # the job shut Ray down itself
+                return
+            missed = 0 if _reachable(gcs_address, interval_s) else missed + 1
+            if missed >= misses:
+                _cluster_lost(gcs_address)
+
+    thread = threading.Thread(target=watch, daemon=True, name="resseg-cluster-watch")
+    thread.start()
+    return thread
 
 
 def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> None:

@@ -8,10 +8,12 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from resseg_ray import abort
 from resseg_ray.config import PredictSection, to_dict
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import failure_message
@@ -195,6 +197,8 @@ class ScenePlan:
     parts: list[RowPart] = field(default_factory=list)
     norm: Norm | None = None
     staging: str = ""
+    warnings: list[str] = field(default_factory=list)
+    """What planning warned about (the scene's statistics far from the model's), for the driver."""
 
 
 def plan_scene(
@@ -226,7 +230,10 @@ def plan_scene(
             return plan
         plan.parts = row_parts(scene.height, predict.window, predict.overlap, count)
         normalization = predict.normalization or str(info.extra.get("normalization", "pooled"))
-        plan.norm = scene_norm(info, normalization, scene, settings)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plan.norm = scene_norm(info, normalization, scene, settings)
+        plan.warnings = [str(w.message) for w in caught]
         plan.staging = staging_dir(out_dir, uri, f"{key}-{count}")
         return plan
     except Exception as exc:
@@ -294,11 +301,14 @@ class _SceneActor:
             return failed(uri, exc)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        keys = ("uri", "part", "seconds", "megapixels", "skipped", "error", "start", "end")
+        keys = ("uri", "part", "seconds", "megapixels", "skipped", "error", "start", "end", "warnings")
         rows: dict[str, list[Any]] = {k: [] for k in keys}
         for uri, index in zip(batch["uri"], batch["part"], strict=True):
             start = time.time()
-            r = self._one(str(uri), int(index))
+            with warnings.catch_warnings(record=True) as caught:  # shown by the driver
+                warnings.simplefilter("always")
+                r = self._one(str(uri), int(index))
+            rows["warnings"].append("\n".join(dict.fromkeys(str(w.message) for w in caught)))
             rows["uri"].append(r.uri)
             rows["part"].append(int(index))
             rows["seconds"].append(r.seconds)
@@ -334,6 +344,7 @@ def predict_scenes_on_ray(
     """
     import ray
 
+    abort.doing(f"segmenting {len(scene_uris)} scenes on Ray (finished outputs and parts under {out_dir})")
     info = bundle_info_from_bytes(bundle_bytes)
     key = _fingerprint(bundle_bytes, predict)
     min_parts = actors // len(scene_uris) if split_mpx > 0 and 0 < len(scene_uris) < actors else 1
@@ -397,6 +408,9 @@ def _collect(
             reports[uri] = SceneReport(uri, skipped=plan.skipped, error=plan.error)
             continue
         got = by_uri.get(uri, [])
+        said = [*plan.warnings, *(m for r in got for m in str(r.get("warnings") or "").split("\n") if m)]
+        for message in dict.fromkeys(said):
+            warnings.warn(message, UserWarning, stacklevel=2)  # from the actors, whose output stays there
         errors = [r["error"] for r in got if r["error"]]
         if errors:
             reports[uri] = SceneReport(uri, error=errors[0])

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from resseg_ray import abort
 from resseg_ray.config import Config, to_dict
 from resseg_ray.data.pipeline import build_datasets
 from resseg_ray.data.prepare import DATASET_FILE, DatasetDescription, load_dataset
@@ -270,6 +271,7 @@ def run_training(
     _log_inputs(run, cfg, desc)
 
     run_dir = join_uri(plan.storage, plan.run_name)
+    abort.doing(f"training run {plan.run_name} (checkpoints under {run_dir})")
     storage_path, storage_fs = _storage(plan.storage, plan.settings)
     stats = desc.statistics.pooled
     meta = {
