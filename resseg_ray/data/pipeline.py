@@ -13,11 +13,11 @@ import hashlib
 import io
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from ray.data import Dataset
 
 from resseg_ray.config import DataConfig
 from resseg_ray.data.augment import augment_sample, draw_params
@@ -27,6 +27,9 @@ from resseg_ray.geo.labels import IGNORE
 from resseg_ray.geo.scene import SceneInfo, open_scene, read_window
 from resseg_ray.geo.stats import Norm, norm_arrays, normalize
 from resseg_ray.geo.storage import StorageSettings, read_bytes
+
+if TYPE_CHECKING:  # Ray Data is imported where datasets are built, not with this module
+    from ray.data import Dataset
 
 SPLITS = ("train", "val")
 

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,8 +41,10 @@ from resseg_ray.geo.storage import (
     normalize_uri,
     read_bytes,
     remove_file,
+    scene_stem,
     write_bytes,
 )
+from resseg_ray.progress import Progress
 
 DATASET_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.parquet"
@@ -78,11 +79,6 @@ class PreparedDataset:
     dataset_uri: str
     scenes: list[PreparedScene]
     statistics: Statistics
-
-
-def _stem(uri: str) -> str:
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    return os.path.splitext(name)[0]
 
 
 def _run_all(fn, items: list[tuple]) -> list:
@@ -167,7 +163,9 @@ def prepare_dataset(
                         "or one per scene"
                     )
                 fp = normalize_uri(fps[0] if len(fps) == 1 else fps[k])
-                jobs.append((info, fp, join_uri(out, "labels", f"{_stem(info.uri)}_labels.tif"), settings))
+                jobs.append(
+                    (info, fp, join_uri(out, "labels", f"{scene_stem(info.uri)}_labels.tif"), settings)
+                )
             else:
                 assert lbls is not None
                 if len(lbls) != len(infos):
@@ -176,11 +174,11 @@ def prepare_dataset(
         return infos, jobs
 
     train_infos, train_jobs = resolve(scenes, footprints, labels, "training")
-    stems = [_stem(i.uri) for i in train_infos]
+    stems = [scene_stem(i.uri) for i in train_infos]
     test_infos, test_jobs = ([], [])
     if test_scenes:
         test_infos, test_jobs = resolve(test_scenes, test_footprints, test_labels, "test")
-        stems += [_stem(i.uri) for i in test_infos]
+        stems += [scene_stem(i.uri) for i in test_infos]
     if len(set(stems)) != len(stems):
         raise InputDataError(f"scene file names must be unique (their label rasters share a folder): {stems}")
     expected = len(train_infos[0].bands)
@@ -194,8 +192,9 @@ def prepare_dataset(
     # (unless one was complete here before: re-preparing replaces it file by file)
     written = [job[2] for job in train_jobs + test_jobs if job[1] is not None]
     keep = exists(join_uri(out, DATASET_FILE), settings)
-    with _removed_on_failure([] if keep else written, settings):
+    with _removed_on_failure([] if keep else written, settings), Progress("step", 3) as bar:
         label_results = _run_all(_label_task, train_jobs + test_jobs)
+        bar.step(f"label rasters of {len(label_results)} scenes")
         for _, _, msgs in label_results:
             for m in msgs:
                 warnings.warn(m, FootprintsMissScene, stacklevel=2)
@@ -203,6 +202,7 @@ def prepare_dataset(
         test_label_infos = [r[0] for r in label_results[len(train_jobs) :]]
 
         stats = compute_statistics(train_infos, settings, block=dc.stats_block)
+        bar.step(f"band statistics of {len(train_infos)} training scenes")
 
         region_infos: list[SceneInfo | None] = [None] * len(train_infos)
         if regions is not None:
@@ -220,6 +220,8 @@ def prepare_dataset(
             ],
         )
         rows = [r for t in tiled for r in t.rows]
+        n_train = sum(r["split"] == "train" for r in rows)
+        bar.step(f"{n_train} training and {len(rows) - n_train} validation tiles")
         if not any(r["split"] == "train" for r in rows):
             raise InputDataError(
                 "no training tiles: the scenes (or annotated areas) are smaller than data.tile_size or "

@@ -8,7 +8,6 @@ labelled 255 or without input data count for nothing.
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,8 +18,9 @@ import numpy as np
 from resseg_ray.errors import InputDataError
 from resseg_ray.evaluation.metrics import IGNORE, Confusion
 from resseg_ray.geo.scene import open_scene, read_window
-from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.geo.storage import StorageSettings, scene_stem
 from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.progress import Progress
 
 
 @dataclass
@@ -71,12 +71,9 @@ class Evaluation:
 
 
 def scene_name(uri: str) -> str:
-    """Short metric-safe name of a scene: its file stem."""
-    stem = os.path.basename(uri.rstrip("/"))
-    for suffix in (".tiff", ".tif"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in stem)
+    """Short metric-safe name of a scene: its stem (:func:`~resseg_ray.geo.storage.scene_stem`)
+    with other characters than letters, digits, ``_-.`` replaced by ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in scene_stem(uri))
 
 
 def _checked_labels(labels: np.ndarray, valid: np.ndarray, label_uri: str) -> np.ndarray:
@@ -180,8 +177,16 @@ def evaluate_scenes(
     bands: Sequence[int] | None = None,
     objects: bool = False,
 ) -> Evaluation:
-    """Evaluate ``(scene URI, label URI)`` pairs (``objects``: object-level F1 too)."""
-    return Evaluation([evaluate_scene(predictor, s, lab, settings, bands, objects) for s, lab in scenes])
+    """Evaluate ``(scene URI, label URI)`` pairs (``objects``: object-level F1 too), a progress
+    line (or bar) per scene."""
+    scores = []
+    with Progress("scene", len(scenes)) as bar:
+        for s, lab in scenes:
+            score = evaluate_scene(predictor, s, lab, settings, bands, objects)
+            m = score.metrics
+            bar.step(f"{score.name}: F1 {100 * m['f1']:.2f}, accuracy {100 * m['accuracy']:.2f}")
+            scores.append(score)
+    return Evaluation(scores)
 
 
 def markdown_table(rows: dict[str, Evaluation], metrics: Sequence[str] = ("f1", "accuracy")) -> str:

@@ -135,6 +135,16 @@ def resolve_uri(uri: str, base: str | None = None) -> str:
     return normalize_uri(os.path.join(base or workdir(), uri))
 
 
+def scene_stem(uri: str) -> str:
+    """The file name of a scene without its raster suffix (``.../D12.tif`` -> ``D12``): the one
+    stem every output, label raster and report of a scene is named after."""
+    name = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    for suffix in RASTER_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def join_uri(base: str, *parts: str) -> str:
     """Join path components onto a local or s3:// base."""
     if is_s3(base):

@@ -39,6 +39,7 @@ from resseg_ray.geo.storage import (
     join_uri,
     normalize_uri,
     read_bytes,
+    scene_stem,
 )
 from resseg_ray.inference.predictor import RowPart, Strip
 from resseg_ray.inference.vectorize import PolygonOptions, mask_polygons, write_geojson
@@ -82,15 +83,6 @@ def output_options(options: PredictSection) -> OutputOptions:
     """What :class:`~resseg_ray.config.PredictSection` options ask to be written per scene."""
     polygons = PolygonOptions(options.min_area, options.simplify, options.wgs84) if options.polygons else None
     return OutputOptions(prob=options.prob, prob_dtype=options.prob_dtype, polygons=polygons)
-
-
-def scene_stem(uri: str) -> str:
-    """File stem of a scene URI (``.../D12.tif`` -> ``D12``)."""
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    for suffix in (".tiff", ".tif", ".TIFF", ".TIF"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def output_uris(out_dir: str, scene_uri: str, options: OutputOptions) -> dict[str, str]:

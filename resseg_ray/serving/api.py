@@ -33,7 +33,7 @@ from ray.serve.handle import DeploymentHandle
 from resseg_ray import __version__
 from resseg_ray.config import PredictSection, ServeSection, StorageConfig, from_dict
 from resseg_ray.errors import InputDataError, ResSegError
-from resseg_ray.geo.storage import StorageSettings, gdal_env
+from resseg_ray.geo.storage import StorageSettings, gdal_env, scene_stem
 from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import output_options, output_uris
 from resseg_ray.inference.predictor import ScenePredictor
@@ -237,7 +237,7 @@ class SegmentAPI:
                     status_code=503,
                     headers={"Retry-After": "1"},
                 )
-        stem = os.path.splitext(os.path.basename(uri))[0]
+        stem = scene_stem(uri)
         suffix = "buildings.geojson" if format == "geojson" else f"{format}.tif"
         return Response(
             data,
