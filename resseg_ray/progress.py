@@ -31,6 +31,8 @@ def quiet_libraries() -> None:
         return
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # 'Downloading artifacts'
+
     for name in ("mlflow", "ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:

@@ -47,7 +47,9 @@ class BundlePyfunc(PythonModel):
         inputs = []
         for image, ok in zip(x, valid, strict=True):
             if self.info.extra.get("normalization") == "per_scene":  # each image by its own statistics
-                norm = norm_arrays(*valid_stats(image, ok))
+                mean, std = valid_stats(image, ok) if ok.any() else (self.info.norm_mean, self.info.norm_std)
+                # a constant band (predict.py refuses such a scene) is centred, not divided by 0
+                norm = norm_arrays(mean, [max(s, 1e-6) for s in std])
             else:
                 norm = norm_arrays(self.info.norm_mean, self.info.norm_std)
             inputs.append(normalize(image, ok, norm))
