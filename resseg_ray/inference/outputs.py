@@ -153,8 +153,7 @@ def check_destination(
     check_writable(out_dir, settings, "--out")
     out = normalize_uri(out_dir).rstrip("/")
     scenes = {normalize_uri(u) for u in scene_uris}
-    folders = sorted({u.rsplit("/", 1)[0] for u in scenes if u.rsplit("/", 1)[0] == out})
-    if folders:
+    if any(u.rsplit("/", 1)[0] == out for u in scenes):
         raise ConfigError(
             f"--out {out_dir} is the folder of the input scenes: the outputs would be taken for scenes "
             "by the next run; write them to another folder"

@@ -44,14 +44,15 @@ class BundlePyfunc(PythonModel):
         from resseg_ray.geo.stats import norm_arrays, normalize, valid_stats
 
         valid: np.ndarray = np.all(np.isfinite(x), axis=1)
+        pooled = norm_arrays(self.info.norm_mean, self.info.norm_std)
+        per_scene = self.info.extra.get("normalization") == "per_scene"
         inputs = []
         for image, ok in zip(x, valid, strict=True):
-            if self.info.extra.get("normalization") == "per_scene":  # each image by its own statistics
-                mean, std = valid_stats(image, ok) if ok.any() else (self.info.norm_mean, self.info.norm_std)
+            norm = pooled
+            if per_scene and ok.any():  # each image by its own statistics
+                mean, std = valid_stats(image, ok)
                 # a constant band (predict.py refuses such a scene) is centred, not divided by 0
                 norm = norm_arrays(mean, [max(s, 1e-6) for s in std])
-            else:
-                norm = norm_arrays(self.info.norm_mean, self.info.norm_std)
             inputs.append(normalize(image, ok, norm))
         with torch.inference_mode(), self.policy.autocast():
             logits = self.model(self.policy.prepare_batch(torch.from_numpy(np.stack(inputs))))
