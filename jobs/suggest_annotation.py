@@ -18,6 +18,7 @@ from resseg_ray.cli import add_predictor_options, bound_gdal_cache, predictor_fr
 from resseg_ray.config import load_config
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
+from resseg_ray.progress import tenths
 
 
 def main() -> None:
@@ -43,7 +44,9 @@ def main() -> None:
     predictor = predictor_from_args(args, cfg, settings)
     bands = predictor.options.bands
     scene = open_scene(args.scene, settings, bands=bands, expected_bands=predictor.info.in_bands)
-    collection = suggest_regions(predictor, scene, settings, args.fraction, args.region, args.wgs84)
+    collection = suggest_regions(
+        predictor, scene, settings, args.fraction, args.region, args.wgs84, tenths(args.scene)
+    )
     write_bytes(args.out, json.dumps(collection, indent=1).encode(), settings)
     print(f"{'rank':>4} {'mean entropy (bits)':>19} {'share of scene':>14}  rows x cols")
     for f in collection["features"]:

@@ -1,8 +1,9 @@
 """What a user sees while a long job runs: a progress bar on a terminal (tqdm), one concise line
 per step otherwise (logs, CI, ``ray job submit``), and Ray's own chatter kept to warnings.
 
-Every long job reports through :class:`Progress`: epochs in training, scenes and windows in
-predict/evaluate/finetune, scenes in prepare.
+Every long job reports through :class:`Progress`: epochs in training, scenes in predict,
+evaluate and prepare; inside one scene :func:`tenths` says how far its windows are (predict,
+evaluate, finetune's scoring, suggest_annotation).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from tqdm import tqdm
@@ -92,3 +94,17 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def tenths(label: str, stream: TextIO | None = None) -> Callable[[float], None]:
+    """A callback for the share (0-1) of one scene's rows segmented so far: a line per tenth
+    (``  D12.tif: 40 %``), so a long scene shows it is moving."""
+    shown = [0.0]
+    out = stream or sys.stdout
+
+    def report(fraction: float) -> None:
+        if fraction - shown[0] >= 0.1 and fraction < 1:
+            shown[0] = fraction
+            print(f"  {label}: {100 * fraction:.0f} %", file=out, flush=True)
+
+    return report

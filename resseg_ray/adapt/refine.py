@@ -10,9 +10,12 @@ model on the rest of the scene only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from resseg_ray.adapt.area import (
     AnnotatedArea,
@@ -30,10 +33,11 @@ from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.scenes import Evaluation, SceneScore, evaluate_scene, markdown_table, scene_name
 from resseg_ray.geo.labels import read_footprints, scene_valid_mask
 from resseg_ray.geo.scene import SceneInfo, open_scene
-from resseg_ray.geo.storage import StorageSettings, join_uri, write_bytes
+from resseg_ray.geo.storage import StorageSettings, exists, join_uri, remove_tree, write_bytes
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import ModelBundle, encode_bundle, load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
+from resseg_ray.progress import tenths
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,74 @@ def refine_scene(
         label_array = read_labels(scene, labels, settings)
     name = cfg.run.name or f"refine-{scene_name(scene_uri)}-{info.architecture}"
     run_dir = join_uri(resolve_uri(cfg.run.storage_path), name)
+    fresh = not exists(run_dir, settings)
+    with _removed_on_failure(run_dir if fresh else None, settings):
+        written, before, adapted, start_bytes, rcfg = _prepare(
+            cfg,
+            bundle,
+            parent_bytes,
+            scene,
+            scene_uri,
+            label_array,
+            area,
+            run_dir,
+            name,
+            adapt_bn,
+            alias,
+            log,
+        )
+    normalization = rcfg.data.normalization
+    parent_run = info.extra.get("mlflow_run_id")
+    tags = {"resseg.refined_scene": scene_uri, "resseg.area": area.source, "resseg.parent_model": parent}
+    if parent_run:
+        tags["resseg.parent_run_id"] = str(parent_run)
+    start = StartFrom(
+        bundle_bytes=start_bytes,
+        norm_mean=list(info.norm_mean) if normalization == "pooled" else None,
+        norm_std=list(info.norm_std) if normalization == "pooled" else None,
+        parent_run_id=str(parent_run) if parent_run else None,
+    )
+    result = run_training(rcfg, log, tags=tags, start_from=start)
+    refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
+    after = evaluate_scene(
+        _predictor(refined, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+        progress=tenths(f"scoring the refined model on {scene_uri}"),
+    )  # fmt: skip
+    log(f"after refinement: F1 {after.metrics['f1']:.4f}, accuracy {after.metrics['accuracy']:.4f}")
+    out = RefineResult(
+        scene_uri,
+        written,
+        before,
+        adapted,
+        after,
+        result.bundle_uri,
+        result.mlflow_run_id,
+        result.registered_version,
+    )
+    _log_scores(result.tracking_uri, result.mlflow_run_id, out)
+    return out
+
+
+def _prepare(
+    cfg: Config,
+    bundle: ModelBundle,
+    parent_bytes: bytes,
+    scene: SceneInfo,
+    scene_uri: str,
+    label_array: np.ndarray,
+    area: AnnotatedArea,
+    run_dir: str,
+    name: str,
+    adapt_bn: bool,
+    alias: str | None,
+    log: Callable[[str], None],
+) -> tuple[AreaLabels, SceneScore, SceneScore | None, bytes, Config]:
+    """The steps before training: the area's label rasters, the parent's scores on the
+    rest (and with BatchNorm re-estimated), the refinement's config and its tiles."""
+    settings = StorageSettings.resolve(cfg.storage)
+    info = bundle.info
     stem = scene_name(scene_uri)
+    normalization = str(info.extra.get("normalization", "pooled"))
     written = write_area_labels(
         scene,
         label_array,
@@ -138,10 +209,10 @@ def refine_scene(
         f"({written.refine_pixels} labelled pixels); evaluating on the other {written.evaluate_pixels}"
     )
 
-    normalization = str(info.extra.get("normalization", "pooled"))
     before = evaluate_scene(
-        _predictor(bundle, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands
-    )
+        _predictor(bundle, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+        progress=tenths(f"scoring the parent on {scene_uri}"),
+    )  # fmt: skip
     log(f"before refinement: F1 {before.metrics['f1']:.4f}, accuracy {before.metrics['accuracy']:.4f}")
     adapted = None
     start_bytes = parent_bytes
@@ -151,7 +222,10 @@ def refine_scene(
         norm = _predictor(bundle, cfg).scene_norm(scene, settings)
         model = adapt_to_scene(bundle.model, scene, settings, norm)
         predictor = _predictor(ModelBundle(model=model, info=info), cfg)
-        adapted = evaluate_scene(predictor, scene_uri, written.evaluate_uri, settings, cfg.data.bands)
+        adapted = evaluate_scene(
+            predictor, scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+            progress=tenths(f"scoring the re-estimated BatchNorm on {scene_uri}"),
+        )  # fmt: skip
         m = adapted.metrics
         log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
         start_bytes, _ = encode_bundle(
@@ -177,34 +251,20 @@ def refine_scene(
         [scene.uri], rcfg.train.dataset, rcfg, labels=[written.refine_uri], settings=settings,
         regions=[written.area_uri] if written.area_uri else None,
     )  # fmt: skip
-    parent_run = info.extra.get("mlflow_run_id")
-    tags = {"resseg.refined_scene": scene_uri, "resseg.area": area.source, "resseg.parent_model": parent}
-    if parent_run:
-        tags["resseg.parent_run_id"] = str(parent_run)
-    start = StartFrom(
-        bundle_bytes=start_bytes,
-        norm_mean=list(info.norm_mean) if normalization == "pooled" else None,
-        norm_std=list(info.norm_std) if normalization == "pooled" else None,
-        parent_run_id=str(parent_run) if parent_run else None,
-    )
-    result = run_training(rcfg, log, tags=tags, start_from=start)
-    refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
-    after = evaluate_scene(
-        _predictor(refined, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands
-    )
-    log(f"after refinement: F1 {after.metrics['f1']:.4f}, accuracy {after.metrics['accuracy']:.4f}")
-    out = RefineResult(
-        scene_uri,
-        written,
-        before,
-        adapted,
-        after,
-        result.bundle_uri,
-        result.mlflow_run_id,
-        result.registered_version,
-    )
-    _log_scores(result.tracking_uri, result.mlflow_run_id, out)
-    return out
+    return written, before, adapted, start_bytes, rcfg
+
+
+@contextlib.contextmanager
+def _removed_on_failure(run_dir: str | None, settings: StorageSettings) -> Iterator[None]:
+    """Delete ``run_dir`` (a folder this call created) when the steps before training fail,
+    so a refused refinement leaves no label rasters or tiles behind. Once training has
+    started the folder is kept: a re-run resumes from it."""
+    try:
+        yield
+    except BaseException:
+        if run_dir is not None:
+            remove_tree(run_dir, settings)
+        raise
 
 
 def _json(obj: dict) -> bytes:

@@ -11,6 +11,7 @@ for ``jobs/finetune.py --area``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +38,14 @@ class Region:
 
 
 def entropy_grid(
-    predictor: ScenePredictor, scene: SceneInfo, settings: StorageSettings, region: int
+    predictor: ScenePredictor,
+    scene: SceneInfo,
+    settings: StorageSettings,
+    region: int,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per region (``region`` px squares): summed predictive entropy (bits) and valid pixel count."""
+    """Per region (``region`` px squares): summed predictive entropy (bits) and valid pixel
+    count; ``progress`` is told the share of the scene's rows done."""
     gh, gw = -(-scene.height // region), -(-scene.width // region)
     sums = np.zeros((gh, gw), np.float64)
     counts = np.zeros((gh, gw), np.int64)
@@ -53,6 +59,8 @@ def entropy_grid(
             e, v = ent[sel], strip.valid[sel]
             np.add.at(sums[gr], cols, np.where(v, e, 0.0).sum(0))
             np.add.at(counts[gr], cols, v.sum(0))
+        if progress is not None:
+            progress(strip.done(scene))
     return sums, counts
 
 
@@ -138,12 +146,14 @@ def suggest_regions(
     fraction: float,
     region: int = 256,
     wgs84: bool = False,
+    progress: Callable[[float], None] | None = None,
 ) -> dict:
-    """A ranked GeoJSON of the most uncertain ``region`` px squares holding ``fraction`` of the scene."""
+    """A ranked GeoJSON of the most uncertain ``region`` px squares holding ``fraction`` of the
+    scene; ``progress`` is told the share of the scene's rows segmented so far."""
     if region < 16:
         raise InputDataError(f"--region must be >= 16 px, got {region}")
     if not 0 < fraction < 1:
         raise InputDataError(f"--fraction must be between 0 and 1 (e.g. 0.07), got {fraction}")
-    sums, counts = entropy_grid(predictor, scene, settings, region)
+    sums, counts = entropy_grid(predictor, scene, settings, region, progress)
     regions = rank_regions(sums, counts, region, fraction, scene.height, scene.width)
     return regions_geojson(regions, scene, int(counts.sum()), wgs84)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +20,7 @@ from resseg_ray.evaluation.metrics import IGNORE, Confusion
 from resseg_ray.geo.scene import open_scene, read_window
 from resseg_ray.geo.storage import StorageSettings, scene_stem
 from resseg_ray.inference.predictor import ScenePredictor
-from resseg_ray.progress import Progress
+from resseg_ray.progress import Progress, tenths
 
 
 @dataclass
@@ -94,9 +94,11 @@ def evaluate_scene(
     settings: StorageSettings,
     bands: Sequence[int] | None = None,
     objects: bool = False,
+    progress: Callable[[float], None] | None = None,
 ) -> SceneScore:
     """Segment a scene and score it against its label raster (same grid, 0/1/255); with
-    ``objects``, object-level F1 too (the mask is kept in a temporary GeoTIFF for that)."""
+    ``objects``, object-level F1 too (the mask is kept in a temporary GeoTIFF for that).
+    ``progress`` is told the share of the scene's rows done (:func:`~resseg_ray.progress.tenths`)."""
     from resseg_ray.inference.outputs import OutputOptions, SceneWriter
 
     scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
@@ -115,6 +117,8 @@ def evaluate_scene(
             confusion.add(strip.probs.argmax(0), target)
             if writer is not None:
                 writer.write(strip)
+            if progress is not None:
+                progress(strip.done(scene))
         seconds = time.perf_counter() - start
         object_metrics = _object_scores(writer.finish()["mask"], label_uri, settings) if writer else None
     return SceneScore(
@@ -182,7 +186,7 @@ def evaluate_scenes(
     scores = []
     with Progress("scene", len(scenes)) as bar:
         for s, lab in scenes:
-            score = evaluate_scene(predictor, s, lab, settings, bands, objects)
+            score = evaluate_scene(predictor, s, lab, settings, bands, objects, tenths(s))
             m = score.metrics
             bar.step(f"{score.name}: F1 {100 * m['f1']:.2f}, accuracy {100 * m['accuracy']:.2f}")
             scores.append(score)

@@ -37,7 +37,7 @@ from resseg_ray.inference.predictor import (
     window_row_count,
 )
 from resseg_ray.models.bundle import BundleInfo, bundle_info_from_bytes
-from resseg_ray.progress import Progress
+from resseg_ray.progress import Progress, tenths
 
 _log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def predict_scene(
         for strip in predictor.strips(scene, settings):
             writer.write(strip)
             if progress is not None:
-                progress((strip.row + strip.probs.shape[1]) / scene.height)
+                progress(strip.done(scene))
         writer.publish(uris, settings)
     return SceneReport(
         scene_uri, uris, seconds=time.perf_counter() - start, megapixels=scene.width * scene.height / 1e6
@@ -113,15 +113,8 @@ def predict_scenes(
     reports = []
     with Progress("scene", len(scene_uris)) as bar:
         for uri in scene_uris:
-            shown = [0.0]
-
-            def rows_done(fraction: float, uri: str = uri, shown: list[float] = shown) -> None:
-                if fraction - shown[0] >= 0.1 and fraction < 1:  # a line per tenth of a scene
-                    shown[0] = fraction
-                    print(f"  {uri}: {100 * fraction:.0f} %", flush=True)
-
             report = predict_scene(
-                predictor, uri, out_dir, settings, options, overwrite, rows_done, bands, True
+                predictor, uri, out_dir, settings, options, overwrite, tenths(uri), bands, True
             )
             if report.error is not None:
                 bar.step(f"{uri}: failed (the reason is in the error at the end)")

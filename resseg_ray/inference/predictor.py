@@ -57,6 +57,10 @@ class Strip:
     probs: np.ndarray
     valid: np.ndarray
 
+    def done(self, scene: SceneInfo) -> float:
+        """The share of ``scene``'s rows segmented once this strip is (for progress)."""
+        return (self.row + self.probs.shape[1]) / scene.height
+
 
 @dataclass(frozen=True)
 class RowPart:

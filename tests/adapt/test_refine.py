@@ -1,6 +1,7 @@
 """Refinement end to end on the small demo's test scene: trained from the parent's weights
 and normalisation on the annotated block only, scored before/after on the rest, logged and
-registered under its own alias; bad areas fail before anything is trained or registered."""
+registered under its own alias; bad areas fail before anything is trained or registered
+and leave no files behind."""
 
 from __future__ import annotations
 
@@ -135,6 +136,11 @@ def test_bad_areas_fail_before_training_and_register_nothing(
     assert proc.returncode == 2 and "--fraction must be between 0 and 1" in proc.stderr
     proc = run_script("finetune.py", *base)
     assert proc.returncode == 2 and "--area POLYGONS or as --fraction" in proc.stderr
+    # an area too small for one 64-px tile fails after its label rasters were written:
+    # the run folder it created goes with them, nothing half-made is left
+    proc = run_script("finetune.py", *base, "--fraction", "0.01")
+    assert proc.returncode == 2 and "no training tiles" in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["everything.geojson"]
     from mlflow.exceptions import MlflowException
 
     with pytest.raises(MlflowException):

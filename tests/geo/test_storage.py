@@ -96,3 +96,38 @@ def test_missing_objects_buckets_and_credentials_are_clear(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(InputDataError, match="credentials"):
         open_scene(f"{s3_bucket}/other.tif", s3_settings)
+
+
+AUX_XML = """<PAMDataset>
+  <PAMRasterBand band="1"><NoDataValue>7</NoDataValue></PAMRasterBand>
+  <PAMRasterBand band="2"><NoDataValue>7</NoDataValue></PAMRasterBand>
+</PAMDataset>
+"""
+
+
+def test_sidecar_files_on_s3_are_never_read(tmp_path, s3_bucket, s3_settings) -> None:
+    """A ``.aux.xml`` beside a scene could change what it means (here: a no-data value that
+    blanks pixels). Scenes on S3 are opened without looking for sidecars, and rasters a client
+    names (``untrusted``, Serve) without them anywhere."""
+    import dataclasses
+
+    import rasterio
+
+    data = np.full((2, 32, 32), 7, np.uint16)
+    local = write_tif(tmp_path / "s.tif", data)
+    (tmp_path / "s.tif.aux.xml").write_text(AUX_XML)
+    with rasterio.open(local) as src:  # GDAL's defaults honour the sidecar: the test can fail
+        assert src.nodata == 7
+    uri = f"{s3_bucket}/sidecar/s.tif"
+    fs = filesystem(uri, s3_settings)
+    fs.put_file(local, uri)
+    fs.put_file(str(tmp_path / "s.tif.aux.xml"), uri + ".aux.xml")
+    untrusted = dataclasses.replace(s3_settings, untrusted=True)
+    for settings in (s3_settings, untrusted):
+        info = open_scene(uri, settings)
+        assert info.nodata is None
+        _, valid = read_window(info, settings, 0, 0, 32, 32)
+        assert valid.all()
+    local_untrusted = dataclasses.replace(LOCAL, untrusted=True)
+    assert open_scene(local, local_untrusted).nodata is None
+    assert read_window(open_scene(local, local_untrusted), local_untrusted, 0, 0, 32, 32)[1].all()
