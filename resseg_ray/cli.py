@@ -88,14 +88,14 @@ def init_ray() -> None:
     except (ConnectionError, RuntimeError):
         ray.init(address=address or None, **opts)
     quiet_libraries()  # Ray Data's context exists now
-    watch_cluster(ray.get_runtime_context().gcs_address)
+    watch_cluster(ray.get_runtime_context().gcs_address, _local_raylet())
 
 
 _watched: list[str] = []  # the GCS address watch_cluster watches
 
 
-def _reachable(gcs_address: str, timeout_s: float = 2.0) -> bool:
-    host, _, port = gcs_address.rpartition(":")
+def _reachable(address: str, timeout_s: float = 2.0) -> bool:
+    host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
         return True
@@ -103,33 +103,68 @@ def _reachable(gcs_address: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _cluster_lost(gcs_address: str) -> None:
+def _local_raylet() -> str | None:
+    """``host:port`` of the raylet this driver is attached to (None when Ray does not say)."""
+    try:
+        import ray
+
+        node = ray._private.worker.global_worker.node
+        return f"{node.node_ip_address}:{node.node_manager_port}"
+    except Exception:
+        return None
+
+
+def _cluster_lost(gcs_address: str, raylet_address: str | None = None) -> None:
+    """Stop the job: the cluster (or, with ``raylet_address``, the job's own Ray node) is gone."""
+    if raylet_address:
+        event = f"the Ray node of this job (raylet {raylet_address}) went away"
+    else:
+        event = f"the Ray cluster at {gcs_address} went away"
     abort(
-        f"the Ray cluster at {gcs_address} went away",
+        event,
         "the work in progress on it is lost; finished training runs, checkpoints and outputs are "
         "kept. Start the cluster again (or run without RAY_ADDRESS for a local one) and re-run the "
         "same command: it goes on where it stopped",
     )
 
 
-def watch_cluster(gcs_address: str, interval_s: float = 2.0, misses: int = 3) -> threading.Thread:
-    """Watch the Ray cluster's GCS from a background thread; when it cannot be reached
-    ``misses`` times in a row, stop the job with one error line saying what was lost and how
-    to go on, its open MLflow runs marked FAILED (:func:`resseg_ray.abort.abort`), before Ray
-    itself would end the process without a word (it waits about 60 s, then exits)."""
+def watch_cluster(
+    gcs_address: str,
+    raylet_address: str | None = None,
+    interval_s: float = 0.5,
+    gcs_grace_s: float = 6.0,
+    raylet_misses: int = 2,
+) -> threading.Thread:
+    """Watch the Ray cluster from a background thread and stop the job with one error line
+    saying what was lost and how to go on, its open MLflow runs marked FAILED
+    (:func:`resseg_ray.abort.abort`), before Ray itself ends the process without a word.
+
+    Two things are watched every ``interval_s``: the driver's own raylet (``raylet_address``)
+    and the GCS. Ray ends a driver at its first call after its raylet died, so a raylet that
+    does not answer ``raylet_misses`` times in a row stops the job at once; a GCS that does not
+    answer for ``gcs_grace_s`` does too (Ray would wait about 60 s, then exit)."""
     _watched[:] = [gcs_address]
 
     def watch() -> None:
         import ray
 
-        missed = 0
+        gcs_down_since: float | None = None
+        raylet_missed = 0
         while True:
             time.sleep(interval_s)
             if not ray.is_initialized():  # the job shut Ray down itself
                 return
-            missed = 0 if _reachable(gcs_address, interval_s) else missed + 1
-            if missed >= misses:
+            if raylet_address is not None:
+                raylet_missed = 0 if _reachable(raylet_address, interval_s) else raylet_missed + 1
+            if _reachable(gcs_address, interval_s):
+                gcs_down_since = None
+            elif gcs_down_since is None:
+                gcs_down_since = time.monotonic()
+            gcs_lost = gcs_down_since is not None and time.monotonic() - gcs_down_since >= gcs_grace_s
+            if gcs_lost or (raylet_missed >= raylet_misses and gcs_down_since is not None):
                 _cluster_lost(gcs_address)
+            elif raylet_missed >= raylet_misses:
+                _cluster_lost(gcs_address, raylet_address)
 
     thread = threading.Thread(target=watch, daemon=True, name="resseg-cluster-watch")
     thread.start()

@@ -59,3 +59,41 @@ def test_run_job_lets_programming_errors_through() -> None:
 
     with pytest.raises(KeyError):
         run_job(main)
+
+
+WATCH = """
+import socket, sys, time
+import ray
+ray.is_initialized = lambda: True  # the watchdog's only question to Ray
+from resseg_ray.cli import watch_cluster
+gcs = socket.create_server(("127.0.0.1", 0))  # a GCS that answers, unless told to close
+gcs_address = f"127.0.0.1:{gcs.getsockname()[1]}"
+if sys.argv[1] == "cluster":
+    gcs.close()
+dead = socket.create_server(("127.0.0.1", 0))
+raylet = f"127.0.0.1:{dead.getsockname()[1]}"
+dead.close()  # a raylet that is gone
+watch_cluster(gcs_address, raylet, interval_s=0.1, gcs_grace_s=0.5)
+time.sleep(30)
+print("not stopped")
+"""
+
+
+@pytest.mark.parametrize(
+    ("lost", "says"),
+    [
+        ("node", "error: the Ray node of this job (raylet 127.0.0.1:"),
+        ("cluster", "error: the Ray cluster at 127.0.0.1:"),
+    ],
+)
+def test_the_watchdog_stops_a_job_whose_raylet_or_cluster_is_gone(lost: str, says: str) -> None:
+    """Ray ends a driver at its first call after its raylet died, without a word: the watchdog
+    says it first (a lost raylet alone is the job's node; with the GCS, the cluster)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", WATCH, lost], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(says) and "went away" in line and "re-run the same command" in line, line
+    assert "not stopped" not in proc.stdout

@@ -42,10 +42,10 @@ def test_a_lost_cluster_is_said_marked_failed_and_resumed(small_demo, tmp_path) 
         else:
             raise AssertionError(f"no epoch line; stderr: {job.stderr.read() if job.stderr else ''}")
         cluster.shutdown()
-        _, err = job.communicate(timeout=120)
+        out, err = job.communicate(timeout=120)
     finally:
         cluster.shutdown()
-    assert job.returncode == 2, err[-3000:]
+    assert job.returncode == 2, f"stdout: {out[-2000:]}\nstderr: {err[-3000:]}"
     lines = [line for line in err.strip().splitlines() if not line.startswith(("warning:", "["))]
     port = gcs.rsplit(":", 1)[1]  # Ray names the head by its node address
     assert len(lines) == 1, err[-3000:]  # none of Ray's chatter, no traceback
