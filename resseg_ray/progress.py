@@ -8,11 +8,13 @@ evaluate, finetune's scoring, suggest_annotation).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from tqdm import tqdm
@@ -37,6 +39,9 @@ def quiet_libraries() -> None:
 
     for name in ("mlflow", "ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropTokenEnabledNotice) for f in auth.filters):
+        auth.addFilter(_DropTokenEnabledNotice())  # the warning that it is *disabled* stays
     try:
         import ray.data
 
@@ -45,6 +50,32 @@ def quiet_libraries() -> None:
         ctx.print_on_execution_start = False
     except (ImportError, AttributeError):
         pass
+
+
+class _DropTokenEnabledNotice(logging.Filter):
+    """Ray's notice, on every local start, that token authentication is on (the safe default)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def without_lines(*prefixes: str) -> Iterator[None]:
+    """Drop the stderr lines that start with ``prefixes`` (a library's own announcements of
+    what the job reports itself, e.g. MLflow's "Successfully registered model"), unless
+    :func:`verbose`; every other line is passed on."""
+    if verbose():
+        yield
+        return
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        for line in buf.getvalue().splitlines(keepends=True):
+            if not line.startswith(prefixes):
+                sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def _duration(seconds: float) -> str:

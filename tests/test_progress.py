@@ -36,3 +36,43 @@ def test_tenths_print_a_line_per_tenth_of_the_scene_and_none_at_the_end() -> Non
         "  D12.tif: 55 %",
         "  D12.tif: 97 %",
     ]
+
+
+def test_library_announcements_are_dropped_and_other_lines_kept(capsys, monkeypatch) -> None:
+    import sys
+
+    from resseg_ray.progress import VERBOSE_ENV, without_lines
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    with without_lines("Successfully registered model"):
+        print("Successfully registered model 'x'.", file=sys.stderr)
+        print("warning: something the user must see", file=sys.stderr)
+    assert capsys.readouterr().err == "warning: something the user must see\n"
+    monkeypatch.setenv(VERBOSE_ENV, "1")  # --verbose shows everything
+    with without_lines("Successfully registered model"):
+        print("Successfully registered model 'x'.", file=sys.stderr)
+    assert capsys.readouterr().err == "Successfully registered model 'x'.\n"
+
+
+def test_only_rays_notice_that_token_auth_is_on_is_dropped(monkeypatch) -> None:
+    import logging
+
+    from resseg_ray.progress import VERBOSE_ENV, quiet_libraries
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    quiet_libraries()
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    log.addHandler(handler)
+    try:
+        log.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=...")
+        log.warning("Token authentication is disabled for this Ray cluster. Anyone with ...")
+    finally:
+        log.removeHandler(handler)
+    assert seen == ["Token authentication is disabled for this Ray cluster. Anyone with ..."]

@@ -40,6 +40,7 @@ from resseg_ray.geo.storage import (
     workdir,
     write_bytes,
 )
+from resseg_ray.progress import without_lines
 from resseg_ray.train import tracking
 from resseg_ray.train.state import BEST_FILES, PROGRESS_FILE, Progress, read_progress
 
@@ -487,18 +488,19 @@ def _log_model(
         "val_loss": progress.best_val_loss,
         "last": float(progress.epochs_done),
     }[cfg.train.select]
-    mv = mlflow.register_model(
-        model_info.model_uri,
-        cfg.mlflow.registered_model,
-        tags={
-            "arch": info.architecture,
-            "run_name": plan.run_name,
-            "val_f1": f"{info.extra.get('val_f1', progress.best_val_f1):.6f}",
-            "val_loss": f"{info.extra.get('val_loss', progress.best_val_loss):.6f}",
-            "selected_by": cfg.train.select,
-            "selected_value": f"{selected:.6f}",
-        },
-    )
+    with without_lines("Successfully registered model", "Created version", "Registered model"):
+        mv = mlflow.register_model(  # the job says it itself: "registered: <model> version N"
+            model_info.model_uri,
+            cfg.mlflow.registered_model,
+            tags={
+                "arch": info.architecture,
+                "run_name": plan.run_name,
+                "val_f1": f"{info.extra.get('val_f1', progress.best_val_f1):.6f}",
+                "val_loss": f"{info.extra.get('val_loss', progress.best_val_loss):.6f}",
+                "selected_by": cfg.train.select,
+                "selected_value": f"{selected:.6f}",
+            },
+        )
     moved = _move_alias(c, cfg.mlflow.registered_model, cfg.mlflow.alias, mv.version)
     c.set_tag(run.run_id, tracking.VERSION_TAG, str(mv.version))
     return str(mv.version), moved
