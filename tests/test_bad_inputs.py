@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import runpy
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from hypothesis import strategies as st
 
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import save_bundle
-from tests.helpers import randomize_batchnorm
+from tests.helpers import randomize_batchnorm, run_here
 from tests.rasters import write_tif
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,18 +31,9 @@ CASES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCh
 def run(script: str, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """Run ``jobs/<script>`` in this process; its exit status and its stderr (its stdout, the
     progress and the results, is kept as ``run.stdout``)."""
-    argv = sys.argv
-    sys.argv = [str(ROOT / "jobs" / script), *args]
-    code = 0
-    try:
-        runpy.run_path(str(ROOT / "jobs" / script), run_name="__main__")
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    run.stdout = captured.out  # type: ignore[attr-defined]
-    return code, captured.err
+    proc = run_here(script, *args, capsys=capsys)
+    run.stdout = proc.stdout  # type: ignore[attr-defined]
+    return proc.returncode, proc.stderr
 
 
 def assert_refused(code: int, err: str, *names: str) -> str:

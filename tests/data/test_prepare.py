@@ -1,4 +1,5 @@
-"""jobs/prepare.py as a user runs it: a subprocess, one-line errors, exit 2, nothing half-written."""
+"""jobs/prepare.py as a user runs it (a subprocess; the quick refusals in this process): one-line
+errors, exit 2, nothing half-written."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import SMALL_DATA, run_script
+from tests.helpers import SMALL_DATA, run_here, run_script
 from tests.rasters import write_tif
 
 SMALL = [a for o in SMALL_DATA for a in ("--set", o)]
@@ -52,7 +53,10 @@ def _nothing_written(out: Path) -> None:
     assert not [p for p in out.rglob("*") if ".part" in p.name]
 
 
-def test_bad_inputs_are_one_line_errors(tmp_path, scene_and_footprints) -> None:
+def test_bad_inputs_are_one_line_errors(tmp_path, scene_and_footprints, capsys) -> None:
+    def _prepare(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_here("prepare.py", *args, capsys=capsys)
+
     scene, fp = scene_and_footprints
     out = tmp_path / "out"
     text = tmp_path / "notes.tif"
@@ -98,7 +102,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path, scene_and_footprints) -> None:
     _nothing_written(out)
 
 
-def test_label_raster_on_another_grid(tmp_path, scene_and_footprints) -> None:
+def test_label_raster_on_another_grid(tmp_path, scene_and_footprints, capsys) -> None:
+    def _prepare(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_here("prepare.py", *args, capsys=capsys)
+
     scene, _ = scene_and_footprints
     labels = write_tif(tmp_path / "labels.tif", np.zeros((1, 100, 100), np.uint8), crs="EPSG:32633")
     out = tmp_path / "out"

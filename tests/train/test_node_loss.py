@@ -1,22 +1,26 @@
 """A 2-worker training on a real multi-node Ray cluster (separate `ray start` nodes on
-127.0.0.1, token authentication on), one worker per node, checkpoints on the moto S3
-endpoint, submitted with `ray job submit`; one worker node is killed mid-training, a
-replacement joins, and the run completes from the latest checkpoint."""
+127.0.0.1, token authentication on: a client without the token is refused), one worker per
+node, checkpoints and the model bundle on the moto S3 endpoint, submitted with
+`ray job submit` as a user does; one worker node is killed mid-training, a replacement
+joins, and the run completes from the latest checkpoint."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import tempfile
 
 import pytest
 
-from resseg_ray.geo.storage import filesystem
+from resseg_ray.geo.storage import download, filesystem
+from resseg_ray.models.bundle import load_bundle
 from resseg_ray.train import tracking
 from tests.helpers import ROOT, poll, small_train_overrides
-from tests.ray_nodes import LocalCluster
+from tests.ray_nodes import BIN, LocalCluster
 
 SLOT = {"train_slot": 1}  # one per worker node: a training worker reserves it, so one per node
-EPOCHS = 5
+EPOCHS = 4
 
 
 @pytest.fixture
@@ -59,6 +63,11 @@ def test_training_survives_the_loss_of_a_node(
             "mlflow.registered_model": "null",
         },
     )
+    refused = subprocess.run(  # token authentication is on: no token, no access
+        [str(BIN / "ray"), "job", "list", "--address", c.url],
+        env={**c.env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0, refused.stdout
     job_id = f"node-loss-{os.getpid()}"
     submit = c.ray(
         "job", "submit", "--address", c.url, "--no-wait", "--submission-id", job_id,
@@ -132,5 +141,8 @@ def test_training_survives_the_loss_of_a_node(
     resumed_at = min(step for step, v in restarts.items() if v >= 1)
     assert resumed_at >= 2, f"restarted at epoch {resumed_at}: not from a checkpoint"
     fs.invalidate_cache()
-    assert fs.exists(f"{run_dir}/model.resseg.safetensors")
+    assert fs.exists(f"{run_dir}/epoch_{EPOCHS:04d}/best_val_loss.resseg.safetensors")
+    with tempfile.TemporaryDirectory() as d:  # the bundle on S3 loads, and says which run made it
+        bundle = download(f"{run_dir}/model.resseg.safetensors", d, s3_settings)
+        assert load_bundle(bundle).info.extra["run_name"] == name
     assert second.node_id not in {n["node_id"] for n in c.alive_nodes()}
