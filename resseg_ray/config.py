@@ -32,6 +32,8 @@ raised-cosine ramp towards the window edges (the authors' code)."""
 NORMALIZATIONS = ("pooled", "per_scene")
 """``pooled``: one mean/std over all training scenes (the bundle's); ``per_scene``: each
 scene's own statistics."""
+SPLIT_MODES = ("auto", "blocks", "scenes")
+"""How ``prepare`` holds out validation: blocks of each scene, whole scenes, or ``auto``."""
 PROB_DTYPES = ("uint8", "float32")
 """Probability raster types: ``uint8`` (0-250 = probability x 250, 255 no data) or
 ``float32`` (NaN no data)."""
@@ -69,8 +71,13 @@ class DataConfig:
     """Step between neighbouring tiles (pixels)."""
     crop_size: int = 256
     """Side of the samples the network sees (random crop or rotated centre crop)."""
+    split: str = "auto"
+    """How validation is held out: ``blocks`` (square blocks of every scene, the paper's
+    way for large scenes), ``scenes`` (whole scenes, for datasets of many small chips) or
+    ``auto`` (blocks, unless they would leave a scene without a training tile: then scenes)."""
     val_fraction: float = 0.2
-    """Fraction of each scene's valid area held out for validation, as whole blocks."""
+    """Fraction of the valid area held out for validation: of each scene (blocks) or of all
+    scenes together (scenes)."""
     split_block: int = 728
     """Side of the square blocks the validation area is made of (pixels)."""
     max_nodata_fraction: float = 0.5
@@ -93,6 +100,10 @@ class DataConfig:
             )
         if self.stride < 1:
             raise ConfigError(f"data.stride must be >= 1, got {self.stride}")
+        if self.split not in SPLIT_MODES:
+            raise ConfigError(
+                f"data.split must be one of {', '.join(SPLIT_MODES)}, got {self.split!r}"
+            )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.split_block < self.tile_size:

@@ -14,6 +14,7 @@ statistics as a dask graph on Ray; without Ray everything runs in-process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from resseg_ray.config import Config, to_dict
-from resseg_ray.data.tiling import manifest_table, tile_scene
+from resseg_ray.config import Config, DataConfig, to_dict
+from resseg_ray.data.tiling import SceneTiles, choose_validation_scenes, manifest_table, tile_scene
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.labels import (
     FootprintsMissScene,
@@ -112,6 +113,139 @@ def _tile_task(
     i: int, scene: SceneInfo, labels: SceneInfo, cfg, settings: StorageSettings, region: SceneInfo | None
 ):
     return tile_scene(i, scene, labels, cfg, settings, region)
+
+
+class SceneGivesNoTiles(UserWarning):
+    """A training scene from which no tile could be cut (too small, or mostly no data)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """How validation was held out: ``mode`` (``blocks`` or ``scenes``) and why."""
+
+    mode: str
+    reason: str
+    held_out: tuple[str, ...] = ()
+    """With ``scenes``: the scenes held out whole."""
+
+    def describe(self) -> str:
+        """A few words for the progress line."""
+        if self.mode == "scenes":
+            return f"{len(self.held_out)} scene(s) held out whole, {self.reason}"
+        return f"validation blocks, {self.reason}"
+
+
+def _tile_and_split(
+    infos: list[SceneInfo],
+    labels: list[SceneInfo],
+    regions: list[SceneInfo | None],
+    dc: DataConfig,
+    settings: StorageSettings,
+) -> tuple[list[SceneTiles], Split]:
+    """Tile every training scene and hold out validation as ``dc.split`` says. ``auto`` tries
+    blocks and falls back to whole scenes when the blocks leave a scene without a training
+    tile (chips smaller than about two blocks) and there are scenes to hold out."""
+
+    def tile(cfg: DataConfig) -> list[SceneTiles]:
+        items = [
+            (i, s, lab, cfg, settings, reg)
+            for i, (s, lab, reg) in enumerate(zip(infos, labels, regions, strict=True))
+        ]
+        return _run_all(_tile_task, items)
+
+    if any(r is not None for r in regions):  # a refinement's one annotated area
+        return tile(dc), Split("blocks", "inside the annotated area")
+    reason = f"data.split={dc.split}"
+    if dc.split in ("auto", "blocks"):
+        tiled = tile(dc)
+        starved = [info for info, t in zip(infos, tiled, strict=True) if t.val_blocks and not t.train_tiles]
+        if starved:
+            smallest = min(starved, key=lambda s: s.width * s.height)
+            reason += (
+                f": {dc.split_block} px validation blocks left {len(starved)} of {len(infos)} scenes "
+                f"(e.g. {smallest.width}x{smallest.height} px) without a training tile"
+            )
+        if dc.split == "blocks" or not starved or len(infos) < 2:
+            if starved and len(infos) >= 2:
+                warnings.warn(
+                    f"{reason}; data.split=scenes (or auto) holds out whole scenes instead",
+                    SceneGivesNoTiles,
+                    stacklevel=3,
+                )
+            return tiled, Split("blocks", reason)
+    tiled = tile(dataclasses.replace(dc, val_fraction=0.0))
+    # seeded by the file names, not the paths: the same chips split alike wherever they lie
+    key = f"{dc.seed}:" + "\n".join(sorted(scene_stem(i.uri) for i in infos))
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    held = choose_validation_scenes([t.valid_pixels for t in tiled], dc.val_fraction, seed)
+    tiled = [t.held_out() if i in held else t for i, t in enumerate(tiled)]
+    return tiled, Split("scenes", reason, tuple(infos[i].uri for i in sorted(held)))
+
+
+def _no_tiles_warning(info: SceneInfo, t: SceneTiles, dc: DataConfig) -> str:
+    if info.width < dc.tile_size or info.height < dc.tile_size:
+        return (
+            f"training scene {info.uri} ({info.width}x{info.height} px) gives no tile: it is smaller than "
+            f"data.tile_size ({dc.tile_size}) and more than data.max_nodata_fraction "
+            f"({dc.max_nodata_fraction}) of it is no data; lower data.tile_size or check its no-data mask"
+        )
+    return (
+        f"training scene {info.uri} gives no tile: each of its {t.dropped_nodata} tiles has more no data "
+        f"than data.max_nodata_fraction ({dc.max_nodata_fraction}); check its no-data value or mask"
+    )
+
+
+def _no_training_tiles(
+    infos: list[SceneInfo], tiled: list[SceneTiles], dc: DataConfig, split: Split, area: bool
+) -> str:
+    """What became of every tile when none is left to train on, and which option to change."""
+    val = sum(len(t.rows) for t in tiled)
+    border = sum(t.dropped_border for t in tiled)
+    nodata = sum(t.dropped_nodata for t in tiled)
+    outside = sum(t.dropped_outside for t in tiled)
+    total = val + border + nodata + outside
+    fates = []
+    if val:
+        fates.append(f"{val} lie in the validation {'blocks' if split.mode == 'blocks' else 'scenes'}")
+    if border:
+        fates.append(f"{border} straddle a validation block's edge")
+    if nodata:
+        fates.append(f"{nodata} have more no data than data.max_nodata_fraction ({dc.max_nodata_fraction})")
+    if outside:
+        fates.append(f"{outside} reach outside the annotated area")
+    sizes = sorted({(i.width, i.height) for i in infos})
+    size = f"{sizes[0][0]}x{sizes[0][1]} px" + (
+        f" to {sizes[-1][0]}x{sizes[-1][1]} px" if len(sizes) > 1 else ""
+    )
+    if area:
+        advice = f"annotate a larger area: a training tile is data.tile_size ({dc.tile_size} px) square"
+    elif val + border > nodata:
+        advice = f"lower data.split_block ({dc.split_block} px, >= data.tile_size {dc.tile_size})"
+        advice += " or add scenes" if len(infos) < 2 else " or hold out whole scenes with data.split=scenes"
+    else:
+        advice = (
+            f"lower data.tile_size ({dc.tile_size}) or raise data.max_nodata_fraction, "
+            "or check the no-data mask"
+        )
+    where = "the annotated area" if area else f"{len(infos)} training scene(s) ({size})"
+    return (
+        f"no training tiles: of the {total} tiles of {where}, "
+        + ", ".join(fates or ["none fit"])
+        + f"; {advice}"
+    )
+
+
+def _no_validation_tiles(infos: list[SceneInfo], dc: DataConfig, split: Split) -> str:
+    if split.mode == "scenes":
+        return (
+            f"no validation tiles: holding out whole scenes needs at least two training scenes with tiles "
+            f"({len(infos)} given); add scenes, use data.split=blocks, or data.val_fraction=0"
+        )
+    return (
+        f"no validation tiles: no scene has two data.split_block ({dc.split_block} px) blocks with data; "
+        "lower data.split_block (>= data.tile_size), hold out whole scenes with data.split=scenes, "
+        "or add scenes"
+    )
 
 
 def prepare_dataset(
@@ -212,26 +346,17 @@ def prepare_dataset(
                 check_label_raster(s, normalize_uri(r), settings)
                 for s, r in zip(train_infos, regions, strict=True)
             ]
-        tiled = _run_all(
-            _tile_task,
-            [
-                (i, s, lab, dc, settings, reg)
-                for i, (s, lab, reg) in enumerate(zip(train_infos, train_labels, region_infos, strict=True))
-            ],
-        )
+        tiled, split = _tile_and_split(train_infos, train_labels, region_infos, dc, settings)
         rows = [r for t in tiled for r in t.rows]
         n_train = sum(r["split"] == "train" for r in rows)
-        bar.step(f"{n_train} training and {len(rows) - n_train} validation tiles")
-        if not any(r["split"] == "train" for r in rows):
-            raise InputDataError(
-                "no training tiles: the scenes (or annotated areas) are smaller than data.tile_size or "
-                f"mostly no data (tile_size {dc.tile_size}, max_nodata_fraction {dc.max_nodata_fraction})"
-            )
-        if dc.val_fraction > 0 and not any(r["split"] == "val" for r in rows):
-            raise InputDataError(
-                f"no validation tiles: no scene has two data.split_block ({dc.split_block} px) blocks "
-                "with data; lower data.split_block (>= data.tile_size) or add scenes"
-            )
+        bar.step(f"{n_train} training and {len(rows) - n_train} validation tiles ({split.describe()})")
+        for info, t in zip(train_infos, tiled, strict=True):
+            if not t.rows and regions is None:
+                warnings.warn(_no_tiles_warning(info, t, dc), SceneGivesNoTiles, stacklevel=2)
+        if not n_train:
+            raise InputDataError(_no_training_tiles(train_infos, tiled, dc, split, regions is not None))
+        if dc.val_fraction > 0 and n_train == len(rows):
+            raise InputDataError(_no_validation_tiles(train_infos, dc, split))
         buf = io.BytesIO()
         pq.write_table(manifest_table(rows), buf)
         manifest_bytes = buf.getvalue()
@@ -274,6 +399,7 @@ def prepare_dataset(
             "band_names": list(train_infos[0].band_names),
             "dtype": train_infos[0].dtype,
             "data": to_dict(dc),
+            "split": {"mode": split.mode, "reason": split.reason},
             "manifest": MANIFEST_FILE,
             "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
             "stats": STATS_FILE,

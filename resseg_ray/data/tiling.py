@@ -1,17 +1,22 @@
 """Training tiles: a regular grid of windows per scene, a spatially disjoint split, a manifest.
 
 Tiles of ``tile_size`` px start every ``stride`` px (paper: 364 and 120) and may hang over
-the scene's right/bottom edge (those pixels read as no data). The validation area is made
+the scene's right/bottom edge (those pixels read as no data); a scene smaller than a tile
+gives one tile padded with no data, judged by the no data inside the scene. The validation area is made
 of whole square blocks of ``split_block`` px, drawn at random (seeded) until they hold
 ``val_fraction`` of the scene's valid pixels; a training tile lies entirely outside the
 validation blocks and a validation tile entirely inside them, so no training tile overlaps a
 validation tile. Tiles that straddle the border, or have more no data than allowed, are
 dropped; with a ``region`` (a refinement's annotated area) only tiles and validation blocks
 wholly inside it are kept. Valid and building fractions come from an integral image of per-cell counts.
+
+Datasets of many small scenes (chips: SpaceNet's 650 or 900 px, xBD's 1024 px) hold out whole
+scenes instead (:func:`choose_validation_scenes`), as ``data.split: scenes`` or ``auto`` chooses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -51,6 +56,18 @@ class SceneTiles:
     dropped_border: int
     val_blocks: list[tuple[int, int]]
     dropped_outside: int = 0
+    valid_pixels: int = 0
+    """Labelled valid pixels of the scene (what a split by scenes weighs it by)."""
+
+    @property
+    def train_tiles(self) -> int:
+        """How many tiles are for training."""
+        return sum(r["split"] == "train" for r in self.rows)
+
+    def held_out(self) -> SceneTiles:
+        """The same tiles, every one for validation (a scene held out whole)."""
+        rows = [{**r, "split": "val"} for r in self.rows]
+        return dataclasses.replace(self, rows=rows)
 
 
 def tile_origins(length: int, tile: int, stride: int) -> list[int]:
@@ -206,6 +223,9 @@ def tile_scene(
     tc = cfg.tile_size // cell
     area_cells = tc * tc
     area_px = cfg.tile_size * cfg.tile_size
+    # a scene narrower (or lower) than a tile gives one tile across, padded as no data: that
+    # padding is not the scene's no data, so the no-data test counts only the scene's extent
+    extent_px = min(cfg.tile_size, scene.width) * min(cfg.tile_size, scene.height)
     rows: list[dict] = []
     dropped_nodata = dropped_border = dropped_outside = 0
     for y in ys:
@@ -216,7 +236,7 @@ def tile_scene(
                 continue
             n_valid = _box_sum(ii_valid, r0, c0, r0 + tc, c0 + tc)
             valid_fraction = n_valid / area_px
-            if 1.0 - valid_fraction > cfg.max_nodata_fraction or n_valid == 0:
+            if 1.0 - n_valid / extent_px > cfg.max_nodata_fraction or n_valid == 0:
                 dropped_nodata += 1
                 continue
             n_val = _box_sum(ii_val, r0, c0, r0 + tc, c0 + tc)
@@ -244,7 +264,32 @@ def tile_scene(
                 }
             )
     blocks = [(int(i), int(j)) for i, j in zip(*np.nonzero(val_blocks), strict=True)]
-    return SceneTiles(rows, dropped_nodata, dropped_border, blocks, dropped_outside)
+    return SceneTiles(rows, dropped_nodata, dropped_border, blocks, dropped_outside, int(valid_n.sum()))
+
+
+def choose_validation_scenes(valid_pixels: list[int], fraction: float, seed: int) -> set[int]:
+    """Indexes of the scenes held out whole for validation (``data.split: scenes``): scenes
+    drawn in a seeded random order until they hold ``fraction`` of the valid pixels, a last
+    scene that would overshoot the target by more than it undershoots is not taken, at
+    least one scene with pixels is held out and at least one is left to train on."""
+    candidates = [i for i, n in enumerate(valid_pixels) if n > 0]
+    if fraction <= 0 or len(candidates) < 2:
+        return set()
+    target = fraction * sum(valid_pixels)
+    chosen: set[int] = set()
+    acc = 0
+    for i in np.random.default_rng(seed).permutation(candidates):
+        i = int(i)
+        if len(chosen) == len(candidates) - 1:
+            break
+        gain = valid_pixels[i]
+        if chosen and acc + gain - target > target - acc:
+            continue  # a smaller scene later in the order may fit better
+        chosen.add(i)
+        acc += gain
+        if acc >= target:
+            break
+    return chosen
 
 
 def manifest_table(rows: list[dict]) -> pa.Table:

@@ -47,7 +47,15 @@ from resseg_ray.train.state import BEST_FILES, PROGRESS_FILE, Progress, read_pro
 BUNDLE_NAME = "model.resseg.safetensors"
 DEMO_DATASET = "data/demo"
 #: Data settings that must equal the ones the dataset was prepared with.
-TILING_FIELDS = ("tile_size", "stride", "val_fraction", "split_block", "max_nodata_fraction", "bands")
+TILING_FIELDS = (
+    "tile_size",
+    "stride",
+    "split",
+    "val_fraction",
+    "split_block",
+    "max_nodata_fraction",
+    "bands",
+)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from resseg_ray.errors import InputDataError
 from tests.helpers import SMALL_DATA, run_here, run_script
 from tests.rasters import write_tif
 
@@ -171,3 +172,70 @@ def test_missing_s3_object_and_credentials(tmp_path, s3_bucket, moto_endpoint, s
     )
     _fails(proc, "credentials")
     _nothing_written(out)
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory) -> list[dict]:
+    """Nine chips as SpaceNet ships them: eight of 900x900 px (0.5 m, 450 m a side) and one
+    of 300x280 px, smaller than a training tile, each with its footprints."""
+    from resseg_ray.demo.scenes import write_scene
+    from resseg_ray.demo.specs import SceneSpec
+
+    root = tmp_path_factory.mktemp("chips")
+    specs = [
+        SceneSpec(f"chip_{k:02d}", ("urban", "suburban", "village")[k % 3], "alpha", 450, 450, 32633,
+                  (452000.0 + 500 * k, 5043000.0), 300 + k)
+        for k in range(8)
+    ] + [SceneSpec("chip_small", "urban", "alpha", 150, 140, 32633, (460000.0, 5043000.0), 399)]  # fmt: skip
+    return [write_scene(s, str(root / f"{s.name}.tif"), str(root / f"{s.name}.geojson")) for s in specs]
+
+
+def test_a_chip_dataset_holds_out_whole_chips_and_trains(chips, tmp_path, ray_session) -> None:
+    """With the defaults (364 px tiles, 728 px validation blocks) a 900 px chip's one
+    validation block would take it all; auto holds out whole chips instead (20 % of the
+    pixels: two of the eight large chips), every label raster is written, the chip smaller
+    than a tile gives one padded tile, and one epoch trains on it."""
+    from resseg_ray.config import load_config
+    from resseg_ray.data.prepare import prepare_dataset
+    from resseg_ray.train.trainer import run_training
+    from tests.helpers import small_train_overrides
+
+    scenes, footprints = [c["scene"] for c in chips], [c["footprints"] for c in chips]
+    cfg = load_config()
+    assert (cfg.data.split, cfg.data.tile_size, cfg.data.split_block) == ("auto", 364, 728)
+    out = tmp_path / "prepared"
+    result = prepare_dataset(scenes, str(out), cfg, footprints=footprints)
+    desc = json.loads((out / "dataset.json").read_text())
+    assert desc["split"]["mode"] == "scenes" and "without a training tile" in desc["split"]["reason"]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == sorted(
+        f"{Path(s).stem}_labels.tif" for s in scenes
+    )
+    by_uri = {s.uri: s for s in result.scenes}
+    held = [s for s in result.scenes if s.tiles_val]
+    assert all(s.tiles_train == 0 for s in held) and all(
+        s.tiles_val == 0 for s in result.scenes if s.tiles_train
+    )
+    assert len(held) == 2 and all(s.width == 900 for s in held)
+    small = by_uri[next(u for u in scenes if "chip_small" in u)]
+    assert small.tiles_train + small.tiles_val == 1  # padded, not dropped
+    assert desc["tiles"]["train"] > 0
+
+    # the same chips split by blocks: the error says what became of the tiles and what to do
+    blocks = load_config(None, ["data.split=blocks"])
+    with pytest.warns(UserWarning, match=r"left 8 of 9 scenes \(e.g. 900x900 px\) without a training tile"):
+        prepare_dataset(scenes, str(tmp_path / "blocks9"), blocks, footprints=footprints)  # 1 tile left
+    with pytest.raises(InputDataError) as e:  # without the small chip, none
+        prepare_dataset(scenes[:8], str(tmp_path / "blocks"), blocks, footprints=footprints[:8])
+    msg = str(e.value)
+    assert msg.startswith("no training tiles: of the ") and "lie in the validation blocks" in msg
+    assert "lower data.split_block (728 px" in msg and "data.split=scenes" in msg
+    assert not (tmp_path / "blocks").exists() or not list((tmp_path / "blocks").rglob("*.tif"))
+
+    overrides = small_train_overrides(
+        str(out), str(tmp_path / "runs"), f"sqlite:///{tmp_path / 'mlflow.db'}", "chips",
+        **{"train.epochs": 1, "scaling.num_workers": 1, "scaling.cpus_per_worker": 1,
+           "data.tile_size": 364, "data.stride": 120, "data.split_block": 728, "data.crop_size": 64,
+           "mlflow.registered_model": "null"},
+    )  # fmt: skip
+    trained = run_training(load_config(None, overrides), log=lambda _: None)
+    assert trained.progress.epochs_done == 1

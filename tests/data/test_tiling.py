@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resseg_ray.config import DataConfig
-from resseg_ray.data.tiling import choose_validation_blocks, manifest_table, tile_origins, tile_scene
+from resseg_ray.data.tiling import (
+    choose_validation_blocks,
+    choose_validation_scenes,
+    manifest_table,
+    tile_origins,
+    tile_scene,
+)
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings
 from tests.rasters import write_tif
@@ -102,3 +110,49 @@ def test_label_values_other_than_0_1_255_are_rejected(tmp_path) -> None:
     labels = open_scene(write_tif(tmp_path / "bad.tif", bad[None], nodata=255), LOCAL, bands=[1])
     with pytest.raises(InputDataError, match=r"bad\.tif holds values \[2\]"):
         tile_scene(0, scene, labels, CFG, LOCAL)
+
+
+@given(
+    pixels=st.lists(st.integers(0, 10**6), min_size=2, max_size=40),
+    fraction=st.floats(0.05, 0.6),
+    seed=st.integers(0, 2**31),
+)
+@settings(max_examples=200, deadline=None)
+def test_whole_scenes_held_out_leave_one_to_train_on_and_approach_the_fraction(
+    pixels: list[int], fraction: float, seed: int
+) -> None:
+    held = choose_validation_scenes(pixels, fraction, seed)
+    assert held == choose_validation_scenes(pixels, fraction, seed)  # seeded
+    with_data = {i for i, n in enumerate(pixels) if n > 0}
+    if len(with_data) < 2:
+        assert held == set()
+        return
+    assert held and held <= with_data and with_data - held  # one held out, one left to train
+    share = sum(pixels[i] for i in held) / sum(pixels)
+    largest = max(pixels) / sum(pixels)
+    # never more than one scene's worth beyond the target (the one that crossed it)
+    assert share <= fraction + largest + 1e-9
+
+
+def test_equal_chips_hold_out_the_nearest_whole_number_of_scenes() -> None:
+    # 10 chips of equal size: 20 % is 2 chips whatever the seed
+    for seed in range(20):
+        assert len(choose_validation_scenes([810_000] * 10, 0.2, seed)) == 2
+    assert choose_validation_scenes([810_000] * 10, 0.0, 0) == set()
+
+
+def test_a_scene_smaller_than_a_tile_gives_one_padded_tile(tmp_path) -> None:
+    """A 30x26 px chip with 40 px tiles: one tile, mostly padding, judged by the chip's own
+    no data (none) rather than dropped as mostly empty."""
+    data = np.random.default_rng(0).integers(1, 1000, (2, 26, 30)).astype(np.uint16)
+    scene = open_scene(write_tif(tmp_path / "chip.tif", data, nodata=0), LOCAL)
+    labels = open_scene(
+        write_tif(tmp_path / "l.tif", np.zeros((1, 26, 30), np.uint8), nodata=255), LOCAL, bands=[1]
+    )
+    tiles = tile_scene(0, scene, labels, DataConfig(**{**CFG.__dict__, "val_fraction": 0.0}), LOCAL)
+    (row,) = tiles.rows
+    assert (row["col_off"], row["row_off"], row["width"]) == (0, 0, 40)
+    assert row["valid_fraction"] == pytest.approx(26 * 30 / 1600) and tiles.valid_pixels == 26 * 30
+    data[:, :, :20] = 0  # two thirds of the chip itself no data: that is dropped, as anywhere
+    scene = open_scene(write_tif(tmp_path / "chip2.tif", data, nodata=0), LOCAL)
+    assert not tile_scene(0, scene, labels, DataConfig(**{**CFG.__dict__, "val_fraction": 0.0}), LOCAL).rows
