@@ -103,6 +103,16 @@ def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.C
     )
 
 
+def assert_cogs(*paths: str | Path) -> None:
+    """Each raster passes rio-cogeo's ``cog_validate`` (the field's COG validator), warnings
+    included: tiled, overviews, IFDs before the data."""
+    from rio_cogeo.cogeo import cog_validate
+
+    for path in paths:
+        valid, errors, warns = cog_validate(str(path), quiet=True)
+        assert valid and not warns, f"{path} is not a clean COG: errors {errors}, warnings {warns}"
+
+
 def run_here(script: str, *args: str, capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
     """Run ``jobs/<script>`` in this process, as ``python jobs/<script>`` would (``runpy``):
     for the many quick refusals, without a subprocess's start-up (about 5 s each here)."""

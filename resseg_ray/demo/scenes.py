@@ -35,7 +35,6 @@ def write_scene(
         dn[:, corner] = 0
     transform = rasterio.Affine(sensor.resolution, 0, spec.origin[0], 0, -sensor.resolution, spec.origin[1])
     profile = {
-        "driver": "GTiff",
         "width": w,
         "height": h,
         "count": 4,
@@ -43,12 +42,11 @@ def write_scene(
         "crs": CRS.from_epsg(spec.epsg),
         "transform": transform,
         "nodata": 0,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
+        "driver": "COG",  # as post-event imagery is published: tiled, with overviews
+        "blocksize": 256,
         "compress": "zstd",
         "predictor": 2,
-        "interleave": "pixel",
+        "overview_resampling": "average",
     }
     with atomic_output(scene_uri, settings, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(dn)

@@ -182,9 +182,10 @@ def scene_valid_mask(info: SceneInfo, settings: StorageSettings, strip: int = 10
 
 
 def write_label_raster(info: SceneInfo, labels: np.ndarray, uri: str, settings: StorageSettings) -> None:
-    """Write a uint8 label GeoTIFF on the scene grid (tiled, compressed, nodata 255), atomically."""
+    """Write a uint8 label raster on the scene grid, atomically: a cloud-optimised GeoTIFF
+    (256 px tiles, deflate, nearest-neighbour overviews), nodata 255."""
     profile = {
-        "driver": "GTiff",
+        "driver": "COG",
         "width": info.width,
         "height": info.height,
         "count": 1,
@@ -192,10 +193,9 @@ def write_label_raster(info: SceneInfo, labels: np.ndarray, uri: str, settings: 
         "crs": CRS.from_wkt(info.crs),
         "transform": info.affine,
         "nodata": IGNORE,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
+        "blocksize": 256,
         "compress": "deflate",
+        "overview_resampling": "nearest",
     }
     with atomic_output(uri, settings, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(labels, 1)

@@ -17,7 +17,7 @@ from resseg_ray.config import load_config
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import load_bundle, read_bundle_info, save_bundle
 from resseg_ray.train import tracking
-from tests.helpers import randomize_batchnorm, run_script, small_train_overrides
+from tests.helpers import assert_cogs, randomize_batchnorm, run_script, small_train_overrides
 
 REFINE_DATA = ["data.tile_size=64", "data.stride=16", "data.crop_size=64", "data.split_block=64"]
 
@@ -62,6 +62,7 @@ def test_refinement_trains_inside_the_area_and_scores_the_rest(
     with rasterio.open(run_dir / "labels" / f"{result.before.name}_refine_labels.tif") as r:
         refine = r.read(1)
     inside = refine != 255
+    assert_cogs(*(run_dir / "labels").iterdir())  # refinement, evaluation and area rasters
     assert inside.any() and (evaluate[inside] == 255).all()  # scored only outside the area
     assert result.before.confusion.counts.sum() == (evaluate != 255).sum()
     assert abs(result.area.fraction - 0.25) < 0.02

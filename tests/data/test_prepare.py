@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from resseg_ray.errors import InputDataError
-from tests.helpers import SMALL_DATA, run_here, run_script
+from tests.helpers import SMALL_DATA, assert_cogs, run_here, run_script
 from tests.rasters import write_tif
 
 SMALL = [a for o in SMALL_DATA for a in ("--set", o)]
@@ -210,6 +210,7 @@ def test_a_chip_dataset_holds_out_whole_chips_and_trains(chips, tmp_path, ray_se
     assert sorted(p.name for p in (out / "labels").iterdir()) == sorted(
         f"{Path(s).stem}_labels.tif" for s in scenes
     )
+    assert_cogs(*scenes, *(out / "labels").iterdir())  # the demo's chips and the label rasters
     by_uri = {s.uri: s for s in result.scenes}
     held = [s for s in result.scenes if s.tiles_val]
     assert all(s.tiles_train == 0 for s in held) and all(

@@ -19,7 +19,7 @@ from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.batch import plan_scene
 from resseg_ray.inference.outputs import output_options
 from resseg_ray.inference.predictor import ScenePredictor
-from tests.helpers import ROOT, run_script
+from tests.helpers import ROOT, assert_cogs, run_script
 from tests.rasters import two_band_scene, write_tif
 
 LOCAL = StorageSettings()
@@ -179,6 +179,7 @@ def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
         writer.publish_part(part_uris(plan.staging, first, options), LOCAL)
     resumed = run(out, split_mpx=0.01)[0]
     prob = _read(resumed.outputs["prob"])
+    assert_cogs(resumed.outputs["prob"], resumed.outputs["mask"])  # assembled from parts
     assert (prob[: first.row1] == 7).all()
     assert np.array_equal(prob[first.row1 :], _read(whole.outputs["prob"])[first.row1 :])
     assert not (tmp_path / "resumed" / ".resseg-parts").exists()

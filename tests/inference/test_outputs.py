@@ -15,7 +15,7 @@ from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import OutputOptions
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions
-from tests.helpers import band_bundle, band_probability
+from tests.helpers import assert_cogs, band_bundle, band_probability
 from tests.rasters import two_band_scene
 
 LOCAL = StorageSettings()
@@ -51,5 +51,6 @@ def test_outputs_keep_the_grid_and_nodata(tmp_path, dtype: str) -> None:
             assert np.isnan(prob[nodata]).all()
             np.testing.assert_allclose(prob[~nodata], expected[~nodata], atol=1e-5)
     assert oct(os.stat(report.outputs["mask"]).st_mode & 0o777) != "0o600"
+    assert_cogs(report.outputs["mask"], report.outputs["prob"])
     again = predict_scene(predictor, uri, str(tmp_path / "out"), LOCAL, options)
     assert again.skipped
