@@ -1,4 +1,5 @@
-"""Geo I/O: storage URIs (local, s3://), scenes and their windows, label rasters, statistics.
+"""Geo I/O: storage URIs (local, s3://), scenes and their windows, label rasters, statistics,
+OSM XML of building polygons.
 
 Its names are imported on first use (:mod:`resseg_ray.exports`).
 """
@@ -16,6 +17,7 @@ __all__, __getattr__ = lazy_exports(
             "rasterize_footprints",
             "write_label_raster",
         ],
+        "resseg_ray.geo.osm": ["osm_xml"],
         "resseg_ray.geo.scene": ["SceneInfo", "open_scene", "read_window"],
         "resseg_ray.geo.stats": ["Norm", "Statistics", "compute_statistics", "norm_arrays", "normalize"],
         "resseg_ray.geo.storage": [
