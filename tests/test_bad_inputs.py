@@ -379,7 +379,7 @@ def test_a_failed_prepare_leaves_no_half_prepared_dataset(scene, tmp_path, capsy
     ring = [[xs[0], ys[0]], [xs[1], ys[0]], [xs[1], ys[1]], [xs[0], ys[1]], [xs[0], ys[0]]]
     fp = _footprints(tmp_path / "fp.geojson", ring)
     out = tmp_path / "dataset"
-    # the 64 px scene is smaller than the default 364 px tiles: no training tiles, after labels
+    # the 64 px scene gives one padded 364 px tile, and no room for validation: refused after labels
     args = (
         "--scenes",
         scene,
@@ -392,5 +392,5 @@ def test_a_failed_prepare_leaves_no_half_prepared_dataset(scene, tmp_path, capsy
         "data.split_block=364",
     )
     code, err = run("prepare.py", *args, capsys=capsys)
-    assert_refused(code, err, "no training tiles")
+    assert_refused(code, err, "no validation tiles", "64x64 px", "data.val_fraction=0")
     assert _outputs(out) == []

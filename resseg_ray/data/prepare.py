@@ -241,10 +241,16 @@ def _no_validation_tiles(infos: list[SceneInfo], dc: DataConfig, split: Split) -
             f"no validation tiles: holding out whole scenes needs at least two training scenes with tiles "
             f"({len(infos)} given); add scenes, use data.split=blocks, or data.val_fraction=0"
         )
+    small = min(infos, key=lambda i: i.width * i.height)
+    other = (
+        "hold out whole scenes with data.split=scenes"
+        if len(infos) >= 2
+        else "add scenes, or train without validation (data.val_fraction=0)"
+    )
     return (
-        f"no validation tiles: no scene has two data.split_block ({dc.split_block} px) blocks with data; "
-        "lower data.split_block (>= data.tile_size), hold out whole scenes with data.split=scenes, "
-        "or add scenes"
+        f"no validation tiles: no scene has two data.split_block ({dc.split_block} px) blocks with data "
+        f"(the smallest is {small.width}x{small.height} px); lower data.split_block (>= data.tile_size "
+        f"{dc.tile_size}), or {other}"
     )
 
 
