@@ -17,7 +17,7 @@ from resseg_ray.config import load_config
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import load_bundle, read_bundle_info, save_bundle
 from resseg_ray.train import tracking
-from tests.helpers import assert_cogs, randomize_batchnorm, run_script, small_train_overrides
+from tests.helpers import assert_cogs, randomize_batchnorm, run_here, small_train_overrides
 
 REFINE_DATA = ["data.tile_size=64", "data.stride=16", "data.crop_size=64", "data.split_block=64"]
 
@@ -97,8 +97,11 @@ def test_refinement_trains_inside_the_area_and_scores_the_rest(
 
 
 def test_bad_areas_fail_before_training_and_register_nothing(
-    small_demo, parent, mlflow_server, tmp_path
+    small_demo, parent, mlflow_server, tmp_path, ray_session, capsys
 ) -> None:
+    def finetune(*args: str):  # jobs/finetune.py in this process, on the session's Ray
+        return run_here("finetune.py", *args, capsys=capsys)
+
     scene, labels = _test_scene(small_demo)
     base = [
         "--model", parent, "--scene", scene, "--labels", labels,
@@ -131,15 +134,15 @@ def test_bad_areas_fail_before_training_and_register_nothing(
             }
         )
     )  # fmt: skip
-    proc = run_script("finetune.py", *base, "--area", str(everything))
+    proc = finetune(*base, "--area", str(everything))
     assert proc.returncode == 2 and "nothing is left to evaluate" in proc.stderr, proc.stderr[-2000:]
-    proc = run_script("finetune.py", *base, "--fraction", "1.5")
+    proc = finetune(*base, "--fraction", "1.5")
     assert proc.returncode == 2 and "--fraction must be between 0 and 1" in proc.stderr
-    proc = run_script("finetune.py", *base)
+    proc = finetune(*base)
     assert proc.returncode == 2 and "--area POLYGONS or as --fraction" in proc.stderr
     # an area too small for one 64-px tile fails after its label rasters were written:
     # the run folder it created goes with them, nothing half-made is left
-    proc = run_script("finetune.py", *base, "--fraction", "0.01")
+    proc = finetune(*base, "--fraction", "0.01")
     assert proc.returncode == 2 and "no training tiles" in proc.stderr, proc.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["everything.geojson"]
     from mlflow.exceptions import MlflowException
