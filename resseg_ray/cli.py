@@ -212,6 +212,12 @@ def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> 
     p.add_argument(
         "--wgs84", action="store_const", const=True, help="polygons in EPSG:4326 instead of the scene's CRS"
     )
+    p.add_argument(
+        "--osm",
+        action="store_const",
+        const=True,
+        help="also write <stem>_buildings.osm for JOSM (EPSG:4326, never uploadable; implies --polygons)",
+    )
 
 
 def predict_options(args: argparse.Namespace, cfg: Config) -> PredictSection:

@@ -101,9 +101,7 @@ class DataConfig:
         if self.stride < 1:
             raise ConfigError(f"data.stride must be >= 1, got {self.stride}")
         if self.split not in SPLIT_MODES:
-            raise ConfigError(
-                f"data.split must be one of {', '.join(SPLIT_MODES)}, got {self.split!r}"
-            )
+            raise ConfigError(f"data.split must be one of {', '.join(SPLIT_MODES)}, got {self.split!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.split_block < self.tile_size:
@@ -333,6 +331,9 @@ class PredictSection:
     """Polygon simplification tolerance in CRS units; 0 keeps the pixel outlines (``--simplify``)."""
     wgs84: bool = False
     """Polygons in EPSG:4326 instead of the scene's CRS (``--wgs84``)."""
+    osm: bool = False
+    """Also write the polygons as an OSM XML file for JOSM, never uploadable (``--osm``;
+    implies ``polygons``)."""
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str, value: object) -> ConfigError:

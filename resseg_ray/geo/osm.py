@@ -72,9 +72,26 @@ class _Builder:
         return way_id
 
 
-def osm_xml(collection: Mapping[str, Any], crs: str | rasterio.crs.CRS, source: str) -> bytes:
+PROVENANCE = "resseg_ray_source"
+"""Attribute of the root element naming the scene the file was made from (OSM readers ignore
+attributes they do not know); see :func:`osm_provenance`."""
+
+
+def osm_provenance(data: bytes) -> str | None:
+    """The scene an OSM file of :func:`osm_xml` was made from (None: not one of ours)."""
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError:
+        return None
+    return root.get(PROVENANCE) if root.tag == "osm" else None
+
+
+def osm_xml(
+    collection: Mapping[str, Any], crs: str | rasterio.crs.CRS, source: str, provenance: str | None = None
+) -> bytes:
     """The buildings of a GeoJSON FeatureCollection (polygons in ``crs``) as OSM XML bytes:
-    each building ``building=yes`` and ``source=<source>``, the file marked ``upload="false"``."""
+    each building ``building=yes`` and ``source=<source>``, the file marked ``upload="false"``;
+    ``provenance`` (the scene's URI) is recorded for :func:`osm_provenance`."""
     src_crs = crs if isinstance(crs, rasterio.crs.CRS) else rasterio.crs.CRS.from_user_input(crs)
     b = _Builder()
     building = {"building": "yes", "source": source}
@@ -95,11 +112,13 @@ def osm_xml(collection: Mapping[str, Any], crs: str | rasterio.crs.CRS, source: 
             inners = [b.way(r.coords, {}) for r in polygon.interiors]
             members = [(outer, "outer")] + [(w, "inner") for w in inners if w is not None]
             b.relations.append((b._id(), members, {"type": "multipolygon", **building}))
-    return _serialize(b)
+    return _serialize(b, provenance)
 
 
-def _serialize(b: _Builder) -> bytes:
+def _serialize(b: _Builder, provenance: str | None) -> bytes:
     root = ET.Element("osm", version="0.6", generator="resseg-ray", upload="false")
+    if provenance is not None:
+        root.set(PROVENANCE, provenance)
     for (lon, lat), node_id in sorted(b.nodes.items(), key=lambda kv: -kv[1]):
         ET.SubElement(root, "node", id=str(node_id), lat=f"{lat:.{PRECISION}f}", lon=f"{lon:.{PRECISION}f}")
     for way_id, refs, tags in b.ways:

@@ -28,6 +28,7 @@ import rasterio.shutil
 from resseg_ray import __version__
 from resseg_ray.config import PROB_DTYPES, PredictSection
 from resseg_ray.errors import ConfigError, InputDataError, ResSegError
+from resseg_ray.geo.osm import osm_provenance, osm_xml
 from resseg_ray.geo.scene import SceneInfo
 from resseg_ray.geo.storage import (
     StorageSettings,
@@ -40,6 +41,7 @@ from resseg_ray.geo.storage import (
     normalize_uri,
     read_bytes,
     scene_stem,
+    write_bytes,
 )
 from resseg_ray.inference.predictor import RowPart, Strip
 from resseg_ray.inference.vectorize import PolygonOptions, mask_polygons, write_geojson
@@ -68,6 +70,8 @@ class OutputOptions:
     """Tile side of the output COGs."""
     polygons: PolygonOptions | None = None
     """Also write ``<stem>_buildings.geojson`` (building polygons) with these options."""
+    osm: bool = False
+    """Also write the polygons as ``<stem>_buildings.osm`` for JOSM (needs ``polygons``)."""
     provenance: bool = True
     """Record the source scene in every output (:data:`SOURCE_TAG`); off for answers to a
     client (Serve), whose scene is a temporary file of the server."""
@@ -77,12 +81,15 @@ class OutputOptions:
             raise ConfigError(f"prob dtype {self.prob_dtype!r} is not one of {', '.join(PROB_DTYPES)}")
         if self.block < 16 or self.block % 16:
             raise ConfigError(f"output block size {self.block} must be a multiple of 16")
+        if self.osm and self.polygons is None:
+            raise ConfigError("the OSM output is made of the polygons: it needs polygon options")
 
 
 def output_options(options: PredictSection) -> OutputOptions:
     """What :class:`~resseg_ray.config.PredictSection` options ask to be written per scene."""
-    polygons = PolygonOptions(options.min_area, options.simplify, options.wgs84) if options.polygons else None
-    return OutputOptions(prob=options.prob, prob_dtype=options.prob_dtype, polygons=polygons)
+    wanted = options.polygons or options.osm
+    polygons = PolygonOptions(options.min_area, options.simplify, options.wgs84) if wanted else None
+    return OutputOptions(prob=options.prob, prob_dtype=options.prob_dtype, polygons=polygons, osm=options.osm)
 
 
 def output_uris(out_dir: str, scene_uri: str, options: OutputOptions) -> dict[str, str]:
@@ -93,6 +100,8 @@ def output_uris(out_dir: str, scene_uri: str, options: OutputOptions) -> dict[st
         uris["prob"] = join_uri(out_dir, f"{stem}_prob.tif")
     if options.polygons is not None:
         uris["buildings"] = join_uri(out_dir, f"{stem}_buildings.geojson")
+    if options.osm:
+        uris["osm"] = join_uri(out_dir, f"{stem}_buildings.osm")
     return uris
 
 
@@ -123,6 +132,8 @@ def output_source(uri: str, settings: StorageSettings) -> str | None:
         if uri.endswith(".geojson"):
             doc = json.loads(read_bytes(uri, settings))
             source = doc.get(SOURCE_TAG) if isinstance(doc, dict) else None
+        elif uri.endswith(".osm"):
+            source = osm_provenance(read_bytes(uri, settings))
         else:
             with gdal_env(settings), rasterio.open(gdal_path(uri), driver="GTiff") as ds:
                 source = ds.tags().get(SOURCE_TAG)
@@ -286,6 +297,11 @@ class SceneWriter:
                 collection[SOURCE_TAG] = self.scene.uri  # a GeoJSON foreign member (RFC 7946, 6.1)
             with atomic_output(uris["buildings"], settings, suffix=".geojson") as dst:
                 write_geojson(collection, dst)
+            if "osm" in uris:
+                crs = "EPSG:4326" if self.options.polygons.wgs84 else self.scene.crs
+                source = f"resseg-ray building segmentation of {scene_stem(self.scene.uri)}"
+                provenance = self.scene.uri if self.options.provenance else None
+                write_bytes(uris["osm"], osm_xml(collection, crs, source, provenance), settings)
         for key, resampling in (("prob", "average"), ("mask", "nearest")):
             if key not in uris:
                 continue

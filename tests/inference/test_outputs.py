@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,3 +55,48 @@ def test_outputs_keep_the_grid_and_nodata(tmp_path, dtype: str) -> None:
     assert_cogs(report.outputs["mask"], report.outputs["prob"])
     again = predict_scene(predictor, uri, str(tmp_path / "out"), LOCAL, options)
     assert again.skipped
+
+
+def test_predict_writes_a_josm_file_of_its_buildings(tmp_path, capsys) -> None:
+    """``--osm``: the polygons as ``<stem>_buildings.osm`` (implies ``--polygons``), one way per
+    building of the GeoJSON, in EPSG:4326, upload="false"; a re-run takes it as complete, and
+    a user's .osm under that name is refused, not replaced."""
+    import xml.etree.ElementTree as ET
+
+    import torch
+
+    from resseg_ray.models import build_model
+    from resseg_ray.models.bundle import save_bundle
+    from tests.helpers import randomize_batchnorm, run_here
+    from tests.rasters import write_tif
+
+    bands = ["blue", "green", "red", "nir"]
+    data = np.random.default_rng(0).integers(1, 2000, size=(4, 96, 96)).astype(np.uint16)
+    uri = write_tif(tmp_path / "s.tif", data, nodata=0, descriptions=bands)
+    torch.manual_seed(0)
+    model = str(tmp_path / "m.resseg.safetensors")
+    net = randomize_batchnorm(build_model("prop18", in_bands=4))
+    save_bundle(model, net, norm_mean=[1000.0] * 4, norm_std=[300.0] * 4, band_names=bands)
+    out = tmp_path / "out"
+    args = ("--model", model, "--scenes", uri, "--out", str(out), "--osm",
+            "--window", "64", "--overlap", "16", "--min-area", "0", "--device", "cpu")  # fmt: skip
+    proc = run_here("predict.py", *args, capsys=capsys)
+    assert proc.returncode == 0, proc.stderr
+    stem = Path(uri).stem
+    buildings = json.loads((out / f"{stem}_buildings.geojson").read_text())["features"]
+    root = ET.parse(out / f"{stem}_buildings.osm").getroot()
+    assert root.get("upload") == "false" and root.get("resseg_ray_source") == uri
+    ways = root.findall("way") + [r for r in root.findall("relation")]
+    tagged = [w for w in ways if any(t.get("k") == "building" for t in w.iter("tag"))]
+    assert len(tagged) == sum(len(f["geometry"]["coordinates"]) if f["geometry"]["type"] == "MultiPolygon"
+                              else 1 for f in buildings) > 0  # fmt: skip
+    lats = [float(n.get("lat")) for n in root.iter("node")]
+    assert all(40 < lat < 50 for lat in lats)  # degrees, not UTM metres
+    again = run_here("predict.py", *args, capsys=capsys)
+    assert again.returncode == 0 and "skipped" in again.stdout
+    (out / f"{stem}_buildings.osm").write_text("<osm version='0.6'/>")  # the user's own file
+    refused = run_here("predict.py", *args, capsys=capsys)
+    assert (
+        refused.returncode == 2
+        and f"{stem}_buildings.osm exists and was not written by resseg-ray" in refused.stderr
+    )
