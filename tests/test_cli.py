@@ -62,7 +62,7 @@ def test_run_job_lets_programming_errors_through() -> None:
 
 
 WATCH = """
-import socket, sys, time
+import socket, sys
 import ray
 ray.is_initialized = lambda: True  # the watchdog's only question to Ray
 from resseg_ray.cli import watch_cluster
@@ -73,8 +73,8 @@ if sys.argv[1] == "cluster":
 dead = socket.create_server(("127.0.0.1", 0))
 raylet = f"127.0.0.1:{dead.getsockname()[1]}"
 dead.close()  # a raylet that is gone
-watch_cluster(gcs_address, raylet, interval_s=0.1, gcs_grace_s=0.5)
-time.sleep(30)
+watcher = watch_cluster(gcs_address, raylet, interval_s=0.1, gcs_grace_s=0.5)
+watcher.join(timeout=30)  # the watchdog ends the process itself; the deadline is for a failure
 print("not stopped")
 """
 
