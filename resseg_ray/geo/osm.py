@@ -95,12 +95,10 @@ def osm_xml(
     src_crs = crs if isinstance(crs, rasterio.crs.CRS) else rasterio.crs.CRS.from_user_input(crs)
     b = _Builder()
     building = {"building": "yes", "source": source}
-    for feature in collection.get("features", []):
-        geometry = feature.get("geometry")
-        if not geometry:
-            continue
-        if src_crs != WGS84:
-            geometry = rasterio.warp.transform_geom(src_crs, WGS84, geometry)
+    geometries = [f["geometry"] for f in collection.get("features", []) if f.get("geometry")]
+    if geometries and src_crs != WGS84:  # one transformer for all of them
+        geometries = rasterio.warp.transform_geom(src_crs, WGS84, geometries)
+    for geometry in geometries:
         for polygon in _polygons(geometry):
             polygon = orient(polygon)  # outer counter-clockwise, holes clockwise
             if not polygon.interiors:
