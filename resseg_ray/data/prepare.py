@@ -14,7 +14,6 @@ statistics as a dask graph on Ray; without Ray everything runs in-process.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import io
 import json
@@ -146,18 +145,15 @@ def _tile_and_split(
     blocks and falls back to whole scenes when the blocks leave a scene without a training
     tile (chips smaller than about two blocks) and there are scenes to hold out."""
 
-    def tile(cfg: DataConfig) -> list[SceneTiles]:
-        items = [
-            (i, s, lab, cfg, settings, reg)
-            for i, (s, lab, reg) in enumerate(zip(infos, labels, regions, strict=True))
-        ]
-        return _run_all(_tile_task, items)
-
+    items = [
+        (i, s, lab, dc, settings, reg)
+        for i, (s, lab, reg) in enumerate(zip(infos, labels, regions, strict=True))
+    ]
+    tiled: list[SceneTiles] = _run_all(_tile_task, items)  # one pass; the scene split reuses it
     if any(r is not None for r in regions):  # a refinement's one annotated area
-        return tile(dc), Split("blocks", "inside the annotated area")
+        return tiled, Split("blocks", "inside the annotated area")
     reason = f"data.split={dc.split}"
     if dc.split in ("auto", "blocks"):
-        tiled = tile(dc)
         starved = [info for info, t in zip(infos, tiled, strict=True) if t.val_blocks and not t.train_tiles]
         if starved:
             smallest = min(starved, key=lambda s: s.width * s.height)
@@ -173,12 +169,11 @@ def _tile_and_split(
                     stacklevel=3,
                 )
             return tiled, Split("blocks", reason)
-    tiled = tile(dataclasses.replace(dc, val_fraction=0.0))
     # seeded by the file names, not the paths: the same chips split alike wherever they lie
     key = f"{dc.seed}:" + "\n".join(sorted(scene_stem(i.uri) for i in infos))
     seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
     held = choose_validation_scenes([t.valid_pixels for t in tiled], dc.val_fraction, seed)
-    tiled = [t.held_out() if i in held else t for i, t in enumerate(tiled)]
+    tiled = [t.unsplit("val" if i in held else "train") for i, t in enumerate(tiled)]
     return tiled, Split("scenes", reason, tuple(infos[i].uri for i in sorted(held)))
 
 

@@ -53,21 +53,31 @@ class SceneTiles:
 
     rows: list[dict]
     dropped_nodata: int
-    dropped_border: int
+    straddling: list[dict]
+    """Tiles across a validation block's edge: dropped by the block split, kept by
+    :meth:`unsplit` (so a split by scenes needs no second pass over the rasters)."""
     val_blocks: list[tuple[int, int]]
     dropped_outside: int = 0
     valid_pixels: int = 0
     """Labelled valid pixels of the scene (what a split by scenes weighs it by)."""
 
     @property
+    def dropped_border(self) -> int:
+        """How many tiles the block split dropped for straddling a block's edge."""
+        return len(self.straddling)
+
+    @property
     def train_tiles(self) -> int:
         """How many tiles are for training."""
         return sum(r["split"] == "train" for r in self.rows)
 
-    def held_out(self) -> SceneTiles:
-        """The same tiles, every one for validation (a scene held out whole)."""
-        rows = [{**r, "split": "val"} for r in self.rows]
-        return dataclasses.replace(self, rows=rows)
+    def unsplit(self, split: str = "train") -> SceneTiles:
+        """Every tile of the scene, in grid order, for ``split`` (``val``: the scene held out
+        whole), without validation blocks."""
+        rows = sorted(self.rows + self.straddling, key=lambda r: r["tile_id"])
+        return dataclasses.replace(
+            self, rows=[{**r, "split": split} for r in rows], straddling=[], val_blocks=[]
+        )
 
 
 def tile_origins(length: int, tile: int, stride: int) -> list[int]:
@@ -227,7 +237,8 @@ def tile_scene(
     # padding is not the scene's no data, so the no-data test counts only the scene's extent
     extent_px = min(cfg.tile_size, scene.width) * min(cfg.tile_size, scene.height)
     rows: list[dict] = []
-    dropped_nodata = dropped_border = dropped_outside = 0
+    straddling: list[dict] = []
+    dropped_nodata = dropped_outside = 0
     for y in ys:
         for x in xs:
             r0, c0 = y // cell, x // cell
@@ -240,15 +251,9 @@ def tile_scene(
                 dropped_nodata += 1
                 continue
             n_val = _box_sum(ii_val, r0, c0, r0 + tc, c0 + tc)
-            if n_val == 0:
-                split = "train"
-            elif n_val == area_cells:
-                split = "val"
-            else:
-                dropped_border += 1
-                continue
+            split = "train" if n_val == 0 else "val" if n_val == area_cells else "straddling"
             n_build = _box_sum(ii_build, r0, c0, r0 + tc, c0 + tc)
-            rows.append(
+            (straddling if split == "straddling" else rows).append(
                 {
                     "tile_id": f"{scene_id:04d}_{y:06d}_{x:06d}",
                     "scene_id": scene_id,
@@ -264,7 +269,7 @@ def tile_scene(
                 }
             )
     blocks = [(int(i), int(j)) for i, j in zip(*np.nonzero(val_blocks), strict=True)]
-    return SceneTiles(rows, dropped_nodata, dropped_border, blocks, dropped_outside, int(valid_n.sum()))
+    return SceneTiles(rows, dropped_nodata, straddling, blocks, dropped_outside, int(valid_n.sum()))
 
 
 def choose_validation_scenes(valid_pixels: list[int], fraction: float, seed: int) -> set[int]:
