@@ -10,12 +10,9 @@ model on the rest of the scene only.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
 
 from resseg_ray.adapt.area import (
     AnnotatedArea,
@@ -33,7 +30,7 @@ from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.scenes import Evaluation, SceneScore, evaluate_scene, markdown_table, scene_name
 from resseg_ray.geo.labels import read_footprints, scene_valid_mask
 from resseg_ray.geo.scene import SceneInfo, open_scene
-from resseg_ray.geo.storage import StorageSettings, exists, join_uri, remove_tree, write_bytes
+from resseg_ray.geo.storage import StorageSettings, exists, join_uri, removed_on_failure, write_bytes
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import ModelBundle, encode_bundle, load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
@@ -126,23 +123,69 @@ def refine_scene(
         label_array = read_labels(scene, labels, settings)
     name = cfg.run.name or f"refine-{scene_name(scene_uri)}-{info.architecture}"
     run_dir = join_uri(resolve_uri(cfg.run.storage_path), name)
+    # what this call creates goes again if a step before training fails (a refused area, no
+    # tiles); once training has started the folder is kept: a re-run resumes from it
     fresh = not exists(run_dir, settings)
-    with _removed_on_failure(run_dir if fresh else None, settings):
-        written, before, adapted, start_bytes, rcfg = _prepare(
-            cfg,
-            bundle,
-            parent_bytes,
+    with removed_on_failure([run_dir] if fresh else [], settings):
+        stem = scene_name(scene_uri)
+        normalization = str(info.extra.get("normalization", "pooled"))
+        written = write_area_labels(
             scene,
-            scene_uri,
             label_array,
             area,
-            run_dir,
-            name,
-            adapt_bn,
-            alias,
-            log,
+            join_uri(run_dir, "labels", f"{stem}_refine_labels.tif"),
+            join_uri(run_dir, "labels", f"{stem}_evaluate_labels.tif"),
+            settings,
+            area_uri=join_uri(run_dir, "labels", f"{stem}_area.tif"),
         )
-    normalization = rcfg.data.normalization
+        write_bytes(join_uri(run_dir, "area.geojson"), _json(area.polygons(scene)), settings)
+        log(
+            f"annotated area: {area.source}, {100 * written.fraction:.1f} % of the scene "
+            f"({written.refine_pixels} labelled pixels); evaluating on the other {written.evaluate_pixels}"
+        )
+
+        before = evaluate_scene(
+            _predictor(bundle, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+            progress=tenths(f"scoring the parent on {scene_uri}"),
+        )  # fmt: skip
+        log(f"before refinement: F1 {before.metrics['f1']:.4f}, accuracy {before.metrics['accuracy']:.4f}")
+        adapted = None
+        start_bytes = parent_bytes
+        if adapt_bn:  # re-estimated once: scored as its own row, then the start of the refinement
+            from resseg_ray.inference.batchnorm import adapt_to_scene
+
+            norm = _predictor(bundle, cfg).scene_norm(scene, settings)
+            model = adapt_to_scene(bundle.model, scene, settings, norm)
+            predictor = _predictor(ModelBundle(model=model, info=info), cfg)
+            adapted = evaluate_scene(
+                predictor, scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+                progress=tenths(f"scoring the re-estimated BatchNorm on {scene_uri}"),
+            )  # fmt: skip
+            m = adapted.metrics
+            log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
+            start_bytes, _ = encode_bundle(
+                model,
+                norm_mean=info.norm_mean,
+                norm_std=info.norm_std,
+                band_names=info.band_names,
+                class_names=info.class_names,
+                tile_size=info.tile_size,
+                extra=dict(info.extra),
+            )
+
+        data_cfg = dataclasses.replace(cfg.data, normalization=normalization)
+        rcfg = dataclasses.replace(
+            cfg,
+            data=data_cfg,
+            model=dataclasses.replace(cfg.model, arch=info.architecture, pretrained=None),
+            train=dataclasses.replace(cfg.train, dataset=join_uri(run_dir, "data")),
+            run=dataclasses.replace(cfg.run, name=name),
+            mlflow=dataclasses.replace(cfg.mlflow, alias=alias or "refined-" + stem.replace(".", "_")),
+        )
+        prepare_dataset(  # tiles wholly inside the annotated area (the area raster)
+            [scene.uri], rcfg.train.dataset, rcfg, labels=[written.refine_uri], settings=settings,
+            regions=[written.area_uri] if written.area_uri else None,
+        )  # fmt: skip
     parent_run = info.extra.get("mlflow_run_id")
     tags = {"resseg.refined_scene": scene_uri, "resseg.area": area.source, "resseg.parent_model": parent}
     if parent_run:
@@ -172,99 +215,6 @@ def refine_scene(
     )
     _log_scores(result.tracking_uri, result.mlflow_run_id, out)
     return out
-
-
-def _prepare(
-    cfg: Config,
-    bundle: ModelBundle,
-    parent_bytes: bytes,
-    scene: SceneInfo,
-    scene_uri: str,
-    label_array: np.ndarray,
-    area: AnnotatedArea,
-    run_dir: str,
-    name: str,
-    adapt_bn: bool,
-    alias: str | None,
-    log: Callable[[str], None],
-) -> tuple[AreaLabels, SceneScore, SceneScore | None, bytes, Config]:
-    """The steps before training: the area's label rasters, the parent's scores on the
-    rest (and with BatchNorm re-estimated), the refinement's config and its tiles."""
-    settings = StorageSettings.resolve(cfg.storage)
-    info = bundle.info
-    stem = scene_name(scene_uri)
-    normalization = str(info.extra.get("normalization", "pooled"))
-    written = write_area_labels(
-        scene,
-        label_array,
-        area,
-        join_uri(run_dir, "labels", f"{stem}_refine_labels.tif"),
-        join_uri(run_dir, "labels", f"{stem}_evaluate_labels.tif"),
-        settings,
-        area_uri=join_uri(run_dir, "labels", f"{stem}_area.tif"),
-    )
-    write_bytes(join_uri(run_dir, "area.geojson"), _json(area.polygons(scene)), settings)
-    log(
-        f"annotated area: {area.source}, {100 * written.fraction:.1f} % of the scene "
-        f"({written.refine_pixels} labelled pixels); evaluating on the other {written.evaluate_pixels}"
-    )
-
-    before = evaluate_scene(
-        _predictor(bundle, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
-        progress=tenths(f"scoring the parent on {scene_uri}"),
-    )  # fmt: skip
-    log(f"before refinement: F1 {before.metrics['f1']:.4f}, accuracy {before.metrics['accuracy']:.4f}")
-    adapted = None
-    start_bytes = parent_bytes
-    if adapt_bn:  # re-estimated once: scored as its own row, then the start of the refinement
-        from resseg_ray.inference.batchnorm import adapt_to_scene
-
-        norm = _predictor(bundle, cfg).scene_norm(scene, settings)
-        model = adapt_to_scene(bundle.model, scene, settings, norm)
-        predictor = _predictor(ModelBundle(model=model, info=info), cfg)
-        adapted = evaluate_scene(
-            predictor, scene_uri, written.evaluate_uri, settings, cfg.data.bands,
-            progress=tenths(f"scoring the re-estimated BatchNorm on {scene_uri}"),
-        )  # fmt: skip
-        m = adapted.metrics
-        log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
-        start_bytes, _ = encode_bundle(
-            model,
-            norm_mean=info.norm_mean,
-            norm_std=info.norm_std,
-            band_names=info.band_names,
-            class_names=info.class_names,
-            tile_size=info.tile_size,
-            extra=dict(info.extra),
-        )
-
-    data_cfg = dataclasses.replace(cfg.data, normalization=normalization)
-    rcfg = dataclasses.replace(
-        cfg,
-        data=data_cfg,
-        model=dataclasses.replace(cfg.model, arch=info.architecture, pretrained=None),
-        train=dataclasses.replace(cfg.train, dataset=join_uri(run_dir, "data")),
-        run=dataclasses.replace(cfg.run, name=name),
-        mlflow=dataclasses.replace(cfg.mlflow, alias=alias or "refined-" + stem.replace(".", "_")),
-    )
-    prepare_dataset(  # tiles wholly inside the annotated area (the area raster)
-        [scene.uri], rcfg.train.dataset, rcfg, labels=[written.refine_uri], settings=settings,
-        regions=[written.area_uri] if written.area_uri else None,
-    )  # fmt: skip
-    return written, before, adapted, start_bytes, rcfg
-
-
-@contextlib.contextmanager
-def _removed_on_failure(run_dir: str | None, settings: StorageSettings) -> Iterator[None]:
-    """Delete ``run_dir`` (a folder this call created) when the steps before training fail,
-    so a refused refinement leaves no label rasters or tiles behind. Once training has
-    started the folder is kept: a re-run resumes from it."""
-    try:
-        yield
-    except BaseException:
-        if run_dir is not None:
-            remove_tree(run_dir, settings)
-        raise
 
 
 def _json(obj: dict) -> bytes:

@@ -13,12 +13,10 @@ statistics as a dask graph on Ray; without Ray everything runs in-process.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
@@ -40,7 +38,7 @@ from resseg_ray.geo.storage import (
     join_uri,
     normalize_uri,
     read_bytes,
-    remove_file,
+    removed_on_failure,
     scene_stem,
     write_bytes,
 )
@@ -327,7 +325,7 @@ def prepare_dataset(
     # (unless one was complete here before: re-preparing replaces it file by file)
     written = [job[2] for job in train_jobs + test_jobs if job[1] is not None]
     keep = exists(join_uri(out, DATASET_FILE), settings)
-    with _removed_on_failure([] if keep else written, settings), Progress("step", 3) as bar:
+    with removed_on_failure([] if keep else written, settings), Progress("step", 3) as bar:
         label_results = _run_all(_label_task, train_jobs + test_jobs)
         bar.step(f"label rasters of {len(label_results)} scenes")
         for _, _, msgs in label_results:
@@ -412,18 +410,6 @@ def prepare_dataset(
         }
         write_bytes(dataset_uri, json.dumps(description, indent=2).encode(), settings)
         return PreparedDataset(out, manifest_uri, stats_uri, dataset_uri, prepared, stats)
-
-
-@contextlib.contextmanager
-def _removed_on_failure(uris: list[str], settings: StorageSettings) -> Iterator[None]:
-    """Remove ``uris`` (files this run wrote) when the block raises."""
-    try:
-        yield
-    except BaseException:
-        for uri in uris:
-            with contextlib.suppress(Exception):
-                remove_file(uri, settings)
-        raise
 
 
 @dataclass(frozen=True)

@@ -401,6 +401,22 @@ def remove_tree(uri: str, settings: StorageSettings, drop_empty_parent: bool = F
             os.rmdir(os.path.dirname(path.rstrip("/")))
 
 
+@contextlib.contextmanager
+def removed_on_failure(uris: Sequence[str], settings: StorageSettings) -> Iterator[None]:
+    """Delete ``uris`` (files or folders the block creates) when the block raises, so a failed
+    run leaves nothing half-made; the block's own error is what propagates."""
+    try:
+        yield
+    except BaseException:
+        for uri in uris:
+            with contextlib.suppress(Exception):
+                if is_s3(uri) or os.path.isdir(local_path(uri)):
+                    remove_tree(uri, settings)
+                else:
+                    remove_file(uri, settings)
+        raise
+
+
 def write_bytes(uri: str, data: bytes, settings: StorageSettings) -> None:
     """Write a whole file atomically."""
     with atomic_output(uri, settings) as tmp:
