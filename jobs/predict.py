@@ -17,6 +17,7 @@ import math
 from resseg_ray.cli import add_predictor_options, bound_gdal_cache, init_ray, predict_options, run_job
 from resseg_ray.config import load_config
 from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.geo.conflation import existing_buildings
 from resseg_ray.geo.storage import StorageSettings, expand_uris
 from resseg_ray.inference.batch import predict_scenes, predict_scenes_on_ray
 from resseg_ray.inference.outputs import check_destination, output_options
@@ -64,7 +65,10 @@ def main() -> None:
     if gpus is not None and not (math.isfinite(gpus) and gpus >= 0):
         raise ConfigError(f"--gpus-per-actor must be a finite number >= 0, got {gpus}")
     scenes = expand_uris(args.scenes, settings)
-    check_destination(args.out, scenes, output_options(predict), settings)
+    check_destination(args.out, scenes, output_options(predict, settings), settings)
+    if predict.existing is not None:  # read (and checked) once, before any scene is segmented
+        mapped = existing_buildings(predict.existing, settings)
+        print(f"{len(mapped.geometries)} buildings already mapped in {predict.existing}", flush=True)
     bundle_bytes = fetch_bundle_bytes(args.model, settings)
     bundle = load_bundle_bytes(bundle_bytes, args.model)
     if args.actors:
@@ -96,10 +100,18 @@ def main() -> None:
         )
     done = [r for r in reports if r.error is None and not r.skipped]
     failed = [r for r in reports if r.error is not None]
-    print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7}  status")
+    vectors = predict.wants_polygons
+    extra = f" {'buildings':>9} {'mapped':>7}" if vectors else ""
+    print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7}{extra}  status")
     for r in reports:
         status = "failed" if r.error else "skipped" if r.skipped else "done"
-        print(f"{r.uri[-48:]:<48} {r.megapixels:7.2f} {r.seconds:8.1f} {r.mpx_per_s:7.2f}  {status}")
+        counts = ""
+        if vectors:
+            counts = f" {_count(r.buildings):>9} {_count(r.already_mapped):>7}"
+        print(f"{r.uri[-48:]:<48} {r.megapixels:7.2f} {r.seconds:8.1f} {r.mpx_per_s:7.2f}{counts}  {status}")
+    if predict.existing is not None:
+        left = sum(r.already_mapped or 0 for r in done)
+        print(f"{left} predicted buildings left out as already mapped in {predict.existing}")
     mpx, secs = sum(r.megapixels for r in done), sum(r.seconds for r in done)
     print(
         f"{len(done)} segmented ({mpx:.1f} Mpx in {secs:.1f} s), {len(reports) - len(done) - len(failed)} "
@@ -110,6 +122,10 @@ def main() -> None:
             f"{len(failed)} of {len(reports)} scenes failed: "
             + "; ".join(f"{r.uri}: {r.error}" for r in failed)
         )
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
 
 
 if __name__ == "__main__":

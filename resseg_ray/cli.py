@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from resseg_ray.abort import abort
-from resseg_ray.config import BLEND_MODES, NORMALIZATIONS, PROB_DTYPES, Config, PredictSection
+from resseg_ray.config import BLEND_MODES, NORMALIZATIONS, PROB_DTYPES, VECTOR_FORMATS, Config, PredictSection
 from resseg_ray.errors import user_error
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
@@ -217,6 +217,30 @@ def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> 
         action="store_const",
         const=True,
         help="also write <stem>_buildings.osm for JOSM (EPSG:4326, never uploadable; implies --polygons)",
+    )
+    p.add_argument(
+        "--vector-format",
+        choices=VECTOR_FORMATS,
+        help="format of the building polygons of --polygons, --existing, --osm: geojson, parquet "
+        f"(GeoParquet) or fgb (FlatGeobuf) (default {d.vector_format})",
+    )
+    p.add_argument(
+        "--regularize",
+        action="store_const",
+        const=True,
+        help="square the building outlines (right angles along each building's main directions)",
+    )
+    p.add_argument(
+        "--existing",
+        metavar="FILE",
+        help="buildings already mapped (GeoJSON, GeoPackage, FlatGeobuf, GeoParquet, Shapefile or OSM "
+        "XML, any CRS): predicted buildings that overlap them are left out (implies --polygons)",
+    )
+    p.add_argument(
+        "--existing-overlap",
+        type=float,
+        help="share of the smaller building's area above which a predicted building counts as "
+        f"already mapped (default {d.existing_overlap:g})",
     )
 
 

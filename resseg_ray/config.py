@@ -35,6 +35,8 @@ scene's own statistics."""
 SPLIT_MODES = ("auto", "blocks", "scenes")
 """How ``prepare`` holds out validation: blocks of each scene, whole scenes, or ``auto``."""
 PROB_DTYPES = ("uint8", "float32")
+VECTOR_FORMATS = ("geojson", "parquet", "fgb")
+"""Building polygon file formats: GeoJSON, GeoParquet, FlatGeobuf (``--vector-format``)."""
 """Probability raster types: ``uint8`` (0-250 = probability x 250, 255 no data) or
 ``float32`` (NaN no data)."""
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,2})?")
@@ -334,6 +336,18 @@ class PredictSection:
     osm: bool = False
     """Also write the polygons as an OSM XML file for JOSM, never uploadable (``--osm``;
     implies ``polygons``)."""
+    vector_format: str = "geojson"
+    """Format of the building polygons: geojson, parquet (GeoParquet) or fgb (FlatGeobuf)
+    (``--vector-format``)."""
+    regularize: bool = False
+    """Square the building outlines: edges aligned to each building's dominant directions,
+    right angles (``--regularize``; buildingregulariser)."""
+    existing: str | None = None
+    """Buildings already mapped (a vector file in any CRS, e.g. an OSM extract): predicted
+    buildings overlapping them are left out of the polygons (``--existing``; implies ``polygons``)."""
+    existing_overlap: float = 0.3
+    """A predicted building is already mapped when its overlap with the existing buildings
+    exceeds this share of the smaller one's area (``--existing-overlap``)."""
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str, value: object) -> ConfigError:
@@ -362,6 +376,17 @@ class PredictSection:
             value = getattr(self, name)
             if not _finite(value) or value < 0:
                 raise bad(name, "a finite number >= 0", value)
+        if self.vector_format not in VECTOR_FORMATS:
+            raise bad("vector_format", "one of " + ", ".join(VECTOR_FORMATS), self.vector_format)
+        if not _finite(self.existing_overlap) or not 0 <= self.existing_overlap < 1:
+            raise bad("existing_overlap", "a share from 0 to below 1", self.existing_overlap)
+        if self.existing is not None and not self.existing.strip():
+            raise bad("existing", "a vector file of buildings already mapped", self.existing)
+
+    @property
+    def wants_polygons(self) -> bool:
+        """Whether building polygons are written (asked for, or needed by ``osm``/``existing``)."""
+        return self.polygons or self.osm or self.existing is not None
 
 
 @dataclass(frozen=True)

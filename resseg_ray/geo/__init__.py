@@ -1,5 +1,6 @@
 """Geo I/O: storage URIs (local, s3://), scenes and their windows, label rasters, statistics,
-OSM XML of building polygons.
+building polygon files (GeoJSON, GeoParquet, FlatGeobuf, OSM XML) and conflation with
+buildings already mapped.
 
 Its names are imported on first use (:mod:`resseg_ray.exports`).
 """
@@ -17,6 +18,7 @@ __all__, __getattr__ = lazy_exports(
             "rasterize_footprints",
             "write_label_raster",
         ],
+        "resseg_ray.geo.conflation": ["already_mapped", "existing_buildings"],
         "resseg_ray.geo.osm": ["osm_xml"],
         "resseg_ray.geo.scene": ["SceneInfo", "open_scene", "read_window"],
         "resseg_ray.geo.stats": ["Norm", "Statistics", "compute_statistics", "norm_arrays", "normalize"],
@@ -33,5 +35,6 @@ __all__, __getattr__ = lazy_exports(
             "scene_stem",
             "write_bytes",
         ],
+        "resseg_ray.geo.vectors": ["read_provenance", "write_vector"],
     },
 )

@@ -1,8 +1,9 @@
 """Label rasters: building footprints rasterized onto a scene's exact grid.
 
 Label values: 0 ground, 1 building, 255 ignore (the scene has no data there). Footprints
-may be GeoJSON, GeoPackage or Shapefile in any CRS; they are reprojected to the scene's
-CRS before rasterization. Ready-made label rasters must share the scene's grid.
+may be GeoJSON, GeoPackage, Shapefile, FlatGeobuf, GeoParquet or OSM XML (the ways and
+multipolygons tagged ``building``, e.g. a JOSM or Overpass download) in any CRS; they are
+reprojected to the scene's CRS before rasterization. Ready-made label rasters must share the scene's grid.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from resseg_ray.geo.storage import StorageSettings, atomic_output, download, gda
 GROUND, BUILDING, IGNORE = 0, 1, 255
 """Label raster values: ground, building, and pixels that count for nothing (no data, outside
 the scene, unlabelled). Declared here only; every stage imports them."""
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".zip", ".fgb")
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".zip", ".fgb", ".parquet", ".osm")
 _SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
 
 
@@ -55,8 +56,7 @@ class LabelReport:
 
 
 def read_footprints(uri: str, settings: StorageSettings) -> Footprints:
-    """Read polygons from a GeoJSON, GeoPackage or Shapefile (local or s3://)."""
-    import pyogrio
+    """Read polygons from a vector file of :data:`VECTOR_SUFFIXES` (local or s3://)."""
     import shapely
 
     with tempfile.TemporaryDirectory(prefix="resseg-vec-") as tmp:
@@ -72,12 +72,12 @@ def read_footprints(uri: str, settings: StorageSettings) -> Footprints:
         if not os.path.exists(path):
             raise InputDataError(f"footprints {uri}: the file does not exist")
         try:
-            meta, _, geoms, _ = pyogrio.raw.read(path, read_geometry=True, columns=[])
+            crs, geoms = _read_geometries(path)
         except Exception as exc:
             raise InputDataError(
-                f"footprints {uri} cannot be read as vector data (GeoJSON, GeoPackage, Shapefile): {exc}"
+                f"footprints {uri} cannot be read as vector data (GeoJSON, GeoPackage, Shapefile, "
+                f"FlatGeobuf, GeoParquet, OSM XML): {exc}"
             ) from None
-    crs = meta.get("crs")
     if not crs:
         if uri.lower().endswith((".geojson", ".json")):
             crs = "EPSG:4326"  # RFC 7946: GeoJSON without a crs member is WGS 84
@@ -91,6 +91,31 @@ def read_footprints(uri: str, settings: StorageSettings) -> Footprints:
         if s is not None and not s.is_empty and s.geom_type in ("Polygon", "MultiPolygon")
     ]
     return Footprints(uri=uri, crs=CRS.from_user_input(crs).to_wkt(), geometries=polys)
+
+
+def _read_geometries(path: str) -> tuple[str | None, list[bytes | None]]:
+    """CRS and WKB geometries of a local vector file."""
+    import pyogrio
+
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        import geopandas as gpd
+
+        frame = gpd.read_parquet(path)
+        return (frame.crs.to_wkt() if frame.crs else None), list(frame.geometry.to_wkb())
+    if lower.endswith(".osm"):
+        # buildings only; JOSM files number new objects with negative ids, which GDAL's own
+        # node index refuses
+        pyogrio.set_gdal_config_options({"OSM_USE_CUSTOM_INDEXING": "NO"})
+        try:
+            meta, _, geoms, _ = pyogrio.raw.read(
+                path, layer="multipolygons", columns=[], where="building IS NOT NULL"
+            )
+        finally:
+            pyogrio.set_gdal_config_options({"OSM_USE_CUSTOM_INDEXING": None})
+        return meta.get("crs") or "EPSG:4326", list(geoms)
+    meta, _, geoms, _ = pyogrio.raw.read(path, read_geometry=True, columns=[])
+    return meta.get("crs"), list(geoms)
 
 
 def _check_coordinates(uri: str, crs: CRS, shapes: np.ndarray) -> None:

@@ -25,7 +25,12 @@ __all__, __getattr__ = lazy_exports(
             "output_uris",
         ],
         "resseg_ray.inference.predictor": ["ScenePredictor"],
-        "resseg_ray.inference.vectorize": ["PolygonOptions", "mask_polygons"],
+        "resseg_ray.inference.vectorize": [
+            "Buildings",
+            "PolygonOptions",
+            "building_polygons",
+            "mask_polygons",
+        ],
         "resseg_ray.inference.windows": ["blend_weights", "window_starts"],
     },
 )

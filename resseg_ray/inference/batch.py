@@ -36,6 +36,7 @@ from resseg_ray.inference.predictor import (
     scene_norm,
     window_row_count,
 )
+from resseg_ray.inference.vectorize import Buildings
 from resseg_ray.models.bundle import BundleInfo, bundle_info_from_bytes
 from resseg_ray.progress import Progress, tenths
 
@@ -52,6 +53,10 @@ class SceneReport:
     megapixels: float = 0.0
     skipped: bool = False
     error: str | None = None
+    buildings: int | None = None
+    """Building polygons written (None: none asked for, or the scene was skipped)."""
+    already_mapped: int | None = None
+    """Predicted buildings left out because ``--existing`` has them."""
 
     @property
     def mpx_per_s(self) -> float:
@@ -81,7 +86,7 @@ def predict_scene(
             return predict_scene(predictor, scene_uri, out_dir, settings, options, overwrite, progress, bands)
         except Exception as exc:
             return failed(scene_uri, exc)
-    options = options or output_options(predictor.options)
+    options = options or output_options(predictor.options, settings)
     bands = bands if bands is not None else predictor.options.bands
     uris = output_uris(out_dir, scene_uri, options)
     if not overwrite and outputs_complete(out_dir, scene_uri, options, settings):
@@ -93,10 +98,20 @@ def predict_scene(
             writer.write(strip)
             if progress is not None:
                 progress(strip.done(scene))
-        writer.publish(uris, settings)
-    return SceneReport(
-        scene_uri, uris, seconds=time.perf_counter() - start, megapixels=scene.width * scene.height / 1e6
+        buildings = writer.publish(uris, settings)
+    return _with_buildings(
+        SceneReport(
+            scene_uri, uris, seconds=time.perf_counter() - start, megapixels=scene.width * scene.height / 1e6
+        ),
+        buildings,
     )
+
+
+def _with_buildings(report: SceneReport, buildings: Buildings | None) -> SceneReport:
+    if buildings is not None:
+        report.buildings = len(buildings.collection["features"])
+        report.already_mapped = buildings.already_mapped
+    return report
 
 
 def predict_scenes(
@@ -110,6 +125,7 @@ def predict_scenes(
 ) -> list[SceneReport]:
     """Segment scenes one after another, a progress line (or bar) per scene; a scene that fails
     is reported and the others go on."""
+    options = options or output_options(predictor.options, settings)
     reports = []
     with Progress("scene", len(scene_uris)) as bar:
         for uri in scene_uris:
@@ -167,9 +183,9 @@ def assemble_scene(
     with gdal_env(settings), SceneWriter(scene, options) as writer:
         for part in parts:
             writer.copy_part(part, part_uris(staging, part, options), settings)
-        writer.publish(uris, settings)
+        buildings = writer.publish(uris, settings)
     remove_tree(staging, settings, drop_empty_parent=True)
-    return SceneReport(scene_uri, uris, seconds=time.perf_counter() - start)
+    return _with_buildings(SceneReport(scene_uri, uris, seconds=time.perf_counter() - start), buildings)
 
 
 def failed(uri: str, exc: BaseException) -> SceneReport:
@@ -209,7 +225,7 @@ def plan_scene(
     about ``megapixels / split_mpx`` parts (at least ``min_parts``; each part at least two
     window rows) when ``split_mpx`` > 0, with the scene's normalisation computed once here
     for all its parts; otherwise whole. A scene that cannot be opened gets its error."""
-    options = output_options(predict)
+    options = output_options(predict, settings)
     if not overwrite and outputs_complete(out_dir, uri, options, settings):
         return ScenePlan(uri, skipped=True)
     try:
@@ -258,7 +274,7 @@ class _SceneActor:
         assert isinstance(data, bytes)
         # the actor's own device (its GPU when Ray gave it one), whatever predict.device says
         self.predictor = ScenePredictor(load_bundle_bytes(data), predict, DevicePolicy.resolve())
-        self.options = output_options(predict)
+        self.options = output_options(predict, settings)
         self.args = (out_dir, settings, overwrite)
         self.plans: dict[str, ScenePlan] = ray.get(plans_ref) if isinstance(plans_ref, ray.ObjectRef) else {}
 
@@ -294,8 +310,8 @@ class _SceneActor:
             return failed(uri, exc)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        keys = ("uri", "part", "seconds", "megapixels", "skipped", "error", "start", "end", "warnings")
-        rows: dict[str, list[Any]] = {k: [] for k in keys}
+        keys = "uri part seconds megapixels skipped error start end warnings buildings already_mapped"
+        rows: dict[str, list[Any]] = {k: [] for k in keys.split()}
         for uri, index in zip(batch["uri"], batch["part"], strict=True):
             start = time.time()
             with warnings.catch_warnings(record=True) as caught:  # shown by the driver
@@ -310,6 +326,8 @@ class _SceneActor:
             rows["error"].append(r.error or "")
             rows["start"].append(start)
             rows["end"].append(time.time())
+            rows["buildings"].append(-1 if r.buildings is None else r.buildings)
+            rows["already_mapped"].append(-1 if r.already_mapped is None else r.already_mapped)
         return rows
 
 
@@ -376,7 +394,7 @@ def predict_scenes_on_ray(
             )
             .take_all()
         )
-    return _collect(plans, rows, out_dir, settings, output_options(predict))
+    return _collect(plans, rows, out_dir, settings, output_options(predict, settings))
 
 
 def _collect(
@@ -415,6 +433,8 @@ def _collect(
                 float(r["seconds"]),
                 float(r["megapixels"]),
                 bool(r["skipped"]),
+                buildings=int(r["buildings"]) if int(r.get("buildings", -1)) >= 0 else None,
+                already_mapped=int(r["already_mapped"]) if int(r.get("already_mapped", -1)) >= 0 else None,
             )
         else:
             ref = assemble_task.remote(uri, plan.parts, plan.staging, out_dir, settings, options)
@@ -427,7 +447,14 @@ def _collect(
             continue
         worked = [r for r in got if not r["skipped"]]
         wall = max(r["end"] for r in worked) - min(r["start"] for r in worked) if worked else 0.0
-        reports[uri] = SceneReport(uri, done.outputs, wall + done.seconds, plans[uri].megapixels)
+        reports[uri] = SceneReport(
+            uri,
+            done.outputs,
+            wall + done.seconds,
+            plans[uri].megapixels,
+            buildings=done.buildings,
+            already_mapped=done.already_mapped,
+        )
     return [reports[u] for u in plans]
 
 

@@ -15,7 +15,6 @@ one writer then copies the parts into the whole scene's rasters and publishes th
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ import rasterio
 import rasterio.shutil
 
 from resseg_ray import __version__
-from resseg_ray.config import PROB_DTYPES, PredictSection
+from resseg_ray.config import PROB_DTYPES, VECTOR_FORMATS, PredictSection
 from resseg_ray.errors import ConfigError, InputDataError, ResSegError
 from resseg_ray.geo.osm import osm_provenance, osm_xml
 from resseg_ray.geo.scene import SceneInfo
@@ -43,8 +42,9 @@ from resseg_ray.geo.storage import (
     scene_stem,
     write_bytes,
 )
+from resseg_ray.geo.vectors import read_provenance, vector_suffix, write_vector
 from resseg_ray.inference.predictor import RowPart, Strip
-from resseg_ray.inference.vectorize import PolygonOptions, mask_polygons, write_geojson
+from resseg_ray.inference.vectorize import Buildings, PolygonOptions, building_polygons
 from resseg_ray.scratch import make_scratch_dir
 
 SOURCE_TAG = "RESSEG_RAY_SOURCE"
@@ -69,7 +69,9 @@ class OutputOptions:
     block: int = 512
     """Tile side of the output COGs."""
     polygons: PolygonOptions | None = None
-    """Also write ``<stem>_buildings.geojson`` (building polygons) with these options."""
+    """Also write ``<stem>_buildings.<format>`` (building polygons) with these options."""
+    vector_format: str = "geojson"
+    """Format of the building polygons: one of :data:`~resseg_ray.config.VECTOR_FORMATS`."""
     osm: bool = False
     """Also write the polygons as ``<stem>_buildings.osm`` for JOSM (needs ``polygons``)."""
     provenance: bool = True
@@ -83,13 +85,33 @@ class OutputOptions:
             raise ConfigError(f"output block size {self.block} must be a multiple of 16")
         if self.osm and self.polygons is None:
             raise ConfigError("the OSM output is made of the polygons: it needs polygon options")
+        if self.vector_format not in VECTOR_FORMATS:
+            raise ConfigError(
+                f"vector format {self.vector_format!r} is not one of {', '.join(VECTOR_FORMATS)}"
+            )
 
 
-def output_options(options: PredictSection) -> OutputOptions:
-    """What :class:`~resseg_ray.config.PredictSection` options ask to be written per scene."""
-    wanted = options.polygons or options.osm
-    polygons = PolygonOptions(options.min_area, options.simplify, options.wgs84) if wanted else None
-    return OutputOptions(prob=options.prob, prob_dtype=options.prob_dtype, polygons=polygons, osm=options.osm)
+def output_options(options: PredictSection, settings: StorageSettings | None = None) -> OutputOptions:
+    """What :class:`~resseg_ray.config.PredictSection` options ask to be written per scene
+    (``settings``: how the ``existing`` buildings are read)."""
+    polygons = None
+    if options.wants_polygons:
+        polygons = PolygonOptions(
+            options.min_area,
+            options.simplify,
+            options.wgs84,
+            regularize=options.regularize,
+            existing=options.existing,
+            existing_overlap=options.existing_overlap,
+            storage=settings or StorageSettings(),
+        )
+    return OutputOptions(
+        prob=options.prob,
+        prob_dtype=options.prob_dtype,
+        polygons=polygons,
+        vector_format=options.vector_format,
+        osm=options.osm,
+    )
 
 
 def output_uris(out_dir: str, scene_uri: str, options: OutputOptions) -> dict[str, str]:
@@ -99,7 +121,7 @@ def output_uris(out_dir: str, scene_uri: str, options: OutputOptions) -> dict[st
     if options.prob:
         uris["prob"] = join_uri(out_dir, f"{stem}_prob.tif")
     if options.polygons is not None:
-        uris["buildings"] = join_uri(out_dir, f"{stem}_buildings.geojson")
+        uris["buildings"] = join_uri(out_dir, f"{stem}_buildings{vector_suffix(options.vector_format)}")
     if options.osm:
         uris["osm"] = join_uri(out_dir, f"{stem}_buildings.osm")
     return uris
@@ -129,9 +151,8 @@ def output_source(uri: str, settings: StorageSettings) -> str | None:
     """The scene an output file was written for, read from its provenance (a GeoTIFF tag, a
     GeoJSON member); None when the file is not one resseg-ray wrote (or cannot be read)."""
     try:
-        if uri.endswith(".geojson"):
-            doc = json.loads(read_bytes(uri, settings))
-            source = doc.get(SOURCE_TAG) if isinstance(doc, dict) else None
+        if uri.endswith((".geojson", ".parquet", ".fgb")):
+            source = read_provenance(uri, read_bytes(uri, settings)).get(SOURCE_TAG)
         elif uri.endswith(".osm"):
             source = osm_provenance(read_bytes(uri, settings))
         else:
@@ -287,21 +308,23 @@ class SceneWriter:
                         bigtiff="IF_SAFER",
                     )
 
-    def publish(self, uris: dict[str, str], settings: StorageSettings) -> None:
+    def publish(self, uris: dict[str, str], settings: StorageSettings) -> Buildings | None:
         """Convert to COGs with overviews and move them to ``uris`` (probability and polygons
-        first, mask last)."""
+        first, mask last); the buildings written, when polygons were asked for."""
         local = self.finish()
+        buildings = None
         if "buildings" in uris and self.options.polygons is not None:
-            collection = mask_polygons(local["mask"], local.get("prob"), self.options.polygons)
-            if self.options.provenance:
-                collection[SOURCE_TAG] = self.scene.uri  # a GeoJSON foreign member (RFC 7946, 6.1)
-            with atomic_output(uris["buildings"], settings, suffix=".geojson") as dst:
-                write_geojson(collection, dst)
+            buildings = building_polygons(local["mask"], local.get("prob"), self.options.polygons)
+            provenance = {SOURCE_TAG: self.scene.uri} if self.options.provenance else {}
+            suffix = vector_suffix(self.options.vector_format)
+            with atomic_output(uris["buildings"], settings, suffix=suffix) as dst:
+                write_vector(buildings.collection, buildings.crs, dst, provenance)
             if "osm" in uris:
-                crs = "EPSG:4326" if self.options.polygons.wgs84 else self.scene.crs
                 source = f"resseg-ray building segmentation of {scene_stem(self.scene.uri)}"
-                provenance = self.scene.uri if self.options.provenance else None
-                write_bytes(uris["osm"], osm_xml(collection, crs, source, provenance), settings)
+                xml = osm_xml(
+                    buildings.collection, buildings.crs or self.scene.crs, source, provenance.get(SOURCE_TAG)
+                )
+                write_bytes(uris["osm"], xml, settings)
         for key, resampling in (("prob", "average"), ("mask", "nearest")):
             if key not in uris:
                 continue
@@ -317,6 +340,7 @@ class SceneWriter:
                     overview_resampling=resampling,
                     bigtiff="IF_SAFER",
                 )
+        return buildings
 
     def finish(self) -> dict[str, str]:
         """Close the temporary rasters and return their local paths (``mask``, and ``prob``

@@ -2,13 +2,15 @@
 
 Polygons wholly inside a band are final; pieces touching a band edge are merged with
 their neighbours from the next band at the end. Each polygon gets its area (in the
-mask CRS's units squared, m² for UTM) and the mean building probability under it.
+mask CRS's units squared, m² for UTM) and the mean building probability under it, both
+of its pixel outline. The outline is then simplified, or regularized (edges aligned to the
+building's dominant directions, by buildingregulariser), and buildings already mapped
+(:mod:`resseg_ray.geo.conflation`) are left out.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
@@ -20,6 +22,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from resseg_ray.errors import ConfigError
+from resseg_ray.geo.conflation import already_mapped, existing_buildings
 from resseg_ray.geo.storage import StorageSettings, gdal_env
 
 
@@ -33,14 +36,43 @@ class PolygonOptions:
     """Douglas-Peucker tolerance in CRS units (0: keep the pixel outlines)."""
     wgs84: bool = False
     """Write EPSG:4326 coordinates instead of the scene's CRS."""
+    regularize: bool = False
+    """Square the outlines (buildingregulariser) instead of simplifying them."""
+    existing: str | None = None
+    """URI of buildings already mapped: predicted buildings overlapping them are left out."""
+    existing_overlap: float = 0.3
+    """Overlap share (of the smaller area) above which a building counts as already mapped."""
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    """How ``existing`` is read."""
 
     def __post_init__(self) -> None:
         if self.min_area < 0 or self.simplify < 0:
             raise ConfigError("polygon min_area and simplify must be >= 0")
+        if not 0 <= self.existing_overlap < 1:
+            raise ConfigError("polygon existing_overlap must be a share from 0 to below 1")
+
+
+@dataclass(frozen=True)
+class Buildings:
+    """The building polygons of a mask."""
+
+    collection: dict
+    """GeoJSON FeatureCollection."""
+    crs: str | None
+    """CRS of its coordinates (EPSG:4326 with ``wgs84``)."""
+    already_mapped: int = 0
+    """Buildings left out because ``existing`` has them."""
 
 
 def mask_polygons(mask_path: str, prob_path: str | None, options: PolygonOptions, rows: int = 2048) -> dict:
     """A GeoJSON FeatureCollection of the building (value 1) regions of a (local) mask raster."""
+    return building_polygons(mask_path, prob_path, options, rows).collection
+
+
+def building_polygons(
+    mask_path: str, prob_path: str | None, options: PolygonOptions, rows: int = 2048
+) -> Buildings:
+    """The building (value 1) regions of a (local) mask raster as :class:`Buildings`."""
     # One GDAL environment for all the calls below: without one rasterio builds an environment
     # per call, and with AWS credentials in the environment each costs a boto3 session (~10 ms).
     # rasterize builds one internally anyway, hence one call per band of rows, not per polygon.
@@ -48,7 +80,7 @@ def mask_polygons(mask_path: str, prob_path: str | None, options: PolygonOptions
         return _mask_polygons(mask_path, prob_path, options, rows)
 
 
-def _mask_polygons(mask_path: str, prob_path: str | None, options: PolygonOptions, rows: int) -> dict:
+def _mask_polygons(mask_path: str, prob_path: str | None, options: PolygonOptions, rows: int) -> Buildings:
     with rasterio.open(mask_path) as mask:
         final: list[BaseGeometry] = []
         edge: list[BaseGeometry] = []
@@ -72,26 +104,70 @@ def _mask_polygons(mask_path: str, prob_path: str | None, options: PolygonOption
             merged = unary_union(edge)
             final += list(getattr(merged, "geoms", [merged]))
         crs = mask.crs
+        pixel = float(min(abs(mask.res[0]), abs(mask.res[1])))
     kept = [poly for poly in final if poly.area >= options.min_area]
     means: list[float | None] = (
         list(_mean_probabilities(prob_path, kept, min(rows, 512))) if prob_path else [None] * len(kept)
     )
+    if options.regularize:
+        shapes = regularize(kept, crs, pixel)
+    elif options.simplify:
+        shapes = [poly.simplify(options.simplify, preserve_topology=True) for poly in kept]
+    else:
+        shapes = list(kept)
+    mapped = np.zeros(len(kept), dtype=bool)
+    if options.existing is not None and crs is not None and kept:
+        existing = existing_buildings(options.existing, options.storage)
+        mapped = already_mapped(shapes, crs.to_wkt(), existing, options.existing_overlap)
     features = []
-    for poly, mean in zip(kept, means, strict=True):
+    for poly, geom, mean, done in zip(kept, shapes, means, mapped, strict=True):
+        if done:
+            continue
         props: dict[str, float | None] = {"area": round(float(poly.area), 2)}
         if prob_path:
             props["mean_probability"] = mean
-        geom = poly.simplify(options.simplify, preserve_topology=True) if options.simplify else poly
-        g = mapping(geom)
-        if options.wgs84:
-            g = rasterio.warp.transform_geom(crs, "EPSG:4326", g)
-        features.append({"type": "Feature", "properties": props, "geometry": g})
+        features.append({"type": "Feature", "properties": props, "geometry": mapping(geom)})
+    if options.wgs84 and features:
+        moved = rasterio.warp.transform_geom(crs, "EPSG:4326", [f["geometry"] for f in features])
+        for f, g in zip(features, moved, strict=True):
+            f["geometry"] = g
     for i, f in enumerate(features):
         f["properties"] = {"id": i, **f["properties"]}
     out: dict[str, object] = {"type": "FeatureCollection", "features": features}
     if not options.wgs84 and crs is not None:
         out["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
-    return out
+    out_crs = "EPSG:4326" if options.wgs84 else (crs.to_wkt() if crs is not None else None)
+    return Buildings(out, out_crs, int(mapped.sum()))
+
+
+def regularize(
+    polygons: list[BaseGeometry], crs: rasterio.crs.CRS | None, pixel: float
+) -> list[BaseGeometry]:
+    """Polygons squared by buildingregulariser (edges parallel or perpendicular to each
+    building's main direction, 45° where the outline clearly has it), one per input; in a
+    geographic CRS the work is done in the local UTM zone. Tolerances scale with the pixel:
+    outlines are simplified by one pixel and parallel edges closer than two pixels merged."""
+    if not polygons:
+        return []
+    import warnings
+
+    import geopandas as gpd
+    from buildingregulariser import regularize_geodataframe
+
+    frame = gpd.GeoDataFrame({"building": range(len(polygons))}, geometry=list(polygons), crs=crs)
+    work = (
+        frame.to_crs(frame.estimate_utm_crs()) if frame.crs is not None and frame.crs.is_geographic else frame
+    )
+    scale = pixel if work is frame else pixel * 111_320.0  # degrees to metres, roughly
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # per-polygon fall-backs to the original outline
+        squared = regularize_geodataframe(
+            work, parallel_threshold=2 * scale, simplify_tolerance=scale, num_cores=1
+        )
+    if work is not frame:
+        squared = squared.to_crs(frame.crs)
+    pieces = squared.dissolve(by="building").geometry
+    return [pieces.get(i, poly) for i, poly in enumerate(polygons)]
 
 
 def _mean_probabilities(prob_path: str, polygons: list, rows: int = 512) -> list[float | None]:
@@ -122,9 +198,3 @@ def _mean_probabilities(prob_path: str, polygons: list, rows: int = 512) -> list
             sums += np.bincount(ids[ok], weights=values.data[ok].astype(np.float64), minlength=n + 1)
             counts += np.bincount(ids[ok], minlength=n + 1)
     return [round(float(sums[i + 1] / counts[i + 1]) / scale, 4) if counts[i + 1] else None for i in range(n)]
-
-
-def write_geojson(collection: dict, path: str) -> None:
-    """Write a FeatureCollection to a local file."""
-    with open(path, "w") as f:
-        json.dump(collection, f)

@@ -252,7 +252,9 @@ class SegmentAPI:
         """Run in a worker thread: checks, then the batch path of ``jobs/predict.py``."""
         check_image(uri, info, self.cfg.max_pixels, self.settings)
         # batch_size 256: a whole window row at once, its windows go out concurrently
-        options = dataclasses.replace(self.predict, prob=fmt == "prob", polygons=fmt == "geojson")
+        options = dataclasses.replace(
+            self.predict, prob=fmt == "prob", polygons=fmt == "geojson", osm=False, vector_format="geojson"
+        )
         predictor = ScenePredictor(info, options, forward=self._forward)
         out = os.path.join(tmp, "out")
         try:

@@ -43,3 +43,41 @@ def test_polygons_in_wgs84(mask_and_prob) -> None:
     assert len(fc["features"]) == 3 and "crs" not in fc
     lon, lat = fc["features"][0]["geometry"]["coordinates"][0][0]
     assert 14 < lon < 15 and 45 < lat < 46  # UTM 33N near 452000 E, 5043000 N
+
+
+def _corner_angles(polygon) -> list[float]:
+    """Interior corner angles (degrees) of a polygon's exterior, collinear vertices left out."""
+    pts = np.asarray(polygon.exterior.coords)[:-1]
+    out = []
+    for i in range(len(pts)):
+        a, b, c = pts[i - 1], pts[i], pts[(i + 1) % len(pts)]
+        u, v = a - b, c - b
+        cos = np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v))
+        angle = float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+        if angle < 175:
+            out.append(angle)
+    return out
+
+
+def test_regularized_outlines_are_square_and_keep_the_building(tmp_path) -> None:
+    """``regularize``: a rotated rectangular building, jagged as its pixel staircase, comes out
+    with four right angles and nearly the area it had; the simplified outline has neither."""
+    from shapely.geometry import Polygon, shape
+
+    yy, xx = np.mgrid[0:120, 0:120]
+    c, s = np.cos(np.radians(27)), np.sin(np.radians(27))
+    u, v = (xx - 60) * c + (yy - 60) * s, -(xx - 60) * s + (yy - 60) * c
+    mask = ((np.abs(u) < 36) & (np.abs(v) < 18)).astype(np.uint8)[None]
+    path = write_tif(tmp_path / "rot.tif", mask, nodata=255)
+    pixel = shape(mask_polygons(path, None, PolygonOptions(min_area=0.0, simplify=0.0))["features"][0]["geometry"])
+    simple = shape(mask_polygons(path, None, PolygonOptions(min_area=0.0))["features"][0]["geometry"])
+    fc = mask_polygons(path, None, PolygonOptions(min_area=0.0, regularize=True))
+    assert len(fc["features"]) == 1
+    square = shape(fc["features"][0]["geometry"])
+    assert isinstance(square, Polygon) and square.is_valid
+    angles = _corner_angles(square)
+    assert len(angles) == 4 and all(abs(a - 90) < 1 for a in angles), angles
+    assert len(_corner_angles(simple)) > 4  # the staircase is still there without regularization
+    iou = square.intersection(pixel).area / square.union(pixel).area
+    assert iou > 0.95
+    assert fc["features"][0]["properties"]["area"] == pytest.approx(pixel.area)  # of the pixel outline
