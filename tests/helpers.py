@@ -4,6 +4,7 @@ BatchNorm statistics, and a tiny exact model whose building score is an input ba
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import runpy
@@ -229,3 +230,11 @@ def browser_text(url: str, profile: Path) -> str:
 def browser_screenshot(url: str, profile: Path, png: Path) -> None:
     """A PNG of a page as a real headless browser renders it."""
     _chromium(url, profile / "shot", f"--screenshot={png}")
+
+
+def points_geojson(path: Path) -> str:
+    """A GeoJSON file of one point (vector data without a polygon)."""
+    point = {"type": "Point", "coordinates": [14.4, 45.5]}
+    feature = {"type": "Feature", "properties": {}, "geometry": point}
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    return str(path)

@@ -14,6 +14,7 @@ from resseg_ray.errors import InputDataError
 from resseg_ray.geo.conflation import already_mapped, existing_buildings
 from resseg_ray.geo.osm import osm_xml
 from resseg_ray.geo.storage import StorageSettings
+from tests.helpers import points_geojson
 
 UTM = "EPSG:32633"
 X, Y = 452000.0, 5043000.0
@@ -53,7 +54,8 @@ def test_buildings_mapped_in_another_crs_are_recognised(tmp_path) -> None:
 
 def test_a_josm_file_is_read_as_existing_buildings(tmp_path) -> None:
     g = rasterio.warp.transform_geom(UTM, "EPSG:4326", [mapping(b) for b in MAPPED[:2]])
-    fc = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": x} for x in g]}
+    feats = [{"type": "Feature", "properties": {}, "geometry": x} for x in g]
+    fc = {"type": "FeatureCollection", "features": feats}
     path = tmp_path / "mapped.osm"
     path.write_bytes(osm_xml(fc, "EPSG:4326", "test", None))
     existing = existing_buildings(str(path), LOCAL)
@@ -62,10 +64,8 @@ def test_a_josm_file_is_read_as_existing_buildings(tmp_path) -> None:
 
 
 def test_a_file_without_polygons_is_refused(tmp_path) -> None:
-    points = tmp_path / "points.geojson"
-    points.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [14.4, 45.5]}}]}))  # fmt: skip
+    points = points_geojson(tmp_path / "points.geojson")
     with pytest.raises(InputDataError, match=r"points\.geojson holds no polygons"):
-        existing_buildings(str(points), LOCAL)
-    with pytest.raises(InputDataError, match="does not exist|cannot be read"):
+        existing_buildings(points, LOCAL)
+    with pytest.raises(InputDataError, match=r"does not exist|cannot be read"):
         existing_buildings(str(tmp_path / "missing.geojson"), LOCAL)

@@ -150,7 +150,7 @@ def test_predict_counts_buildings_already_mapped_and_refuses_a_file_without_poly
     no polygons is refused (exit 2) before anything is written."""
     import geopandas as gpd
 
-    from tests.helpers import run_here
+    from tests.helpers import points_geojson, run_here
 
     uri, model = _noise_scene_and_model(tmp_path)
     common = ("--model", model, "--scenes", uri, "--window", "64", "--overlap", "16", "--device", "cpu")
@@ -164,10 +164,8 @@ def test_predict_counts_buildings_already_mapped_and_refuses_a_file_without_poly
     assert again.returncode == 0, again.stderr
     assert f"{len(predicted)} buildings already mapped in" in again.stdout
     assert f"{len(predicted)} predicted buildings left out as already mapped" in again.stdout
-    points = tmp_path / "points.geojson"
-    points.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [14.4, 45.5]}}]}))  # fmt: skip
-    refused = run_here("predict.py", *common, "--out", str(tmp_path / "c"), "--existing", str(points),
+    points = points_geojson(tmp_path / "points.geojson")
+    refused = run_here("predict.py", *common, "--out", str(tmp_path / "c"), "--existing", points,
                        capsys=capsys)  # fmt: skip
     assert refused.returncode == 2 and "points.geojson holds no polygons" in refused.stderr
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

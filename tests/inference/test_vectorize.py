@@ -69,8 +69,11 @@ def test_regularized_outlines_are_square_and_keep_the_building(tmp_path) -> None
     u, v = (xx - 60) * c + (yy - 60) * s, -(xx - 60) * s + (yy - 60) * c
     mask = ((np.abs(u) < 36) & (np.abs(v) < 18)).astype(np.uint8)[None]
     path = write_tif(tmp_path / "rot.tif", mask, nodata=255)
-    pixel = shape(mask_polygons(path, None, PolygonOptions(min_area=0.0, simplify=0.0))["features"][0]["geometry"])
-    simple = shape(mask_polygons(path, None, PolygonOptions(min_area=0.0))["features"][0]["geometry"])
+
+    def outline(**kw: object):
+        return shape(mask_polygons(path, None, PolygonOptions(min_area=0.0, **kw))["features"][0]["geometry"])
+
+    pixel, simple = outline(simplify=0.0), outline()
     fc = mask_polygons(path, None, PolygonOptions(min_area=0.0, regularize=True))
     assert len(fc["features"]) == 1
     square = shape(fc["features"][0]["geometry"])
