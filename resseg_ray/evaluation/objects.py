@@ -14,9 +14,15 @@ from resseg_ray.inference.vectorize import PolygonOptions, mask_polygons
 def match_polygons(pred: Sequence, truth: Sequence, threshold: float = 0.5) -> tuple[int, int, int]:
     """(true positives, false positives, false negatives): each predicted polygon, largest
     first, takes the unmatched true polygon it overlaps most if their IoU >= ``threshold``."""
+    tp = len(matched_ious(pred, truth, threshold))
+    return tp, len(pred) - tp, len(truth) - tp
+
+
+def matched_ious(pred: Sequence, truth: Sequence, threshold: float = 0.5) -> list[float]:
+    """The IoU of each matched pair of :func:`match_polygons`' one-to-one matching."""
     tree = STRtree(list(truth))
     used: set[int] = set()
-    tp = 0
+    ious: list[float] = []
     for p in sorted(pred, key=lambda g: -g.area):
         best, best_iou = None, threshold
         for i in tree.query(p):
@@ -30,8 +36,8 @@ def match_polygons(pred: Sequence, truth: Sequence, threshold: float = 0.5) -> t
                 best, best_iou = i, iou
         if best is not None:
             used.add(best)
-            tp += 1
-    return tp, len(pred) - tp, len(truth) - tp
+            ious.append(best_iou)
+    return ious
 
 
 def object_scores(mask_path: str, label_path: str, min_area: float = 10.0) -> dict[str, float]:
