@@ -14,7 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from resseg_ray.cli import add_predictor_options, bound_gdal_cache, predictor_from_args, run_job
+from resseg_ray.cli import (
+    add_predictor_options,
+    add_stac_options,
+    bound_gdal_cache,
+    predictor_from_args,
+    run_job,
+    scene_inputs,
+)
 from resseg_ray.config import load_config
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.errors import ConfigError
@@ -36,6 +43,7 @@ def main() -> None:
         help="also object-level F1 (building polygons matched at IoU >= 0.5)",
     )
     add_predictor_options(p)
+    add_stac_options(p)
     p.add_argument("--report", help="write the markdown table to this file or s3:// URI")
     p.add_argument("--mlflow-run", help="log test_<scene>_<metric> and test_mean_<metric> to this run")
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
@@ -88,7 +96,7 @@ def main() -> None:
             if not pairs:
                 raise ConfigError(f"{args.dataset} has no test scenes")
         else:
-            scenes = expand_uris(args.scenes or [], settings)
+            scenes = scene_inputs(args.scenes or [], args, cfg, settings).uris
             labels = expand_uris(args.labels or [], settings)
             if not scenes or len(labels) != len(scenes):
                 raise ConfigError(

@@ -19,8 +19,9 @@ import argparse
 import os
 
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
-from resseg_ray.cli import bound_gdal_cache, init_ray, run_job
+from resseg_ray.cli import add_stac_options, bound_gdal_cache, init_ray, one_scene, run_job
 from resseg_ray.config import load_config
+from resseg_ray.geo.storage import StorageSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="parent bundle path, s3:// bundle or models:/ URI")
-    p.add_argument("--scene", required=True, help="the scene to adapt to (local or s3://)")
+    p.add_argument("--scene", required=True, help="the scene to adapt to (local, s3://, or a STAC item)")
     p.add_argument("--area", help="polygons of the annotated area (GeoJSON/GeoPackage/Shapefile, any CRS)")
     p.add_argument(
         "--fraction", type=float, help="experiments: annotate this fraction of the scene (e.g. 0.07, 0.15)"
@@ -57,15 +58,17 @@ def main() -> None:
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], help="override, e.g. train.epochs=100"
     )
+    add_stac_options(p)
     args = p.parse_args()
     bound_gdal_cache()
     cfg = load_config(args.config, args.overrides)
     area = AreaSpec(args.area, args.fraction, args.placement, args.seed)
+    scene = one_scene(args.scene, args, cfg, StorageSettings.resolve(cfg.storage))
     init_ray()
     r = refine_scene(
         cfg,
         args.model,
-        args.scene,
+        scene,
         area,
         footprints=args.footprints,
         labels=args.labels,

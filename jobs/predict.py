@@ -14,14 +14,23 @@ from __future__ import annotations
 import argparse
 import math
 
-from resseg_ray.cli import add_predictor_options, bound_gdal_cache, init_ray, predict_options, run_job
+from resseg_ray.cli import (
+    add_predictor_options,
+    add_stac_options,
+    bound_gdal_cache,
+    init_ray,
+    predict_options,
+    run_job,
+    scene_inputs,
+)
 from resseg_ray.config import load_config
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.conflation import existing_buildings
-from resseg_ray.geo.storage import StorageSettings, expand_uris
+from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.batch import predict_scenes, predict_scenes_on_ray
 from resseg_ray.inference.outputs import check_destination, output_options
 from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.stac_items import ModelProvenance, check_catalog_destination, write_run_catalog
 from resseg_ray.models.bundle import load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
 
@@ -29,10 +38,23 @@ from resseg_ray.models.source import fetch_bundle_bytes
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="bundle path, s3:// bundle, or models:/NAME@ALIAS")
-    p.add_argument("--scenes", nargs="+", required=True, help="scene URIs, globs or folders/prefixes")
+    p.add_argument(
+        "--scenes",
+        nargs="+",
+        default=[],
+        help="scene URIs, globs, folders/prefixes, or STAC items/collections/catalogs (.json, local, s3:// "
+        "or http(s)://)",
+    )
     p.add_argument("--out", required=True, help="output folder or s3:// prefix")
     add_predictor_options(p, outputs=True)
+    add_stac_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo scenes whose outputs exist")
+    p.add_argument(
+        "--no-stac",
+        dest="stac",
+        action="store_false",
+        help="do not write the STAC items (<stem>_item.json) and catalog.json of the outputs",
+    )
     p.add_argument(
         "--actors",
         type=int,
@@ -64,13 +86,20 @@ def main() -> None:
     gpus = args.gpus_per_actor
     if gpus is not None and not (math.isfinite(gpus) and gpus >= 0):
         raise ConfigError(f"--gpus-per-actor must be a finite number >= 0, got {gpus}")
-    scenes = expand_uris(args.scenes, settings)
-    check_destination(args.out, scenes, output_options(predict, settings), settings)
+    if not args.scenes and args.stac_search is None and cfg.stac.search is None:
+        raise ConfigError("give the scenes: --scenes (files, folders, STAC documents) and/or --stac-search")
+    inputs = scene_inputs(args.scenes, args, cfg, settings)
+    scenes = inputs.uris
+    options = output_options(predict, settings)
+    check_destination(args.out, scenes, options, settings)
+    if args.stac:
+        check_catalog_destination(args.out, scenes, settings)
     if predict.existing is not None:  # read (and checked) once, before any scene is segmented
         mapped = existing_buildings(predict.existing, settings)
         print(f"{len(mapped.geometries)} buildings already mapped in {predict.existing}", flush=True)
     bundle_bytes = fetch_bundle_bytes(args.model, settings)
     bundle = load_bundle_bytes(bundle_bytes, args.model)
+    model = ModelProvenance.of(args.model, bundle_bytes, bundle.info)
     if args.actors:
         import ray
 
@@ -109,6 +138,11 @@ def main() -> None:
         if vectors:
             counts = f" {_count(r.buildings):>9} {_count(r.already_mapped):>7}"
         print(f"{r.uri[-48:]:<48} {r.megapixels:7.2f} {r.seconds:8.1f} {r.mpx_per_s:7.2f}{counts}  {status}")
+    if args.stac:
+        finished = [(r.uri, r.buildings, r.already_mapped) for r in reports if r.error is None]
+        if finished:
+            href, count = write_run_catalog(args.out, finished, options, predict, model, inputs, settings)
+            print(f"STAC catalog {href}: {count} items, valid (pystac validate_all)")
     if predict.existing is not None:
         left = sum(r.already_mapped or 0 for r in done)
         print(f"{left} predicted buildings left out as already mapped in {predict.existing}")

@@ -12,18 +12,21 @@ from __future__ import annotations
 import argparse
 import time
 
-from resseg_ray.cli import init_ray, run_job
+from resseg_ray.cli import add_stac_options, init_ray, run_job, scene_inputs
 from resseg_ray.config import load_config
 from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
 from resseg_ray.demo import prepare_demo
 from resseg_ray.errors import ConfigError
-from resseg_ray.geo.storage import StorageSettings, exists, expand_uris, join_uri
+from resseg_ray.geo.storage import StorageSettings, exists, join_uri
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--scenes", nargs="+", help="training scene URIs, globs or folders/prefixes (default: demo)"
+        "--scenes",
+        nargs="+",
+        help="training scene URIs, globs, folders/prefixes or STAC items/collections/catalogs "
+        "(default: the demo)",
     )
     p.add_argument("--footprints", nargs="+", help="building footprints: one file for all scenes or one each")
     p.add_argument("--labels", nargs="+", help="ready-made label rasters (0/1/255), one per scene")
@@ -38,6 +41,7 @@ def main() -> None:
     p.add_argument("--demo-scale", type=float, default=1.0, help="shrink the demo scenes (default 1.0)")
     p.add_argument("--force", action="store_true", help="rebuild even when the output is complete")
     p.add_argument("--no-ray", action="store_true", help="run in this process instead of on Ray")
+    add_stac_options(p)
     args = p.parse_args()
 
     cfg = load_config(args.config, args.overrides)
@@ -48,21 +52,23 @@ def main() -> None:
     start = time.perf_counter()
     if args.scenes is None and (args.footprints or args.labels or args.test_scenes):
         raise ConfigError("--footprints/--labels/--test-scenes need --scenes")
+    scenes = scene_inputs(args.scenes, args, cfg, settings).uris if args.scenes else None
+    tests = scene_inputs(args.test_scenes, args, cfg, settings).uris if args.test_scenes else None
     if not args.no_ray:
         init_ray()
-    if args.scenes is None:
+    if scenes is None:
         print(
             f"writing the demo scenes under {join_uri(args.out, 'scenes')} and preparing them ...", flush=True
         )
         result = prepare_demo(args.out, cfg, settings, args.demo_scale)
     else:
         result = prepare_dataset(
-            expand_uris(args.scenes, settings),
+            scenes,
             args.out,
             cfg,
             footprints=args.footprints,
             labels=args.labels,
-            test_scenes=expand_uris(args.test_scenes, settings) if args.test_scenes else None,
+            test_scenes=tests,
             test_footprints=args.test_footprints,
             test_labels=args.test_labels,
             settings=settings,

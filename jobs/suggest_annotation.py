@@ -14,7 +14,14 @@ import argparse
 import json
 
 from resseg_ray.adapt.suggest import suggest_regions
-from resseg_ray.cli import add_predictor_options, bound_gdal_cache, predictor_from_args, run_job
+from resseg_ray.cli import (
+    add_predictor_options,
+    add_stac_options,
+    bound_gdal_cache,
+    one_scene,
+    predictor_from_args,
+    run_job,
+)
 from resseg_ray.config import load_config
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
@@ -24,7 +31,7 @@ from resseg_ray.progress import tenths
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="bundle path, s3:// bundle or models:/ URI")
-    p.add_argument("--scene", required=True, help="the scene to annotate (local or s3://)")
+    p.add_argument("--scene", required=True, help="the scene to annotate (local, s3://, or a STAC item)")
     p.add_argument(
         "--fraction", type=float, default=0.07, help="share of the scene to suggest (default 0.07)"
     )
@@ -34,6 +41,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="GeoJSON to write (local or s3://)")
     p.add_argument("--wgs84", action="store_true", help="coordinates in EPSG:4326 instead of the scene's CRS")
     add_predictor_options(p)
+    add_stac_options(p)
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
@@ -41,11 +49,12 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)
     check_output_file(args.out, settings, "--out", inputs=[args.scene, args.model])
+    uri = one_scene(args.scene, args, cfg, settings)
     predictor = predictor_from_args(args, cfg, settings)
     bands = predictor.options.bands
-    scene = open_scene(args.scene, settings, bands=bands, expected_bands=predictor.info.in_bands)
+    scene = open_scene(uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
     collection = suggest_regions(
-        predictor, scene, settings, args.fraction, args.region, args.wgs84, tenths(args.scene)
+        predictor, scene, settings, args.fraction, args.region, args.wgs84, tenths(uri)
     )
     write_bytes(args.out, json.dumps(collection, indent=1).encode(), settings)
     print(f"{'rank':>4} {'mean entropy (bits)':>19} {'share of scene':>14}  rows x cols")

@@ -15,8 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 from resseg_ray.abort import abort
-from resseg_ray.config import BLEND_MODES, NORMALIZATIONS, PROB_DTYPES, VECTOR_FORMATS, Config, PredictSection
-from resseg_ray.errors import user_error
+from resseg_ray.config import (
+    BLEND_MODES,
+    NORMALIZATIONS,
+    PROB_DTYPES,
+    STAC_ASSETS,
+    VECTOR_FORMATS,
+    Config,
+    PredictSection,
+    StacSection,
+)
+from resseg_ray.errors import ConfigError, user_error
+from resseg_ray.geo.stac import SceneInputs, resolve_scenes
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import load_bundle_bytes
@@ -260,3 +270,65 @@ def predictor_from_args(args: argparse.Namespace, cfg: Config, settings: Storage
     options = predict_options(args, cfg)  # checked before the model is fetched
     bundle = load_bundle_bytes(fetch_bundle_bytes(args.model, settings), args.model)
     return ScenePredictor(bundle, options)
+
+
+class StacSkipped(UserWarning):
+    """A STAC item or link that was listed but not taken (printed as a warning line)."""
+
+
+_STAC_FLAGS = {
+    "stac_asset": "asset",
+    "stac_max_items": "max_items",
+    "stac_search": "search",
+    "bbox": "bbox",
+    "datetime": "datetime",
+    "collections": "collections",
+}
+
+
+def add_stac_options(p: argparse.ArgumentParser) -> None:
+    """The flags of the ``stac`` configuration section: scenes may be STAC items, collections or
+    catalogs (.json, local, s3:// or http(s)://), or the items of a STAC API search."""
+    p.add_argument(
+        "--stac-asset",
+        help=f"asset of each STAC item to segment (default: the first of {', '.join(STAC_ASSETS)} it has)",
+    )
+    p.add_argument("--stac-max-items", type=int, help="take at most this many STAC items")
+    p.add_argument("--stac-search", metavar="URL", help="also take the items a STAC API search returns")
+    p.add_argument(
+        "--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="--stac-search area in degrees"
+    )
+    p.add_argument("--datetime", help="--stac-search time: RFC 3339 instant or interval (a/b, open ends ..)")
+    p.add_argument("--collections", nargs="+", help="--stac-search only these collections")
+
+
+def stac_options(args: argparse.Namespace, cfg: Config) -> StacSection:
+    """The configuration's ``stac`` section with :func:`add_stac_options`' flags on top, validated."""
+    given = {
+        field: getattr(args, flag)
+        for flag, field in _STAC_FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
+    return dataclasses.replace(cfg.stac, **given)
+
+
+def scene_inputs(
+    patterns: list[str], args: argparse.Namespace, cfg: Config, settings: StorageSettings
+) -> SceneInputs:
+    """The scenes of ``patterns`` (files, globs, folders, STAC documents) and of ``--stac-search``;
+    what STAC listed but could not give is printed as warning lines."""
+    inputs = resolve_scenes(patterns, settings, stac_options(args, cfg))
+    for message in inputs.skipped:
+        warnings.warn(message, StacSkipped, stacklevel=2)
+    return inputs
+
+
+def one_scene(pattern: str, args: argparse.Namespace, cfg: Config, settings: StorageSettings) -> str:
+    """The one scene of ``--scene`` (a raster, or a STAC item / document holding one scene)."""
+    uris = scene_inputs([pattern], args, cfg, settings).uris
+    if len(uris) != 1:
+        raise ConfigError(
+            f"--scene {pattern} gives {len(uris)} scenes; this job adapts to one: give one raster or one "
+            "STAC item (or --stac-max-items 1)"
+        )
+    return uris[0]

@@ -59,6 +59,81 @@ class StorageConfig:
     """Read public buckets without credentials."""
 
 
+STAC_ASSETS = ("analytic", "visual", "data")
+"""Assets taken from a STAC item when ``stac.asset`` is not given: the first one present."""
+
+
+@dataclass(frozen=True)
+class StacSection:
+    """Scenes from STAC: which asset of each item, how many items, and an optional STAC API
+    search. Catalogs, collections and items themselves are given where scenes are (``--scenes``)."""
+
+    asset: str | None = None
+    """Asset key of the raster to take from each item (``--stac-asset``); default the first of
+    :data:`STAC_ASSETS` the item has."""
+    max_items: int | None = None
+    """Take at most this many items in all (``--stac-max-items``)."""
+    search: str | None = None
+    """A STAC API (its landing page URL) to search (``--stac-search``)."""
+    bbox: list[float] | None = None
+    """Search area: west south east north in degrees (``--bbox``)."""
+    datetime: str | None = None
+    """Search time: an RFC 3339 instant or interval, open ends as ``..`` (``--datetime``)."""
+    collections: list[str] | None = None
+    """Search only these collections (``--collections``)."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str, value: object) -> ConfigError:
+            flag = {"asset": "--stac-asset", "max_items": "--stac-max-items", "search": "--stac-search"}.get(
+                name, "--" + name
+            )
+            return ConfigError(f"stac.{name} ({flag}) must be {rule}, got {value!r}")
+
+        if self.asset is not None and not re.fullmatch(r"[\w.:-]{1,128}", self.asset):
+            raise bad("asset", "an asset key such as visual or analytic", self.asset)
+        if self.max_items is not None and not 1 <= self.max_items <= 1_000_000:
+            raise bad("max_items", "an integer from 1 to 1000000", self.max_items)
+        if self.search is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.search):
+            raise bad("search", "the http(s) URL of a STAC API", self.search)
+        searching = (self.bbox, self.datetime, self.collections)
+        if self.search is None and any(v is not None for v in searching):
+            raise ConfigError(
+                "--bbox, --datetime and --collections narrow a STAC API search: give --stac-search"
+            )
+        if self.bbox is not None:
+            ok = len(self.bbox) == 4 and all(_finite(v) for v in self.bbox)
+            w, s, e, n = self.bbox if ok else (0, 0, 0, 0)
+            if not ok or not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s < n <= 90):
+                raise bad("bbox", "west south east north in degrees (south < north)", self.bbox)
+        if self.datetime is not None and not _rfc3339_interval(self.datetime):
+            raise bad(
+                "datetime",
+                "an RFC 3339 time or interval, e.g. 2023-02-06 or 2023-02-06T00:00:00Z/..",
+                self.datetime,
+            )
+        if self.collections is not None and (
+            not self.collections or not all(re.fullmatch(r"[\w.:/-]{1,256}", c) for c in self.collections)
+        ):
+            raise bad("collections", "collection ids", self.collections)
+
+
+def _rfc3339_interval(value: str) -> bool:
+    """An instant (a date or a date-time) or an interval ``a/b`` whose open ends are ``..``/empty."""
+    import datetime as dt
+
+    parts = value.split("/")
+    if len(parts) > 2 or (len(parts) == 2 and all(p in ("", "..") for p in parts)):
+        return False
+    for part in parts:
+        if len(parts) == 2 and part in ("", ".."):
+            continue
+        try:
+            dt.datetime.fromisoformat(part.replace("z", "Z"))
+        except ValueError:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """How scenes become training samples (paper Sec. III-B)."""
@@ -487,6 +562,7 @@ class Config:
     """The whole configuration of a run."""
 
     storage: StorageConfig = field(default_factory=StorageConfig)
+    stac: StacSection = field(default_factory=StacSection)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

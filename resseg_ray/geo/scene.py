@@ -22,7 +22,15 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from resseg_ray.errors import InputDataError
-from resseg_ray.geo.storage import StorageSettings, explain_s3_error, gdal_env, gdal_path, is_s3
+from resseg_ray.geo.storage import (
+    StorageSettings,
+    explain_s3_error,
+    gdal_env,
+    gdal_path,
+    is_http,
+    is_remote,
+    is_s3,
+)
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
 
@@ -72,7 +80,7 @@ _cache_lock = threading.Lock()
 def _open(uri: str, settings: StorageSettings) -> rasterio.io.DatasetReader:
     # Local files are keyed by (mtime, size) too: a file rewritten by another process is reopened.
     version: tuple = ()
-    if not is_s3(uri):
+    if not is_remote(uri):
         try:
             st = os.stat(gdal_path(uri))
             version = (st.st_mtime_ns, st.st_size)
@@ -111,6 +119,10 @@ def _explain_open_error(uri: str, exc: Exception) -> str:
     if is_s3(uri):
         return explain_s3_error(uri, exc)
     low = text.lower()
+    if is_http(uri) and ("404" in low or "no such file" in low or "does not exist" in low):
+        return f"{uri} does not exist (HTTP 404)"
+    if is_http(uri) and ("http" in low or "curl" in low):
+        return f"{uri} cannot be read over HTTP: {text}"
     if "no such file" in low or "does not exist" in low:
         return f"{uri} does not exist"
     if "band" in low and ("missing" in low or "no " in low):

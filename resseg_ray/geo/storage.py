@@ -1,4 +1,5 @@
-"""Storage URIs: local paths, ``file://`` and ``s3://``, for GDAL (rasterio) and fsspec (s3fs).
+"""Storage URIs: local paths, ``file://`` and ``s3://``, for GDAL (rasterio) and fsspec (s3fs);
+``http(s)://`` for reading only (STAC catalogs and the COGs they list).
 
 Rasters are read by GDAL directly from their URI (``s3://`` becomes ``/vsis3/``); listing,
 small-file reads and uploads go through fsspec/s3fs. S3-compatible endpoints (MinIO, moto,
@@ -30,6 +31,10 @@ UNTRUSTED_DRIVER = "GTiff"
 """The GDAL driver of rasters a client names: GeoTIFF (COGs are GeoTIFFs). A GeoTIFF names no
 other file or URL; VRT, GDAL's WMS/WCS, netCDF, HDF and others can."""
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+HTTP_TIMEOUT_S = 30.0
+"""Deadline of one HTTP(S) read (connection and each wait for data), here and in GDAL."""
+MAX_HTTP_BYTES = 256 * 2**20
+"""Largest small file (a STAC document) read whole over HTTP(S)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class StorageSettings:
             "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
             "GDAL_HTTP_MAX_RETRY": "3",
             "GDAL_HTTP_RETRY_DELAY": "0.5",
+            "GDAL_HTTP_TIMEOUT": str(int(HTTP_TIMEOUT_S)),
+            "GDAL_HTTP_CONNECTTIMEOUT": str(int(HTTP_TIMEOUT_S)),
         }
         if self.endpoint_url:
             parsed = urlparse(self.endpoint_url)
@@ -102,20 +109,32 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
+def is_http(uri: str) -> bool:
+    """True for ``http://`` and ``https://`` URLs (read-only)."""
+    return str(uri).startswith(("http://", "https://"))
+
+
+def is_remote(uri: str) -> bool:
+    """True for URIs that are not local files (s3://, http(s)://)."""
+    return is_s3(uri) or is_http(uri)
+
+
 def local_path(uri: str | os.PathLike[str]) -> str:
     """The filesystem path of a local URI (``/x``, ``x``, ``file:///x``)."""
     uri = os.fspath(uri)
     if uri.startswith("file://"):
         return urlparse(uri).path
+    if is_http(uri):
+        raise ConfigError(f"{uri}: http(s) URLs can be read, not written; give a local path or s3:// URI")
     if "://" in uri:
-        raise ConfigError(f"{uri}: only local paths, file:// and s3:// URIs are supported")
+        raise ConfigError(f"{uri}: only local paths, file://, s3:// and (to read) http(s):// are supported")
     return uri
 
 
 def normalize_uri(uri: str | os.PathLike[str]) -> str:
-    """``s3://`` URIs unchanged; local ones as absolute paths (stable manifest keys)."""
+    """``s3://`` and ``http(s)://`` URIs unchanged; local ones as absolute paths (stable keys)."""
     uri = os.fspath(uri)
-    if is_s3(uri):
+    if is_remote(uri):
         return uri
     return str(Path(local_path(uri)).resolve())
 
@@ -127,8 +146,9 @@ def workdir() -> str:
 
 
 def resolve_uri(uri: str, base: str | None = None) -> str:
-    """An s3:// URI unchanged; a relative local path made absolute against ``base``/:func:`workdir`."""
-    if is_s3(uri):
+    """An s3:// or http(s) URI unchanged; a relative local path made absolute against
+    ``base``/:func:`workdir`."""
+    if is_remote(uri):
         return uri.rstrip("/")
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
@@ -175,6 +195,8 @@ def gdal_env(settings: StorageSettings) -> Iterator[None]:
 
 def gdal_path(uri: str) -> str:
     """What to hand to rasterio.open for a URI."""
+    if is_http(uri):
+        return "/vsicurl/" + uri
     return uri if is_s3(uri) else local_path(uri)
 
 
@@ -198,6 +220,8 @@ def explain_s3_error(uri: str, exc: BaseException) -> str:
 
 def exists(uri: str, settings: StorageSettings) -> bool:
     """Whether a file exists at ``uri``."""
+    if is_http(uri):
+        return _http_exists(uri)
     if not is_s3(uri):
         return os.path.exists(local_path(uri))
     try:
@@ -249,6 +273,8 @@ def check_output_file(uri: str, settings: StorageSettings, what: str, inputs: Se
 
 def read_bytes(uri: str, settings: StorageSettings) -> bytes:
     """The whole content of a (small) file."""
+    if is_http(uri):
+        return _http_get(uri)
     try:
         if is_s3(uri):
             fs = filesystem(uri, settings)
@@ -266,9 +292,45 @@ def read_bytes(uri: str, settings: StorageSettings) -> bytes:
         raise InputDataError(f"cannot read {uri}: {exc}") from None
 
 
+def _http_get(url: str) -> bytes:
+    """GET a small file, with a deadline and a size limit; errors name the URL."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
+            data = resp.read(MAX_HTTP_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise InputDataError(f"{url} does not exist (HTTP 404)") from None
+        raise InputDataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise InputDataError(f"{url} cannot be reached: {reason}") from None
+    if len(data) > MAX_HTTP_BYTES:
+        raise InputDataError(f"{url} is larger than {MAX_HTTP_BYTES // 2**20} MiB; not read")
+    return data
+
+
+def _http_exists(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        request = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S):
+            return True
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise InputDataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise InputDataError(f"{url} cannot be reached: {getattr(exc, 'reason', exc)}") from None
+
+
 def download(uri: str, dest_dir: str, settings: StorageSettings) -> str:
     """Copy a remote file into ``dest_dir`` (local files are returned as they are)."""
-    if not is_s3(uri):
+    if not is_remote(uri):
         return local_path(uri)
     dest = os.path.join(dest_dir, uri.rstrip("/").rsplit("/", 1)[-1])
     Path(dest).write_bytes(read_bytes(uri, settings))

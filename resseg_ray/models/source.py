@@ -60,3 +60,32 @@ def fetch_bundle_bytes(uri: str, settings: StorageSettings, tracking_uri: str | 
                 return f.read()
         except OSError as exc:
             raise BundleError(f"cannot read model bundle {path!r}: {exc.strerror}") from None
+
+
+def registry_version(uri: str, tracking_uri: str | None = None) -> tuple[str, str] | None:
+    """(registered name, version) of a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI
+    as the MLflow registry resolves it now; None for other URIs or when it cannot be asked."""
+    if not uri.startswith("models:/"):
+        return None
+    path = uri[len("models:/") :]
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(
+            tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+            registry_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+        )
+        if "@" in path:
+            name, alias = path.split("@", 1)
+            return name, str(client.get_model_version_by_alias(name, alias).version)
+        name, _, version = path.partition("/")
+        if version.isdigit():
+            return name, version
+        if version in ("", "latest"):
+            latest = client.search_model_versions(
+                f"name='{name}'", order_by=["version_number DESC"], max_results=1
+            )
+            return (name, str(latest[0].version)) if latest else None
+    except Exception:  # the registry's answer is provenance, not needed to segment
+        return None
+    return None

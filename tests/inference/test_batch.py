@@ -46,7 +46,9 @@ def test_predict_job_goes_on_after_a_bad_scene_and_resumes(tmp_path, bundle_path
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "1 of 3 scenes failed" in proc.stderr and "broken.tif" in proc.stderr
     assert "2 segmented" in proc.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["a_mask.tif", "a_prob.tif", "b_mask.tif", "b_prob.tif"]
+    rasters = ["a_mask.tif", "a_prob.tif", "b_mask.tif", "b_prob.tif"]
+    stac = ["a_item.json", "b_item.json", "catalog.json"]  # the finished scenes only
+    assert sorted(p.name for p in out.iterdir()) == sorted(rasters + stac)
     again = run_script("predict.py", *args[:3], a, b, *args[4:])
     assert again.returncode == 0 and "2 skipped" in again.stdout
 

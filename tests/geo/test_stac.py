@@ -1,0 +1,167 @@
+"""Scenes from STAC: a static event catalog (catalog -> collection -> items with analytic and
+visual COGs, as the open-data catalogs are) served over HTTP on 127.0.0.1 and from the moto
+S3 server, a STAC API searched by pystac-client, and what goes wrong with real catalogs:
+items listed twice, missing children, items without the asset, assets that are not
+rasters, items without projection information, empty searches."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+
+from resseg_ray.config import StacSection
+from resseg_ray.errors import InputDataError
+from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.stac import resolve_scenes
+from resseg_ray.geo.stac_write import validate_catalog, write_scene_catalog
+from resseg_ray.geo.storage import StorageSettings
+from tests.rasters import ORIGIN, write_tif
+from tests.stac_servers import stac_api, static_server
+
+LOCAL = StorageSettings()
+WHEN = dt.datetime(2023, 2, 7, 8, 0, tzinfo=dt.UTC)
+
+
+def _scenes(tmp_path: Path, n: int = 3) -> list[str]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        data = rng.integers(1, 2000, size=(4, 48, 64)).astype(np.uint16)
+        origin = (ORIGIN[0] + 2000.0 * i, ORIGIN[1])  # 2 km apart: distinct footprints
+        out.append(write_tif(tmp_path / "raw" / f"scene_{i}.tif", data, nodata=0, origin=origin))
+    return out
+
+
+@pytest.fixture
+def event_catalog(tmp_path: Path) -> Path:
+    """A static catalog of three scenes, then the oddities of real catalogs added to its
+    collection: the first item listed twice, a child that does not exist, an item without any
+    of the default assets, one whose 'analytic' asset is JSON, not a raster."""
+    (tmp_path / "raw").mkdir()
+    root = tmp_path / "stac"
+    href = write_scene_catalog(_scenes(tmp_path), str(root), LOCAL, "quake-2023", rgb=(3, 2, 1), when=WHEN)
+    assert validate_catalog(href, LOCAL) >= 4
+    collection = pystac.Collection.from_file(str(root / "quake-2023" / "collection.json"))
+    geom = {"type": "Polygon", "coordinates": [[[14, 45], [14.01, 45], [14.01, 45.01], [14, 45]]]}
+    for name, key, media in (
+        ("odd-thumb", "thumbnail", "image/png"),
+        ("odd-json", "analytic", "application/json"),
+    ):
+        item = pystac.Item(name, geom, [14, 45, 14.01, 45.01], WHEN, {})
+        item.add_asset(key, pystac.Asset(f"./{name}.bin", media_type=media))
+        collection.add_item(item)
+    collection.normalize_hrefs(str(root / "quake-2023"))
+    collection.save(pystac.CatalogType.SELF_CONTAINED)
+    doc = json.loads((root / "quake-2023" / "collection.json").read_text())
+    first = next(link for link in doc["links"] if link["rel"] == "item")
+    doc["links"].append(dict(first))  # listed twice
+    doc["links"].append({"rel": "child", "href": "./missing/collection.json", "type": "application/json"})
+    (root / "quake-2023" / "collection.json").write_text(json.dumps(doc))
+    return root
+
+
+def _skips(inputs) -> str:
+    return "\n".join(inputs.skipped)
+
+
+def test_a_static_catalog_over_http_gives_each_scene_once_and_reports_the_rest(event_catalog) -> None:
+    with static_server(str(event_catalog)) as base:
+        inputs = resolve_scenes([f"{base}/catalog.json"], LOCAL, StacSection())
+        assert inputs.uris == [f"{base}/quake-2023/scene_{i}/scene_{i}-analytic.tif" for i in range(3)]
+        assert set(inputs.assets.values()) == {"analytic"}
+        assert inputs.items[inputs.uris[0]].id == "scene_0"
+        skipped = _skips(inputs)
+        assert "missing/collection.json (listed in" in skipped and "cannot be read" in skipped
+        assert (
+            "item odd-thumb: it has none of the assets analytic, visual, data (it has thumbnail)" in skipped
+        )
+        assert "item odd-json: its asset 'analytic' is not a raster (application/json)" in skipped
+        scene = open_scene(inputs.uris[1], LOCAL)  # the COG itself, read over HTTP by GDAL
+        assert (scene.width, scene.height, scene.count) == (64, 48, 4)
+        visual = resolve_scenes([f"{base}/catalog.json"], LOCAL, StacSection(asset="visual", max_items=2))
+        assert [u.rsplit("/", 1)[-1] for u in visual.uris] == ["scene_0-visual.tif", "scene_1-visual.tif"]
+        assert "more items than --stac-max-items 2" in _skips(visual)
+        one = resolve_scenes([f"{base}/quake-2023/scene_2/scene_2.json"], LOCAL, StacSection())
+        assert one.uris == [f"{base}/quake-2023/scene_2/scene_2-analytic.tif"]
+
+
+def test_the_same_catalog_on_s3(event_catalog, s3_bucket, s3_settings) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_settings.endpoint_url)
+    fs.put(str(event_catalog) + "/", f"{s3_bucket}/events/", recursive=True)
+    inputs = resolve_scenes([f"{s3_bucket}/events/catalog.json"], s3_settings, StacSection())
+    assert inputs.uris == [
+        f"{s3_bucket}/events/quake-2023/scene_{i}/scene_{i}-analytic.tif" for i in range(3)
+    ]
+    assert open_scene(inputs.uris[0], s3_settings).width == 64
+
+
+def test_a_stac_api_search_through_pystac_client(event_catalog) -> None:
+    with static_server(str(event_catalog)) as base:
+        items = []
+        for i in range(3):
+            item = pystac.Item.from_file(f"{base}/quake-2023/scene_{i}/scene_{i}.json")
+            item.make_asset_hrefs_absolute()
+            item.clear_links()  # as an API serves it: absolute asset hrefs, its own links only
+            item.collection_id = "quake-2023"
+            items.append(item.to_dict(include_self_link=False, transform_hrefs=False))
+        west, south, east, north = items[0]["bbox"]
+        with stac_api(items) as (url, requests):
+            everything = resolve_scenes([], LOCAL, StacSection(search=url, collections=["quake-2023"]))
+            assert [u.rsplit("/", 1)[-1] for u in everything.uris] == [
+                f"scene_{i}-analytic.tif" for i in range(3)
+            ]
+            assert len(requests) == 2  # two pages of two
+            near = resolve_scenes([], LOCAL, StacSection(search=url, bbox=[west, south, east, north]))
+            assert [u.rsplit("/", 1)[-1] for u in near.uris] == ["scene_0-analytic.tif"]
+            capped = resolve_scenes([], LOCAL, StacSection(search=url, max_items=2))
+            assert len(capped.uris) == 2
+            with pytest.raises(InputDataError, match=r"returned no item"):
+                resolve_scenes([], LOCAL, StacSection(search=url, datetime="2020-01-01/2020-12-31"))
+            with pytest.raises(InputDataError, match=r"returned no item"):
+                resolve_scenes([], LOCAL, StacSection(search=url, collections=["another-event"]))
+
+
+def test_catalogs_that_give_no_scene_are_refused(event_catalog, tmp_path) -> None:
+    href = str(event_catalog / "catalog.json")
+    with pytest.raises(InputDataError, match=r"no scene in .*catalog\.json: no item holds asset 'pan'"):
+        resolve_scenes([href], LOCAL, StacSection(asset="pan"))
+    odd = str(event_catalog / "quake-2023" / "odd-json" / "odd-json.json")
+    with pytest.raises(InputDataError, match=r"not a raster \(application/json\)"):
+        resolve_scenes([odd], LOCAL, StacSection())
+    (tmp_path / "notes.json").write_text('{"hello": "world"}')
+    with pytest.raises(InputDataError, match=r"notes\.json is not a"):
+        resolve_scenes([str(tmp_path / "notes.json")], LOCAL, StacSection())
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(InputDataError, match=r"broken\.json is not a STAC JSON document"):
+        resolve_scenes([str(tmp_path / "broken.json")], LOCAL, StacSection())
+    with (
+        static_server(str(tmp_path)) as base,
+        pytest.raises(InputDataError, match=r"does not exist \(HTTP 404\)"),
+    ):
+        resolve_scenes([f"{base}/nothing/catalog.json"], LOCAL, StacSection())
+
+
+def test_an_item_without_projection_information(tmp_path) -> None:
+    """The raster's own georeferencing is what counts: an item without ``proj:`` fields whose
+    COG has a CRS gives a scene; one whose raster has no CRS is a clear error when opened."""
+    (tmp_path / "raw").mkdir()
+    data = np.ones((4, 32, 32), np.uint16)
+    located = write_tif(tmp_path / "raw" / "located.tif", data)
+    bare = write_tif(tmp_path / "raw" / "bare.tif", data, crs=None)
+    geom = {"type": "Polygon", "coordinates": [[[14, 45], [14.01, 45], [14.01, 45.01], [14, 45]]]}
+    for name, raster in (("located", located), ("bare", bare)):
+        item = pystac.Item(name, geom, [14, 45, 14.01, 45.01], WHEN, {})
+        item.add_asset("analytic", pystac.Asset(raster, media_type=pystac.MediaType.COG))
+        item.save_object(dest_href=str(tmp_path / f"{name}.json"), include_self_link=False)
+    ok = resolve_scenes([str(tmp_path / "located.json")], LOCAL, StacSection())
+    assert open_scene(ok.uris[0], LOCAL).crs
+    no_crs = resolve_scenes([str(tmp_path / "bare.json")], LOCAL, StacSection())
+    with pytest.raises(InputDataError, match=r"bare\.tif has no CRS"):
+        open_scene(no_crs.uris[0], LOCAL)
