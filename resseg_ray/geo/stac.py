@@ -37,7 +37,7 @@ from resseg_ray.geo.storage import (
     write_bytes,
 )
 
-__all__ = ["SceneInputs", "StorageStacIO", "is_stac_uri", "resolve_scenes"]
+__all__ = ["SceneInputs", "StorageStacIO", "is_stac_uri", "item_raster", "resolve_scenes"]
 
 RASTER_MEDIA = ("image/tiff", "image/geotiff", "image/jp2", "image/vnd.stac.geotiff")
 """Media types of assets taken as rasters (COGs are ``image/tiff; application=geotiff``)."""
@@ -144,6 +144,18 @@ def _add_items(
             href = local_path(href)
         if out.add(href, item, key):
             budget[0] -= 1
+
+
+def item_raster(item: pystac.Item, asset: str | None = None) -> tuple[str, str]:
+    """(absolute href, asset key) of the raster to segment of one item (``asset``, else the
+    first of the default assets); an InputDataError says why there is none."""
+    key, why = _raster_asset(item, asset)
+    href = item.assets[key].get_absolute_href() if key is not None else None
+    if key is None or href is None:
+        raise InputDataError(
+            f"STAC item {item.id}: {why or 'the asset has a relative href and the item no location'}"
+        )
+    return (local_path(href) if href.startswith("file://") else href), key
 
 
 def _raster_asset(item: pystac.Item, wanted: str | None) -> tuple[str | None, str]:

@@ -1,7 +1,9 @@
 """The HTTP API (FastAPI ingress): images in, georeferenced building maps out.
 
 ``POST /v1/segment`` takes a GeoTIFF (raw body or multipart file) or JSON ``{"uri":
-"s3://..."}`` naming an object under one of ``serve.allowed_prefixes``, and answers a mask
+"s3://..."}`` naming an object under one of ``serve.allowed_prefixes`` (a GeoTIFF, or a STAC
+item whose raster asset is taken; or the item inline, ``{"item": {...}, "asset": "visual"}``),
+and answers a mask
 GeoTIFF (``format=mask``, default), a probability GeoTIFF (``format=prob``) or building
 polygons (``format=geojson``). The image goes through :func:`~resseg_ray.inference.batch.
 predict_scene`, the code ``jobs/predict.py`` runs, with a predictor whose network is the
@@ -24,6 +26,7 @@ import time
 from typing import Literal
 
 import numpy as np
+import pystac
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
@@ -31,9 +34,10 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from resseg_ray import __version__
-from resseg_ray.config import PredictSection, ServeSection, StorageConfig, from_dict
-from resseg_ray.errors import InputDataError, ResSegError
-from resseg_ray.geo.storage import StorageSettings, gdal_env, scene_stem
+from resseg_ray.config import PredictSection, ServeSection, StacSection, StorageConfig, from_dict
+from resseg_ray.errors import ConfigError, InputDataError, ResSegError
+from resseg_ray.geo.stac import item_raster
+from resseg_ray.geo.storage import StorageSettings, gdal_env, read_bytes, scene_stem
 from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import output_options, output_uris
 from resseg_ray.inference.predictor import ScenePredictor
@@ -72,6 +76,47 @@ def check_uri(uri: object, allowed: list[str]) -> str:
             return uri
     allowed_text = ", ".join(allowed) if allowed else "none are configured (serve.allowed_prefixes)"
     raise HTTPException(403, f"{uri!r} is outside the allowed prefixes: {allowed_text}")
+
+
+def request_scene(doc: dict, allowed: list[str], settings: StorageSettings) -> str:
+    """The raster a JSON body names: ``{"uri": "s3://.../scene.tif"}``, a STAC item by URI
+    (``{"uri": "s3://.../item.json"}``) or inline (``{"item": {...}}``), with an optional
+    ``"asset"`` key (default: the first of analytic, visual, data). The item's and the asset's
+    URIs must both lie under ``allowed`` (403 otherwise); a document that is no STAC item, or
+    an item without a raster asset, is a 422 that says why."""
+    asset = doc.get("asset")
+    if asset is not None and not isinstance(asset, str):
+        raise HTTPException(400, '"asset" must be an asset key such as "visual"')
+    try:
+        StacSection(asset=asset)
+    except ConfigError as exc:
+        raise HTTPException(400, f'"asset": {exc}') from None
+    raw = doc.get("item")
+    if raw is None:
+        uri = check_uri(doc.get("uri"), allowed)
+        if not uri.lower().endswith(".json"):
+            return uri
+        try:
+            raw = json.loads(read_bytes(uri, settings))
+        except InputDataError as exc:
+            raise HTTPException(404 if "does not exist" in str(exc) else 422, str(exc)) from None
+        except ValueError:
+            raise HTTPException(422, f"{uri} is not a STAC item (not JSON)") from None
+        href: str | None = uri
+    else:
+        href = None
+    if not isinstance(raw, dict) or raw.get("type") != "Feature":
+        raise HTTPException(422, "the STAC document is not an item (a Feature with assets); give one item")
+    try:
+        item = pystac.Item.from_dict(raw, preserve_dict=False)
+        if href is not None:
+            item.set_self_href(href)
+        raster, _ = item_raster(item, asset)
+    except InputDataError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except Exception as exc:  # pystac's errors for a malformed item
+        raise HTTPException(422, f"not a valid STAC item: {exc}") from None
+    return check_uri(raster, allowed)
 
 
 async def read_body(request: Request, limit: int, idle_s: float = 10.0, total_s: float = 300.0) -> bytes:
@@ -220,7 +265,9 @@ class SegmentAPI:
                     doc = json.loads(body)
                 except ValueError:
                     raise HTTPException(400, "the JSON body is not valid JSON") from None
-                uri = check_uri(doc.get("uri") if isinstance(doc, dict) else None, self.cfg.allowed_prefixes)
+                if not isinstance(doc, dict):
+                    raise HTTPException(400, 'the JSON body must be {"uri": "s3://bucket/key.tif"}')
+                uri = await asyncio.to_thread(request_scene, doc, self.cfg.allowed_prefixes, self.settings)
             else:
                 if ctype == "multipart/form-data":
                     body = await _multipart_file(request, body)

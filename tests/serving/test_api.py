@@ -166,6 +166,54 @@ def test_an_allowed_s3_uri_is_segmented(service, bundle, s3_settings, tmp_path) 
     assert missing.status_code == 404 and "none.tif" in missing.json()["detail"]
 
 
+def test_a_stac_item_names_the_scene_under_the_allowed_prefixes(
+    service, bundle, s3_settings, tmp_path
+) -> None:
+    """``{"uri": item.json}`` (its relative asset resolved against it) and ``{"item": {...}}``
+    segment the item's raster; an asset outside the allowed prefixes is 403 whatever the item
+    says, and a document that is no item, or an item without a raster asset, is 422."""
+    import s3fs
+
+    image = _image(tmp_path / "post.tif", seed=1)
+    fs = s3fs.S3FileSystem(endpoint_url=s3_settings.endpoint_url)
+    fs.makedirs("serve-allowed", exist_ok=True)  # also made by the test of plain URIs
+    fs.put(image, "serve-allowed/post/stac/a/a-visual.tif")
+    geom = {"type": "Polygon", "coordinates": [[[14, 45], [14.01, 45], [14.01, 45.01], [14, 45]]]}
+
+    def item(href: str, key: str = "visual", media: str = "image/tiff; application=geotiff") -> dict:
+        return {"type": "Feature", "stac_version": "1.1.0", "id": "a", "geometry": geom,
+                "bbox": [14, 45, 14.01, 45.01], "properties": {"datetime": "2023-02-07T00:00:00Z"},
+                "links": [], "assets": {key: {"href": href, "type": media}}}  # fmt: skip
+
+    fs.pipe("serve-allowed/post/stac/a/a.json", json.dumps(item("./a-visual.tif")).encode())
+    expected = _expected(bundle, image, "mask")
+    by_uri = httpx.post(
+        service + "/v1/segment", json={"uri": "s3://serve-allowed/post/stac/a/a.json"}, timeout=120
+    )
+    assert by_uri.status_code == 200, by_uri.text
+    np.testing.assert_array_equal(_read(by_uri.content)[0], expected)
+    inline = {"item": item("s3://serve-allowed/post/stac/a/a-visual.tif"), "asset": "visual"}
+    r = httpx.post(service + "/v1/segment", json=inline, timeout=120)
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(_read(r.content)[0], expected)
+    for href in ("/etc/passwd", "http://169.254.169.254/latest/meta-data", "s3://serve-allowed/other/x.tif"):
+        r = httpx.post(service + "/v1/segment", json={"item": item(href)})
+        assert r.status_code == 403 and href in r.json()["detail"], r.text
+    r = httpx.post(
+        service + "/v1/segment",
+        json={"item": item("s3://serve-allowed/post/x.json", media="application/json")},
+    )
+    assert r.status_code == 422 and "not a raster" in r.json()["detail"]
+    r = httpx.post(
+        service + "/v1/segment", json={"item": item("s3://serve-allowed/post/x.tif", key="thumbnail")}
+    )
+    assert r.status_code == 422 and "none of the assets analytic, visual, data" in r.json()["detail"]
+    r = httpx.post(service + "/v1/segment", json={"item": {"type": "Catalog", "id": "c", "links": []}})
+    assert r.status_code == 422 and "not an item" in r.json()["detail"]
+    r = httpx.post(service + "/v1/segment", json={"uri": "s3://serve-allowed/post/stac/none.json"})
+    assert r.status_code == 404, r.text
+
+
 @pytest.mark.parametrize(
     "uri",
     [
