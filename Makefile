@@ -28,10 +28,16 @@ $(CHROMIUM):
 # Main job on the embedded demo data: train prop18 on the demo scenes (prepared under
 # data/demo on first use) with Ray Train, tracked in MLflow (mlflow.db), then evaluate
 # the trained model on the three held-out test scenes (Table II row for prop18).
-# Re-running resumes/reuses the finished run "demo-prop18" (see README).
+# Re-running resumes/reuses the finished run "demo-prop18" (see README). Then the mapper's path
+# (README, "From an open-data event to a JOSM file"): the test scenes as an open-data-shaped
+# STAC catalog (data/demo/stac), segmented from it into runs/demo-maps: mask and probability
+# COGs, squared building outlines, a JOSM file and a STAC item per scene with catalog.json.
 demo: setup
 	$(PY) jobs/train.py --config configs/demo.yaml
 	$(PY) jobs/compare_depths.py --config configs/demo.yaml --archs prop18 --prefix demo
+	$(PY) jobs/make_catalog.py --scenes data/demo/scenes/test --out data/demo/stac --collection demo-event --rgb 3 2 1
+	$(PY) jobs/predict.py --model runs/demo-prop18/model.resseg.safetensors --scenes data/demo/stac/catalog.json \
+		--out runs/demo-maps --osm --regularize
 
 test: setup $(CHROMIUM)
 	$(PY) -m ruff check .

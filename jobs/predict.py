@@ -129,14 +129,14 @@ def main() -> None:
         )
     done = [r for r in reports if r.error is None and not r.skipped]
     failed = [r for r in reports if r.error is not None]
-    vectors = predict.wants_polygons
-    extra = f" {'buildings':>9} {'mapped':>7}" if vectors else ""
+    vectors, conflating = predict.wants_polygons, predict.existing is not None
+    extra = (f" {'buildings':>9}" if vectors else "") + (f" {'mapped':>7}" if conflating else "")
     print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7}{extra}  status")
     for r in reports:
         status = "failed" if r.error else "skipped" if r.skipped else "done"
         counts = ""
         if vectors:
-            counts = f" {_count(r.buildings):>9} {_count(r.already_mapped):>7}"
+            counts = f" {_count(r.buildings):>9}" + (f" {_count(r.already_mapped):>7}" if conflating else "")
         print(f"{r.uri[-48:]:<48} {r.megapixels:7.2f} {r.seconds:8.1f} {r.mpx_per_s:7.2f}{counts}  {status}")
     if args.stac:
         finished = [(r.uri, r.buildings, r.already_mapped) for r in reports if r.error is None]

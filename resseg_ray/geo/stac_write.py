@@ -28,14 +28,17 @@ from resseg_ray.geo.stac import StorageStacIO
 from resseg_ray.geo.storage import (
     StorageSettings,
     atomic_output,
+    exists,
     gdal_env,
     gdal_path,
     join_uri,
+    removed_on_failure,
     scene_stem,
 )
 
 __all__ = [
     "COG_MEDIA",
+    "SCENES_CATALOG_ID",
     "OfflineValidator",
     "add_projection",
     "raster_bands",
@@ -44,6 +47,8 @@ __all__ = [
     "write_scene_catalog",
 ]
 COG_MEDIA = "image/tiff; application=geotiff; profile=cloud-optimized"
+SCENES_CATALOG_ID = "resseg-ray-scenes"
+"""Id of the catalogs :func:`write_scene_catalog` writes (a re-run may replace them)."""
 _SCHEMA_FILES = {
     "https://stac-extensions.github.io/projection/v2.0.0/schema.json": "projection-v2.0.0.json",
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json": "raster-v1.1.0.json",
@@ -174,7 +179,9 @@ def add_raster_asset(
 def write_visual(scene_uri: str, dst_uri: str, settings: StorageSettings, rgb: Sequence[int]) -> None:
     """An 8-bit true-colour COG of a scene (bands ``rgb``, each stretched between its 2nd and
     98th percentile, no data 0), for viewing in QGIS or a web map."""
-    open_scene(scene_uri, settings)  # a clear error for what is not a scene
+    scene = open_scene(scene_uri, settings)  # a clear error for what is not a scene
+    if max(rgb) > scene.count or min(rgb) < 1:
+        raise InputDataError(f"{scene_uri} has {scene.count} bands: --rgb {list(rgb)} names bands it lacks")
     with gdal_env(settings), rasterio.open(gdal_path(scene_uri)) as src:
         data = src.read(list(rgb), masked=True)
         valid = ~np.ma.getmaskarray(data).any(axis=0)
@@ -209,7 +216,32 @@ def write_scene_catalog(
     the scene copied as its ``analytic`` asset and, with ``rgb`` (1-based band indexes), an
     8-bit ``visual`` asset. Returns the catalog's URI."""
     when = when or dt.datetime.now(dt.UTC)
-    catalog = pystac.Catalog("resseg-ray-scenes", "Scenes for resseg-ray, as an open-data event catalog")
+    if not scene_uris:
+        raise InputDataError("no scenes to catalog")
+    stems: dict[str, str] = {}
+    for uri in scene_uris:  # every scene checked before anything is written
+        scene = open_scene(uri, settings)
+        if rgb is not None and (max(rgb) > scene.count or min(rgb) < 1):
+            raise InputDataError(f"{uri} has {scene.count} bands: --rgb {list(rgb)} names bands it lacks")
+        if scene_stem(uri) in stems:
+            raise InputDataError(
+                f"{stems[scene_stem(uri)]} and {uri} have the same name: one item id each, please"
+            )
+        stems[scene_stem(uri)] = uri
+    made = [] if exists(join_uri(out_dir, collection_id), settings) else [join_uri(out_dir, collection_id)]
+    with removed_on_failure(made, settings):
+        return _write_scene_catalog(scene_uris, out_dir, settings, collection_id, rgb, when)
+
+
+def _write_scene_catalog(
+    scene_uris: Sequence[str],
+    out_dir: str,
+    settings: StorageSettings,
+    collection_id: str,
+    rgb: Sequence[int] | None,
+    when: dt.datetime,
+) -> str:
+    catalog = pystac.Catalog(SCENES_CATALOG_ID, "Scenes for resseg-ray, as an open-data event catalog")
     items = []
     for uri in scene_uris:
         stem = scene_stem(uri)
@@ -228,8 +260,6 @@ def write_scene_catalog(
                 item, "visual", f"./{stem}-visual.tif", visual, settings, "Visual (true colour)", ["visual"]
             )
         items.append(item)
-    if not items:
-        raise InputDataError("no scenes to catalog")
     boxes = np.array([i.bbox for i in items if i.bbox is not None], dtype=float)
     spatial = pystac.SpatialExtent([[*boxes[:, :2].min(0).tolist(), *boxes[:, 2:].max(0).tolist()]])
     extent = pystac.Extent(spatial, pystac.TemporalExtent([[when, when]]))

@@ -165,3 +165,30 @@ def test_an_item_without_projection_information(tmp_path) -> None:
     no_crs = resolve_scenes([str(tmp_path / "bare.json")], LOCAL, StacSection())
     with pytest.raises(InputDataError, match=r"bare\.tif has no CRS"):
         open_scene(no_crs.uris[0], LOCAL)
+
+
+def test_make_catalog_job(tmp_path, capsys) -> None:
+    """``jobs/make_catalog.py``: a valid event catalog (re-runnable); bands the scenes lack and
+    a catalog.json the job did not write are refused with nothing written."""
+    from tests.helpers import run_here
+
+    (tmp_path / "raw").mkdir()
+    _scenes(tmp_path, 2)
+    raw = str(tmp_path / "raw")
+    args = ("--scenes", raw, "--out", str(tmp_path / "cat"), "--rgb", "3", "2", "1",
+            "--collection", "flood-2024", "--datetime", "2024-05-01T10:00")  # fmt: skip
+    for _ in range(2):
+        proc = run_here("make_catalog.py", *args, capsys=capsys)
+        assert proc.returncode == 0, proc.stderr
+        assert "2 items in collection flood-2024" in proc.stdout and "valid" in proc.stdout
+    item = pystac.Item.from_file(str(tmp_path / "cat" / "flood-2024" / "scene_1" / "scene_1.json"))
+    assert set(item.assets) == {"analytic", "visual"} and item.datetime.year == 2024
+    bad = run_here("make_catalog.py", "--scenes", raw, "--out", str(tmp_path / "bad"), "--rgb", "3", "2", "7",
+                   capsys=capsys)  # fmt: skip
+    assert bad.returncode == 2 and "has 4 bands: --rgb [3, 2, 7]" in bad.stderr
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "catalog.json").write_text('{"id": "mine"}')
+    refused = run_here("make_catalog.py", "--scenes", raw, "--out", str(tmp_path / "mine"), capsys=capsys)
+    assert refused.returncode == 2 and "was not written by this job" in refused.stderr
+    assert (tmp_path / "mine" / "catalog.json").read_text() == '{"id": "mine"}'
