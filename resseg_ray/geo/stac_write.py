@@ -23,7 +23,7 @@ from pystac.validation.stac_validator import GetSchemaError, JsonSchemaSTACValid
 from rasterio.crs import CRS
 
 from resseg_ray.errors import InputDataError
-from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.scene import SceneInfo, open_scene
 from resseg_ray.geo.stac import StorageStacIO
 from resseg_ray.geo.storage import (
     StorageSettings,
@@ -176,12 +176,15 @@ def add_raster_asset(
     return asset
 
 
+def _check_rgb(scene: SceneInfo, rgb: Sequence[int]) -> None:
+    if max(rgb) > scene.count or min(rgb) < 1:
+        raise InputDataError(f"{scene.uri} has {scene.count} bands: --rgb {list(rgb)} names bands it lacks")
+
+
 def write_visual(scene_uri: str, dst_uri: str, settings: StorageSettings, rgb: Sequence[int]) -> None:
     """An 8-bit true-colour COG of a scene (bands ``rgb``, each stretched between its 2nd and
     98th percentile, no data 0), for viewing in QGIS or a web map."""
-    scene = open_scene(scene_uri, settings)  # a clear error for what is not a scene
-    if max(rgb) > scene.count or min(rgb) < 1:
-        raise InputDataError(f"{scene_uri} has {scene.count} bands: --rgb {list(rgb)} names bands it lacks")
+    _check_rgb(open_scene(scene_uri, settings), rgb)  # a clear error for what is not a scene
     with gdal_env(settings), rasterio.open(gdal_path(scene_uri)) as src:
         data = src.read(list(rgb), masked=True)
         valid = ~np.ma.getmaskarray(data).any(axis=0)
@@ -221,8 +224,8 @@ def write_scene_catalog(
     stems: dict[str, str] = {}
     for uri in scene_uris:  # every scene checked before anything is written
         scene = open_scene(uri, settings)
-        if rgb is not None and (max(rgb) > scene.count or min(rgb) < 1):
-            raise InputDataError(f"{uri} has {scene.count} bands: --rgb {list(rgb)} names bands it lacks")
+        if rgb is not None:
+            _check_rgb(scene, rgb)
         if scene_stem(uri) in stems:
             raise InputDataError(
                 f"{stems[scene_stem(uri)]} and {uri} have the same name: one item id each, please"

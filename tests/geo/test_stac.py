@@ -170,7 +170,7 @@ def test_an_item_without_projection_information(tmp_path) -> None:
 def test_make_catalog_job(tmp_path, capsys) -> None:
     """``jobs/make_catalog.py``: a valid event catalog (re-runnable); bands the scenes lack and
     a catalog.json the job did not write are refused with nothing written."""
-    from tests.helpers import run_here
+    from tests.helpers import assert_cogs, run_here
 
     (tmp_path / "raw").mkdir()
     _scenes(tmp_path, 2)
@@ -183,6 +183,7 @@ def test_make_catalog_job(tmp_path, capsys) -> None:
         assert "2 items in collection flood-2024" in proc.stdout and "valid" in proc.stdout
     item = pystac.Item.from_file(str(tmp_path / "cat" / "flood-2024" / "scene_1" / "scene_1.json"))
     assert set(item.assets) == {"analytic", "visual"} and item.datetime.year == 2024
+    assert_cogs(*(a.get_absolute_href() for a in item.assets.values()))  # rio-cogeo's validator
     bad = run_here("make_catalog.py", "--scenes", raw, "--out", str(tmp_path / "bad"), "--rgb", "3", "2", "7",
                    capsys=capsys)  # fmt: skip
     assert bad.returncode == 2 and "has 4 bands: --rgb [3, 2, 7]" in bad.stderr
