@@ -231,8 +231,8 @@ def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> 
     p.add_argument(
         "--vector-format",
         choices=VECTOR_FORMATS,
-        help="format of the building polygons of --polygons, --existing, --osm: geojson, parquet "
-        f"(GeoParquet) or fgb (FlatGeobuf) (default {d.vector_format})",
+        help="format of the building polygons: geojson, parquet (GeoParquet) or fgb (FlatGeobuf; "
+        f"parquet and fgb imply --polygons) (default {d.vector_format})",
     )
     p.add_argument(
         "--regularize",

@@ -413,7 +413,7 @@ class PredictSection:
     implies ``polygons``)."""
     vector_format: str = "geojson"
     """Format of the building polygons: geojson, parquet (GeoParquet) or fgb (FlatGeobuf)
-    (``--vector-format``)."""
+    (``--vector-format``; parquet and fgb imply ``polygons``)."""
     regularize: bool = False
     """Square the building outlines: edges aligned to each building's dominant directions,
     right angles (``--regularize``; buildingregulariser)."""
@@ -460,8 +460,9 @@ class PredictSection:
 
     @property
     def wants_polygons(self) -> bool:
-        """Whether building polygons are written (asked for, or needed by ``osm``/``existing``)."""
-        return self.polygons or self.osm or self.existing is not None
+        """Whether building polygons are written (asked for, needed by ``osm``/``existing``, or in
+        a format other than the default chosen)."""
+        return self.polygons or self.osm or self.existing is not None or self.vector_format != "geojson"
 
 
 @dataclass(frozen=True)

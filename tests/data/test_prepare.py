@@ -240,3 +240,28 @@ def test_a_chip_dataset_holds_out_whole_chips_and_trains(chips, tmp_path, ray_se
     )  # fmt: skip
     trained = run_training(load_config(None, overrides), log=lambda _: None)
     assert trained.progress.epochs_done == 1
+
+
+def test_a_dataset_prepared_from_a_stac_catalog_over_http(
+    tmp_path, scene_and_footprints, small_demo, capsys
+) -> None:
+    """``--scenes`` as a STAC catalog served over HTTP: the items' COGs are read in place
+    (labels on their grid, statistics, tiles), one footprint file per item."""
+    from resseg_ray.geo.stac_write import write_scene_catalog
+    from resseg_ray.geo.storage import StorageSettings
+    from tests.stac_servers import static_server
+
+    scenes = [s.uri for s in small_demo.scenes[:2]]
+    write_scene_catalog(scenes, str(tmp_path / "stac"), StorageSettings(), "event")
+    footprints = [s.replace(".tif", "_buildings.geojson") for s in scenes]
+    out = tmp_path / "out"
+    with static_server(str(tmp_path / "stac")) as base:
+        proc = run_here("prepare.py", "--scenes", f"{base}/catalog.json", "--footprints", *footprints,
+                        "--out", str(out), "--no-ray", *SMALL, capsys=capsys)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    desc = json.loads((out / "dataset.json").read_text())
+    assert [s["uri"] for s in desc["scenes"]] == [
+        f"{base}/event/{Path(s).stem}/{Path(s).stem}-analytic.tif" for s in scenes
+    ]
+    assert desc["tiles"]["train"] > 0
+    assert_cogs(*(s["label_uri"] for s in desc["scenes"]))
