@@ -16,7 +16,21 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip check
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The map page's JavaScript (Leaflet, Leaflet-Geoman) comes from the npm registry at build time,
+# pinned by web/package-lock.json, and ships inside the package (the page needs no internet).
+VENDOR := resseg_ray/serving/static/vendor
+$(VENDOR)/.built: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "error: the map page's JavaScript needs npm (Node.js): apt-get install npm"; exit 2; }
+	npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/leaflet $(VENDOR)/geoman
+	cp -r web/node_modules/leaflet/dist/leaflet.js web/node_modules/leaflet/dist/leaflet.css \
+		web/node_modules/leaflet/dist/images web/node_modules/leaflet/LICENSE $(VENDOR)/leaflet/
+	cp web/node_modules/@geoman-io/leaflet-geoman-free/dist/leaflet-geoman.min.js \
+		web/node_modules/@geoman-io/leaflet-geoman-free/dist/leaflet-geoman.css \
+		web/node_modules/@geoman-io/leaflet-geoman-free/LICENSE $(VENDOR)/geoman/
+	touch $@
+
+setup: $(STAMP) $(VENDOR)/.built
 
 # The browser tests (the MLflow UI page) need Debian's chromium; CI runs as root.
 CHROMIUM := /usr/bin/chromium

@@ -513,6 +513,9 @@ class ServeSection:
     """CPUs reserved per ingress replica."""
     use_gpu: bool = False
     """One GPU per model replica."""
+    map_catalogs: list[str] | None = None
+    """The map page's scenes: ``catalog.json`` of ``jobs/predict.py`` output folders; default
+    ``runs/demo-maps/catalog.json`` when it exists (what ``make demo`` writes), else none."""
 
     def __post_init__(self) -> None:
         if self.max_body_mb <= 0 or self.max_pixels < 1:

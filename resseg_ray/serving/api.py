@@ -28,7 +28,8 @@ from typing import Literal
 import numpy as np
 import pystac
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -42,15 +43,22 @@ from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import output_options, output_uris
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import BundleInfo
+from resseg_ray.serving.scenes import SCENE_ID, MapScene, buildings_wgs84, load_map_scenes
+from resseg_ray.serving.tiles import LAYERS, MAX_ZOOM, TileOutside, render_tile
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+"""The map page and its JavaScript (``vendor/``: Leaflet from the npm registry, built by make)."""
 
 api = FastAPI(
     title="resseg-ray building segmentation",
     version=__version__,
     description=(
         "Send a post-event GeoTIFF (or an allowed s3:// URI) and get a georeferenced building "
-        "mask, probability raster or building polygons back."
+        "mask, probability raster or building polygons back; browse the scenes the service "
+        "knows on the map page at /, their tiles and polygons under /v1/scenes."
     ),
 )
+api.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
 MEDIA = {"mask": "image/tiff", "prob": "image/tiff", "geojson": "application/geo+json"}
 _SEGMENT = re.compile(r"[A-Za-z0-9!_.*'()=+,;@&$ -]+")
@@ -208,11 +216,76 @@ class SegmentAPI:
             StorageSettings.resolve(from_dict(StorageConfig, storage)), untrusted=True
         )
         self._info: BundleInfo | None = None
+        self.scenes = load_map_scenes(self.cfg.map_catalogs or [], self.settings)
+        # images are limited here, not by the deployment's request limit, so the map page's
+        # light requests (page, tiles, polygons) are not refused while images are segmented
+        self._slots: asyncio.Semaphore | None = None
+        self._waiting = 0
 
     async def _bundle_info(self) -> BundleInfo:
         if self._info is None:
             self._info = await self.model.info.remote()
         return self._info
+
+    @api.get("/", include_in_schema=False)
+    async def map_page(self) -> FileResponse:
+        """The map page (Leaflet, shipped in the package)."""
+        return FileResponse(os.path.join(STATIC, "index.html"), media_type="text/html")
+
+    def _scene(self, scene_id: str) -> MapScene:
+        scene = self.scenes.get(scene_id) if SCENE_ID.fullmatch(scene_id) else None
+        if scene is None:
+            raise HTTPException(404, f"no scene {scene_id!r}; GET /v1/scenes lists them")
+        return scene
+
+    @api.get("/v1/scenes")
+    async def list_scenes(self) -> dict:
+        """The scenes the service knows (from ``serve.map_catalogs``), with their bounds and layers."""
+        return {"scenes": [s.summary() for s in sorted(self.scenes.values(), key=lambda s: s.id)]}
+
+    @api.get("/v1/scenes/{scene_id}")
+    async def scene_info(self, scene_id: str) -> dict:
+        """One scene: bounds (EPSG:4326), bands, default true-colour bands, layers, model."""
+        return self._scene(scene_id).summary()
+
+    @api.get("/v1/scenes/{scene_id}/tiles/{layer}/{z}/{x}/{y}.png")
+    async def scene_tile(
+        self, scene_id: str, layer: str, z: int, x: int, y: int, bands: str | None = None
+    ) -> Response:
+        """A 256 px web-mercator PNG of ``imagery`` (``bands=R,G,B``, 1-based; default true
+        colour), ``probability`` or ``mask``; 204 where the tile misses the scene."""
+        scene = self._scene(scene_id)
+        if layer not in LAYERS:
+            raise HTTPException(404, f"no layer {layer!r}; layers: {', '.join(LAYERS)}")
+        if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):
+            raise HTTPException(
+                400, f"tile {z}/{x}/{y} does not exist (zoom 0-{MAX_ZOOM}, x and y below 2^z)"
+            )
+        rgb = None
+        if bands is not None:
+            try:
+                rgb = tuple(int(b) for b in bands.split(","))
+            except ValueError:
+                rgb = ()
+            if len(rgb) != 3 or not all(1 <= b <= len(scene.band_names) for b in rgb):
+                raise HTTPException(
+                    400,
+                    f"bands={bands!r}: give three band indexes from 1 to {len(scene.band_names)}, e.g. 3,2,1",
+                )
+        try:
+            png = await asyncio.to_thread(render_tile, scene, layer, z, x, y, self.settings, rgb)
+        except TileOutside:
+            return Response(status_code=204)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=60"})
+
+    @api.get("/v1/scenes/{scene_id}/buildings")
+    async def scene_buildings(self, scene_id: str) -> Response:
+        """The model's building polygons of the scene as GeoJSON in EPSG:4326."""
+        scene = self._scene(scene_id)
+        if scene.buildings is None:
+            raise HTTPException(404, f"scene {scene_id} has no building polygons (predict --polygons)")
+        data = await asyncio.to_thread(buildings_wgs84, scene, self.settings)
+        return Response(data, media_type="application/geo+json")
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -254,6 +327,25 @@ class SegmentAPI:
     @api.post("/v1/segment")
     async def segment(self, request: Request, format: Literal["mask", "prob", "geojson"] = "mask"):
         """Segment a GeoTIFF (raw body or multipart file) or JSON ``{"uri": "s3://..."}``."""
+        if self._slots is None:  # made in the replica's own event loop
+            self._slots = asyncio.Semaphore(self.cfg.ingress_max_ongoing_requests)
+        if self._slots.locked() and self._waiting >= self.cfg.ingress_max_queued_requests:
+            return JSONResponse(
+                {"detail": "the service is busy with other images; retry shortly"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            return await self._segment_request(request, format)
+        finally:
+            self._slots.release()
+
+    async def _segment_request(self, request: Request, format: str) -> Response:
         start = time.perf_counter()
         limit = int(self.cfg.max_body_mb * 1024 * 1024)
         body = await read_body(request, limit, self.cfg.body_idle_timeout_s, self.cfg.body_timeout_s)

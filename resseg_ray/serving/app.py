@@ -22,6 +22,18 @@ from resseg_ray.geo.storage import is_s3, normalize_uri
 
 DEMO_MODEL = "runs/demo-prop18/model.resseg.safetensors"
 """Where ``make demo`` leaves its trained model (relative to the working directory)."""
+MAP_REQUESTS = 64
+"""Requests of the map page (page, tiles, polygons) an ingress replica takes beside its images."""
+DEMO_MAPS = "runs/demo-maps/catalog.json"
+"""Where ``make demo`` leaves the STAC catalog of its maps of the test scenes."""
+
+
+def map_catalogs(cfg: Config) -> list[str]:
+    """The map page's catalogs: ``serve.map_catalogs``, else the demo's maps when they exist."""
+    if cfg.serve.map_catalogs is not None:
+        return [c if is_s3(c) else normalize_uri(c) for c in cfg.serve.map_catalogs]
+    demo = normalize_uri(DEMO_MAPS)
+    return [demo] if os.path.isfile(demo) else []
 
 
 def model_uri(cfg: Config) -> str:
@@ -60,11 +72,13 @@ def build_app(cfg: Config) -> Application:
         max_queued_requests=s.max_queued_requests,
         ray_actor_options={"num_cpus": s.cpus_per_replica, "num_gpus": 1 if s.use_gpu else 0},
     ).bind(uri, storage, s.max_batch_size, s.batch_wait_timeout_s, max(1, math.floor(s.cpus_per_replica)))
-    serve_cfg = to_dict(dataclasses.replace(s, model=uri))
+    serve_cfg = to_dict(dataclasses.replace(s, model=uri, map_catalogs=map_catalogs(cfg)))
     return SegmentAPI.options(  # type: ignore[attr-defined]
         num_replicas=s.ingress_replicas,
-        max_ongoing_requests=s.ingress_max_ongoing_requests,
-        max_queued_requests=s.ingress_max_queued_requests,
+        # images: ingress_max_ongoing_requests at once and ingress_max_queued_requests waiting
+        # (SegmentAPI.segment); the rest of the slots are the map page's light requests
+        max_ongoing_requests=s.ingress_max_ongoing_requests + s.ingress_max_queued_requests + MAP_REQUESTS,
+        max_queued_requests=MAP_REQUESTS,
         ray_actor_options={"num_cpus": s.ingress_cpus},
     ).bind(model, serve_cfg, to_dict(cfg.predict), storage)
 

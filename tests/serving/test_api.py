@@ -11,76 +11,17 @@ import numpy as np
 import pytest
 import rasterio
 
-from resseg_ray.config import PredictSection, load_config
+from resseg_ray.config import PredictSection
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import OutputOptions
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions
-from resseg_ray.models import build_model
-from resseg_ray.models.bundle import load_bundle, save_bundle
-from tests.helpers import free_port, poll, randomize_batchnorm
+from resseg_ray.models.bundle import load_bundle
+from tests.helpers import free_port, poll
 from tests.rasters import write_tif
-
-WINDOW, OVERLAP = ["predict.window=128", "predict.overlap=32"], (128, 32)
-APP = "resseg-test"
-
-
-def _image(path, h=300, w=260, bands=4, seed=0) -> str:
-    rng = np.random.default_rng(seed)
-    data = rng.integers(1, 3000, size=(bands, h, w)).astype(np.uint16)
-    data[:, :20, :30] = 0  # a corner of no data
-    return write_tif(path, data, nodata=0)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("serve") / "m.resseg.safetensors"
-    save_bundle(
-        path,
-        randomize_batchnorm(build_model("prop18", in_bands=4)),
-        norm_mean=[1500.0] * 4,
-        norm_std=[800.0] * 4,
-        band_names=["blue", "green", "red", "nir"],
-        extra={"normalization": "pooled"},
-    )
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def service(bundle, ray_session, s3_settings):
-    """The application on a free port, two model replicas (for the crash test)."""
-    from ray import serve
-
-    from resseg_ray.serving.app import build_app
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    cfg = load_config(
-        None,
-        [
-            f"serve.model={bundle}",
-            *WINDOW,
-            "serve.max_batch_size=4",
-            "serve.min_replicas=2",
-            "serve.max_replicas=2",
-            "serve.cpus_per_replica=0.25",
-            "serve.ingress_cpus=0.25",
-            "serve.ingress_max_ongoing_requests=2",
-            "serve.ingress_max_queued_requests=2",
-            "serve.max_body_mb=2",
-            "serve.max_pixels=1000000",
-            "serve.body_idle_timeout_s=1",
-            "serve.allowed_prefixes=[s3://serve-allowed/post/]",
-            f"storage.endpoint_url={s3_settings.endpoint_url}",
-        ],
-    )
-    serve.run(build_app(cfg), name=APP, route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
-    poll(lambda: httpx.get(url + "/healthz", timeout=5).status_code == 200, timeout=60, what="service")
-    yield url
-    serve.delete(APP)
-    serve.shutdown()
+from tests.serving.service import APP, OVERLAP
+from tests.serving.service import image as _image
 
 
 def _expected(bundle: str, image: str, fmt: str) -> np.ndarray | dict:

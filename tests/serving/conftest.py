@@ -1,0 +1,101 @@
+"""One segmentation service for all the serving tests (package scope: Serve starts once),
+with a random prop18 model and, for the map page, the outputs of a real predict run on two
+scenes (masks, probabilities, polygons, their STAC catalog)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from resseg_ray.config import PredictSection, load_config
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.batch import predict_scene
+from resseg_ray.inference.outputs import output_options
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.stac_items import ModelProvenance, write_run_catalog
+from resseg_ray.models import build_model
+from resseg_ray.models.bundle import load_bundle, save_bundle
+from tests.helpers import free_port, poll, randomize_batchnorm
+from tests.serving.service import APP, BANDS, OVERLAP, WINDOW, image
+
+
+@pytest.fixture(scope="package")
+def bundle(tmp_path_factory) -> str:
+    import torch
+
+    path = tmp_path_factory.mktemp("serve") / "m.resseg.safetensors"
+    torch.manual_seed(2)  # random weights whose masks have dozens of buildings on the test scenes
+    save_bundle(
+        path,
+        randomize_batchnorm(build_model("prop18", in_bands=4)),
+        norm_mean=[1500.0] * 4,
+        norm_std=[800.0] * 4,
+        band_names=BANDS,
+        extra={"normalization": "pooled"},
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="package")
+def map_catalog(bundle, tmp_path_factory) -> str:
+    """``jobs/predict.py``'s outputs (with polygons and the STAC catalog) of two scenes."""
+    folder = tmp_path_factory.mktemp("maps")
+    scenes = [
+        image(folder / f"scene_{i}.tif", h=256, w=320, seed=10 + i, descriptions=BANDS) for i in range(2)
+    ]
+    predict = PredictSection(window=OVERLAP[0], overlap=OVERLAP[1], device="cpu", polygons=True, min_area=0.0)
+    settings = StorageSettings()
+    options = output_options(predict, settings)
+    predictor = ScenePredictor(load_bundle(bundle), predict)
+    out = str(folder / "out")
+    reports = [predict_scene(predictor, s, out, settings, options) for s in scenes]
+    model = ModelProvenance(bundle, "prop18", "0" * 64)
+    from resseg_ray.geo.stac import SceneInputs
+
+    finished = [(r.uri, r.buildings, r.already_mapped) for r in reports]
+    href, _ = write_run_catalog(out, finished, options, predict, model, SceneInputs(), settings)
+    return href
+
+
+@pytest.fixture(scope="package")
+def service(bundle, map_catalog, ray_session, s3_settings):
+    """The application on a free port, two model replicas (for the crash test)."""
+    from ray import serve
+
+    from resseg_ray.serving.app import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cfg = load_config(
+        None,
+        [
+            f"serve.model={bundle}",
+            *WINDOW,
+            "serve.max_batch_size=4",
+            "serve.min_replicas=2",
+            "serve.max_replicas=2",
+            "serve.cpus_per_replica=0.25",
+            "serve.ingress_cpus=0.25",
+            "serve.ingress_max_ongoing_requests=2",
+            "serve.ingress_max_queued_requests=2",
+            "serve.max_body_mb=2",
+            "serve.max_pixels=1000000",
+            "serve.body_idle_timeout_s=1",
+            "serve.allowed_prefixes=[s3://serve-allowed/post/]",
+            f"serve.map_catalogs=[{map_catalog}]",
+            f"storage.endpoint_url={s3_settings.endpoint_url}",
+        ],
+    )
+    serve.run(build_app(cfg), name=APP, route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    poll(lambda: httpx.get(url + "/healthz", timeout=5).status_code == 200, timeout=60, what="service")
+    yield url
+    serve.delete(APP)
+    serve.shutdown()
+
+
+def scene_ids(catalog: str) -> list[str]:
+    """The item ids of a catalog (the scene ids of the map)."""
+    import pystac
+
+    return sorted(i.id for i in pystac.Catalog.from_file(catalog).get_items())

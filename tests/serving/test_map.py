@@ -1,0 +1,180 @@
+"""The map page and its API over real HTTP: scenes from a predict run's STAC catalog, web
+tiles rendered by rio-tiler, building outlines in EPSG:4326, every 4xx, and the page itself
+in a real headless Chromium (Debian's, driven by Playwright) with no request leaving
+127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import httpx
+import morecantile
+import numpy as np
+import pytest
+import rasterio
+
+from tests.helpers import CHROMIUM
+from tests.serving.conftest import scene_ids
+
+TMS = morecantile.tms.get("WebMercatorQuad")
+
+
+def _centre_tile(scene: dict, zoom: int) -> morecantile.Tile:
+    w, s, e, n = scene["bounds"]
+    return TMS.tile((w + e) / 2, (s + n) / 2, zoom)
+
+
+def _png(content: bytes) -> np.ndarray:
+    with rasterio.MemoryFile(content) as mem, mem.open() as ds:
+        assert ds.driver == "PNG"
+        return ds.read()
+
+
+def test_scenes_tiles_and_buildings(service, map_catalog) -> None:
+    scenes = httpx.get(service + "/v1/scenes").json()["scenes"]
+    assert [s["id"] for s in scenes] == scene_ids(map_catalog) == ["scene_0", "scene_1"]
+    scene = scenes[0]
+    assert scene["layers"] == ["imagery", "mask", "probability"] and scene["rgb"] == [3, 2, 1]
+    assert httpx.get(service + "/v1/scenes/scene_0").json() == scene
+    t = _centre_tile(scene, 19)
+    for layer in ("imagery", "probability", "mask"):
+        r = httpx.get(f"{service}/v1/scenes/scene_0/tiles/{layer}/{t.z}/{t.x}/{t.y}.png", timeout=30)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+        rgba = _png(r.content)
+        assert rgba.shape == (4, 256, 256)
+        if layer == "imagery":
+            assert rgba[3].mean() > 128 and rgba[:3].std() > 10  # the scene's pixels, stretched
+    nir = httpx.get(f"{service}/v1/scenes/scene_0/tiles/imagery/{t.z}/{t.x}/{t.y}.png?bands=4,3,2")
+    assert nir.status_code == 200 and not np.array_equal(_png(nir.content), rgba)
+    far = TMS.tile(0.0, 0.0, 19)
+    assert httpx.get(f"{service}/v1/scenes/scene_0/tiles/imagery/19/{far.x}/{far.y}.png").status_code == 204
+    collection = httpx.get(service + "/v1/scenes/scene_0/buildings").json()
+    assert len(collection["features"]) == scene["building_count"] > 0
+    lon, lat = collection["features"][0]["geometry"]["coordinates"][0][0][:2]
+    w, s, e, n = scene["bounds"]
+    assert w - 1e-6 <= lon <= e + 1e-6 and s - 1e-6 <= lat <= n + 1e-6  # degrees, inside the scene
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "needle"),
+    [
+        ("/v1/scenes/nope", 404, "no scene 'nope'"),
+        ("/v1/scenes/..%2F..%2Fetc%2Fpasswd/tiles/imagery/1/0/0.png", 404, "Not Found"),
+        ("/v1/scenes/..passwd/tiles/imagery/1/0/0.png", 404, "no scene"),
+        ("/v1/scenes/scene_0/tiles/elevation/1/0/0.png", 404, "no layer 'elevation'"),
+        ("/v1/scenes/scene_0/tiles/imagery/25/0/0.png", 400, "zoom 0-24"),
+        ("/v1/scenes/scene_0/tiles/imagery/3/8/0.png", 400, "does not exist"),
+        ("/v1/scenes/scene_0/tiles/imagery/3/1/1.png?bands=1,2", 400, "three band indexes from 1 to 4"),
+        ("/v1/scenes/scene_0/tiles/imagery/3/1/1.png?bands=1,2,9", 400, "three band indexes"),
+        ("/v1/scenes/scene_0/tiles/imagery/3/1/1.png?bands=a,b,c", 400, "three band indexes"),
+        ("/v1/scenes/scene_0/tiles/imagery/3/x/1.png", 422, ""),
+    ],
+)
+def test_map_requests_that_name_nothing_served_are_refused(
+    service, path: str, status: int, needle: str
+) -> None:
+    r = httpx.get(service + path)
+    assert r.status_code == status, r.text
+    assert needle in json.dumps(r.json())
+
+
+def test_the_page_and_its_javascript_are_served_by_the_service(service) -> None:
+    page = httpx.get(service + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "static/vendor/leaflet/leaflet.js" in page.text and "http" not in page.text.split("<body>")[1]
+    for path in (
+        "static/vendor/leaflet/leaflet.js",
+        "static/vendor/geoman/leaflet-geoman.min.js",
+        "static/map.js",
+    ):
+        r = httpx.get(f"{service}/{path}")
+        assert r.status_code == 200 and len(r.content) > 1000, path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install chromium)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield b
+        b.close()
+
+
+def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(service, browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    outside: list[str] = []
+    tiles: list[tuple[str, int, str]] = []
+
+    def guard(route) -> None:  # the page must work with no internet: nothing leaves 127.0.0.1
+        if route.request.url.startswith(service):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", guard)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # 503: the test service has 2 + 2 request slots (for its overload tests); the page retries
+    page.on(
+        "console", lambda m: m.type == "error" and "status of 503" not in m.text and errors.append(m.text)
+    )
+    page.on(
+        "response",
+        lambda r: "/tiles/" in r.url and tiles.append((r.url, r.status, r.headers.get("content-type", ""))),
+    )
+    page.goto(service + "/")
+    try:
+        page.wait_for_selector("#scenes button >> nth=1", timeout=30_000)
+    except Exception:
+        raise AssertionError(
+            f"no scene list; page errors: {errors}, status: {page.inner_text('#status')}"
+        ) from None
+    assert page.locator("#scenes button").all_inner_texts()[0].startswith("scene_0")
+    try:
+        page.wait_for_function(
+            "document.querySelectorAll('.leaflet-tile-loaded').length >= 4", timeout=60_000
+        )
+    except Exception:
+        n = page.evaluate("[document.querySelectorAll('.leaflet-tile-loaded').length, map.getZoom()]")
+        raise AssertionError(f"tiles loaded, zoom: {n}; responses {tiles[:6]}; errors {errors}") from None
+    page.wait_for_selector("path.leaflet-interactive", timeout=30_000)  # the building outlines
+    page.wait_for_function(
+        "document.getElementById('status').textContent.includes('buildings')", timeout=30_000
+    )
+    assert tiles and all(status in (200, 204, 503) for _, status, _ in tiles), tiles
+    assert any("/tiles/imagery/" in u and s == 200 and t == "image/png" for u, s, t in tiles)
+    assert any("/tiles/probability/" in u and s == 200 for u, s, _ in tiles)
+    shot = page.locator("#map").screenshot()
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=np.float64)
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # not a blank map
+    page.click("#scenes button >> nth=1")  # the other scene, then the mask as the overlay
+    page.wait_for_function("location.hash === '#scene=scene_1'")
+    page.check("#overlay-mask")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.leaflet-tile-loaded')].some(t => t.src.includes('/tiles/mask/'))",
+        timeout=60_000,
+    )
+    assert not outside, outside
+    assert not errors, errors
+    page.close()
