@@ -513,6 +513,13 @@ class ServeSection:
     """CPUs reserved per ingress replica."""
     use_gpu: bool = False
     """One GPU per model replica."""
+    annotations_dir: str = "runs/annotations"
+    """Where the map page's annotations are saved: ``<dir>/<scene id>/v<NNNNNN>.geojson``."""
+    api_token: str | None = None
+    """When set, every write (saving annotations, starting refinements) needs the header
+    ``Authorization: Bearer <token>`` (401 otherwise)."""
+    max_annotation_mb: float = 8.0
+    """Largest annotation save accepted (413 above)."""
     map_catalogs: list[str] | None = None
     """The map page's scenes: ``catalog.json`` of ``jobs/predict.py`` output folders; default
     ``runs/demo-maps/catalog.json`` when it exists (what ``make demo`` writes), else none."""

@@ -18,6 +18,7 @@ schemes or hosts). When the model replicas' queues are full the answer is 503.
 
 import asyncio
 import dataclasses
+import hmac
 import json
 import os
 import re
@@ -43,6 +44,7 @@ from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import output_options, output_uris
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import BundleInfo
+from resseg_ray.serving.annotations import AnnotationStore, validate_annotations
 from resseg_ray.serving.scenes import SCENE_ID, MapScene, buildings_wgs84, load_map_scenes
 from resseg_ray.serving.tiles import LAYERS, MAX_ZOOM, TileOutside, render_tile
 
@@ -221,6 +223,7 @@ class SegmentAPI:
         # light requests (page, tiles, polygons) are not refused while images are segmented
         self._slots: asyncio.Semaphore | None = None
         self._waiting = 0
+        self.annotations = AnnotationStore(self.cfg.annotations_dir)
 
     async def _bundle_info(self) -> BundleInfo:
         if self._info is None:
@@ -286,6 +289,49 @@ class SegmentAPI:
             raise HTTPException(404, f"scene {scene_id} has no building polygons (predict --polygons)")
         data = await asyncio.to_thread(buildings_wgs84, scene, self.settings)
         return Response(data, media_type="application/geo+json")
+
+    def _check_write(self, request: Request) -> None:
+        """With ``serve.api_token``, writes need ``Authorization: Bearer <token>`` (401)."""
+        token = self.cfg.api_token
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(
+                401,
+                "this service needs a token for writes: send Authorization: Bearer <serve.api_token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @api.get("/v1/scenes/{scene_id}/annotations")
+    async def get_annotations(self, scene_id: str, version: int | None = None) -> dict:
+        """The newest saved annotations of a scene (or ``?version=N``), with the list of versions."""
+        self._scene(scene_id)
+        try:
+            number, doc = await asyncio.to_thread(self.annotations.load, scene_id, version)
+        except KeyError:
+            raise HTTPException(404, f"scene {scene_id} has no annotation version {version}") from None
+        return {"version": number, "versions": self.annotations.versions(scene_id), "annotations": doc}
+
+    @api.post("/v1/scenes/{scene_id}/annotations")
+    async def save_annotations(self, scene_id: str, request: Request) -> dict:
+        """Save the annotated areas and the buildings inside them (a GeoJSON FeatureCollection in
+        EPSG:4326, each feature's ``properties.kind`` ``area`` or ``building``) as a new version."""
+        self._check_write(request)
+        scene = self._scene(scene_id)
+        limit = int(self.cfg.max_annotation_mb * 1024 * 1024)
+        body = await read_body(request, limit, self.cfg.body_idle_timeout_s, self.cfg.body_timeout_s)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise HTTPException(400, "the annotations are not valid JSON") from None
+        try:
+            clean = validate_annotations(doc, scene.bounds)
+        except InputDataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        version = await asyncio.to_thread(self.annotations.save, scene_id, clean)
+        kinds = [f["properties"]["kind"] for f in clean["features"]]
+        return {"version": version, "areas": kinds.count("area"), "buildings": kinds.count("building")}
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

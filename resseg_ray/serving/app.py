@@ -72,7 +72,11 @@ def build_app(cfg: Config) -> Application:
         max_queued_requests=s.max_queued_requests,
         ray_actor_options={"num_cpus": s.cpus_per_replica, "num_gpus": 1 if s.use_gpu else 0},
     ).bind(uri, storage, s.max_batch_size, s.batch_wait_timeout_s, max(1, math.floor(s.cpus_per_replica)))
-    serve_cfg = to_dict(dataclasses.replace(s, model=uri, map_catalogs=map_catalogs(cfg)))
+    serve_cfg = to_dict(
+        dataclasses.replace(
+            s, model=uri, map_catalogs=map_catalogs(cfg), annotations_dir=normalize_uri(s.annotations_dir)
+        )
+    )
     return SegmentAPI.options(  # type: ignore[attr-defined]
         num_replicas=s.ingress_replicas,
         # images: ingress_max_ongoing_requests at once and ingress_max_queued_requests waiting

@@ -16,7 +16,7 @@ from resseg_ray.inference.stac_items import ModelProvenance, write_run_catalog
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import load_bundle, save_bundle
 from tests.helpers import free_port, poll, randomize_batchnorm
-from tests.serving.service import APP, BANDS, OVERLAP, WINDOW, image
+from tests.serving.service import APP, BANDS, OVERLAP, TOKEN, WINDOW, image
 
 
 @pytest.fixture(scope="package")
@@ -58,7 +58,7 @@ def map_catalog(bundle, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="package")
-def service(bundle, map_catalog, ray_session, s3_settings):
+def service(bundle, map_catalog, ray_session, s3_settings, tmp_path_factory):
     """The application on a free port, two model replicas (for the crash test)."""
     from ray import serve
 
@@ -83,6 +83,9 @@ def service(bundle, map_catalog, ray_session, s3_settings):
             "serve.body_idle_timeout_s=1",
             "serve.allowed_prefixes=[s3://serve-allowed/post/]",
             f"serve.map_catalogs=[{map_catalog}]",
+            f"serve.annotations_dir={tmp_path_factory.mktemp('annotations')}",
+            f"serve.api_token={TOKEN}",
+            "serve.max_annotation_mb=0.05",
             f"storage.endpoint_url={s3_settings.endpoint_url}",
         ],
     )

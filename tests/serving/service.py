@@ -8,6 +8,8 @@ from tests.rasters import write_tif
 
 WINDOW, OVERLAP = ["predict.window=128", "predict.overlap=32"], (128, 32)
 APP = "resseg-test"
+TOKEN = "test-token-7f3a"
+"""serve.api_token of the test service: writes need ``Authorization: Bearer <TOKEN>``."""
 BANDS = ["blue", "green", "red", "nir"]
 
 

@@ -151,7 +151,10 @@ def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(ser
     assert page.locator("#scenes button").all_inner_texts()[0].startswith("scene_0")
     try:
         page.wait_for_function(
-            "document.querySelectorAll('.leaflet-tile-loaded').length >= 4", timeout=60_000
+            "(() => { const t = [...document.querySelectorAll('.leaflet-tile-loaded')].map(t => t.src);"
+            " return t.some(s => s.includes('/tiles/imagery/'))"
+            " && t.some(s => s.includes('/tiles/probability/')) && t.length >= 4; })()",
+            timeout=60_000,
         )
     except Exception:
         n = page.evaluate("[document.querySelectorAll('.leaflet-tile-loaded').length, map.getZoom()]")
