@@ -7,16 +7,18 @@ from a request: the registry maps ids to the files the service was configured wi
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import geopandas as gpd  # here, not in the worker thread that reads the polygons
 import pystac
 
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.stac import StorageStacIO
-from resseg_ray.geo.storage import StorageSettings, exists, local_path
+from resseg_ray.geo.storage import StorageSettings, exists, local_path, read_bytes
 
 __all__ = ["SCENE_ID", "MapScene", "buildings_wgs84", "load_map_scenes"]
 
@@ -124,12 +126,6 @@ def _scene(item: pystac.Item, settings: StorageSettings) -> MapScene | None:
 def buildings_wgs84(scene: MapScene, settings: StorageSettings) -> bytes:
     """The scene's building polygons as GeoJSON bytes in EPSG:4326 (any of the vector formats
     predict writes; GeoJSON without a CRS member is EPSG:4326 already)."""
-    import io
-
-    import geopandas as gpd
-
-    from resseg_ray.geo.storage import read_bytes
-
     assert scene.buildings is not None
     data = read_bytes(scene.buildings, settings)
     if scene.buildings.endswith(".parquet"):

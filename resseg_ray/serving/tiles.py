@@ -15,6 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# imported here, not in the worker threads that render tiles: concurrent first imports of a
+# package from several threads fail (a partially initialised module)
+from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.io import Reader
+from rio_tiler.utils import render
+
 from resseg_ray.geo.storage import StorageSettings, gdal_env, gdal_path
 from resseg_ray.serving.scenes import MapScene
 
@@ -32,8 +38,6 @@ class TileOutside(Exception):
 @functools.lru_cache(maxsize=256)
 def _stretch(uri: str, band: int, settings: StorageSettings) -> tuple[float, float]:
     """The 2nd and 98th percentile of one band over the scene (from a <= 1024 px overview)."""
-    from rio_tiler.io import Reader
-
     with gdal_env(settings), Reader(gdal_path(uri)) as src:
         stats = src.statistics(indexes=(band,), max_size=1024)
     s = next(iter(stats.values()))
@@ -71,9 +75,6 @@ def render_tile(
 ) -> bytes:
     """A 256 px PNG of ``layer`` at web-mercator tile ``z/x/y``; TileOutside when the tile
     does not touch the scene."""
-    from rio_tiler.errors import TileOutsideBounds
-    from rio_tiler.io import Reader
-
     uri = {"imagery": scene.imagery, "probability": scene.prob, "mask": scene.mask}[layer]
     if uri is None:
         raise TileOutside(f"scene {scene.id} has no {layer} layer")
@@ -106,6 +107,4 @@ def render_tile(
 
 
 def _png(rgba: np.ndarray) -> bytes:
-    from rio_tiler.utils import render
-
     return bytes(render(rgba[:3], mask=rgba[3], img_format="PNG"))

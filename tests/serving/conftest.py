@@ -85,7 +85,7 @@ def service(bundle, map_catalog, ray_session, s3_settings, tmp_path_factory):
             f"serve.map_catalogs=[{map_catalog}]",
             f"serve.annotations_dir={tmp_path_factory.mktemp('annotations')}",
             f"serve.api_token={TOKEN}",
-            "serve.max_annotation_mb=0.05",
+            "serve.max_annotation_mb=1",
             f"storage.endpoint_url={s3_settings.endpoint_url}",
         ],
     )

@@ -160,7 +160,7 @@ def test_the_annotation_api(service) -> None:
     assert bad.status_code == 422 and "outside the scene" in bad.json()["detail"]
     assert httpx.post(url, content=b"{not json", headers=AUTH).status_code == 400
     big = httpx.post(
-        url, content=json.dumps(_doc(*[area] * 2000)), headers=AUTH
+        url, content=json.dumps(_doc(*[area] * 6000)), headers=AUTH
     )  # over serve.max_annotation_mb
     assert big.status_code == 413
     assert (

@@ -181,3 +181,78 @@ def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(ser
     assert not outside, outside
     assert not errors, errors
     page.close()
+
+
+def _map_point(page, lat: float, lng: float) -> tuple[float, float]:
+    """Page coordinates of a map position (for mouse events)."""
+    box = page.locator("#map").bounding_box()
+    p = page.evaluate(
+        f"(() => {{ const p = map.latLngToContainerPoint([{lat}, {lng}]); return [p.x, p.y]; }})()"
+    )
+    return box["x"] + p[0], box["y"] + p[1]
+
+
+def test_a_mapper_draws_an_area_and_buildings_accepts_one_and_saves(service, browser) -> None:
+    from tests.serving.service import TOKEN
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(service + "/#scene=scene_1")
+    page.wait_for_selector("path.leaflet-interactive", timeout=60_000)
+    before = httpx.get(service + "/v1/scenes/scene_1/annotations").json()["version"]
+    w, s, e, n = httpx.get(service + "/v1/scenes/scene_1").json()["bounds"]
+    lat = lambda f: s + f * (n - s)  # noqa: E731
+    lng = lambda f: w + f * (e - w)  # noqa: E731
+    page.click("#draw-area")  # the annotated area: a polygon of four clicks, closed on its first vertex
+    corners = [(0.05, 0.05), (0.05, 0.95), (0.95, 0.95), (0.95, 0.05), (0.05, 0.05)]
+    for fy, fx in corners:
+        page.mouse.click(*_map_point(page, lat(fy), lng(fx)))
+    page.wait_for_function("annotations.getLayers().length === 1")
+    page.click("#draw-rectangle")  # a building the model missed: a rectangle of two clicks
+    page.mouse.click(*_map_point(page, lat(0.40), lng(0.40)))
+    page.mouse.click(*_map_point(page, lat(0.45), lng(0.46)))
+    page.wait_for_function("annotations.getLayers().length === 2")
+    # accept a small predicted building near the middle: one click on a point inside it
+    from shapely.geometry import Point, shape
+
+    outlines = httpx.get(service + "/v1/scenes/scene_1/buildings").json()["features"]
+    middle = Point(lng(0.5), lat(0.5))
+    small = [(shape(f["geometry"]), f["properties"]["id"]) for f in outlines]
+    small = [
+        (g, i)
+        for g, i in small
+        if g.area < 4e-9 and not g.intersects(Point(lng(0.43), lat(0.425)).buffer(4e-5))
+    ]
+    geom, ident = min(small, key=lambda gi: gi[0].distance(middle))
+    inside = geom.representative_point()
+    target = (ident, inside.y, inside.x)
+    page.mouse.click(*_map_point(page, target[1], target[2]))
+    page.wait_for_function(f"decisions.get({target[0]}) === 'accepted'")
+    page.click("#save")  # without the token: refused, and said
+    page.wait_for_function("document.getElementById('status').textContent.includes('enter the token')")
+    page.fill("#token", TOKEN)
+    page.click("#save")
+    try:
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('saved version')")
+    except Exception:
+        sent = page.evaluate(
+            "annotationDocument().features.map(f => [f.properties, JSON.stringify(f.geometry).length])"
+        )
+        raise AssertionError(
+            f"not saved: {page.inner_text('#status')}; sent {sent}; errors {errors}"
+        ) from None
+    saved = httpx.get(service + "/v1/scenes/scene_1/annotations").json()
+    assert saved["version"] == before + 1
+    kinds = [
+        (f["properties"]["kind"], f["properties"].get("source")) for f in saved["annotations"]["features"]
+    ]
+    assert sorted(kinds, key=str) == sorted(
+        [("area", None), ("building", "drawn"), ("building", "predicted")], key=str
+    )
+    page.reload()  # what was saved comes back
+    page.wait_for_selector("path.leaflet-interactive", timeout=60_000)
+    page.wait_for_function("annotations.getLayers().length === 2 && decisions.size === 1", timeout=30_000)
+    assert "1 areas, 1 drawn and 1 accepted buildings" in page.inner_text("#annotation-count")
+    assert not errors, errors
+    page.close()

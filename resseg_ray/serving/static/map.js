@@ -5,7 +5,21 @@
 
 const map = L.map("map", { zoomControl: true, attributionControl: false, maxZoom: 22 });
 map.setView([0, 0], 2);
-const state = { scene: null, imagery: null, overlay: null, buildings: null };
+const state = { scene: null, imagery: null, overlay: null, buildings: null, version: 0 };
+// the mapper's annotations of the scene shown: areas and drawn buildings (Leaflet-Geoman
+// layers), and the decisions on predicted buildings (predicted id -> "accepted" | "rejected")
+const annotations = L.featureGroup().addTo(map);
+const decisions = new Map();
+let drawKind = null;
+const STYLE = {
+  area: { color: "#ffffff", weight: 2, dashArray: "6 4", fillOpacity: 0.05 },
+  building: { color: "#2da44e", weight: 2, fillOpacity: 0.35 },
+};
+const PREDICTED = {
+  undecided: { color: "#ffd33d", weight: 1.5, fill: false, dashArray: null },
+  accepted: { color: "#2da44e", weight: 2.5, fill: true, fillOpacity: 0.3, dashArray: null },
+  rejected: { color: "#cf222e", weight: 2, fill: false, dashArray: "3 3" },
+};
 const $ = (id) => document.getElementById(id);
 
 function status(text, error = false) {
@@ -77,11 +91,13 @@ async function showBuildings() {
   const collection = await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/buildings`);
   if (state.scene !== scene) return; // another scene was chosen meanwhile
   state.buildings = L.geoJSON(collection, {
-    style: { color: "#ffd33d", weight: 1.5, fill: false },
+    pmIgnore: true, // the model's outlines are decided on, not edited
+    style: (f) => PREDICTED[decisions.get(f.properties.id) || "undecided"],
     onEachFeature: (f, layer) => {
       const p = f.properties || {};
       const prob = p.mean_probability == null ? "" : `, mean probability ${Number(p.mean_probability).toFixed(2)}`;
       layer.bindTooltip(`building ${p.id}: ${Number(p.area).toFixed(0)} m²${prob}`);
+      layer.on("click", () => decide(layer));
     },
   }).addTo(map);
   status(`${scene.id}: ${collection.features.length} buildings`);
@@ -108,6 +124,120 @@ function showFacts(scene) {
   $("about").hidden = false;
 }
 
+function areasUnion() {
+  return annotations.getLayers().filter((l) => l.feature && l.feature.properties.kind === "area");
+}
+
+function insideAnArea(layer) {
+  const c = layer.getBounds().getCenter();
+  return areasUnion().some((a) => a.getBounds().contains(c) && pointInPolygon(c, a));
+}
+
+function pointInPolygon(latlng, polygonLayer) {
+  // ray casting on the outer ring(s) of a Leaflet polygon
+  let rings = polygonLayer.getLatLngs();
+  while (rings.length && !(rings[0] instanceof L.LatLng)) rings = rings.flat();
+  let inside = false;
+  for (let i = 0, j = rings.length - 1; i < rings.length; j = i++) {
+    const a = rings[i], b = rings[j];
+    if ((a.lat > latlng.lat) !== (b.lat > latlng.lat)
+        && latlng.lng < ((b.lng - a.lng) * (latlng.lat - a.lat)) / (b.lat - a.lat) + a.lng) inside = !inside;
+  }
+  return inside;
+}
+
+function decide(layer) {
+  if (map.pm.globalDrawModeEnabled() || map.pm.globalRemovalModeEnabled()) return; // a click of drawing
+  const id = layer.feature.properties.id;
+  if (!insideAnArea(layer)) {
+    status("draw the annotated area first: only buildings inside it are decided", true);
+    return;
+  }
+  const next = { undefined: "accepted", accepted: "rejected", rejected: undefined }[decisions.get(id)];
+  if (next) decisions.set(id, next); else decisions.delete(id);
+  layer.setStyle(PREDICTED[next || "undecided"]);
+  countAnnotations();
+}
+
+function countAnnotations() {
+  const layers = annotations.getLayers();
+  const areas = layers.filter((l) => l.feature.properties.kind === "area").length;
+  const drawn = layers.length - areas;
+  const accepted = [...decisions.values()].filter((d) => d === "accepted").length;
+  const rejected = decisions.size - accepted;
+  $("annotation-count").textContent =
+    `${areas} areas, ${drawn} drawn and ${accepted} accepted buildings, ${rejected} rejected; saved version ${state.version}`;
+}
+
+function setKind(layer, kind, extra = {}) {
+  layer.feature = { type: "Feature", properties: { kind, ...extra } };
+  layer.setStyle(STYLE[kind]);
+  layer.on("pm:edit", countAnnotations);
+  annotations.addLayer(layer);
+  if (kind === "area") layer.bringToBack(); // the outlines inside it stay clickable
+}
+
+function startDrawing(kind, shape) {
+  drawKind = kind;
+  map.pm.disableGlobalRemovalMode();
+  map.pm.enableDraw(shape, { pathOptions: STYLE[kind], templineStyle: STYLE[kind], hintlineStyle: STYLE[kind] });
+  for (const id of ["draw-area", "draw-building", "draw-rectangle", "delete-mode"]) $(id).classList.remove("on");
+  $(kind === "area" ? "draw-area" : shape === "Rectangle" ? "draw-rectangle" : "draw-building").classList.add("on");
+}
+
+map.on("pm:create", (e) => {
+  map.removeLayer(e.layer); // Geoman adds it to the map; it belongs to the annotations
+  setKind(e.layer, drawKind || "area", drawKind === "building" ? { source: "drawn" } : {});
+  for (const id of ["draw-area", "draw-building", "draw-rectangle"]) $(id).classList.remove("on");
+  countAnnotations();
+});
+map.on("pm:remove", (e) => { annotations.removeLayer(e.layer); countAnnotations(); });
+
+function annotationDocument() {
+  const features = annotations.getLayers().map((l) => ({ ...l.toGeoJSON(), properties: l.feature.properties }));
+  if (state.buildings) {
+    state.buildings.eachLayer((l) => {
+      const id = l.feature.properties.id;
+      if (decisions.get(id) === "accepted") {
+        features.push({ type: "Feature", geometry: l.toGeoJSON().geometry,
+                        properties: { kind: "building", source: "predicted", predicted_id: id } });
+      }
+    });
+  }
+  return { type: "FeatureCollection", features };
+}
+
+async function saveAnnotations() {
+  const scene = state.scene;
+  if (!scene) return;
+  const headers = { "Content-Type": "application/json" };
+  if ($("token").value) headers.Authorization = `Bearer ${$("token").value}`;
+  const r = await fetch(`v1/scenes/${encodeURIComponent(scene.id)}/annotations`,
+                        { method: "POST", headers, body: JSON.stringify(annotationDocument()) });
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    status(`not saved: ${answer.detail || r.status}${r.status === 401 ? " (enter the token)" : ""}`, true);
+    return;
+  }
+  state.version = answer.version;
+  countAnnotations();
+  status(`saved version ${answer.version}: ${answer.areas} areas, ${answer.buildings} buildings`);
+}
+
+async function loadAnnotations(scene) {
+  annotations.clearLayers();
+  decisions.clear();
+  const saved = await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/annotations`);
+  if (state.scene !== scene) return;
+  state.version = saved.version;
+  for (const f of saved.annotations.features) {
+    const p = f.properties;
+    if (p.source === "predicted" && p.predicted_id != null) { decisions.set(p.predicted_id, "accepted"); continue; }
+    L.geoJSON(f).eachLayer((layer) => setKind(layer, p.kind, p.source ? { source: p.source } : {}));
+  }
+  countAnnotations();
+}
+
 async function selectScene(scene) {
   state.scene = scene;
   document.querySelectorAll("#scenes button").forEach((b) => b.classList.toggle("active", b.dataset.id === scene.id));
@@ -118,8 +248,12 @@ async function selectScene(scene) {
   map.fitBounds([[scene.bounds[1], scene.bounds[0]], [scene.bounds[3], scene.bounds[2]]]);
   showImagery();
   showOverlay();
+  $("annotate").hidden = false;
   status(`${scene.id}: loading`);
-  try { await showBuildings(); } catch (e) { status(String(e.message || e), true); }
+  try {
+    await loadAnnotations(scene);
+    await showBuildings();
+  } catch (e) { status(String(e.message || e), true); }
 }
 
 async function main() {
@@ -147,6 +281,11 @@ async function main() {
   document.querySelectorAll("input[name=overlay]").forEach((r) => r.addEventListener("change", showOverlay));
   $("opacity").addEventListener("input", () => state.overlay && state.overlay.setOpacity($("opacity").value / 100));
   $("show-buildings").addEventListener("change", () => showBuildings().catch((e) => status(String(e.message || e), true)));
+  $("draw-area").addEventListener("click", () => startDrawing("area", "Polygon"));
+  $("draw-building").addEventListener("click", () => startDrawing("building", "Polygon"));
+  $("draw-rectangle").addEventListener("click", () => startDrawing("building", "Rectangle"));
+  $("delete-mode").addEventListener("click", () => { map.pm.disableDraw(); map.pm.toggleGlobalRemovalMode(); });
+  $("save").addEventListener("click", () => saveAnnotations().catch((e) => status(String(e.message || e), true)));
   const wanted = decodeURIComponent((location.hash.match(/scene=([^&]+)/) || [])[1] || "");
   const first = scenes.find((s) => s.id === wanted) || scenes[0];
   if (first) await selectScene(first);
