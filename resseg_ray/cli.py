@@ -141,7 +141,7 @@ def _cluster_lost(gcs_address: str, raylet_address: str | None = None) -> None:
 def watch_cluster(
     gcs_address: str,
     raylet_address: str | None = None,
-    interval_s: float = 0.5,
+    interval_s: float = 0.2,
     gcs_grace_s: float = 6.0,
     raylet_misses: int = 2,
 ) -> threading.Thread:
@@ -152,7 +152,9 @@ def watch_cluster(
     Two things are watched every ``interval_s``: the driver's own raylet (``raylet_address``)
     and the GCS. Ray ends a driver at its first call after its raylet died, so a raylet that
     does not answer ``raylet_misses`` times in a row stops the job at once; a GCS that does not
-    answer for ``gcs_grace_s`` does too (Ray would wait about 60 s, then exit)."""
+    answer for ``gcs_grace_s`` does too (Ray would wait about 60 s, then exit). The interval is
+    short (a local connect each): a driver that calls Ray in the gap is ended by Ray with exit 1
+    and no word (seen in tests/train/test_cluster_loss.py at 0.5 s)."""
     _watched[:] = [gcs_address]
 
     def watch() -> None:

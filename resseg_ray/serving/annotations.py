@@ -20,6 +20,9 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from shapely.geometry import shape
+from shapely.ops import unary_union
+
 from resseg_ray.errors import InputDataError
 
 __all__ = ["KINDS", "AnnotationLimits", "AnnotationStore", "validate_annotations"]
@@ -54,9 +57,6 @@ def validate_annotations(
     """The annotations of a save request, checked and normalised (features with ``kind`` and
     ``id``, nothing else kept but the allowed properties); an InputDataError says what is wrong
     and where (feature index)."""
-    from shapely.geometry import shape
-    from shapely.ops import unary_union
-
     if (
         not isinstance(doc, dict)
         or doc.get("type") != "FeatureCollection"

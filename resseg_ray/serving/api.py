@@ -45,6 +45,7 @@ from resseg_ray.inference.outputs import output_options, output_uris
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import BundleInfo
 from resseg_ray.serving.annotations import AnnotationStore, validate_annotations
+from resseg_ray.serving.export import EXPORT_FORMATS, export_buildings
 from resseg_ray.serving.scenes import SCENE_ID, MapScene, buildings_wgs84, load_map_scenes
 from resseg_ray.serving.tiles import LAYERS, MAX_ZOOM, TileOutside, render_tile
 
@@ -332,6 +333,23 @@ class SegmentAPI:
         version = await asyncio.to_thread(self.annotations.save, scene_id, clean)
         kinds = [f["properties"]["kind"] for f in clean["features"]]
         return {"version": version, "areas": kinds.count("area"), "buildings": kinds.count("building")}
+
+    @api.get("/v1/scenes/{scene_id}/export")
+    async def export(self, scene_id: str, format: Literal["geojson", "osm"] = "geojson") -> Response:
+        """The buildings to take away: inside the annotated areas the drawn and accepted ones,
+        outside them the model's; GeoJSON (EPSG:4326) or a JOSM file (``format=osm``)."""
+        scene = self._scene(scene_id)
+        version, annotations = await asyncio.to_thread(self.annotations.load, scene_id)
+        data = await asyncio.to_thread(export_buildings, scene, annotations, format, self.settings)
+        media, suffix = EXPORT_FORMATS[format]
+        return Response(
+            data,
+            media_type=media,
+            headers={
+                "Content-Disposition": f'attachment; filename="{scene_id}_buildings.{suffix}"',
+                "X-Resseg-Annotation-Version": str(version),
+            },
+        )
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

@@ -31,7 +31,14 @@ DEMO_MAPS = "runs/demo-maps/catalog.json"
 def map_catalogs(cfg: Config) -> list[str]:
     """The map page's catalogs: ``serve.map_catalogs``, else the demo's maps when they exist."""
     if cfg.serve.map_catalogs is not None:
-        return [c if is_s3(c) else normalize_uri(c) for c in cfg.serve.map_catalogs]
+        out = [c if is_s3(c) else normalize_uri(c) for c in cfg.serve.map_catalogs]
+        for c in out:  # checked before Serve starts: a replica failing to start says it less clearly
+            if not is_s3(c) and not os.path.isfile(c):
+                raise ConfigError(
+                    f"serve.map_catalogs: {c} does not exist; give the catalog.json of a jobs/predict.py "
+                    "output folder (make demo writes runs/demo-maps/catalog.json)"
+                )
+        return out
     demo = normalize_uri(DEMO_MAPS)
     return [demo] if os.path.isfile(demo) else []
 

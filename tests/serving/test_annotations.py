@@ -167,3 +167,53 @@ def test_the_annotation_api(service) -> None:
         httpx.post(service + "/v1/scenes/nope/annotations", json=_doc(area), headers=AUTH).status_code == 404
     )
     assert httpx.get(url).json()["version"] == second  # nothing refused was saved
+
+
+def test_the_export_takes_the_mappers_word_inside_the_areas_and_the_model_outside(service) -> None:
+    import xml.etree.ElementTree as ET
+
+    from shapely.geometry import box, shape
+
+    scene = httpx.get(service + "/v1/scenes/scene_0").json()
+    w, s, e, n = scene["bounds"]
+    dx, dy = (e - w) / 10, (n - s) / 10
+    area_box = box(w + dx, s + dy, w + 6 * dx, s + 6 * dy)
+    model = httpx.get(service + "/v1/scenes/scene_0/buildings").json()["features"]
+    inside = [f for f in model if area_box.covers(shape(f["geometry"]).representative_point())]
+    outside = [f for f in model if f not in inside]
+    assert inside and outside
+    area = _feature("area", [list(map(list, area_box.exterior.coords))])
+    house = _feature("building", _box(w + 2 * dx, s + 2 * dy, w + 2.5 * dx, s + 2.5 * dy), source="drawn")
+    accepted = {
+        **inside[0],
+        "properties": {
+            "kind": "building",
+            "source": "predicted",
+            "predicted_id": inside[0]["properties"]["id"],
+        },
+    }
+    saved = httpx.post(
+        service + "/v1/scenes/scene_0/annotations", json=_doc(area, house, accepted), headers=AUTH
+    )
+    assert saved.status_code == 200, saved.text
+    r = httpx.get(service + "/v1/scenes/scene_0/export", params={"format": "geojson"}, timeout=60)
+    assert r.status_code == 200 and 'filename="scene_0_buildings.geojson"' in r.headers["content-disposition"]
+    assert r.headers["x-resseg-annotation-version"] == str(saved.json()["version"])
+    sources = [f["properties"]["source"] for f in r.json()["features"]]
+    assert sources.count("drawn") == 1 and sources.count("accepted") == 1
+    assert sources.count("model") == len(outside)  # the other predictions inside the area are left out
+    osm = httpx.get(service + "/v1/scenes/scene_0/export", params={"format": "osm"}, timeout=60)
+    assert osm.status_code == 200 and 'filename="scene_0_buildings.osm"' in osm.headers["content-disposition"]
+    root = ET.fromstring(osm.content)
+    assert root.get("upload") == "false"
+    tagged = [
+        x
+        for x in root
+        if x.tag in ("way", "relation") and any(t.get("k") == "building" for t in x.iter("tag"))
+    ]
+    expected = sum(
+        len(f["geometry"]["coordinates"]) if f["geometry"]["type"] == "MultiPolygon" else 1
+        for f in r.json()["features"]
+    )
+    assert len(tagged) == expected
+    assert httpx.get(service + "/v1/scenes/scene_0/export", params={"format": "shp"}).status_code == 422

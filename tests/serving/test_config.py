@@ -53,3 +53,15 @@ def test_a_missing_model_says_how_to_get_one(tmp_path, monkeypatch) -> None:
         model_uri(load_config(None, [f"serve.model={tmp_path / 'none.resseg.safetensors'}"]))
     monkeypatch.setenv("RESSEG_MODEL", "models:/resseg-buildings@best")
     assert model_uri(load_config(None)) == "models:/resseg-buildings@best"
+
+
+def test_map_catalogs_missing_are_said_before_serve_starts(tmp_path, monkeypatch) -> None:
+    from resseg_ray.serving.app import map_catalogs
+
+    with pytest.raises(ConfigError, match=r"map_catalogs: .*none/catalog.json does not exist.*make demo"):
+        map_catalogs(load_config(None, [f"serve.map_catalogs=[{tmp_path / 'none' / 'catalog.json'}]"]))
+    monkeypatch.chdir(tmp_path)  # no demo maps here: the page starts with no scene
+    assert map_catalogs(load_config(None)) == []
+    (tmp_path / "runs" / "demo-maps").mkdir(parents=True)
+    (tmp_path / "runs" / "demo-maps" / "catalog.json").write_text("{}")
+    assert map_catalogs(load_config(None)) == [str(tmp_path / "runs" / "demo-maps" / "catalog.json")]

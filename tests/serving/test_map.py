@@ -254,5 +254,10 @@ def test_a_mapper_draws_an_area_and_buildings_accepts_one_and_saves(service, bro
     page.wait_for_selector("path.leaflet-interactive", timeout=60_000)
     page.wait_for_function("annotations.getLayers().length === 2 && decisions.size === 1", timeout=30_000)
     assert "1 areas, 1 drawn and 1 accepted buildings" in page.inner_text("#annotation-count")
+    with page.expect_download(timeout=60_000) as download:  # the export, as the mapper downloads it
+        page.click("#export-osm")
+    assert download.value.suggested_filename == "scene_1_buildings.osm"
+    text = Path(download.value.path()).read_text()
+    assert 'upload="false"' in text and "reviewed on the map" in text
     assert not errors, errors
     page.close()

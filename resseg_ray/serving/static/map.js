@@ -249,6 +249,8 @@ async function selectScene(scene) {
   showImagery();
   showOverlay();
   $("annotate").hidden = false;
+  $("export-geojson").href = `v1/scenes/${encodeURIComponent(scene.id)}/export?format=geojson`;
+  $("export-osm").href = `v1/scenes/${encodeURIComponent(scene.id)}/export?format=osm`;
   status(`${scene.id}: loading`);
   try {
     await loadAnnotations(scene);
