@@ -36,8 +36,10 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from resseg_ray import __version__
+from resseg_ray.adapt.suggest import suggest_regions
 from resseg_ray.config import PredictSection, ServeSection, StacSection, StorageConfig, from_dict
 from resseg_ray.errors import ConfigError, InputDataError, ResSegError
+from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.stac import item_raster
 from resseg_ray.geo.storage import StorageSettings, gdal_env, read_bytes, scene_stem
 from resseg_ray.inference.batch import predict_scene
@@ -225,6 +227,7 @@ class SegmentAPI:
         self._slots: asyncio.Semaphore | None = None
         self._waiting = 0
         self.annotations = AnnotationStore(self.cfg.annotations_dir)
+        self._suggested: dict[tuple[str, float, int], bytes] = {}
 
     async def _bundle_info(self) -> BundleInfo:
         if self._info is None:
@@ -333,6 +336,37 @@ class SegmentAPI:
         version = await asyncio.to_thread(self.annotations.save, scene_id, clean)
         kinds = [f["properties"]["kind"] for f in clean["features"]]
         return {"version": version, "areas": kinds.count("area"), "buildings": kinds.count("building")}
+
+    @api.get("/v1/scenes/{scene_id}/suggestions")
+    async def suggestions(self, scene_id: str, fraction: float = 0.07, region: int = 256) -> Response:
+        """Where to annotate first: the most uncertain ``region`` px squares (mean entropy of the
+        model's probabilities, highest first) covering ``fraction`` of the scene, GeoJSON in
+        EPSG:4326 with their ``rank``; computed once per scene and parameters."""
+        scene = self._scene(scene_id)
+        if not 0 < fraction <= 0.5 or not 32 <= region <= 2048:
+            raise HTTPException(400, "fraction must be in (0, 0.5] and region from 32 to 2048 pixels")
+        key = (scene_id, round(fraction, 4), region)
+        if key not in self._suggested:
+            info = await self._bundle_info()
+            try:
+                collection = await asyncio.to_thread(self._suggest, scene, info, fraction, region)
+            except Overloaded:
+                return JSONResponse(
+                    {"detail": "the model replicas are overloaded; retry shortly"},
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
+            self._suggested[key] = json.dumps(collection).encode()
+        return Response(self._suggested[key], media_type="application/geo+json")
+
+    def _suggest(self, scene: MapScene, info: BundleInfo, fraction: float, region: int) -> dict:
+        """Run in a worker thread: the entropy ranking of ``jobs/suggest_annotation.py``, its
+        windows segmented by the model deployment."""
+        predictor = ScenePredictor(info, self.predict, forward=self._forward)
+        opened = open_scene(
+            scene.imagery, self.settings, bands=self.predict.bands, expected_bands=info.in_bands
+        )
+        return suggest_regions(predictor, opened, self.settings, fraction, region, wgs84=True)
 
     @api.get("/v1/scenes/{scene_id}/export")
     async def export(self, scene_id: str, format: Literal["geojson", "osm"] = "geojson") -> Response:

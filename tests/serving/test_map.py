@@ -178,6 +178,11 @@ def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(ser
         "[...document.querySelectorAll('.leaflet-tile-loaded')].some(t => t.src.includes('/tiles/mask/'))",
         timeout=60_000,
     )
+    page.check("#show-suggestions")  # where to annotate first: ranked squares on the map
+    page.wait_for_function(
+        "document.getElementById('status').textContent.includes('suggested regions')", timeout=120_000
+    )
+    assert page.locator(".leaflet-tooltip", has_text="#1").count() == 1
     assert not outside, outside
     assert not errors, errors
     page.close()
@@ -261,3 +266,19 @@ def test_a_mapper_draws_an_area_and_buildings_accepts_one_and_saves(service, bro
     assert 'upload="false"' in text and "reviewed on the map" in text
     assert not errors, errors
     page.close()
+
+
+def test_suggested_regions_rank_the_most_uncertain_first(service) -> None:
+    url = service + "/v1/scenes/scene_0/suggestions"
+    r = httpx.get(url, params={"fraction": 0.2, "region": 64}, timeout=120)
+    assert r.status_code == 200, r.text
+    features = r.json()["features"]
+    assert [f["properties"]["rank"] for f in features] == list(range(1, len(features) + 1)) and features
+    entropy = [f["properties"]["mean_entropy_bits"] for f in features]
+    assert entropy == sorted(entropy, reverse=True)
+    w, s, e, n = httpx.get(service + "/v1/scenes/scene_0").json()["bounds"]
+    for x, y in (p for f in features for p in f["geometry"]["coordinates"][0]):
+        assert w - 1e-5 <= x <= e + 1e-5 and s - 1e-5 <= y <= n + 1e-5  # degrees, on the scene
+    assert httpx.get(url, params={"fraction": 0.2, "region": 64}).content == r.content  # computed once
+    assert httpx.get(url, params={"fraction": 0.9}).status_code == 400
+    assert httpx.get(url, params={"region": 8}).status_code == 400

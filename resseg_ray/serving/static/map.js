@@ -5,7 +5,7 @@
 
 const map = L.map("map", { zoomControl: true, attributionControl: false, maxZoom: 22 });
 map.setView([0, 0], 2);
-const state = { scene: null, imagery: null, overlay: null, buildings: null, version: 0 };
+const state = { scene: null, imagery: null, overlay: null, buildings: null, suggestions: null, version: 0 };
 // the mapper's annotations of the scene shown: areas and drawn buildings (Leaflet-Geoman
 // layers), and the decisions on predicted buildings (predicted id -> "accepted" | "rejected")
 const annotations = L.featureGroup().addTo(map);
@@ -101,6 +101,23 @@ async function showBuildings() {
     },
   }).addTo(map);
   status(`${scene.id}: ${collection.features.length} buildings`);
+}
+
+async function showSuggestions() {
+  if (state.suggestions) map.removeLayer(state.suggestions);
+  state.suggestions = null;
+  if (!state.scene || !$("show-suggestions").checked) return;
+  const scene = state.scene;
+  status(`${scene.id}: ranking regions by the model's uncertainty ...`);
+  const collection = await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/suggestions?fraction=0.07`);
+  if (state.scene !== scene || !$("show-suggestions").checked) return;
+  state.suggestions = L.geoJSON(collection, {
+    pmIgnore: true,
+    interactive: false,
+    style: (f) => ({ color: "#bf8700", weight: f.properties.rank === 1 ? 3 : 1.5, fill: false }),
+    onEachFeature: (f, layer) => layer.bindTooltip(`#${f.properties.rank}`, { permanent: true, direction: "center" }),
+  }).addTo(map);
+  status(`${scene.id}: ${collection.features.length} suggested regions, most uncertain first`);
 }
 
 function fillBands(scene) {
@@ -255,6 +272,7 @@ async function selectScene(scene) {
   try {
     await loadAnnotations(scene);
     await showBuildings();
+    await showSuggestions();
   } catch (e) { status(String(e.message || e), true); }
 }
 
@@ -282,6 +300,7 @@ async function main() {
   for (const id of ["band-r", "band-g", "band-b", "show-imagery"]) $(id).addEventListener("change", showImagery);
   document.querySelectorAll("input[name=overlay]").forEach((r) => r.addEventListener("change", showOverlay));
   $("opacity").addEventListener("input", () => state.overlay && state.overlay.setOpacity($("opacity").value / 100));
+  $("show-suggestions").addEventListener("change", () => showSuggestions().catch((e) => status(String(e.message || e), true)));
   $("show-buildings").addEventListener("change", () => showBuildings().catch((e) => status(String(e.message || e), true)));
   $("draw-area").addEventListener("click", () => startDrawing("area", "Polygon"));
   $("draw-building").addEventListener("click", () => startDrawing("building", "Polygon"));
