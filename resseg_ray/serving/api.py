@@ -69,6 +69,11 @@ MEDIA = {"mask": "image/tiff", "prob": "image/tiff", "geojson": "application/geo
 _SEGMENT = re.compile(r"[A-Za-z0-9!_.*'()=+,;@&$ -]+")
 
 
+def busy(detail: str) -> JSONResponse:
+    """A 503 answer asking to retry in a second."""
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+
 class Overloaded(Exception):
     """The model replicas refused a window: their queues are full."""
 
@@ -351,11 +356,7 @@ class SegmentAPI:
             try:
                 collection = await asyncio.to_thread(self._suggest, scene, info, fraction, region)
             except Overloaded:
-                return JSONResponse(
-                    {"detail": "the model replicas are overloaded; retry shortly"},
-                    status_code=503,
-                    headers={"Retry-After": "1"},
-                )
+                return busy("the model replicas are overloaded; retry shortly")
             self._suggested[key] = json.dumps(collection).encode()
         return Response(self._suggested[key], media_type="application/geo+json")
 
@@ -428,11 +429,7 @@ class SegmentAPI:
         if self._slots is None:  # made in the replica's own event loop
             self._slots = asyncio.Semaphore(self.cfg.ingress_max_ongoing_requests)
         if self._slots.locked() and self._waiting >= self.cfg.ingress_max_queued_requests:
-            return JSONResponse(
-                {"detail": "the service is busy with other images; retry shortly"},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            return busy("the service is busy with other images; retry shortly")
         self._waiting += 1
         try:
             await self._slots.acquire()
@@ -469,11 +466,7 @@ class SegmentAPI:
             try:
                 data = await asyncio.to_thread(self._segment, uri, tmp, format, info)
             except Overloaded:
-                return JSONResponse(
-                    {"detail": "the model replicas are overloaded; retry shortly"},
-                    status_code=503,
-                    headers={"Retry-After": "1"},
-                )
+                return busy("the model replicas are overloaded; retry shortly")
         stem = scene_stem(uri)
         suffix = "buildings.geojson" if format == "geojson" else f"{format}.tif"
         return Response(
