@@ -14,21 +14,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 
 from resseg_ray.cli import run_job
 from resseg_ray.config import load_config
 from resseg_ray.errors import ConfigError
-from resseg_ray.geo.stac_write import SCENES_CATALOG_ID, validate_catalog, write_scene_catalog
-from resseg_ray.geo.storage import (
-    StorageSettings,
-    check_writable,
-    exists,
-    expand_uris,
-    join_uri,
-    normalize_uri,
-    read_bytes,
-)
+from resseg_ray.geo.stac_write import check_scene_catalog_destination, validate_catalog, write_scene_catalog
+from resseg_ray.geo.storage import StorageSettings, expand_uris
 
 
 def main() -> None:
@@ -61,18 +52,7 @@ def main() -> None:
     if args.rgb is not None and min(args.rgb) < 1:
         raise ConfigError(f"--rgb {args.rgb}: band indexes start at 1")
     scenes = expand_uris(args.scenes, settings)
-    check_writable(args.out, settings, "--out")
-    out = normalize_uri(args.out).rstrip("/")
-    if any(normalize_uri(s).startswith(out + "/") for s in scenes):
-        raise ConfigError(f"--out {args.out} holds the scenes; write the catalog to another folder")
-    catalog = join_uri(args.out, "catalog.json")
-    if exists(catalog, settings):
-        try:
-            ours = json.loads(read_bytes(catalog, settings)).get("id") == SCENES_CATALOG_ID
-        except (ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise ConfigError(f"{catalog} exists and was not written by this job: choose another --out")
+    check_scene_catalog_destination(args.out, scenes, settings)
     href = write_scene_catalog(scenes, args.out, settings, args.collection, rgb=args.rgb, when=when)
     count = validate_catalog(href, settings)
     print(f"wrote {href}: {len(scenes)} items in collection {args.collection} ({count} STAC objects, valid)")

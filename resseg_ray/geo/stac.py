@@ -78,12 +78,14 @@ class SceneInputs:
     """Scene URI -> the key of the item's asset it is."""
     skipped: list[str] = field(default_factory=list)
     """What was listed but not taken, and why (for the job to print)."""
+    _keys: set[str] = field(default_factory=set, repr=False)
 
     def add(self, uri: str, item: pystac.Item | None = None, asset: str | None = None) -> bool:
         """Add a scene unless it is there already; whether it was added."""
         key = normalize_uri(uri)
-        if any(normalize_uri(u) == key for u in self.uris):
+        if key in self._keys:
             return False
+        self._keys.add(key)
         self.uris.append(uri)
         if item is not None and asset is not None:
             self.items[uri] = item
@@ -132,16 +134,11 @@ def _add_items(
                 f"{source}: more items than --stac-max-items {stac.max_items}; the rest not read"
             )
             return
-        key, why = _raster_asset(item, stac.asset)
-        if key is None:
-            out.skipped.append(f"item {item.id}: {why}; skipped")
+        try:
+            href, key = item_raster(item, stac.asset)
+        except InputDataError as exc:
+            out.skipped.append(f"{exc}; skipped")
             continue
-        href = item.assets[key].get_absolute_href()
-        if href is None:
-            out.skipped.append(f"item {item.id}: asset {key!r} has a relative href and the item no location")
-            continue
-        if href.startswith("file://"):
-            href = local_path(href)
         if out.add(href, item, key):
             budget[0] -= 1
 
@@ -153,7 +150,7 @@ def item_raster(item: pystac.Item, asset: str | None = None) -> tuple[str, str]:
     href = item.assets[key].get_absolute_href() if key is not None else None
     if key is None or href is None:
         raise InputDataError(
-            f"STAC item {item.id}: {why or 'the asset has a relative href and the item no location'}"
+            f"item {item.id}: {why or 'its asset has a relative href and the item no location'}"
         )
     return (local_path(href) if href.startswith("file://") else href), key
 

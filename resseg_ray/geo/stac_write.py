@@ -22,16 +22,19 @@ import rasterio.shutil
 from pystac.validation.stac_validator import GetSchemaError, JsonSchemaSTACValidator
 from rasterio.crs import CRS
 
-from resseg_ray.errors import InputDataError
+from resseg_ray.errors import ConfigError, InputDataError, ResSegError
 from resseg_ray.geo.scene import SceneInfo, open_scene
 from resseg_ray.geo.stac import StorageStacIO
 from resseg_ray.geo.storage import (
     StorageSettings,
     atomic_output,
+    check_writable,
     exists,
     gdal_env,
     gdal_path,
     join_uri,
+    normalize_uri,
+    read_bytes,
     removed_on_failure,
     scene_stem,
 )
@@ -41,8 +44,10 @@ __all__ = [
     "SCENES_CATALOG_ID",
     "OfflineValidator",
     "add_projection",
+    "check_scene_catalog_destination",
     "raster_bands",
     "raster_geometry",
+    "read_stac_json",
     "validate_catalog",
     "write_scene_catalog",
 ]
@@ -204,6 +209,29 @@ def write_visual(scene_uri: str, dst_uri: str, settings: StorageSettings, rgb: S
                 dst.set_band_description(b + 1, ("red", "green", "blue")[b])
         rasterio.shutil.copy(plain, tmp, driver="COG", compress="DEFLATE", overview_resampling="average")
         os.remove(plain)
+
+
+def read_stac_json(uri: str, settings: StorageSettings) -> dict[str, Any] | None:
+    """The JSON object at ``uri``; None when it cannot be read or is not a JSON object."""
+    try:
+        doc = json.loads(read_bytes(uri, settings))
+    except (ResSegError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def check_scene_catalog_destination(
+    out_dir: str, scene_uris: Sequence[str], settings: StorageSettings
+) -> None:
+    """Before any work: ``out_dir`` can be written, holds none of the scenes, and its
+    ``catalog.json``, if any, is one :func:`write_scene_catalog` wrote (a re-run replaces it)."""
+    check_writable(out_dir, settings, "--out")
+    out = normalize_uri(out_dir).rstrip("/")
+    if any(normalize_uri(s).startswith(out + "/") for s in scene_uris):
+        raise ConfigError(f"--out {out_dir} holds the scenes; write the catalog to another folder")
+    catalog = join_uri(out_dir, "catalog.json")
+    if exists(catalog, settings) and (read_stac_json(catalog, settings) or {}).get("id") != SCENES_CATALOG_ID:
+        raise ConfigError(f"{catalog} exists and was not written by this job: choose another --out")
 
 
 def write_scene_catalog(

@@ -23,8 +23,8 @@ from resseg_ray import __version__
 from resseg_ray.config import PredictSection
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.stac import SceneInputs, StorageStacIO
-from resseg_ray.geo.stac_write import add_raster_asset, raster_item, validate_catalog
-from resseg_ray.geo.storage import StorageSettings, exists, join_uri, read_bytes, scene_stem
+from resseg_ray.geo.stac_write import add_raster_asset, raster_item, read_stac_json, validate_catalog
+from resseg_ray.geo.storage import StorageSettings, exists, join_uri, scene_stem
 from resseg_ray.inference.outputs import PROB_SCALE, OutputOptions, output_uris
 from resseg_ray.models.bundle import BundleInfo
 
@@ -81,13 +81,8 @@ def item_uri(out_dir: str, scene_uri: str) -> str:
 
 def _ours(uri: str, settings: StorageSettings, kind: str) -> bool:
     """Whether the STAC document at ``uri`` was written by resseg-ray (a re-run may replace it)."""
-    import json
-
-    try:
-        doc = json.loads(read_bytes(uri, settings))
-    except Exception:
-        return False
-    if not isinstance(doc, dict):
+    doc = read_stac_json(uri, settings)
+    if doc is None:
         return False
     if kind == "catalog":
         return doc.get("id") == CATALOG_ID
