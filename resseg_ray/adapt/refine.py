@@ -68,19 +68,24 @@ class RefineResult:
 
     scene: str
     area: AreaLabels
-    before: SceneScore
+    before: SceneScore | None
+    """The parent on the rest of the scene (None when not scored: no labels there)."""
     adapted: SceneScore | None
-    after: SceneScore
+    after: SceneScore | None
     bundle_uri: str
     mlflow_run_id: str
     registered_version: str | None
 
     def table(self) -> str:
         """Table III-style markdown: F1 / accuracy on the rest of the scene, per model."""
-        rows = {"before refinement": Evaluation([self.before])}
-        if self.adapted is not None:
-            rows["BatchNorm re-estimated"] = Evaluation([self.adapted])
-        rows[f"refined on {100 * self.area.fraction:.1f} %"] = Evaluation([self.after])
+        named = [
+            ("before refinement", self.before),
+            ("BatchNorm re-estimated", self.adapted),
+            (f"refined on {100 * self.area.fraction:.1f} %", self.after),
+        ]
+        rows = {name: Evaluation([score]) for name, score in named if score is not None}
+        if not rows:
+            return "(the rest of the scene was not scored: it has no labels)\n"
         return markdown_table(rows)
 
 
@@ -99,12 +104,18 @@ def refine_scene(
     adapt_bn: bool = False,
     alias: str | None = None,
     log: Callable[[str], None] = print,
+    score_rest: bool = True,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RefineResult:
     """Refine ``parent`` (bundle or models:/ URI) on the annotated part of ``scene_uri`` and
     score it, before and after, on the rest of the scene. ``cfg.train`` gives the refinement
     schedule, ``cfg.data`` the tiling; the run is ``cfg.run.name`` under ``cfg.run.storage_path``.
     The refined bundle is registered as a new version of ``cfg.mlflow.registered_model`` with
-    the alias ``alias`` (default ``refined-<scene>``), never the parent's ``best``."""
+    the alias ``alias`` (default ``refined-<scene>``), never the parent's ``best``.
+
+    ``score_rest=False`` skips the scoring on the rest of the scene, for annotations that
+    label the area only (the map page's: outside it nothing is known, so every building
+    there would count as a false positive); ``on_epoch`` sees each epoch's losses."""
     from resseg_ray.geo.storage import resolve_uri
     from resseg_ray.train.trainer import StartFrom, run_training
 
@@ -144,11 +155,14 @@ def refine_scene(
             f"({written.refine_pixels} labelled pixels); evaluating on the other {written.evaluate_pixels}"
         )
 
-        before = evaluate_scene(
-            _predictor(bundle, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
-            progress=tenths(f"scoring the parent on {scene_uri}"),
-        )  # fmt: skip
-        log(f"before refinement: F1 {before.metrics['f1']:.4f}, accuracy {before.metrics['accuracy']:.4f}")
+        before = None
+        if score_rest:
+            before = evaluate_scene(
+                _predictor(bundle, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+                progress=tenths(f"scoring the parent on {scene_uri}"),
+            )  # fmt: skip
+            m = before.metrics
+            log(f"before refinement: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
         adapted = None
         start_bytes = parent_bytes
         if adapt_bn:  # re-estimated once: scored as its own row, then the start of the refinement
@@ -157,12 +171,13 @@ def refine_scene(
             norm = _predictor(bundle, cfg).scene_norm(scene, settings)
             model = adapt_to_scene(bundle.model, scene, settings, norm)
             predictor = _predictor(ModelBundle(model=model, info=info), cfg)
-            adapted = evaluate_scene(
-                predictor, scene_uri, written.evaluate_uri, settings, cfg.data.bands,
-                progress=tenths(f"scoring the re-estimated BatchNorm on {scene_uri}"),
-            )  # fmt: skip
-            m = adapted.metrics
-            log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
+            if score_rest:
+                adapted = evaluate_scene(
+                    predictor, scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+                    progress=tenths(f"scoring the re-estimated BatchNorm on {scene_uri}"),
+                )  # fmt: skip
+                m = adapted.metrics
+                log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
             start_bytes, _ = encode_bundle(
                 model,
                 norm_mean=info.norm_mean,
@@ -196,13 +211,15 @@ def refine_scene(
         norm_std=list(info.norm_std) if normalization == "pooled" else None,
         parent_run_id=str(parent_run) if parent_run else None,
     )
-    result = run_training(rcfg, log, tags=tags, start_from=start)
-    refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
-    after = evaluate_scene(
-        _predictor(refined, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
-        progress=tenths(f"scoring the refined model on {scene_uri}"),
-    )  # fmt: skip
-    log(f"after refinement: F1 {after.metrics['f1']:.4f}, accuracy {after.metrics['accuracy']:.4f}")
+    result = run_training(rcfg, log, tags=tags, start_from=start, on_epoch=on_epoch)
+    after = None
+    if score_rest:
+        refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
+        after = evaluate_scene(
+            _predictor(refined, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+            progress=tenths(f"scoring the refined model on {scene_uri}"),
+        )  # fmt: skip
+        log(f"after refinement: F1 {after.metrics['f1']:.4f}, accuracy {after.metrics['accuracy']:.4f}")
     out = RefineResult(
         scene_uri,
         written,
@@ -230,10 +247,10 @@ def _log_scores(tracking_uri: str, run_id: str, result: RefineResult) -> None:
     from resseg_ray.train import tracking
 
     metrics = {"area_fraction": result.area.fraction}
-    scored = [("before", result.before), ("after", result.after)]
-    if result.adapted is not None:
-        scored.append(("bn_adapted", result.adapted))
+    scored = [("before", result.before), ("after", result.after), ("bn_adapted", result.adapted)]
     for prefix, score in scored:
+        if score is None:
+            continue
         for k, v in score.metrics.items():
             metrics[f"rest_{prefix}_{k}"] = v
     c = tracking.client(tracking_uri)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import math
 import os
 import shutil
 import tempfile
@@ -243,13 +244,15 @@ def run_training(
     tags: dict[str, str] | None = None,
     start_from: StartFrom | None = None,
     loop: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on Ray Train (Ray must be initialised) and return what it produced.
 
     ``tags`` are set on a new MLflow run (e.g. ``mlflow.parentRunId`` to nest it);
     ``start_from`` initialises the network from a trained bundle (refinement); ``loop`` is the
     per-worker function (default :func:`~resseg_ray.train.loop.train_loop_per_worker`; tests
-    wrap it to inject faults)."""
+    wrap it to inject faults); ``on_epoch(epoch, metrics)`` is called as each epoch's
+    ``train_loss``, ``val_loss`` and ``val_f1`` reach MLflow (the map page's live progress)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -321,7 +324,7 @@ def run_training(
         datasets=dict[str, Any](datasets),
     )
     try:
-        result = _fit_showing_epochs(trainer, plan.tracking_uri, run.run_id, cfg.train.epochs)
+        result = _fit_showing_epochs(trainer, plan.tracking_uri, run.run_id, cfg.train.epochs, on_epoch)
     except BaseException:
         tracking.client(plan.tracking_uri).set_terminated(run.run_id, status="FAILED")
         raise
@@ -332,7 +335,13 @@ def run_training(
         return _finish(plan, run, run_dir, ckpt_dir, start)
 
 
-def _fit_showing_epochs(trainer: Any, tracking_uri: str, run_id: str, epochs: int) -> Any:
+def _fit_showing_epochs(
+    trainer: Any,
+    tracking_uri: str,
+    run_id: str,
+    epochs: int,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> Any:
     """``trainer.fit()``, with a progress line (or bar) per epoch from the metrics rank 0 logs to
     MLflow: losses, validation F1, time, ETA (at most: early stopping may end sooner)."""
     import threading
@@ -367,6 +376,9 @@ def _fit_showing_epochs(trainer: Any, tracking_uri: str, run_id: str, epochs: in
                 return
             train, f1 = history("train_loss"), history("val_f1")
             for step in new:
+                if on_epoch is not None:
+                    losses = {"train_loss": train.get(step, math.nan), "val_loss": val[step]}
+                    on_epoch(step, {**losses, "val_f1": f1.get(step, math.nan)})
                 bar.step(
                     f"train loss {train.get(step, float('nan')):.4f}, val loss {val[step]:.4f}, "
                     f"val F1 {f1.get(step, float('nan')):.4f}"
