@@ -523,6 +523,17 @@ class ServeSection:
     map_catalogs: list[str] | None = None
     """The map page's scenes: ``catalog.json`` of ``jobs/predict.py`` output folders; default
     ``runs/demo-maps/catalog.json`` when it exists (what ``make demo`` writes), else none."""
+    refine_config: str | None = None
+    """YAML configuration of the refinements started from the map page (``train`` schedule,
+    ``data`` tiling, ``scaling``, ``mlflow``; as ``jobs/finetune.py --config``); default
+    ``configs/finetune_demo.yaml`` when it exists, else the defaults."""
+    refine_dir: str = "runs/map-refinements"
+    """Where the map page's refinements live: ``<dir>/<scene id>/r<N>/`` (record, inputs, run,
+    refined map)."""
+    max_refine_jobs: int = 1
+    """Refinements running at once (all ingress replicas); one more is answered 503."""
+    max_refine_epochs: int = 200
+    """Most epochs a refinement from the map page may ask for."""
 
     def __post_init__(self) -> None:
         if self.max_body_mb <= 0 or self.max_pixels < 1:
@@ -552,6 +563,10 @@ class ServeSection:
         for p in self.allowed_prefixes:
             if not p.startswith("s3://") or len(p.rstrip("/")) <= len("s3://"):
                 raise ConfigError(f"serve.allowed_prefixes: {p!r} is not an s3://bucket[/prefix]")
+        if self.max_refine_jobs < 0 or self.max_refine_epochs < 1:
+            raise ConfigError(
+                "serve.max_refine_jobs must be >= 0 (0: no refinements) and serve.max_refine_epochs >= 1"
+            )
         if self.cpus_per_replica <= 0 or self.ingress_cpus < 0 or self.ingress_replicas < 1:
             raise ConfigError(
                 "serve.cpus_per_replica must be > 0, serve.ingress_cpus >= 0 and serve.ingress_replicas >= 1"

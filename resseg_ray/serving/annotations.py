@@ -110,7 +110,7 @@ def validate_annotations(
         if geom.is_empty or not geom.is_valid or geom.area == 0:
             raise InputDataError(f"{where}: the polygon is empty or self-intersecting; redraw it")
         keep: dict[str, Any] = {"kind": kind, "id": i}
-        for key in ("source", "predicted_id", "note"):
+        for key in ("source", "predicted_id", "map", "note"):
             value = props.get(key)
             if (
                 isinstance(value, str | int | float)

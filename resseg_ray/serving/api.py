@@ -48,6 +48,18 @@ from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import BundleInfo
 from resseg_ray.serving.annotations import AnnotationStore, validate_annotations
 from resseg_ray.serving.export import EXPORT_FORMATS, export_buildings
+from resseg_ray.serving.refinements import (
+    ACTIVE,
+    JOB_ID,
+    RefinementSpec,
+    RefinementStore,
+    cancel_refinement,
+    current_record,
+    new_record,
+    parse_refine_request,
+    running_refinements,
+    start_refinement,
+)
 from resseg_ray.serving.scenes import SCENE_ID, MapScene, buildings_wgs84, load_map_scenes
 from resseg_ray.serving.tiles import LAYERS, MAX_ZOOM, TileOutside, render_tile
 
@@ -214,7 +226,9 @@ def check_image(uri: str, info: BundleInfo, max_pixels: int, settings: StorageSe
 class SegmentAPI:
     """Cuts images into windows, sends them to the model deployment, stitches the results."""
 
-    def __init__(self, model: DeploymentHandle, serve_cfg: dict, predict_cfg: dict, storage: dict) -> None:
+    def __init__(
+        self, model: DeploymentHandle, serve_cfg: dict, predict_cfg: dict, storage: dict, refine: dict
+    ) -> None:
         self.model = model
         self.cfg: ServeSection = from_dict(ServeSection, serve_cfg)
         # uploads are not segmented with --adapt-bn (the weights live on the model replicas)
@@ -233,6 +247,12 @@ class SegmentAPI:
         self._waiting = 0
         self.annotations = AnnotationStore(self.cfg.annotations_dir)
         self._suggested: dict[tuple[str, float, int], bytes] = {}
+        self.refine = refine
+        """The refinements' configuration (a :class:`~resseg_ray.config.Config` as a dict)."""
+        self.refinements = RefinementStore(self.cfg.refine_dir)
+        self._runners: dict[tuple[str, str], object] = {}
+        """Handles of the refinement actors this replica started (kept while they run)."""
+        self._ended: dict[tuple[str, str], dict] = {}
 
     async def _bundle_info(self) -> BundleInfo:
         if self._info is None:
@@ -244,11 +264,48 @@ class SegmentAPI:
         """The map page (Leaflet, shipped in the package)."""
         return FileResponse(os.path.join(STATIC, "index.html"), media_type="text/html")
 
-    def _scene(self, scene_id: str) -> MapScene:
+    def _scene(self, scene_id: str, map: str | None = None) -> MapScene:
+        """A scene by id; with ``map`` (a succeeded refinement's id) its refined model's map."""
         scene = self.scenes.get(scene_id) if SCENE_ID.fullmatch(scene_id) else None
         if scene is None:
             raise HTTPException(404, f"no scene {scene_id!r}; GET /v1/scenes lists them")
-        return scene
+        if map is None:
+            return scene
+        record = self._record(scene_id, map)
+        if record.get("state") != "succeeded":
+            raise HTTPException(
+                404,
+                f"refinement {map} of {scene_id} has no map ({record.get('state')}); wait for it to succeed",
+            )
+        out = record["outputs"]
+        figures = record.get("figures") or {}
+        props = {
+            **scene.properties,
+            "resseg_ray:buildings": figures.get("buildings_after"),
+            "resseg_ray:model": record.get("model"),
+            "resseg_ray:refinement": map,
+        }
+        return dataclasses.replace(
+            scene, mask=out["mask"], prob=out.get("prob"), buildings=out.get("buildings"), properties=props
+        )
+
+    def _record(self, scene_id: str, job: str) -> dict:
+        """A refinement's current record (404 when there is none); ended ones are kept in memory."""
+        if not JOB_ID.fullmatch(job):
+            raise HTTPException(404, f"no refinement {job!r}; refinement ids are r1, r2, ...")
+        if (scene_id, job) in self._ended:
+            return self._ended[(scene_id, job)]
+        try:
+            record = current_record(self.refinements, scene_id, job)
+            if record.get("state") not in ACTIVE:
+                self._ended[(scene_id, job)] = record
+                self._runners.pop((scene_id, job), None)
+            return record
+        except KeyError:
+            raise HTTPException(
+                404,
+                f"scene {scene_id} has no refinement {job}; GET /v1/scenes/{scene_id}/refinements lists them",
+            ) from None
 
     @api.get("/v1/scenes")
     async def list_scenes(self) -> dict:
@@ -262,11 +319,19 @@ class SegmentAPI:
 
     @api.get("/v1/scenes/{scene_id}/tiles/{layer}/{z}/{x}/{y}.png")
     async def scene_tile(
-        self, scene_id: str, layer: str, z: int, x: int, y: int, bands: str | None = None
+        self,
+        scene_id: str,
+        layer: str,
+        z: int,
+        x: int,
+        y: int,
+        bands: str | None = None,
+        map: str | None = None,
     ) -> Response:
         """A 256 px web-mercator PNG of ``imagery`` (``bands=R,G,B``, 1-based; default true
-        colour), ``probability`` or ``mask``; 204 where the tile misses the scene."""
-        scene = self._scene(scene_id)
+        colour), ``probability`` or ``mask`` (of the served model, or with ``map=r<N>`` of a
+        refinement's model); 204 where the tile misses the scene."""
+        scene = self._scene(scene_id, map)
         if layer not in LAYERS:
             raise HTTPException(404, f"no layer {layer!r}; layers: {', '.join(LAYERS)}")
         if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):
@@ -291,9 +356,10 @@ class SegmentAPI:
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=60"})
 
     @api.get("/v1/scenes/{scene_id}/buildings")
-    async def scene_buildings(self, scene_id: str) -> Response:
-        """The model's building polygons of the scene as GeoJSON in EPSG:4326."""
-        scene = self._scene(scene_id)
+    async def scene_buildings(self, scene_id: str, map: str | None = None) -> Response:
+        """The model's building polygons of the scene as GeoJSON in EPSG:4326 (``map=r<N>``: the
+        refined model's)."""
+        scene = self._scene(scene_id, map)
         if scene.buildings is None:
             raise HTTPException(404, f"scene {scene_id} has no building polygons (predict --polygons)")
         data = await asyncio.to_thread(buildings_wgs84, scene, self.settings)
@@ -370,10 +436,13 @@ class SegmentAPI:
         return suggest_regions(predictor, opened, self.settings, fraction, region, wgs84=True)
 
     @api.get("/v1/scenes/{scene_id}/export")
-    async def export(self, scene_id: str, format: Literal["geojson", "osm"] = "geojson") -> Response:
+    async def export(
+        self, scene_id: str, format: Literal["geojson", "osm"] = "geojson", map: str | None = None
+    ) -> Response:
         """The buildings to take away: inside the annotated areas the drawn and accepted ones,
-        outside them the model's; GeoJSON (EPSG:4326) or a JOSM file (``format=osm``)."""
-        scene = self._scene(scene_id)
+        outside them the model's (``map=r<N>``: the refined model's); GeoJSON (EPSG:4326) or a
+        JOSM file (``format=osm``)."""
+        scene = self._scene(scene_id, map)
         version, annotations = await asyncio.to_thread(self.annotations.load, scene_id)
         data = await asyncio.to_thread(export_buildings, scene, annotations, format, self.settings)
         media, suffix = EXPORT_FORMATS[format]
@@ -385,6 +454,93 @@ class SegmentAPI:
                 "X-Resseg-Annotation-Version": str(version),
             },
         )
+
+    @api.post("/v1/scenes/{scene_id}/refinements", status_code=202)
+    async def start_refinement(self, scene_id: str, request: Request) -> JSONResponse:
+        """Refine the served model (or ``"from": "r<N>"``, a refinement of this scene) on the
+        scene's newest saved annotations, off the HTTP path: the answer (202) is the new
+        refinement's record; its progress is at ``GET .../refinements/{id}``. Optional JSON body:
+        ``{"epochs": 20, "adapt_bn": false, "from": "r1"}``. 503 when ``serve.max_refine_jobs``
+        refinements run already; 409 when the scene has no saved annotated area."""
+        self._check_write(request)
+        scene = self._scene(scene_id)
+        body = await read_body(request, 64 * 1024, self.cfg.body_idle_timeout_s, self.cfg.body_timeout_s)
+        try:
+            ask = parse_refine_request(json.loads(body) if body.strip() else {}, self.cfg.max_refine_epochs)
+        except (ValueError, InputDataError) as exc:  # a bad field, or not JSON
+            raise HTTPException(400, f"refinement request: {exc}") from None
+        version, annotations = await asyncio.to_thread(self.annotations.load, scene_id)
+        if not any(f["properties"]["kind"] == "area" for f in annotations["features"]):
+            raise HTTPException(
+                409,
+                f"scene {scene_id} has no saved annotated area: draw the area you annotated and its "
+                "buildings, save them, then refine",
+            )
+        parent, parent_mask, parent_buildings = (
+            self.cfg.model,
+            scene.mask,
+            scene.properties.get("resseg_ray:buildings"),
+        )
+        if ask.start is not None:
+            start = self._scene(scene_id, ask.start)  # 404 unless it succeeded
+            parent = self._record(scene_id, ask.start)["model"]
+            parent_mask, parent_buildings = start.mask, start.properties.get("resseg_ray:buildings")
+        assert parent is not None  # build_app resolves serve.model
+        epochs = ask.epochs or int(self.refine["train"]["epochs"])
+        refine = {**self.refine, "train": {**self.refine["train"], "epochs": epochs}}
+        # the count and the start happen with no await between: one replica never over-starts
+        if running_refinements() >= self.cfg.max_refine_jobs:
+            return busy(
+                f"{self.cfg.max_refine_jobs} refinement(s) run already (serve.max_refine_jobs); "
+                "retry when one has ended"
+            )
+        record = new_record(version, epochs, parent, ask.adapt_bn, ask.start)
+        job = self.refinements.create(scene_id, record)
+        spec = RefinementSpec(
+            scene_id=scene_id,
+            job=job,
+            store=self.refinements.folder,
+            imagery=scene.imagery,
+            parent=parent,
+            parent_mask=parent_mask,
+            parent_buildings=parent_buildings,
+            annotations=annotations,
+            annotation_version=version,
+            config=refine,
+            adapt_bn=ask.adapt_bn,
+        )
+        self._runners[(scene_id, job)] = start_refinement(spec)
+        return JSONResponse(self.refinements.load(scene_id, job), status_code=202)
+
+    @api.get("/v1/scenes/{scene_id}/refinements")
+    async def list_refinements(self, scene_id: str) -> dict:
+        """The scene's refinements, oldest first, each its record (state, progress, figures)."""
+        self._scene(scene_id)
+        jobs = await asyncio.to_thread(self.refinements.jobs, scene_id)
+        records = [await asyncio.to_thread(self._record, scene_id, j) for j in jobs]
+        return {"refinements": records}
+
+    @api.get("/v1/scenes/{scene_id}/refinements/{job}")
+    async def refinement(self, scene_id: str, job: str) -> dict:
+        """One refinement: ``state`` (queued, running, succeeded, failed, cancelled), ``stage``,
+        ``epoch`` of ``epochs`` and each epoch's losses (``history``), and when it succeeded the
+        refined model (``model``, MLflow run and registered version) and its ``figures``; when it
+        failed, ``error`` says why (the served model and map are unchanged)."""
+        self._scene(scene_id)
+        return await asyncio.to_thread(self._record, scene_id, job)
+
+    @api.delete("/v1/scenes/{scene_id}/refinements/{job}")
+    async def cancel_refinement(self, scene_id: str, job: str, request: Request) -> dict:
+        """Cancel a refinement that has not ended (its training stops; nothing is registered
+        after); a refinement that has ended is left as it is (409)."""
+        self._check_write(request)
+        self._scene(scene_id)
+        record = await asyncio.to_thread(self._record, scene_id, job)
+        if record.get("state") not in ACTIVE:
+            raise HTTPException(409, f"refinement {job} of {scene_id} has ended ({record.get('state')})")
+        record = await asyncio.to_thread(cancel_refinement, self.refinements, scene_id, job)
+        self._runners.pop((scene_id, job), None)
+        return record
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

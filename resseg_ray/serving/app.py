@@ -43,6 +43,33 @@ def map_catalogs(cfg: Config) -> list[str]:
     return [demo] if os.path.isfile(demo) else []
 
 
+DEMO_REFINE = "configs/finetune_demo.yaml"
+"""The refinement schedule of the map page when ``serve.refine_config`` is not set and this
+file exists (relative to the working directory): the demo's (``jobs/finetune.py``'s default)."""
+
+
+def refine_config(cfg: Config) -> Config:
+    """The configuration of the map page's refinements: ``serve.refine_config``, else the demo's
+    when it exists, else the defaults; loaded (and so checked) before Serve starts, with its
+    MLflow store and run folder made absolute (replicas do not share the working directory)."""
+    from resseg_ray.train.tracking import resolve_tracking_uri
+
+    path = cfg.serve.refine_config
+    if path is not None and not os.path.isfile(path):
+        raise ConfigError(
+            f"serve.refine_config: {path} does not exist; give a YAML configuration of the refinement "
+            f"(e.g. {DEMO_REFINE})"
+        )
+    if path is None and os.path.isfile(DEMO_REFINE):
+        path = DEMO_REFINE
+    try:
+        rcfg = load_config(path)
+    except ConfigError as exc:
+        raise ConfigError(f"serve.refine_config ({path}): {exc}") from None
+    mlflow = dataclasses.replace(rcfg.mlflow, tracking_uri=resolve_tracking_uri(rcfg.mlflow, os.getcwd()))
+    return dataclasses.replace(rcfg, mlflow=mlflow, storage=cfg.storage)
+
+
 def model_uri(cfg: Config) -> str:
     """The model to serve: ``serve.model``, else ``RESSEG_MODEL``, else the demo's; a local
     bundle that does not exist is a clear error saying how to get one."""
@@ -81,9 +108,14 @@ def build_app(cfg: Config) -> Application:
     ).bind(uri, storage, s.max_batch_size, s.batch_wait_timeout_s, max(1, math.floor(s.cpus_per_replica)))
     serve_cfg = to_dict(
         dataclasses.replace(
-            s, model=uri, map_catalogs=map_catalogs(cfg), annotations_dir=normalize_uri(s.annotations_dir)
+            s,
+            model=uri,
+            map_catalogs=map_catalogs(cfg),
+            annotations_dir=normalize_uri(s.annotations_dir),
+            refine_dir=normalize_uri(s.refine_dir),
         )
     )
+    refine = to_dict(refine_config(cfg))
     return SegmentAPI.options(  # type: ignore[attr-defined]
         num_replicas=s.ingress_replicas,
         # images: ingress_max_ongoing_requests at once and ingress_max_queued_requests waiting
@@ -91,7 +123,7 @@ def build_app(cfg: Config) -> Application:
         max_ongoing_requests=s.ingress_max_ongoing_requests + s.ingress_max_queued_requests + MAP_REQUESTS,
         max_queued_requests=MAP_REQUESTS,
         ray_actor_options={"num_cpus": s.ingress_cpus},
-    ).bind(model, serve_cfg, to_dict(cfg.predict), storage)
+    ).bind(model, serve_cfg, to_dict(cfg.predict), storage, refine)
 
 
 def app_from_environment() -> Application:

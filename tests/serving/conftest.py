@@ -57,8 +57,50 @@ def map_catalog(bundle, tmp_path_factory) -> str:
     return href
 
 
+REFINE = [
+    "data.tile_size=64",
+    "data.stride=32",
+    "data.crop_size=64",
+    "data.split_block=64",
+    "data.stats_block=256",
+    "data.loader_batch=8",
+    "data.loader_num_cpus=0.25",
+    "train.epochs=2",
+    "train.batch_size=4",
+    "train.train_tiles_per_epoch=8",
+    "train.val_tiles=4",
+    "train.patience=0",
+    "train.lr=0.0001",
+    "train.select=last",
+    "train.quicklook_samples=0",
+    "scaling.num_workers=1",
+    "scaling.cpus_per_worker=0.5",
+    "scaling.torch_threads=1",
+    "mlflow.experiment=map-refinements",
+    "mlflow.registered_model=test-map-buildings",
+    *WINDOW,
+]
+"""The map page's refinements in the tests: a 2-epoch schedule of 64 px tiles on one worker."""
+
+
 @pytest.fixture(scope="package")
-def service(bundle, map_catalog, ray_session, s3_settings, tmp_path_factory):
+def refine_config(tmp_path_factory) -> str:
+    """A YAML refinement configuration (``serve.refine_config``) with its own SQLite MLflow store."""
+    import yaml
+
+    from resseg_ray.config import apply_override
+
+    folder = tmp_path_factory.mktemp("refine")
+    raw: dict = {}
+    for item in [*REFINE, f"mlflow.tracking_uri=sqlite:///{folder / 'mlflow.db'}"]:
+        apply_override(raw, item)
+    path = folder / "refine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.fixture(scope="package")
+def service(bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_path_factory):
     """The application on a free port, two model replicas (for the crash test)."""
     from ray import serve
 
@@ -86,6 +128,10 @@ def service(bundle, map_catalog, ray_session, s3_settings, tmp_path_factory):
             f"serve.annotations_dir={tmp_path_factory.mktemp('annotations')}",
             f"serve.api_token={TOKEN}",
             "serve.max_annotation_mb=1",
+            f"serve.refine_config={refine_config}",
+            f"serve.refine_dir={tmp_path_factory.mktemp('refinements')}",
+            "serve.max_refine_jobs=1",
+            "serve.max_refine_epochs=50",
             f"storage.endpoint_url={s3_settings.endpoint_url}",
         ],
     )

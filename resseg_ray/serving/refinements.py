@@ -1,0 +1,463 @@
+"""Refinements started from the map page: the project's refinement
+(:func:`~resseg_ray.adapt.refine.refine_scene`, the code of ``jobs/finetune.py``) on a scene's
+saved annotations, run by a Ray actor off the HTTP path, then the refined model's map of the
+whole scene, shown on the page beside the served model's.
+
+Each refinement lives in ``<refine_dir>/<scene id>/r<N>/``:
+
+- ``job.json``: its state, progress (epochs and losses), figures and error, rewritten
+  atomically at each step, so any ingress replica (and a restarted service) reads it;
+- ``inputs/``: the annotated areas and the buildings (drawn and accepted) of the annotation
+  version it started from, as GeoJSON (EPSG:4326);
+- ``map-<scene>-r<N>/``: the refinement's run folder (labels, tiles, checkpoints, bundle);
+- ``map/``: mask, probability and building polygons of the refined model.
+
+The job number is claimed with an exclusive ``mkdir``, so two requests never share one. The
+refined model is registered in MLflow as ``jobs/finetune.py`` registers it (alias
+``refined-<scene>``); the served model and its map are never touched, so a refinement that
+fails or is cancelled leaves them as they were.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from resseg_ray.errors import InputDataError
+
+__all__ = [
+    "ACTIVE",
+    "JOB_ID",
+    "RefineRequest",
+    "RefinementSpec",
+    "RefinementStore",
+    "actor_name",
+    "annotation_inputs",
+    "cancel_refinement",
+    "current_record",
+    "new_record",
+    "parse_refine_request",
+    "run_refinement",
+    "running_refinements",
+    "start_refinement",
+]
+
+JOB_ID = re.compile(r"r[1-9][0-9]{0,5}")
+"""What a refinement id may be (``r1``, ``r2``, ... per scene; checked on every request path)."""
+ACTIVE = ("queued", "running")
+"""States of a refinement that has not ended (the others: succeeded, failed, cancelled)."""
+ACTOR_PREFIX = "resseg-refine-"
+
+
+def actor_name(scene_id: str, job: str) -> str:
+    """The Ray actor name of a running refinement (found by any ingress replica to cancel it)."""
+    return f"{ACTOR_PREFIX}{scene_id}-{job}"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RefineRequest:
+    """What ``POST /v1/scenes/{id}/refinements`` may ask, checked."""
+
+    epochs: int | None = None
+    """Refinement epochs; default the refinement configuration's ``train.epochs``."""
+    adapt_bn: bool = False
+    """Re-estimate the BatchNorm statistics on the scene first, then refine."""
+    start: str | None = None
+    """A succeeded refinement of the same scene whose model is refined further (default the
+    served model)."""
+
+
+def parse_refine_request(doc: object, max_epochs: int) -> RefineRequest:
+    """The request body (``{}`` or ``{"epochs": 20, "adapt_bn": false, "from": "r1"}``), checked;
+    an InputDataError names the field and what it may be."""
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise InputDataError('the body must be a JSON object such as {"epochs": 20}')
+    unknown = sorted(set(doc) - {"epochs", "adapt_bn", "from"})
+    if unknown:
+        raise InputDataError(f"unknown field {unknown[0]!r}: give epochs, adapt_bn or from")
+    epochs = doc.get("epochs")
+    if epochs is not None and (
+        isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= max_epochs
+    ):
+        raise InputDataError(
+            f'"epochs" must be a whole number from 1 to {max_epochs} (serve.max_refine_epochs)'
+        )
+    adapt_bn = doc.get("adapt_bn", False)
+    if not isinstance(adapt_bn, bool):
+        raise InputDataError('"adapt_bn" must be true or false')
+    start = doc.get("from")
+    if start is not None and (not isinstance(start, str) or not JOB_ID.fullmatch(start)):
+        raise InputDataError('"from" must be the id of a refinement of this scene, such as "r1"')
+    return RefineRequest(epochs, adapt_bn, start)
+
+
+class RefinementStore:
+    """The refinements of every scene, one folder each under ``folder`` (a local folder)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = os.path.abspath(folder)
+
+    def job_dir(self, scene_id: str, job: str) -> str:
+        """The folder of one refinement."""
+        return os.path.join(self.folder, scene_id, job)
+
+    def jobs(self, scene_id: str) -> list[str]:
+        """The ids of a scene's refinements that have a record, oldest first."""
+        try:
+            names = os.listdir(os.path.join(self.folder, scene_id))
+        except FileNotFoundError:
+            return []
+        found = [
+            n
+            for n in names
+            if JOB_ID.fullmatch(n) and os.path.exists(os.path.join(self.folder, scene_id, n, "job.json"))
+        ]
+        return sorted(found, key=lambda n: int(n[1:]))
+
+    def create(self, scene_id: str, record: dict[str, Any]) -> str:
+        """Claim the next id of ``scene_id`` (exclusive mkdir), write its first record, return it."""
+        base = os.path.join(self.folder, scene_id)
+        os.makedirs(base, exist_ok=True)
+        taken = [int(n[1:]) for n in os.listdir(base) if JOB_ID.fullmatch(n)]
+        number = max(taken, default=0) + 1
+        while True:
+            job = f"r{number}"
+            try:
+                os.mkdir(os.path.join(base, job))
+                break
+            except FileExistsError:
+                number += 1
+        self.write(scene_id, job, {**record, "id": job, "scene": scene_id})
+        return job
+
+    def load(self, scene_id: str, job: str) -> dict[str, Any]:
+        """A refinement's record; KeyError when there is none."""
+        try:
+            with open(os.path.join(self.job_dir(scene_id, job), "job.json"), encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise KeyError(job) from None
+
+    def write(self, scene_id: str, job: str, record: dict[str, Any]) -> None:
+        """Replace a refinement's record in one step (a reader never sees half of one)."""
+        folder = self.job_dir(scene_id, job)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".job-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(record, f, allow_nan=False, default=_json_default)
+            os.replace(tmp, os.path.join(folder, "job.json"))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def _json_default(value: object) -> object:
+    raise TypeError(f"not JSON: {value!r}")
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class RefinementSpec:
+    """Everything the actor needs, as plain data (it crosses a process boundary)."""
+
+    scene_id: str
+    job: str
+    store: str
+    """The :class:`RefinementStore` folder."""
+    imagery: str
+    """The scene's image (local path or s3://), as the service knows it."""
+    parent: str
+    """Bundle path, s3:// bundle or models:/ URI of the model to refine."""
+    parent_mask: str
+    """The parent's mask of the scene (the map shown before refinement)."""
+    parent_buildings: int | None
+    annotations: dict[str, Any]
+    annotation_version: int
+    config: dict[str, Any]
+    """The refinement's :class:`~resseg_ray.config.Config` as a dict."""
+    adapt_bn: bool = False
+
+
+def annotation_inputs(annotations: dict[str, Any], folder: str) -> tuple[str, str, int]:
+    """Write the areas and the buildings (drawn and accepted) of saved annotations as two GeoJSON
+    files under ``folder``; (areas file, buildings file, number of buildings). An InputDataError
+    when there is no area."""
+    features = annotations.get("features", [])
+    areas = [f for f in features if f["properties"]["kind"] == "area"]
+    buildings = [f for f in features if f["properties"]["kind"] == "building"]
+    if not areas:
+        raise InputDataError(
+            "the saved annotations hold no annotated area: draw the area you annotated, its "
+            "buildings, save, then refine"
+        )
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    for name, feats in (("area.geojson", areas), ("buildings.geojson", buildings)):
+        path = os.path.join(folder, name)
+        clean = [{"type": "Feature", "properties": {}, "geometry": f["geometry"]} for f in feats]
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"type": "FeatureCollection", "features": clean}, f)
+        out.append(path)
+    return out[0], out[1], len(buildings)
+
+
+def _changed_fraction(before: str, after: str, settings: Any) -> float:
+    """Share of the scene's valid pixels whose class differs between two masks of one grid."""
+    from resseg_ray.evaluation.metrics import IGNORE
+    from resseg_ray.geo.scene import open_scene, read_window
+
+    a, b = open_scene(before, settings, bands=[1]), open_scene(after, settings, bands=[1])
+    changed = total = 0
+    for r in range(0, a.height, 512):
+        h = min(512, a.height - r)
+        x, xv = read_window(a, settings, 0, r, a.width, h)
+        y, yv = read_window(b, settings, 0, r, a.width, h)
+        ok = xv & yv & (x[0] != IGNORE) & (y[0] != IGNORE)
+        changed += int((x[0][ok] != y[0][ok]).sum())
+        total += int(ok.sum())
+    return changed / max(total, 1)
+
+
+def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Refine ``spec.parent`` on the annotations, map the scene with the refined model and
+    return the final record; the record is rewritten at each step (progress on the page). A
+    failure is recorded (``state: failed`` and the one-line reason) and not raised."""
+    import torch
+
+    from resseg_ray.adapt.refine import AreaSpec, refine_scene
+    from resseg_ray.config import Config, from_dict
+    from resseg_ray.errors import failure_message
+    from resseg_ray.evaluation.scenes import evaluate_mask
+    from resseg_ray.geo.storage import StorageSettings
+    from resseg_ray.inference.batch import predict_scene
+    from resseg_ray.inference.outputs import output_options
+    from resseg_ray.inference.predictor import ScenePredictor
+    from resseg_ray.models.bundle import load_bundle_bytes
+    from resseg_ray.models.source import fetch_bundle_bytes
+
+    store = RefinementStore(spec.store)
+    record = store.load(spec.scene_id, spec.job)
+    stages: dict[str, float] = {}
+    lines: list[str] = []
+    started = time.perf_counter()
+
+    def update(**changes: Any) -> None:
+        record.update(changes)
+        record["stage_seconds"] = dict(stages)
+        record["log"] = lines[-20:]
+        store.write(spec.scene_id, spec.job, record)
+
+    def say(line: str) -> None:
+        lines.append(line)
+        log(line)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        history = record.setdefault("history", [])
+        history.append({"epoch": epoch, **{k: _finite(v) for k, v in metrics.items()}})
+        update(epoch=epoch)
+
+    try:
+        cfg = from_dict(Config, spec.config)
+        settings = StorageSettings.resolve(cfg.storage)
+        threads = cfg.scaling.torch_threads or max(1, math.floor(cfg.scaling.cpus_per_worker))
+        torch.set_num_threads(threads)
+        folder = store.job_dir(spec.scene_id, spec.job)
+        update(state="running", stage="training", started=_now())
+        area, buildings, drawn = annotation_inputs(spec.annotations, os.path.join(folder, "inputs"))
+        name = f"map-{spec.scene_id}-{spec.job}"
+        rcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name, storage_path=folder))
+        t0 = time.perf_counter()
+        result = refine_scene(
+            rcfg,
+            spec.parent,
+            spec.imagery,
+            AreaSpec(polygons=area),
+            footprints=buildings,
+            adapt_bn=spec.adapt_bn,
+            alias=f"refined-{spec.scene_id}",
+            log=say,
+            score_rest=False,  # outside the areas nothing is known
+            on_epoch=on_epoch,
+        )
+        stages["refine"] = round(time.perf_counter() - t0, 2)
+        update(
+            stage="mapping",
+            model=result.bundle_uri,
+            mlflow_run_id=result.mlflow_run_id,
+            registered_version=result.registered_version,
+            alias=f"refined-{spec.scene_id}",
+        )
+        t0 = time.perf_counter()
+        refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
+        options = dataclasses.replace(cfg.predict, prob=True, polygons=True, osm=False, adapt_bn=False)
+        report = predict_scene(
+            ScenePredictor(refined, options),
+            spec.imagery,
+            os.path.join(folder, "map"),
+            settings,
+            output_options(options, settings),
+            overwrite=True,
+        )
+        stages["map"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        before = evaluate_mask(spec.parent_mask, result.area.refine_uri, settings).metrics
+        after = evaluate_mask(report.outputs["mask"], result.area.refine_uri, settings).metrics
+        last = (record.get("history") or [{}])[-1]
+        figures = {
+            "area_percent": round(100 * result.area.fraction, 2),
+            "labelled_pixels": result.area.refine_pixels,
+            "annotated_buildings": drawn,
+            "f1_in_area_before": _finite(before["f1"]),
+            "accuracy_in_area_before": _finite(before["accuracy"]),
+            "f1_in_area_after": _finite(after["f1"]),
+            "accuracy_in_area_after": _finite(after["accuracy"]),
+            "val_f1": last.get("val_f1"),
+            "val_loss": last.get("val_loss"),
+            "train_loss": last.get("train_loss"),
+            "buildings_before": spec.parent_buildings,
+            "buildings_after": report.buildings,
+            "changed_percent": round(
+                100 * _changed_fraction(spec.parent_mask, report.outputs["mask"], settings), 3
+            ),
+        }
+        stages["figures"] = round(time.perf_counter() - t0, 2)
+        stages["total"] = round(time.perf_counter() - started, 2)
+        update(
+            state="succeeded",
+            stage="done",
+            finished=_now(),
+            outputs={k: report.outputs[k] for k in ("mask", "prob", "buildings")},
+            figures=figures,
+        )
+        say(f"refined map of {spec.scene_id} ({spec.job}) in {stages['total']:.0f} s")
+    except Exception as exc:
+        stages["total"] = round(time.perf_counter() - started, 2)
+        update(state="failed", stage="done", finished=_now(), error=failure_message(exc))
+        say(f"refinement {spec.job} of {spec.scene_id} failed: {record['error']}")
+    return record
+
+
+class _Runner:
+    """The Ray actor of one refinement: runs it, then exits (its name is then free)."""
+
+    def run(self, spec: RefinementSpec) -> str:
+        import ray
+
+        record = run_refinement(spec)
+        ray.actor.exit_actor()
+        return str(record["state"])  # not reached: exit_actor ends the process
+
+
+def start_refinement(spec: RefinementSpec) -> Any:
+    """Start ``spec`` in its own Ray actor, named by :func:`actor_name` so that any ingress
+    replica can find it (to cancel it, or to tell that it is gone); returns the actor handle,
+    which the caller keeps while the refinement runs. The actor reserves no CPU: the training
+    workers reserve theirs (``scaling``), and the map of the scene runs in it afterwards."""
+    import ray
+
+    runner = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(_Runner)
+    actor = runner.options(name=actor_name(spec.scene_id, spec.job)).remote()
+    actor.run.remote(spec)  # type: ignore[attr-defined]
+    return actor
+
+
+def running_refinements() -> int:
+    """How many refinements run now, in this Ray namespace (all ingress replicas)."""
+    import ray.util
+
+    return sum(1 for n in ray.util.list_named_actors() if n.startswith(ACTOR_PREFIX))
+
+
+def _actor_alive(scene_id: str, job: str) -> bool:
+    import ray
+
+    try:
+        ray.get_actor(actor_name(scene_id, job))
+    except ValueError:
+        return False
+    return True
+
+
+LOST_AFTER_S = 60.0
+"""A record still queued or running this long after it was created, with no actor: lost."""
+
+
+def current_record(store: RefinementStore, scene_id: str, job: str) -> dict[str, Any]:
+    """A refinement's record, marked failed when it claims to run but its actor is gone (the
+    service restarted, or the actor's node died); KeyError when there is none."""
+    record = store.load(scene_id, job)
+    if record.get("state") not in ACTIVE or _actor_alive(scene_id, job):
+        return record
+    created = _dt.datetime.fromisoformat(record["created"])
+    if (_dt.datetime.now(_dt.UTC) - created).total_seconds() < LOST_AFTER_S:
+        return record  # its actor may be starting
+    record = store.load(scene_id, job)  # it may have ended between the two reads
+    if record.get("state") in ACTIVE:
+        record.update(
+            state="failed",
+            finished=_now(),
+            error="the refinement stopped before it ended (the service restarted or its worker "
+            "died); start it again",
+        )
+        store.write(scene_id, job, record)
+    return record
+
+
+def cancel_refinement(
+    store: RefinementStore, scene_id: str, job: str, timeout_s: float = 30.0
+) -> dict[str, Any]:
+    """Stop a running refinement (its actor, and with it the training it started) and record it
+    as cancelled; the record as it is when the refinement had already ended."""
+    import ray
+
+    try:
+        actor = ray.get_actor(actor_name(scene_id, job))
+    except ValueError:
+        return current_record(store, scene_id, job)
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while _actor_alive(scene_id, job) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    record = store.load(scene_id, job)
+    if record.get("state") in ACTIVE:
+        record.update(state="cancelled", stage="done", finished=_now(), error=None)
+        store.write(scene_id, job, record)
+    return record
+
+
+def new_record(
+    annotation_version: int, epochs: int, parent: str, adapt_bn: bool, start: str | None
+) -> dict[str, Any]:
+    """The first record of a refinement (queued)."""
+    return {
+        "state": "queued",
+        "stage": "queued",
+        "created": _now(),
+        "annotation_version": annotation_version,
+        "epochs": epochs,
+        "epoch": 0,
+        "history": [],
+        "parent": parent,
+        "from": start,
+        "adapt_bn": adapt_bn,
+        "error": None,
+    }

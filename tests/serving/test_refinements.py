@@ -1,0 +1,208 @@
+"""Refinements from the map page over real HTTP: the project's refinement of the served model
+on a scene's saved annotations, run by a Ray actor while the service keeps answering, with
+live progress, the refined model's map beside the served one (tiles, outlines, export), the
+refined model registered under its own alias; every refusal (401, 400, 409, 503, 404), a
+cancel, a failure that leaves the served map in place, and a record whose worker is gone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+
+import httpx
+import morecantile
+import pytest
+
+from resseg_ray.serving.refinements import RefinementStore, current_record, new_record
+from tests.helpers import poll
+from tests.serving.service import TOKEN
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TMS = morecantile.tms.get("WebMercatorQuad")
+
+
+def _box(bounds: list[float], fx0: float, fy0: float, fx1: float, fy1: float) -> list:
+    """A rectangle by fractions of the scene's bounds (x from the west, y from the south)."""
+    w, s, e, n = bounds
+    x0, x1 = w + fx0 * (e - w), w + fx1 * (e - w)
+    y0, y1 = s + fy0 * (n - s), s + fy1 * (n - s)
+    return [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]
+
+
+def _feature(kind: str, coords: list, **props: object) -> dict:
+    return {
+        "type": "Feature",
+        "properties": {"kind": kind, **props},
+        "geometry": {"type": "Polygon", "coordinates": coords},
+    }
+
+
+def _save(service: str, scene: str, *features: dict) -> int:
+    r = httpx.post(
+        f"{service}/v1/scenes/{scene}/annotations",
+        json={"type": "FeatureCollection", "features": list(features)},
+        headers=AUTH,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["version"]
+
+
+def _wait(service: str, scene: str, job: str, timeout: float = 400) -> dict:
+    """The record once the refinement has ended (polled with a deadline)."""
+    url = f"{service}/v1/scenes/{scene}/refinements/{job}"
+    return poll(
+        lambda: (r := httpx.get(url, timeout=30).json())["state"] not in ("queued", "running") and r,
+        timeout=timeout,
+        interval=0.5,
+        what=f"refinement {job} of {scene} to end",
+    )
+
+
+def test_refinement_requests_that_cannot_start_are_refused(service) -> None:
+    url = f"{service}/v1/scenes/scene_0/refinements"
+    assert httpx.post(url, json={}).status_code == 401  # writes need the token
+    for body, needle in (
+        ({"epochs": 0}, "from 1 to 50"),
+        ({"epochs": "many"}, "whole number"),
+        ({"adapt_bn": "yes"}, "true or false"),
+        ({"from": "../../etc"}, "id of a refinement"),
+        ({"learning_rate": 1}, "unknown field 'learning_rate'"),
+        ([1, 2], "JSON object"),
+    ):
+        r = httpx.post(url, json=body, headers=AUTH)
+        assert r.status_code == 400 and needle in r.json()["detail"], (body, r.text)
+    r = httpx.post(url, content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert httpx.post(f"{service}/v1/scenes/nope/refinements", json={}, headers=AUTH).status_code == 404
+    assert httpx.get(f"{service}/v1/scenes/scene_0/refinements/r999").status_code == 404
+    assert httpx.get(f"{service}/v1/scenes/scene_0/refinements/..%2Fx").status_code == 404
+    assert httpx.get(f"{service}/v1/scenes/scene_0/buildings?map=r999").status_code == 404
+    _save(service, "scene_0")  # nothing annotated: nothing to refine on
+    r = httpx.post(url, json={}, headers=AUTH)
+    assert r.status_code == 409 and "no saved annotated area" in r.json()["detail"]
+
+
+def test_a_refinement_runs_off_the_http_path_and_its_map_is_shown_beside_the_served_one(
+    service, refine_config
+) -> None:
+    scene = httpx.get(f"{service}/v1/scenes/scene_0").json()
+    bounds = scene["bounds"]
+    mask_tile = TMS.tile((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, 19)
+    tile_path = f"tiles/mask/{mask_tile.z}/{mask_tile.x}/{mask_tile.y}.png"
+    served = httpx.get(f"{service}/v1/scenes/scene_0/{tile_path}", timeout=30).content
+    version = _save(
+        service,
+        "scene_0",
+        _feature("area", _box(bounds, 0.08, 0.08, 0.92, 0.7)),
+        _feature("building", _box(bounds, 0.3, 0.3, 0.4, 0.38), source="drawn"),
+        _feature("building", _box(bounds, 0.6, 0.5, 0.66, 0.6), source="predicted", predicted_id=3),
+    )
+    url = f"{service}/v1/scenes/scene_0/refinements"
+    started = time.monotonic()
+    r = httpx.post(url, json={"epochs": 2}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "queued" and job["annotation_version"] == version and job["epochs"] == 2
+    again = httpx.post(url, json={}, headers=AUTH)  # serve.max_refine_jobs = 1
+    assert again.status_code == 503 and again.headers["retry-after"] == "1", again.text
+    # the service keeps answering while it trains: the page, a tile, the scene list
+    assert httpx.get(f"{service}/v1/scenes", timeout=10).status_code == 200
+    assert httpx.get(f"{service}/v1/scenes/scene_0/{tile_path}", timeout=30).status_code == 200
+    seen: set[int] = set()
+
+    def progressed() -> dict | None:
+        rec = httpx.get(f"{url}/{job['id']}", timeout=30).json()
+        seen.add(rec["epoch"])
+        return rec if rec["state"] not in ("queued", "running") else None
+
+    done = poll(progressed, timeout=400, interval=0.3, what="the refinement to end")
+    elapsed = time.monotonic() - started
+    assert done["state"] == "succeeded", done
+    assert [h["epoch"] for h in done["history"]] == [1, 2] and {1, 2} <= seen | {2}
+    assert all(h["train_loss"] is not None and h["val_loss"] is not None for h in done["history"])
+    f = done["figures"]
+    assert f["annotated_buildings"] == 2 and 30 < f["area_percent"] < 70 and f["labelled_pixels"] > 0
+    for key in ("f1_in_area_before", "f1_in_area_after", "changed_percent", "buildings_after"):
+        assert f[key] is not None, key
+    assert set(done["stage_seconds"]) >= {"refine", "map", "figures", "total"}
+    assert done["stage_seconds"]["total"] <= elapsed + 1
+    assert done["alias"] == "refined-scene_0" and done["registered_version"]
+    print(f"refinement from the page: {elapsed:.1f} s, stages {done['stage_seconds']}")
+
+    # the refined map beside the served one: its tiles, outlines and export; the served unchanged
+    m = f"?map={done['id']}"
+    refined = httpx.get(f"{service}/v1/scenes/scene_0/{tile_path}{m}", timeout=30)
+    assert refined.status_code == 200 and refined.headers["content-type"] == "image/png"
+    assert httpx.get(f"{service}/v1/scenes/scene_0/{tile_path}", timeout=30).content == served
+    outlines = httpx.get(f"{service}/v1/scenes/scene_0/buildings{m}", timeout=30)
+    assert outlines.status_code == 200 and len(outlines.json()["features"]) == f["buildings_after"]
+    export = httpx.get(f"{service}/v1/scenes/scene_0/export{m}&format=geojson", timeout=30).json()
+    sources = [x["properties"]["source"] for x in export["features"]]
+    assert sources.count("drawn") == 1 and sources.count("accepted") == 1
+    listed = httpx.get(url).json()["refinements"]
+    assert done["id"] in [x["id"] for x in listed]
+    assert httpx.delete(f"{url}/{done['id']}", headers=AUTH).status_code == 409  # it has ended
+
+    # registered as the CLI registers: its own alias, a new version; the served model untouched
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    record_dir = os.path.dirname(os.path.dirname(done["outputs"]["mask"]))
+    assert os.path.isfile(os.path.join(record_dir, "job.json"))
+    with open(refine_config) as cfg:
+        client = MlflowClient(yaml.safe_load(cfg)["mlflow"]["tracking_uri"])
+    version = client.get_model_version_by_alias("test-map-buildings", "refined-scene_0")
+    assert str(version.version) == done["registered_version"]
+    assert version.run_id == done["mlflow_run_id"]
+
+    # a second refinement from the first one's model
+    r = httpx.post(url, json={"epochs": 1, "from": done["id"]}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    second = _wait(service, "scene_0", r.json()["id"])
+    assert second["state"] == "succeeded" and second["parent"] == done["model"], second
+
+
+def test_a_refinement_can_be_cancelled_and_one_that_fails_says_why(service) -> None:
+    bounds = httpx.get(f"{service}/v1/scenes/scene_1").json()["bounds"]
+    _save(service, "scene_1", _feature("area", _box(bounds, 0.1, 0.1, 0.9, 0.8)))
+    url = f"{service}/v1/scenes/scene_1/refinements"
+    r = httpx.post(url, json={"epochs": 50}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    job = r.json()["id"]
+    poll(
+        lambda: httpx.get(f"{url}/{job}").json()["state"] == "running",
+        timeout=120,
+        what="the refinement to run",
+    )
+    assert httpx.delete(f"{url}/{job}").status_code == 401
+    r = httpx.delete(f"{url}/{job}", headers=AUTH, timeout=60)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text
+    assert httpx.get(f"{url}/{job}").json()["state"] == "cancelled"
+    assert httpx.get(f"{service}/v1/scenes/scene_1/buildings?map={job}").status_code == 404
+
+    # an area over the scene's no-data corner only: the refinement fails, and says why
+    w, s, e, n = bounds
+    corner = [[[w + 0.01 * (e - w), n - 0.01 * (n - s)], [w + 0.05 * (e - w), n - 0.01 * (n - s)],
+               [w + 0.05 * (e - w), n - 0.04 * (n - s)], [w + 0.01 * (e - w), n - 0.04 * (n - s)],
+               [w + 0.01 * (e - w), n - 0.01 * (n - s)]]]  # fmt: skip
+    _save(service, "scene_1", _feature("area", corner))
+    r = poll(lambda: (x := httpx.post(url, json={}, headers=AUTH)).status_code == 202 and x, timeout=60)
+    failed = _wait(service, "scene_1", r.json()["id"], timeout=120)
+    assert failed["state"] == "failed" and "holds no valid pixel" in failed["error"], failed
+    assert httpx.get(f"{service}/v1/scenes/scene_1/buildings").status_code == 200  # the served map
+
+
+def test_a_refinement_whose_worker_is_gone_is_reported_failed(tmp_path, ray_session) -> None:
+    store = RefinementStore(str(tmp_path))
+    job = store.create("scene_x", new_record(1, 2, "model.safetensors", False, None))
+    assert current_record(store, "scene_x", job)["state"] == "queued"  # its actor may be starting
+    record = store.load("scene_x", job)
+    record.update(state="running", created=(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).isoformat())
+    store.write("scene_x", job, record)
+    lost = current_record(store, "scene_x", job)
+    assert lost["state"] == "failed" and "start it again" in lost["error"]
+    assert store.load("scene_x", job)["state"] == "failed"  # recorded
+    assert store.create("scene_x", new_record(1, 2, "m", False, None)) == "r2"
+    with pytest.raises(KeyError):
+        store.load("scene_x", "r9")
