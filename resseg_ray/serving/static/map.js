@@ -5,11 +5,16 @@
 
 const map = L.map("map", { zoomControl: true, attributionControl: false, maxZoom: 22 });
 map.setView([0, 0], 2);
-const state = { scene: null, imagery: null, overlay: null, buildings: null, suggestions: null, version: 0 };
+// map: "" for the served model's map of the scene, "r<N>" for a refinement's
+const state = { scene: null, imagery: null, overlay: null, buildings: null, suggestions: null, version: 0,
+                map: "", refinement: null, pollTimer: null, jobs: new Map() };
 // the mapper's annotations of the scene shown: areas and drawn buildings (Leaflet-Geoman
-// layers), and the decisions on predicted buildings (predicted id -> "accepted" | "rejected")
+// layers), and the decisions on predicted buildings (key -> "accepted" | "rejected"; the key is
+// the predicted id on the served map, "r<N>:<id>" on a refined one), with the accepted outlines
 const annotations = L.featureGroup().addTo(map);
 const decisions = new Map();
+const acceptedGeometry = new Map();
+const decisionKey = (id) => (state.map ? `${state.map}:${id}` : id);
 let drawKind = null;
 const STYLE = {
   area: { color: "#ffffff", weight: 2, dashArray: "6 4", fillOpacity: 0.05 },
@@ -39,6 +44,10 @@ async function getJSON(url) {
 
 function tileUrl(scene, layer, extra = "") {
   return `v1/scenes/${encodeURIComponent(scene.id)}/tiles/${layer}/{z}/{x}/{y}.png${extra}`;
+}
+
+function mapParam(sep = "?") {
+  return state.map ? `${sep}map=${encodeURIComponent(state.map)}` : "";
 }
 
 function bandsParam() {
@@ -78,7 +87,7 @@ function showOverlay() {
   const which = document.querySelector("input[name=overlay]:checked").value;
   if (state.scene && which !== "none" && state.scene.layers.includes(which)) {
     const opacity = $("opacity").value / 100;
-    state.overlay = tileLayer(tileUrl(state.scene, which), state.scene, { zIndex: 2, opacity });
+    state.overlay = tileLayer(tileUrl(state.scene, which, mapParam()), state.scene, { zIndex: 2, opacity });
     state.overlay.addTo(map);
   }
 }
@@ -87,12 +96,13 @@ async function showBuildings() {
   if (state.buildings) map.removeLayer(state.buildings);
   state.buildings = null;
   if (!state.scene || !state.scene.buildings || !$("show-buildings").checked) return;
-  const scene = state.scene;
-  const collection = await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/buildings`);
-  if (state.scene !== scene) return; // another scene was chosen meanwhile
+  const scene = state.scene, shown = state.map;
+  const collection = await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/buildings${mapParam()}`);
+  if (state.scene !== scene || state.map !== shown) return; // another scene or map was chosen meanwhile
+  if (state.buildings) map.removeLayer(state.buildings);
   state.buildings = L.geoJSON(collection, {
     pmIgnore: true, // the model's outlines are decided on, not edited
-    style: (f) => PREDICTED[decisions.get(f.properties.id) || "undecided"],
+    style: (f) => PREDICTED[decisions.get(decisionKey(f.properties.id)) || "undecided"],
     onEachFeature: (f, layer) => {
       const p = f.properties || {};
       const prob = p.mean_probability == null ? "" : `, mean probability ${Number(p.mean_probability).toFixed(2)}`;
@@ -100,7 +110,7 @@ async function showBuildings() {
       layer.on("click", () => decide(layer));
     },
   }).addTo(map);
-  status(`${scene.id}: ${collection.features.length} buildings`);
+  status(`${scene.id}: ${collection.features.length} buildings${shown ? ` (refined map ${shown})` : ""}`);
 }
 
 async function showSuggestions() {
@@ -165,13 +175,15 @@ function pointInPolygon(latlng, polygonLayer) {
 
 function decide(layer) {
   if (map.pm.globalDrawModeEnabled() || map.pm.globalRemovalModeEnabled()) return; // a click of drawing
-  const id = layer.feature.properties.id;
+  const id = decisionKey(layer.feature.properties.id);
   if (!insideAnArea(layer)) {
     status("draw the annotated area first: only buildings inside it are decided", true);
     return;
   }
   const next = { undefined: "accepted", accepted: "rejected", rejected: undefined }[decisions.get(id)];
   if (next) decisions.set(id, next); else decisions.delete(id);
+  if (next === "accepted") acceptedGeometry.set(id, layer.toGeoJSON().geometry);
+  else acceptedGeometry.delete(id);
   layer.setStyle(PREDICTED[next || "undecided"]);
   countAnnotations();
 }
@@ -212,14 +224,12 @@ map.on("pm:remove", (e) => { annotations.removeLayer(e.layer); countAnnotations(
 
 function annotationDocument() {
   const features = annotations.getLayers().map((l) => ({ ...l.toGeoJSON(), properties: l.feature.properties }));
-  if (state.buildings) {
-    state.buildings.eachLayer((l) => {
-      const id = l.feature.properties.id;
-      if (decisions.get(id) === "accepted") {
-        features.push({ type: "Feature", geometry: l.toGeoJSON().geometry,
-                        properties: { kind: "building", source: "predicted", predicted_id: id } });
-      }
-    });
+  for (const [key, decision] of decisions) {
+    if (decision !== "accepted" || !acceptedGeometry.has(key)) continue;
+    const [mapId, id] = typeof key === "string" ? key.split(":") : ["", key];
+    const properties = { kind: "building", source: "predicted", predicted_id: Number(id) };
+    if (mapId) properties.map = mapId;
+    features.push({ type: "Feature", geometry: acceptedGeometry.get(key), properties });
   }
   return { type: "FeatureCollection", features };
 }
@@ -227,8 +237,7 @@ function annotationDocument() {
 async function saveAnnotations() {
   const scene = state.scene;
   if (!scene) return;
-  const headers = { "Content-Type": "application/json" };
-  if ($("token").value) headers.Authorization = `Bearer ${$("token").value}`;
+  const headers = authHeaders({ "Content-Type": "application/json" });
   const r = await fetch(`v1/scenes/${encodeURIComponent(scene.id)}/annotations`,
                         { method: "POST", headers, body: JSON.stringify(annotationDocument()) });
   const answer = await r.json().catch(() => ({}));
@@ -244,15 +253,170 @@ async function saveAnnotations() {
 async function loadAnnotations(scene) {
   annotations.clearLayers();
   decisions.clear();
+  acceptedGeometry.clear();
   const saved = await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/annotations`);
   if (state.scene !== scene) return;
   state.version = saved.version;
   for (const f of saved.annotations.features) {
     const p = f.properties;
-    if (p.source === "predicted" && p.predicted_id != null) { decisions.set(p.predicted_id, "accepted"); continue; }
+    if (p.source === "predicted" && p.predicted_id != null) {
+      const key = p.map ? `${p.map}:${p.predicted_id}` : p.predicted_id;
+      decisions.set(key, "accepted");
+      acceptedGeometry.set(key, f.geometry);
+      continue;
+    }
     L.geoJSON(f).eachLayer((layer) => setKind(layer, p.kind, p.source ? { source: p.source } : {}));
   }
   countAnnotations();
+}
+
+function updateExports() {
+  const base = `v1/scenes/${encodeURIComponent(state.scene.id)}/export`;
+  $("export-geojson").href = `${base}?format=geojson${mapParam("&")}`;
+  $("export-osm").href = `${base}?format=osm${mapParam("&")}`;
+}
+
+function authHeaders(extra = {}) {
+  const headers = { ...extra };
+  if ($("token").value) headers.Authorization = `Bearer ${$("token").value}`;
+  return headers;
+}
+
+function refineState(text, error = false) {
+  $("refine-state").textContent = text;
+  $("refine-state").className = error ? "error" : "";
+}
+
+const fmt = (v, digits = 3) => (v == null ? "?" : Number(v).toFixed(digits));
+
+function describe(job) {
+  // one line of a refinement's progress, as the page shows it while it runs
+  if (job.state === "queued") return `${job.id}: starting`;
+  if (job.state === "running" && job.stage === "training") {
+    const last = job.history.length ? job.history[job.history.length - 1] : null;
+    const losses = last ? ` · train loss ${fmt(last.train_loss)} · val loss ${fmt(last.val_loss)} · val F1 ${fmt(last.val_f1)}` : "";
+    return `${job.id}: training, epoch ${job.epoch}/${job.epochs}${losses}`;
+  }
+  if (job.state === "running") return `${job.id}: mapping the scene with the refined model`;
+  if (job.state === "succeeded") return `${job.id}: refined in ${fmt(job.stage_seconds.total, 0)} s; its map is shown`;
+  if (job.state === "cancelled") return `${job.id}: cancelled; the served model's map is unchanged`;
+  return `${job.id} failed: ${job.error}; the served model's map is unchanged`;
+}
+
+function showFigures(job) {
+  const f = job.figures || {};
+  const rows = [
+    ["refinement", `${job.id} (${job.epochs} epochs, from ${job.from || "the served model"})`],
+    ["annotated", `${fmt(f.area_percent, 1)} % of the scene, ${f.annotated_buildings} buildings`],
+    ["F1 in the area", `${fmt(f.f1_in_area_before)} before → ${fmt(f.f1_in_area_after)} after (trained on it)`],
+    ["validation F1", `${fmt(f.val_f1)} (held-out blocks of the area)`],
+    ["buildings", `${f.buildings_before ?? "?"} → ${f.buildings_after ?? "?"}`],
+    ["pixels changed", `${fmt(f.changed_percent, 2)} %`],
+    ["model", `${job.alias} v${job.registered_version ?? "?"}`],
+    ["time", Object.entries(job.stage_seconds || {}).map(([k, v]) => `${k} ${fmt(v, 0)} s`).join(", ")],
+  ];
+  $("refine-figures").innerHTML = "";
+  for (const [k, v] of rows) {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = v;
+    $("refine-figures").append(dt, dd);
+  }
+}
+
+function addMapOption(job) {
+  if ([...$("map-version").options].some((o) => o.value === job.id)) return;
+  const f = job.figures || {};
+  $("map-version").add(new Option(`refinement ${job.id} (${fmt(f.area_percent, 1)} % annotated)`, job.id));
+}
+
+function showMap(version) {
+  // the toggle between the served model's map and a refined one: overlay, outlines, export
+  state.map = version;
+  $("map-version").value = version;
+  const job = state.jobs && state.jobs.get(version);
+  if (job && job.state === "succeeded") showFigures(job); else $("refine-figures").innerHTML = "";
+  showOverlay();
+  updateExports();
+  return showBuildings();
+}
+
+async function loadRefinements(scene) {
+  const select = $("map-version");
+  while (select.options.length > 1) select.remove(1);
+  state.jobs = new Map();
+  const listed = (await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/refinements`)).refinements;
+  if (state.scene !== scene) return;
+  for (const job of listed) {
+    state.jobs.set(job.id, job);
+    if (job.state === "succeeded") addMapOption(job);
+    if (job.state === "queued" || job.state === "running") follow(scene, job);
+  }
+}
+
+function stopPolling() {
+  if (state.pollTimer) clearTimeout(state.pollTimer);
+  state.pollTimer = null;
+  $("refine-cancel").hidden = true;
+  $("refine-progress").hidden = true;
+}
+
+function follow(scene, job) {
+  // poll a refinement's record until it ends, showing its progress
+  state.refinement = job;
+  $("refine-cancel").hidden = false;
+  $("refine-progress").hidden = false;
+  const tick = async () => {
+    let current;
+    try {
+      current = await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/refinements/${job.id}`);
+    } catch (e) {
+      refineState(String(e.message || e), true);
+      state.pollTimer = setTimeout(tick, 2000);
+      return;
+    }
+    if (state.scene !== scene) return;
+    state.jobs.set(current.id, current);
+    state.refinement = current;
+    $("refine-progress").value = current.epochs ? current.epoch / current.epochs : 0;
+    const ended = !["queued", "running"].includes(current.state);
+    refineState(describe(current), current.state === "failed");
+    if (!ended) { state.pollTimer = setTimeout(tick, 1000); return; }
+    stopPolling();
+    if (current.state === "succeeded") {
+      addMapOption(current);
+      await showMap(current.id);
+      refineState(describe(current));
+    }
+  };
+  tick();
+}
+
+async function startRefinement() {
+  const scene = state.scene;
+  if (!scene) return;
+  const body = { adapt_bn: $("refine-adapt-bn").checked };
+  if ($("refine-epochs").value) body.epochs = Number($("refine-epochs").value);
+  if (state.map) body.from = state.map; // refine the refined model further
+  const r = await fetch(`v1/scenes/${encodeURIComponent(scene.id)}/refinements`,
+                        { method: "POST", headers: authHeaders({ "Content-Type": "application/json" }), body: JSON.stringify(body) });
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const hint = { 401: " (enter the token)", 409: " (save the annotations first)", 503: " (retry when it has ended)" }[r.status] || "";
+    refineState(`not started: ${answer.detail || r.status}${hint}`, true);
+    return;
+  }
+  state.jobs.set(answer.id, answer);
+  refineState(describe(answer));
+  follow(scene, answer);
+}
+
+async function cancelRefinement() {
+  const scene = state.scene, job = state.refinement;
+  if (!scene || !job) return;
+  const r = await fetch(`v1/scenes/${encodeURIComponent(scene.id)}/refinements/${job.id}`,
+                        { method: "DELETE", headers: authHeaders() });
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) refineState(`not cancelled: ${answer.detail || r.status}${r.status === 401 ? " (enter the token)" : ""}`, true);
 }
 
 async function selectScene(scene) {
@@ -266,11 +430,17 @@ async function selectScene(scene) {
   showImagery();
   showOverlay();
   $("annotate").hidden = false;
-  $("export-geojson").href = `v1/scenes/${encodeURIComponent(scene.id)}/export?format=geojson`;
-  $("export-osm").href = `v1/scenes/${encodeURIComponent(scene.id)}/export?format=osm`;
+  $("refine").hidden = false;
+  stopPolling();
+  state.map = "";
+  state.refinement = null;
+  $("refine-figures").innerHTML = "";
+  refineState("");
+  updateExports();
   status(`${scene.id}: loading`);
   try {
     await loadAnnotations(scene);
+    await loadRefinements(scene);
     await showBuildings();
     await showSuggestions();
   } catch (e) { status(String(e.message || e), true); }
@@ -307,6 +477,9 @@ async function main() {
   $("draw-rectangle").addEventListener("click", () => startDrawing("building", "Rectangle"));
   $("delete-mode").addEventListener("click", () => { map.pm.disableDraw(); map.pm.toggleGlobalRemovalMode(); });
   $("save").addEventListener("click", () => saveAnnotations().catch((e) => status(String(e.message || e), true)));
+  $("refine-start").addEventListener("click", () => startRefinement().catch((e) => refineState(String(e.message || e), true)));
+  $("refine-cancel").addEventListener("click", () => cancelRefinement().catch((e) => refineState(String(e.message || e), true)));
+  $("map-version").addEventListener("change", () => showMap($("map-version").value).catch((e) => status(String(e.message || e), true)));
   const wanted = decodeURIComponent((location.hash.match(/scene=([^&]+)/) || [])[1] || "");
   const first = scenes.find((s) => s.id === wanted) || scenes[0];
   if (first) await selectScene(first);
