@@ -534,6 +534,11 @@ class ServeSection:
     """Refinements running at once (all ingress replicas); one more is answered 503."""
     max_refine_epochs: int = 200
     """Most epochs a refinement from the map page may ask for."""
+    scenes_dir: str = "runs/map-scenes"
+    """Where scenes added at run time (``POST /v1/scenes``: uploads, s3:// URIs, STAC items) and
+    their outputs are kept: ``<dir>/<scene id>/``."""
+    max_added_scenes: int = 100
+    """Scenes that may be added at run time at most (their images are copied to ``scenes_dir``)."""
 
     def __post_init__(self) -> None:
         if self.max_body_mb <= 0 or self.max_pixels < 1:
@@ -563,6 +568,8 @@ class ServeSection:
         for p in self.allowed_prefixes:
             if not p.startswith("s3://") or len(p.rstrip("/")) <= len("s3://"):
                 raise ConfigError(f"serve.allowed_prefixes: {p!r} is not an s3://bucket[/prefix]")
+        if self.max_added_scenes < 0:
+            raise ConfigError("serve.max_added_scenes must be >= 0 (0: no scenes added at run time)")
         if self.max_refine_jobs < 0 or self.max_refine_epochs < 1:
             raise ConfigError(
                 "serve.max_refine_jobs must be >= 0 (0: no refinements) and serve.max_refine_epochs >= 1"

@@ -38,13 +38,14 @@ from ray.serve.handle import DeploymentHandle
 from resseg_ray import __version__
 from resseg_ray.adapt.suggest import suggest_regions
 from resseg_ray.config import PredictSection, ServeSection, StacSection, StorageConfig, from_dict
-from resseg_ray.errors import ConfigError, InputDataError, ResSegError
+from resseg_ray.errors import ConfigError, InputDataError, ResSegError, failure_message
 from resseg_ray.geo.scene import open_scene
-from resseg_ray.geo.stac import item_raster
+from resseg_ray.geo.stac import SceneInputs, item_raster
 from resseg_ray.geo.storage import StorageSettings, gdal_env, read_bytes, scene_stem
 from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import output_options, output_uris
 from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.stac_items import ModelProvenance, write_run_catalog
 from resseg_ray.models.bundle import BundleInfo
 from resseg_ray.serving.annotations import AnnotationStore, validate_annotations
 from resseg_ray.serving.export import EXPORT_FORMATS, export_buildings
@@ -62,6 +63,7 @@ from resseg_ray.serving.refinements import (
 )
 from resseg_ray.serving.scenes import SCENE_ID, MapScene, buildings_wgs84, load_map_scenes
 from resseg_ray.serving.tiles import LAYERS, MAX_ZOOM, TileOutside, render_tile
+from resseg_ray.serving.uploads import UploadStore, scene_id_for, to_cog
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 """The map page and its JavaScript (``vendor/``: Leaflet from the npm registry, built by make)."""
@@ -253,6 +255,12 @@ class SegmentAPI:
         self._runners: dict[tuple[str, str], object] = {}
         """Handles of the refinement actors this replica started (kept while they run)."""
         self._ended: dict[tuple[str, str], dict] = {}
+        self.uploads = UploadStore(self.cfg.scenes_dir)
+        for scene_id in self.uploads.ids():  # scenes added before a restart
+            if scene_id not in self.scenes:
+                self._added_scene(scene_id)
+        self._adding: set[asyncio.Task] = set()
+        self._provenance: ModelProvenance | None = None
 
     async def _bundle_info(self) -> BundleInfo:
         if self._info is None:
@@ -264,9 +272,24 @@ class SegmentAPI:
         """The map page (Leaflet, shipped in the package)."""
         return FileResponse(os.path.join(STATIC, "index.html"), media_type="text/html")
 
+    def _added_scene(self, scene_id: str) -> MapScene | None:
+        """A scene added at run time (by this replica or another), once it is ready."""
+        try:
+            record = self.uploads.load(scene_id)
+        except KeyError:
+            return None
+        if record.get("state") != "ready":
+            return None
+        found = load_map_scenes([self.uploads.catalog(scene_id)], self.settings).get(scene_id)
+        if found is not None:
+            self.scenes[scene_id] = found
+        return found
+
     def _scene(self, scene_id: str, map: str | None = None) -> MapScene:
         """A scene by id; with ``map`` (a succeeded refinement's id) its refined model's map."""
-        scene = self.scenes.get(scene_id) if SCENE_ID.fullmatch(scene_id) else None
+        scene = None
+        if SCENE_ID.fullmatch(scene_id):
+            scene = self.scenes.get(scene_id) or self._added_scene(scene_id)
         if scene is None:
             raise HTTPException(404, f"no scene {scene_id!r}; GET /v1/scenes lists them")
         if map is None:
@@ -310,12 +333,152 @@ class SegmentAPI:
     @api.get("/v1/scenes")
     async def list_scenes(self) -> dict:
         """The scenes the service knows (from ``serve.map_catalogs``), with their bounds and layers."""
-        return {"scenes": [s.summary() for s in sorted(self.scenes.values(), key=lambda s: s.id)]}
+        for scene_id in await asyncio.to_thread(self.uploads.ids):  # added by another replica
+            if scene_id not in self.scenes:
+                await asyncio.to_thread(self._added_scene, scene_id)
+        ordered = sorted(self.scenes.values(), key=lambda s: s.id)
+        return {"scenes": [{**s.summary(), "state": "ready"} for s in ordered]}
 
     @api.get("/v1/scenes/{scene_id}")
     async def scene_info(self, scene_id: str) -> dict:
-        """One scene: bounds (EPSG:4326), bands, default true-colour bands, layers, model."""
-        return self._scene(scene_id).summary()
+        """One scene: bounds (EPSG:4326), bands, default true-colour bands, layers, model, and
+        ``state`` ``ready``; a scene being added answers its ``state`` (``segmenting``, or
+        ``failed`` with the ``error``) and the time of each stage."""
+        if SCENE_ID.fullmatch(scene_id) and scene_id not in self.scenes:
+            try:
+                record = await asyncio.to_thread(self.uploads.load, scene_id)
+            except KeyError:
+                record = None
+            if record is not None and record.get("state") != "ready":
+                return record
+        return {**self._scene(scene_id).summary(), "state": "ready"}
+
+    @api.post("/v1/scenes", status_code=202)
+    async def add_scene(self, request: Request, name: str | None = None) -> JSONResponse:
+        """Add a scene to the map: a GeoTIFF (raw body or multipart file), or JSON ``{"uri":
+        "s3://..."}`` / ``{"item": {...}}`` under ``serve.allowed_prefixes``, as ``POST
+        /v1/segment`` takes them; ``name`` is its id (default the file's stem). The checks of
+        ``/v1/segment`` answer at once (413, 415, 422, 403); then (202) the image is kept as a
+        COG and segmented by the model off the request, and ``GET /v1/scenes/{id}`` tells when it
+        is ``ready``. 409 when the id is taken."""
+        self._check_write(request)
+        if name is not None and not SCENE_ID.fullmatch(name):
+            raise HTTPException(
+                400,
+                f"name={name!r}: 1-128 letters, digits, '_', '.' or '-', starting with one of the first two",
+            )
+        if len(self.uploads.ids()) >= self.cfg.max_added_scenes:
+            raise HTTPException(
+                403,
+                f"the service holds {self.cfg.max_added_scenes} added scenes (serve.max_added_scenes); "
+                "remove some (DELETE /v1/scenes/{id}) first",
+            )
+        limit = int(self.cfg.max_body_mb * 1024 * 1024)
+        body = await read_body(request, limit, self.cfg.body_idle_timeout_s, self.cfg.body_timeout_s)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        info = await self._bundle_info()
+        incoming = None
+        if ctype == "application/json":
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                raise HTTPException(400, "the JSON body is not valid JSON") from None
+            if not isinstance(doc, dict):
+                raise HTTPException(400, 'the JSON body must be {"uri": "s3://bucket/key.tif"}')
+            source = await asyncio.to_thread(request_scene, doc, self.cfg.allowed_prefixes, self.settings)
+        else:
+            if ctype == "multipart/form-data":
+                body = await _multipart_file(request, body)
+            if not body:
+                raise HTTPException(400, "empty body: send a GeoTIFF")
+            os.makedirs(self.uploads.folder, exist_ok=True)
+            fd, incoming = tempfile.mkstemp(dir=self.uploads.folder, prefix=".incoming-", suffix=".tif")
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+            source = incoming
+        try:
+            await asyncio.to_thread(check_image, source, info, self.cfg.max_pixels, self.settings)
+            scene_id = scene_id_for(name, None if incoming else source)
+            if scene_id in self.scenes:
+                raise HTTPException(409, f"scene {scene_id!r} exists; give another name=")
+            try:
+                self.uploads.claim(scene_id, {"source": "upload" if incoming else source})
+            except FileExistsError:
+                raise HTTPException(409, f"scene {scene_id!r} exists; give another name=") from None
+        except BaseException:
+            if incoming is not None:
+                os.unlink(incoming)
+            raise
+        task = asyncio.create_task(self._add(scene_id, source, incoming, info))
+        self._adding.add(task)
+        task.add_done_callback(self._adding.discard)
+        return JSONResponse(self.uploads.load(scene_id), status_code=202)
+
+    async def _add(self, scene_id: str, source: str, incoming: str | None, info: BundleInfo) -> None:
+        """Keep the image as a COG and segment it, holding one of the ingress's image slots."""
+        record = self.uploads.load(scene_id)
+        try:
+            if self._provenance is None:
+                self._provenance = await self.model.provenance.remote()
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self.cfg.ingress_max_ongoing_requests)
+            async with self._slots:
+                await asyncio.to_thread(self._segment_added, scene_id, source, info, record)
+        except Exception as exc:
+            await asyncio.to_thread(self.uploads.fail, scene_id, record, failure_message(exc))
+        finally:
+            if incoming is not None and os.path.exists(incoming):
+                os.unlink(incoming)
+
+    def _segment_added(self, scene_id: str, source: str, info: BundleInfo, record: dict) -> None:
+        """Run in a worker thread: the COG copy, ``jobs/predict.py``'s path with the model
+        deployment, the STAC catalog; then the scene is on the map."""
+        assert self._provenance is not None
+        stages: dict[str, float] = {}
+        t0 = time.perf_counter()
+        image = self.uploads.image(scene_id)
+        to_cog(source, image, self.settings)
+        stages["store"] = round(time.perf_counter() - t0, 2)
+        t1 = time.perf_counter()
+        options = dataclasses.replace(
+            self.predict, prob=True, polygons=True, osm=False, vector_format="geojson"
+        )
+        predictor = ScenePredictor(info, options, forward=self._forward_waiting)
+        out = self.uploads.outputs(scene_id)
+        written = output_options(options, self.settings)
+        report = predict_scene(predictor, image, out, self.settings, written, overwrite=True)
+        stages["segment"] = round(time.perf_counter() - t1, 2)
+        write_run_catalog(
+            out, [(image, report.buildings, report.already_mapped)], written, options, self._provenance,
+            SceneInputs(), self.settings,
+        )  # fmt: skip
+        scene = load_map_scenes([self.uploads.catalog(scene_id)], self.settings)[scene_id]
+        stages["total"] = round(time.perf_counter() - t0, 2)
+        self.uploads.finish(scene_id, record, stage_seconds=stages, megapixels=round(report.megapixels, 3))
+        self.scenes[scene_id] = scene
+
+    @api.delete("/v1/scenes/{scene_id}")
+    async def remove_scene(self, scene_id: str, request: Request) -> dict:
+        """Remove a scene added at run time (its image and outputs; its annotations and
+        refinements stay). Scenes of ``serve.map_catalogs`` are not removed here (403)."""
+        self._check_write(request)
+        try:
+            record = (
+                await asyncio.to_thread(self.uploads.load, scene_id) if SCENE_ID.fullmatch(scene_id) else None
+            )
+        except KeyError:
+            record = None
+        if record is None:
+            if scene_id in self.scenes:
+                raise HTTPException(
+                    403, f"scene {scene_id} comes from serve.map_catalogs; change the configuration"
+                )
+            raise HTTPException(404, f"no scene {scene_id!r}; GET /v1/scenes lists them")
+        if record.get("state") == "segmenting":
+            raise HTTPException(409, f"scene {scene_id} is being segmented; remove it once it is ready")
+        await asyncio.to_thread(self.uploads.remove, scene_id)
+        self.scenes.pop(scene_id, None)
+        return {"removed": scene_id}
 
     @api.get("/v1/scenes/{scene_id}/tiles/{layer}/{z}/{x}/{y}.png")
     async def scene_tile(
@@ -653,6 +816,22 @@ class SegmentAPI:
         key = {"mask": "mask", "prob": "prob", "geojson": "buildings"}[fmt]
         with open(output_uris(out, uri, output_options(options))[key], "rb") as f:
             return f.read()
+
+    def _forward_waiting(self, windows: np.ndarray, patience_s: float = 300.0) -> np.ndarray:
+        """:meth:`_forward` for work off the request path: when the model replicas are full it
+        waits and asks again (up to ``patience_s``) instead of giving up."""
+        deadline = time.monotonic() + patience_s
+        delay = 0.05
+        while True:
+            try:
+                return self._forward(windows)
+            except Overloaded:
+                if time.monotonic() + delay > deadline:
+                    raise InputDataError(
+                        f"the model replicas stayed overloaded for {patience_s:g} s; try again later"
+                    ) from None
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
 
     def _forward(self, windows: np.ndarray) -> np.ndarray:
         """Each window to the model deployment (batched there with other requests' windows)."""

@@ -113,6 +113,7 @@ def build_app(cfg: Config) -> Application:
             map_catalogs=map_catalogs(cfg),
             annotations_dir=normalize_uri(s.annotations_dir),
             refine_dir=normalize_uri(s.refine_dir),
+            scenes_dir=normalize_uri(s.scenes_dir),
         )
     )
     refine = to_dict(refine_config(cfg))

@@ -18,6 +18,7 @@ from ray import serve
 from resseg_ray.config import PredictSection, StorageConfig, from_dict
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.stac_items import ModelProvenance
 from resseg_ray.models.bundle import BundleInfo, load_bundle
 from resseg_ray.models.source import resolve_bundle
 
@@ -39,7 +40,10 @@ class SegmentModel:
         torch.set_num_threads(max(1, threads))
         settings = StorageSettings.resolve(from_dict(StorageConfig, storage))
         with tempfile.TemporaryDirectory(prefix="resseg-serve-model-") as tmp:
-            bundle = load_bundle(resolve_bundle(model_uri, tmp, settings))
+            path = resolve_bundle(model_uri, tmp, settings)
+            bundle = load_bundle(path)
+            with open(path, "rb") as f:
+                self._provenance = ModelProvenance.of(model_uri, f.read(), bundle.info)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = ScenePredictor(bundle, PredictSection(device=device))
         self.model_uri = model_uri
@@ -51,6 +55,10 @@ class SegmentModel:
     def info(self) -> BundleInfo:
         """The bundle's metadata (architecture, bands, classes, normalisation)."""
         return self.predictor.info
+
+    def provenance(self) -> ModelProvenance:
+        """Which model this is (URI, architecture, SHA-256, registry version), for STAC items."""
+        return self._provenance
 
     def source(self) -> dict:
         """Where the model came from and which device runs it."""

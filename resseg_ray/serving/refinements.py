@@ -26,13 +26,13 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from resseg_ray.errors import InputDataError
+from resseg_ray.geo.storage import StorageSettings, write_bytes
 
 __all__ = [
     "ACTIVE",
@@ -155,20 +155,8 @@ class RefinementStore:
 
     def write(self, scene_id: str, job: str, record: dict[str, Any]) -> None:
         """Replace a refinement's record in one step (a reader never sees half of one)."""
-        folder = self.job_dir(scene_id, job)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".job-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(record, f, allow_nan=False, default=_json_default)
-            os.replace(tmp, os.path.join(folder, "job.json"))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-
-def _json_default(value: object) -> object:
-    raise TypeError(f"not JSON: {value!r}")
+        path = os.path.join(self.job_dir(scene_id, job), "job.json")
+        write_bytes(path, json.dumps(record, allow_nan=False).encode(), StorageSettings())
 
 
 def _finite(x: float) -> float | None:
@@ -247,7 +235,6 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
     from resseg_ray.config import Config, from_dict
     from resseg_ray.errors import failure_message
     from resseg_ray.evaluation.scenes import evaluate_mask
-    from resseg_ray.geo.storage import StorageSettings
     from resseg_ray.inference.batch import predict_scene
     from resseg_ray.inference.outputs import output_options
     from resseg_ray.inference.predictor import ScenePredictor

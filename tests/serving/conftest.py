@@ -99,6 +99,10 @@ def refine_config(tmp_path_factory) -> str:
     return str(path)
 
 
+ADDED_DIR: list[str] = []
+"""serve.scenes_dir of the test service (set when it starts)."""
+
+
 @pytest.fixture(scope="package")
 def service(bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_path_factory):
     """The application on a free port, two model replicas (for the crash test)."""
@@ -106,6 +110,7 @@ def service(bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_pa
 
     from resseg_ray.serving.app import build_app
 
+    ADDED_DIR[:] = [str(tmp_path_factory.mktemp("added") / "scenes")]
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     cfg = load_config(
@@ -132,6 +137,7 @@ def service(bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_pa
             f"serve.refine_dir={tmp_path_factory.mktemp('refinements')}",
             "serve.max_refine_jobs=1",
             "serve.max_refine_epochs=50",
+            f"serve.scenes_dir={ADDED_DIR[0]}",
             f"storage.endpoint_url={s3_settings.endpoint_url}",
         ],
     )

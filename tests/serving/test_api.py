@@ -97,7 +97,7 @@ def test_an_allowed_s3_uri_is_segmented(service, bundle, s3_settings, tmp_path) 
 
     image = _image(tmp_path / "post.tif", seed=1)
     fs = s3fs.S3FileSystem(endpoint_url=s3_settings.endpoint_url)
-    fs.mkdir("serve-allowed")
+    fs.makedirs("serve-allowed", exist_ok=True)  # also made by other tests of the service
     fs.put(image, "serve-allowed/post/event/post.tif")
     uri = "s3://serve-allowed/post/event/post.tif"
     r = httpx.post(service + "/v1/segment", json={"uri": uri}, timeout=120)

@@ -34,8 +34,10 @@ def _png(content: bytes) -> np.ndarray:
 
 def test_scenes_tiles_and_buildings(service, map_catalog) -> None:
     scenes = httpx.get(service + "/v1/scenes").json()["scenes"]
-    assert [s["id"] for s in scenes] == scene_ids(map_catalog) == ["scene_0", "scene_1"]
-    scene = scenes[0]
+    listed = [s["id"] for s in scenes]  # the catalog's, and those other tests added at run time
+    assert listed == sorted(listed) and scene_ids(map_catalog) == ["scene_0", "scene_1"]
+    assert set(scene_ids(map_catalog)) <= set(listed)
+    scene = next(s for s in scenes if s["id"] == "scene_0")
     assert scene["layers"] == ["imagery", "mask", "probability"] and scene["rgb"] == [3, 2, 1]
     assert httpx.get(service + "/v1/scenes/scene_0").json() == scene
     t = _centre_tile(scene, 19)
@@ -143,12 +145,12 @@ def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(ser
     )
     page.goto(service + "/")
     try:
-        page.wait_for_selector("#scenes button >> nth=1", timeout=30_000)
+        page.wait_for_selector("#scenes button[data-id=scene_1]", timeout=30_000)
     except Exception:
         raise AssertionError(
             f"no scene list; page errors: {errors}, status: {page.inner_text('#status')}"
         ) from None
-    assert page.locator("#scenes button").all_inner_texts()[0].startswith("scene_0")
+    assert any(t.startswith("scene_0") for t in page.locator("#scenes button").all_inner_texts())
     try:
         page.wait_for_function(
             "(() => { const t = [...document.querySelectorAll('.leaflet-tile-loaded')].map(t => t.src);"
@@ -171,7 +173,7 @@ def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(ser
 
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=np.float64)
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # not a blank map
-    page.click("#scenes button >> nth=1")  # the other scene, then the mask as the overlay
+    page.click("#scenes button[data-id=scene_1]")  # another scene, then the mask as the overlay
     page.wait_for_function("location.hash === '#scene=scene_1'")
     page.check("#overlay-mask")
     page.wait_for_function(
@@ -356,5 +358,35 @@ def test_a_mapper_refines_from_the_page_and_sees_the_refined_map(service, browse
     page.select_option("#map-version", "")  # back to the served model's map: the toggle
     page.wait_for_function("document.getElementById('status').textContent.endsWith('buildings')")
     assert "map=" not in page.get_attribute("#export-osm", "href")
+    assert not errors, errors
+    page.close()
+
+
+def test_a_mapper_adds_a_scene_from_the_page(service, browser, tmp_path) -> None:
+    from tests.serving.service import BANDS, TOKEN, image
+
+    path = image(tmp_path / "from the page.tif", h=260, w=300, seed=31, descriptions=BANDS)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(service + "/")
+    page.wait_for_selector("#scenes button", timeout=60_000)
+    page.click("#add summary")
+    page.set_input_files("#add-file", path)
+    page.fill("#token", TOKEN)
+    page.click("#add-scene")
+    try:
+        page.wait_for_function(
+            "document.getElementById('status').textContent.includes('added and segmented')", timeout=120_000
+        )
+    except Exception:
+        raise AssertionError(f"not added: {page.inner_text('#status')}; errors {errors}") from None
+    assert page.evaluate("state.scene.id") == "from-the-page"
+    assert page.locator("#scenes button.active").inner_text().startswith("from-the-page")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.leaflet-tile-loaded')]"
+        ".some(t => t.src.includes('from-the-page/tiles/imagery'))",
+        timeout=60_000,
+    )
     assert not errors, errors
     page.close()

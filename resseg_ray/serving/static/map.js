@@ -121,6 +121,7 @@ async function showSuggestions() {
   status(`${scene.id}: ranking regions by the model's uncertainty ...`);
   const collection = await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/suggestions?fraction=0.07`);
   if (state.scene !== scene || !$("show-suggestions").checked) return;
+  if (state.suggestions) map.removeLayer(state.suggestions); // a call made meanwhile came first
   state.suggestions = L.geoJSON(collection, {
     pmIgnore: true,
     interactive: false,
@@ -446,6 +447,52 @@ async function selectScene(scene) {
   } catch (e) { status(String(e.message || e), true); }
 }
 
+function listScene(scene) {
+  const li = document.createElement("li");
+  const b = document.createElement("button");
+  b.dataset.id = scene.id;
+  b.textContent = scene.id;
+  const small = document.createElement("small");
+  small.textContent = scene.building_count == null ? scene.bands.join(" ") : `${scene.building_count} buildings`;
+  b.append(small);
+  b.addEventListener("click", () => selectScene(scene));
+  li.append(b);
+  $("scenes").append(li);
+  $("no-scenes").hidden = true;
+}
+
+async function addScene() {
+  // an upload (the file's bytes as the body) or an allowed s3:// URI; then wait until segmented
+  const file = $("add-file").files[0], uri = $("add-uri").value.trim();
+  let name = $("add-name").value.trim();
+  if (!file && !uri) { status("choose a GeoTIFF or give an s3:// URI", true); return; }
+  if (!name && file) name = file.name.replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_.-]+/g, "-").replace(/^[-_.]+/, "");
+  const query = name ? `?name=${encodeURIComponent(name)}` : "";
+  const init = file
+    ? { method: "POST", headers: authHeaders({ "Content-Type": "image/tiff" }), body: file }
+    : { method: "POST", headers: authHeaders({ "Content-Type": "application/json" }), body: JSON.stringify({ uri }) };
+  status(`sending ${file ? file.name : uri} ...`);
+  const started = performance.now();
+  const r = await fetch(`v1/scenes${query}`, init);
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    status(`not added: ${answer.detail || r.status}${r.status === 401 ? " (enter the token)" : ""}`, true);
+    return;
+  }
+  for (;;) {
+    const current = await getJSON(`v1/scenes/${encodeURIComponent(answer.id)}`);
+    if (current.state === "failed") { status(`${answer.id} not added: ${current.error}`, true); return; }
+    if (current.state === "ready") {
+      listScene(current);
+      await selectScene(current);
+      status(`${answer.id}: added and segmented in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      return;
+    }
+    status(`${answer.id}: segmenting ...`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
 async function main() {
   let scenes;
   try {
@@ -455,18 +502,7 @@ async function main() {
     return;
   }
   $("no-scenes").hidden = scenes.length > 0;
-  for (const scene of scenes) {
-    const li = document.createElement("li");
-    const b = document.createElement("button");
-    b.dataset.id = scene.id;
-    b.textContent = scene.id;
-    const small = document.createElement("small");
-    small.textContent = scene.building_count == null ? scene.bands.join(" ") : `${scene.building_count} buildings`;
-    b.append(small);
-    b.addEventListener("click", () => selectScene(scene));
-    li.append(b);
-    $("scenes").append(li);
-  }
+  for (const scene of scenes) listScene(scene);
   for (const id of ["band-r", "band-g", "band-b", "show-imagery"]) $(id).addEventListener("change", showImagery);
   document.querySelectorAll("input[name=overlay]").forEach((r) => r.addEventListener("change", showOverlay));
   $("opacity").addEventListener("input", () => state.overlay && state.overlay.setOpacity($("opacity").value / 100));
@@ -477,6 +513,7 @@ async function main() {
   $("draw-rectangle").addEventListener("click", () => startDrawing("building", "Rectangle"));
   $("delete-mode").addEventListener("click", () => { map.pm.disableDraw(); map.pm.toggleGlobalRemovalMode(); });
   $("save").addEventListener("click", () => saveAnnotations().catch((e) => status(String(e.message || e), true)));
+  $("add-scene").addEventListener("click", () => addScene().catch((e) => status(String(e.message || e), true)));
   $("refine-start").addEventListener("click", () => startRefinement().catch((e) => refineState(String(e.message || e), true)));
   $("refine-cancel").addEventListener("click", () => cancelRefinement().catch((e) => refineState(String(e.message || e), true)));
   $("map-version").addEventListener("change", () => showMap($("map-version").value).catch((e) => status(String(e.message || e), true)));
