@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip check
 	touch $(STAMP)
 
-# The map page's JavaScript (Leaflet, Leaflet-Geoman) comes from the npm registry at build time,
+# The map page's JavaScript (Leaflet, Leaflet-Geoman) and the API docs page's (Swagger UI) come
+# from the npm registry at build time,
 # pinned by web/package-lock.json, and ships inside the package (the page needs no internet).
 VENDOR := resseg_ray/serving/static/vendor
 $(VENDOR)/.built: web/package.json web/package-lock.json
@@ -28,6 +29,9 @@ $(VENDOR)/.built: web/package.json web/package-lock.json
 	cp web/node_modules/@geoman-io/leaflet-geoman-free/dist/leaflet-geoman.min.js \
 		web/node_modules/@geoman-io/leaflet-geoman-free/dist/leaflet-geoman.css \
 		web/node_modules/@geoman-io/leaflet-geoman-free/LICENSE $(VENDOR)/geoman/
+	mkdir -p $(VENDOR)/swagger-ui
+	cp web/node_modules/swagger-ui-dist/swagger-ui-bundle.js web/node_modules/swagger-ui-dist/swagger-ui.css \
+		web/node_modules/swagger-ui-dist/LICENSE $(VENDOR)/swagger-ui/
 	touch $@
 
 setup: $(STAMP) $(VENDOR)/.built

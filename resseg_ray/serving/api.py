@@ -69,6 +69,8 @@ STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 """The map page and its JavaScript (``vendor/``: Leaflet from the npm registry, built by make)."""
 
 api = FastAPI(
+    docs_url=None,  # served below with Swagger UI shipped in the package (no CDN: no internet needed)
+    redoc_url=None,
     title="resseg-ray building segmentation",
     version=__version__,
     description=(
@@ -81,6 +83,58 @@ api.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="stati
 
 MEDIA = {"mask": "image/tiff", "prob": "image/tiff", "geojson": "application/geo+json"}
 _SEGMENT = re.compile(r"[A-Za-z0-9!_.*'()=+,;@&$ -]+")
+
+
+def _body(*kinds: str, json_schema: dict | None = None) -> dict:
+    """OpenAPI ``requestBody`` of a route that reads its body itself (images, GeoJSON)."""
+    content: dict[str, dict] = {}
+    for kind in kinds:
+        if kind == "image":
+            content["image/tiff"] = {"schema": {"type": "string", "format": "binary"}}
+            content["multipart/form-data"] = {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            }
+        elif kind == "json":
+            content["application/json"] = {"schema": json_schema or {"type": "object"}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+IMAGE_REF = {
+    "type": "object",
+    "description": "an s3:// GeoTIFF or STAC item under serve.allowed_prefixes, or an inline STAC item",
+    "properties": {
+        "uri": {"type": "string", "example": "s3://my-post-event-bucket/incoming/D12.tif"},
+        "item": {"type": "object", "description": "a STAC item (GeoJSON Feature with assets)"},
+        "asset": {"type": "string", "example": "visual"},
+    },
+}
+ANNOTATIONS = {
+    "type": "object",
+    "description": "GeoJSON FeatureCollection (EPSG:4326) of Polygons/MultiPolygons; properties.kind is "
+    "'area' or 'building' (optional source: drawn or predicted, predicted_id, map, note)",
+    "required": ["type", "features"],
+    "properties": {
+        "type": {"const": "FeatureCollection"},
+        "features": {"type": "array", "items": {"type": "object"}},
+    },
+}
+REFINE = {
+    "type": "object",
+    "properties": {
+        "epochs": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "default: serve.refine_config's train.epochs",
+        },
+        "adapt_bn": {"type": "boolean", "default": False},
+        "from": {
+            "type": "string",
+            "pattern": "^r[1-9][0-9]*$",
+            "description": "refine this refinement's model",
+        },
+    },
+    "additionalProperties": False,
+}
 
 
 def busy(detail: str) -> JSONResponse:
@@ -267,6 +321,19 @@ class SegmentAPI:
             self._info = await self.model.info.remote()
         return self._info
 
+    @api.get("/docs", include_in_schema=False)
+    async def api_docs(self) -> Response:
+        """The OpenAPI page (Swagger UI from ``static/vendor``, built by make)."""
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(
+            openapi_url="openapi.json",
+            title=f"{api.title}: API",
+            swagger_js_url="static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
     @api.get("/", include_in_schema=False)
     async def map_page(self) -> FileResponse:
         """The map page (Leaflet, shipped in the package)."""
@@ -353,7 +420,7 @@ class SegmentAPI:
                 return record
         return {**self._scene(scene_id).summary(), "state": "ready"}
 
-    @api.post("/v1/scenes", status_code=202)
+    @api.post("/v1/scenes", status_code=202, openapi_extra=_body("image", "json", json_schema=IMAGE_REF))
     async def add_scene(self, request: Request, name: str | None = None) -> JSONResponse:
         """Add a scene to the map: a GeoTIFF (raw body or multipart file), or JSON ``{"uri":
         "s3://..."}`` / ``{"item": {...}}`` under ``serve.allowed_prefixes``, as ``POST
@@ -551,7 +618,7 @@ class SegmentAPI:
             raise HTTPException(404, f"scene {scene_id} has no annotation version {version}") from None
         return {"version": number, "versions": self.annotations.versions(scene_id), "annotations": doc}
 
-    @api.post("/v1/scenes/{scene_id}/annotations")
+    @api.post("/v1/scenes/{scene_id}/annotations", openapi_extra=_body("json", json_schema=ANNOTATIONS))
     async def save_annotations(self, scene_id: str, request: Request) -> dict:
         """Save the annotated areas and the buildings inside them (a GeoJSON FeatureCollection in
         EPSG:4326, each feature's ``properties.kind`` ``area`` or ``building``) as a new version."""
@@ -618,7 +685,9 @@ class SegmentAPI:
             },
         )
 
-    @api.post("/v1/scenes/{scene_id}/refinements", status_code=202)
+    @api.post(
+        "/v1/scenes/{scene_id}/refinements", status_code=202, openapi_extra=_body("json", json_schema=REFINE)
+    )
     async def start_refinement(self, scene_id: str, request: Request) -> JSONResponse:
         """Refine the served model (or ``"from": "r<N>"``, a refinement of this scene) on the
         scene's newest saved annotations, off the HTTP path: the answer (202) is the new
@@ -742,7 +811,7 @@ class SegmentAPI:
             },
         }
 
-    @api.post("/v1/segment")
+    @api.post("/v1/segment", openapi_extra=_body("image", "json", json_schema=IMAGE_REF))
     async def segment(self, request: Request, format: Literal["mask", "prob", "geojson"] = "mask"):
         """Segment a GeoTIFF (raw body or multipart file) or JSON ``{"uri": "s3://..."}``."""
         if self._slots is None:  # made in the replica's own event loop

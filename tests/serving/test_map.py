@@ -390,3 +390,39 @@ def test_a_mapper_adds_a_scene_from_the_page(service, browser, tmp_path) -> None
     )
     assert not errors, errors
     page.close()
+
+
+def test_the_api_is_documented_on_an_openapi_page_that_needs_no_internet(service, browser) -> None:
+    spec = httpx.get(service + "/openapi.json").json()
+    operations = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    for needed in [
+        ("GET", "/v1/scenes"),
+        ("POST", "/v1/scenes"),
+        ("DELETE", "/v1/scenes/{scene_id}"),
+        ("GET", "/v1/scenes/{scene_id}/tiles/{layer}/{z}/{x}/{y}.png"),
+        ("POST", "/v1/scenes/{scene_id}/annotations"),
+        ("POST", "/v1/scenes/{scene_id}/refinements"),
+        ("GET", "/v1/scenes/{scene_id}/refinements/{job}"),
+        ("DELETE", "/v1/scenes/{scene_id}/refinements/{job}"),
+        ("GET", "/v1/scenes/{scene_id}/export"),
+        ("POST", "/v1/segment"),
+    ]:
+        assert needed in operations, needed
+    for path in ("/v1/scenes", "/v1/scenes/{scene_id}/annotations", "/v1/scenes/{scene_id}/refinements"):
+        assert "application/json" in spec["paths"][path]["post"]["requestBody"]["content"], path
+    page = browser.new_page()
+    outside: list[str] = []
+
+    def guard(route) -> None:
+        if route.request.url.startswith(service):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", guard)
+    page.goto(service + "/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    assert page.locator(".opblock").count() == len(operations)
+    assert not outside, outside
+    page.close()
