@@ -256,7 +256,8 @@ def main() -> None:
     p.add_argument("--fraction", type=float, default=0.07, help="annotated share of the scene")
     p.add_argument("--epochs", type=int, help="refinement epochs (default the refinement configuration's)")
     p.add_argument("--skip-refine", action="store_true")
-    p.add_argument("--cpus-per-replica", type=float, default=1.0)
+    p.add_argument("--cpus-per-replica", type=float, default=1.0, help="serve.cpus_per_replica")
+    p.add_argument("--torch-threads", type=int, help="serve.torch_threads (default: the reserved CPUs)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "map_page.json"))
     args = p.parse_args()
     os.chdir(ROOT)
@@ -291,6 +292,7 @@ def main() -> None:
                 f"serve.model={model}",
                 f"serve.map_catalogs=[{args.catalog}]",
                 f"serve.cpus_per_replica={args.cpus_per_replica}",
+                *([f"serve.torch_threads={args.torch_threads}"] if args.torch_threads else []),
                 "serve.ingress_cpus=0.25",
                 f"serve.api_token={token}",
                 f"serve.annotations_dir={tmp}/annotations",
@@ -304,7 +306,12 @@ def main() -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(cfg), name=APP, route_prefix="/")
         url = f"http://127.0.0.1:{port}"
-        results: dict = {"machine": machine(), "model": model}
+        results: dict = {
+            "machine": machine(),
+            "model": model,
+            "cpus_per_replica": args.cpus_per_replica,
+            "torch_threads": args.torch_threads,
+        }
         print(f"CPU: {results['machine']['cpu']['model']} ({', '.join(results['machine']['cpu']['flags'])})")
         try:
             with httpx.Client(timeout=120) as http:

@@ -1,7 +1,12 @@
 """Screenshots of the map page for the README, taken by the test browser (Debian's chromium
 through Playwright) from a service on the demo's outputs: run after `make demo`.
 
-    .venv/bin/python docs/screenshots.py          # writes docs/map-page.png and docs/map-mask.png
+    .venv/bin/python docs/screenshots.py          # docs/map-page.png, map-mask.png, map-refined.png
+
+The refinement screenshot annotates 7 % of test_02 with its true footprints (as
+``bench/map_page.py`` does), refines for ``--epochs`` (default 5) from the page and shows
+the refined map with its figures; annotations, refinements and their MLflow store live in a
+temporary folder.
 """
 
 from __future__ import annotations
@@ -15,6 +20,19 @@ os.chdir(ROOT)
 
 
 def main() -> None:
+    import argparse
+    import tempfile
+
+    import httpx
+    import yaml
+
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from map_page import annotations_of
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=5, help="epochs of the refinement shown")
+    args = p.parse_args()
+    tmp = tempfile.mkdtemp(prefix="resseg-screenshots-")
     import ray
     from playwright.sync_api import sync_playwright
     from ray import serve
@@ -26,11 +44,19 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(
-        build_app(load_config(None, ["serve.cpus_per_replica=0.5", "serve.ingress_cpus=0.25"])),
-        name="screenshots",
-        route_prefix="/",
-    )
+    refine_yaml = os.path.join(tmp, "refine.yaml")
+    with open(refine_yaml, "w") as f:
+        yaml.safe_dump({"extends": os.path.join(ROOT, "configs", "finetune_demo.yaml"),
+                        "mlflow": {"tracking_uri": f"sqlite:///{tmp}/mlflow.db"}}, f)  # fmt: skip
+    options = [
+        "serve.cpus_per_replica=0.5",
+        "serve.ingress_cpus=0.25",
+        f"serve.annotations_dir={tmp}/annotations",
+        f"serve.refine_dir={tmp}/refinements",
+        f"serve.scenes_dir={tmp}/scenes",
+        f"serve.refine_config={refine_yaml}",
+    ]
+    serve.run(build_app(load_config(None, options)), name="screenshots", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -55,9 +81,39 @@ def main() -> None:
             what="tiles",
         )
         page.screenshot(path="docs/map-mask.png")
+
+        from resseg_ray.geo.storage import StorageSettings
+        from resseg_ray.serving.scenes import load_map_scenes
+
+        scene_id = "test_02-analytic"
+        imagery = load_map_scenes([os.path.abspath("runs/demo-maps/catalog.json")], StorageSettings())[
+            scene_id
+        ].imagery
+        doc, _ = annotations_of(imagery, "data/demo/scenes/test/test_02_buildings.geojson", 0.07)
+        httpx.post(f"{url}/v1/scenes/{scene_id}/annotations", json=doc).raise_for_status()
+        page.goto(url + f"/#scene={scene_id}")
+        page.reload()
+        page.wait_for_selector("path.leaflet-interactive", timeout=60_000)
+        page.fill("#refine-epochs", str(args.epochs))
+        page.click("#refine-start")
+        page.wait_for_function(
+            "document.getElementById('refine-state').textContent.includes('its map is shown')",
+            timeout=1_800_000,
+        )
+        bounds = next(f["geometry"] for f in doc["features"] if f["properties"]["kind"] == "area")
+        xs = [c[0] for c in bounds["coordinates"][0]]
+        ys = [c[1] for c in bounds["coordinates"][0]]
+        page.evaluate(f"map.fitBounds([[{min(ys)}, {min(xs)}], [{max(ys)}, {max(xs)}]])")
+        page.wait_for_timeout(500)
+        poll(
+            lambda: page.evaluate("[...document.querySelectorAll('.leaflet-tile')].every(t => t.complete)"),
+            timeout=60,
+            what="tiles",
+        )
+        page.screenshot(path="docs/map-refined.png")
         browser.close()
     serve.shutdown()
-    print("wrote docs/map-page.png, docs/map-mask.png")
+    print("wrote docs/map-page.png, docs/map-mask.png, docs/map-refined.png")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,8 @@ class DataConfig:
     loader_batch: int = 32
     """Tiles read and augmented per Ray Data task call."""
     loader_num_cpus: float = 1.0
-    """CPUs Ray reserves per loader task (fractions let loaders share cores with training)."""
+    """CPUs Ray reserves per loader task and per data-preparation task (labels, statistics,
+    tiles); fractions let them share cores with training or with a service's replicas."""
 
     def __post_init__(self) -> None:
         if self.crop_size < 1 or self.tile_size < self.crop_size:
@@ -508,7 +509,11 @@ class ServeSection:
     ingress_max_queued_requests: int = 8
     """Images waiting for an ingress replica at most; more are answered 503 at once."""
     cpus_per_replica: float = 1.0
-    """CPUs reserved per model replica (fractions allowed; its torch threads follow)."""
+    """CPUs reserved per model replica (fractions allowed; its torch threads follow unless
+    ``torch_threads`` says otherwise)."""
+    torch_threads: int | None = None
+    """Intra-op threads of each model replica; default its reserved CPUs (at least 1). On one
+    small machine, reserve little (room for the map page's refinements) and use all cores."""
     ingress_cpus: float = 0.5
     """CPUs reserved per ingress replica."""
     use_gpu: bool = False
@@ -574,6 +579,8 @@ class ServeSection:
             raise ConfigError(
                 "serve.max_refine_jobs must be >= 0 (0: no refinements) and serve.max_refine_epochs >= 1"
             )
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"serve.torch_threads must be >= 1, got {self.torch_threads}")
         if self.cpus_per_replica <= 0 or self.ingress_cpus < 0 or self.ingress_replicas < 1:
             raise ConfigError(
                 "serve.cpus_per_replica must be > 0, serve.ingress_cpus >= 0 and serve.ingress_replicas >= 1"

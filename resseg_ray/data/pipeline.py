@@ -208,9 +208,11 @@ def build_datasets(
         if n is not None:
             rows = rows.slice(0, n)
         # One block of `loader_batch` manifest rows per loader task, built here (no repartition
-        # step re-executed every epoch).
+        # step re-executed every epoch). from_blocks reads the blocks' metadata here, where
+        # from_arrow runs a task per block reserving a whole CPU: beside a service that holds
+        # most of a small machine's CPUs (the map page's refinements) those tasks never start.
         step = cfg.loader_batch
-        ds: Dataset = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
+        ds: Dataset = ray.data.from_blocks([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
         if split == "train":
             ds = ds.randomize_block_order(seed=None if epoch is None else cfg.seed * 100003 + epoch)
         spec = sample_spec(desc, cfg, settings, augment=(split == "train"), epoch=epoch, norm=norm)

@@ -79,13 +79,14 @@ class PreparedDataset:
     statistics: Statistics
 
 
-def _run_all(fn, items: list[tuple]) -> list:
-    """Apply ``fn(*item)`` to every item: as Ray tasks when Ray is up, else in order."""
+def _run_all(fn, items: list[tuple], num_cpus: float = 1.0) -> list:
+    """Apply ``fn(*item)`` to every item: as Ray tasks reserving ``num_cpus`` each when Ray is
+    up, else in order."""
     import ray
 
     if not ray.is_initialized() or len(items) < 2:
         return [fn(*item) for item in items]
-    remote = ray.remote(num_cpus=1, max_retries=1)(fn)
+    remote = ray.remote(num_cpus=num_cpus, max_retries=1)(fn)
     return ray.get([remote.remote(*item) for item in items])
 
 
@@ -147,7 +148,8 @@ def _tile_and_split(
         (i, s, lab, dc, settings, reg)
         for i, (s, lab, reg) in enumerate(zip(infos, labels, regions, strict=True))
     ]
-    tiled: list[SceneTiles] = _run_all(_tile_task, items)  # one pass; the scene split reuses it
+    # one pass; the scene split reuses it
+    tiled: list[SceneTiles] = _run_all(_tile_task, items, dc.loader_num_cpus)
     if any(r is not None for r in regions):  # a refinement's one annotated area
         return tiled, Split("blocks", "inside the annotated area")
     reason = f"data.split={dc.split}"
@@ -326,7 +328,7 @@ def prepare_dataset(
     written = [job[2] for job in train_jobs + test_jobs if job[1] is not None]
     keep = exists(join_uri(out, DATASET_FILE), settings)
     with removed_on_failure([] if keep else written, settings), Progress("step", 3) as bar:
-        label_results = _run_all(_label_task, train_jobs + test_jobs)
+        label_results = _run_all(_label_task, train_jobs + test_jobs, dc.loader_num_cpus)
         bar.step(f"label rasters of {len(label_results)} scenes")
         for _, _, msgs in label_results:
             for m in msgs:
@@ -334,7 +336,7 @@ def prepare_dataset(
         train_labels = [r[0] for r in label_results[: len(train_jobs)]]
         test_label_infos = [r[0] for r in label_results[len(train_jobs) :]]
 
-        stats = compute_statistics(train_infos, settings, block=dc.stats_block)
+        stats = compute_statistics(train_infos, settings, block=dc.stats_block, num_cpus=dc.loader_num_cpus)
         bar.step(f"band statistics of {len(train_infos)} training scenes")
 
         region_infos: list[SceneInfo | None] = [None] * len(train_infos)

@@ -121,15 +121,24 @@ def _scheduler():
         from ray.util.dask import ray_dask_get
 
         return ray_dask_get
-    return "threads"
+    return _THREADS
+
+
+_THREADS = "threads"
 
 
 def compute_statistics(
-    scenes: list[SceneInfo], settings: StorageSettings, block: int = 1024, scheduler=None
+    scenes: list[SceneInfo],
+    settings: StorageSettings,
+    block: int = 1024,
+    scheduler=None,
+    num_cpus: float = 1.0,
 ) -> Statistics:
     """Per-scene and pooled per-band mean/std over valid pixels.
 
-    ``scheduler`` defaults to Ray's dask scheduler when Ray is initialised, else threads.
+    ``scheduler`` defaults to Ray's dask scheduler when Ray is initialised, else threads;
+    on Ray each block's task reserves ``num_cpus`` (fractions let it run beside services
+    that hold most of a machine's CPUs).
     """
     if not scenes:
         raise InputDataError("no scenes to compute statistics over")
@@ -146,7 +155,9 @@ def compute_statistics(
         finite = ~da.isnan(x)
         lazy.append((finite.sum(axis=(1, 2)), da.nanmean(x, axis=(1, 2)), da.nanvar(x, axis=(1, 2))))
     with np.errstate(invalid="ignore", divide="ignore"):
-        results = dask.compute(*lazy, scheduler=scheduler or _scheduler())
+        chosen = scheduler or _scheduler()
+        extra = {"ray_remote_args": {"num_cpus": num_cpus}} if chosen is not _THREADS else {}
+        results = dask.compute(*lazy, scheduler=chosen, **extra)
     per_scene: dict[str, BandStats] = {}
     counts, means, variances = [], [], []
     for s, (n, m, v) in zip(scenes, results, strict=True):

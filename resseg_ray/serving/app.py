@@ -105,7 +105,13 @@ def build_app(cfg: Config) -> Application:
         max_ongoing_requests=s.ongoing,
         max_queued_requests=s.max_queued_requests,
         ray_actor_options={"num_cpus": s.cpus_per_replica, "num_gpus": 1 if s.use_gpu else 0},
-    ).bind(uri, storage, s.max_batch_size, s.batch_wait_timeout_s, max(1, math.floor(s.cpus_per_replica)))
+    ).bind(
+        uri,
+        storage,
+        s.max_batch_size,
+        s.batch_wait_timeout_s,
+        s.torch_threads or max(1, math.floor(s.cpus_per_replica)),
+    )
     serve_cfg = to_dict(
         dataclasses.replace(
             s,

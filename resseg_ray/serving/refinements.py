@@ -225,6 +225,23 @@ def _changed_fraction(before: str, after: str, settings: Any) -> float:
     return changed / max(total, 1)
 
 
+def cpu_shortage(cfg: Any) -> str | None:
+    """Why the refinement's training may not start at once: the CPUs its workers and loaders
+    reserve (``scaling``, ``data.loader_num_cpus``) against those free in the Ray cluster now
+    (the service's replicas hold theirs); None when they fit."""
+    import ray
+
+    need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + cfg.data.loader_num_cpus
+    free = ray.available_resources().get("CPU", 0.0)
+    if free + 1e-9 >= need:
+        return None
+    return (
+        f"waiting for CPUs: the training reserves {need:g} (scaling.num_workers x scaling.cpus_per_worker "
+        f"+ data.loader_num_cpus of serve.refine_config) and {free:g} are free in the Ray cluster; an "
+        "autoscaler adds nodes, or lower those reservations (the torch threads stay scaling.torch_threads)"
+    )
+
+
 def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Refine ``spec.parent`` on the annotations, map the scene with the refined model and
     return the final record; the record is rewritten at each step (progress on the page). A
@@ -260,7 +277,7 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         history = record.setdefault("history", [])
         history.append({"epoch": epoch, **{k: _finite(v) for k, v in metrics.items()}})
-        update(epoch=epoch)
+        update(epoch=epoch, waiting=None)
 
     try:
         cfg = from_dict(Config, spec.config)
@@ -268,7 +285,7 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
         threads = cfg.scaling.torch_threads or max(1, math.floor(cfg.scaling.cpus_per_worker))
         torch.set_num_threads(threads)
         folder = store.job_dir(spec.scene_id, spec.job)
-        update(state="running", stage="training", started=_now())
+        update(state="running", stage="training", started=_now(), waiting=cpu_shortage(cfg))
         area, buildings, drawn = annotation_inputs(spec.annotations, os.path.join(folder, "inputs"))
         name = f"map-{spec.scene_id}-{spec.job}"
         rcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name, storage_path=folder))

@@ -206,3 +206,14 @@ def test_a_refinement_whose_worker_is_gone_is_reported_failed(tmp_path, ray_sess
     assert store.create("scene_x", new_record(1, 2, "m", False, None)) == "r2"
     with pytest.raises(KeyError):
         store.load("scene_x", "r9")
+
+
+def test_a_refinement_that_cannot_get_its_cpus_says_so(ray_session) -> None:
+    from resseg_ray.config import load_config
+    from resseg_ray.serving.refinements import cpu_shortage
+
+    assert (
+        cpu_shortage(load_config(None, ["scaling.cpus_per_worker=0.1", "data.loader_num_cpus=0.1"])) is None
+    )
+    short = cpu_shortage(load_config(None, ["scaling.num_workers=4", "scaling.cpus_per_worker=2"]))
+    assert short is not None and "reserves 9" in short and "serve.refine_config" in short

@@ -296,7 +296,8 @@ function describe(job) {
   if (job.state === "running" && job.stage === "training") {
     const last = job.history.length ? job.history[job.history.length - 1] : null;
     const losses = last ? ` · train loss ${fmt(last.train_loss)} · val loss ${fmt(last.val_loss)} · val F1 ${fmt(last.val_f1)}` : "";
-    return `${job.id}: training, epoch ${job.epoch}/${job.epochs}${losses}`;
+    const waiting = job.waiting && !last ? ` (${job.waiting})` : "";
+    return `${job.id}: training, epoch ${job.epoch}/${job.epochs}${losses}${waiting}`;
   }
   if (job.state === "running") return `${job.id}: mapping the scene with the refined model`;
   if (job.state === "succeeded") return `${job.id}: refined in ${fmt(job.stage_seconds.total, 0)} s; its map is shown`;
