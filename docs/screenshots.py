@@ -3,7 +3,7 @@ through Playwright) from a service on the demo's outputs: run after `make demo`.
 
     .venv/bin/python docs/screenshots.py          # docs/map-page.png, map-mask.png, map-refined.png
 
-The refinement screenshot annotates 7 % of test_02 with its true footprints (as
+The refinement screenshot annotates 7 % of test_01 with its true footprints (as
 ``bench/map_page.py`` does), refines for ``--epochs`` (default 5) from the page and shows
 the refined map with its figures; annotations, refinements and their MLflow store live in a
 temporary folder.
@@ -85,11 +85,11 @@ def main() -> None:
         from resseg_ray.geo.storage import StorageSettings
         from resseg_ray.serving.scenes import load_map_scenes
 
-        scene_id = "test_02-analytic"
+        scene_id = "test_01-analytic"
         imagery = load_map_scenes([os.path.abspath("runs/demo-maps/catalog.json")], StorageSettings())[
             scene_id
         ].imagery
-        doc, _ = annotations_of(imagery, "data/demo/scenes/test/test_02_buildings.geojson", 0.07)
+        doc, _ = annotations_of(imagery, "data/demo/scenes/test/test_01_buildings.geojson", 0.07)
         httpx.post(f"{url}/v1/scenes/{scene_id}/annotations", json=doc).raise_for_status()
         page.goto(url + f"/#scene={scene_id}")
         page.reload()
