@@ -543,6 +543,11 @@ class SegmentAPI:
             raise HTTPException(404, f"no scene {scene_id!r}; GET /v1/scenes lists them")
         if record.get("state") == "segmenting":
             raise HTTPException(409, f"scene {scene_id} is being segmented; remove it once it is ready")
+        for job in await asyncio.to_thread(self.refinements.jobs, scene_id):
+            if (await asyncio.to_thread(self._record, scene_id, job)).get("state") in ACTIVE:
+                raise HTTPException(
+                    409, f"refinement {job} of {scene_id} runs; cancel it or let it end first"
+                )
         await asyncio.to_thread(self.uploads.remove, scene_id)
         self.scenes.pop(scene_id, None)
         return {"removed": scene_id}

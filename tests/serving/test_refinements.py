@@ -151,7 +151,8 @@ def test_a_refinement_runs_off_the_http_path_and_its_map_is_shown_beside_the_ser
     record_dir = os.path.dirname(os.path.dirname(done["outputs"]["mask"]))
     assert os.path.isfile(os.path.join(record_dir, "job.json"))
     with open(refine_config) as cfg:
-        client = MlflowClient(yaml.safe_load(cfg)["mlflow"]["tracking_uri"])
+        store = yaml.safe_load(cfg)["mlflow"]["tracking_uri"]
+    client = MlflowClient(tracking_uri=store, registry_uri=store)  # not a registry other tests set
     version = client.get_model_version_by_alias("test-map-buildings", "refined-scene_0")
     assert str(version.version) == done["registered_version"]
     assert version.run_id == done["mlflow_run_id"]
