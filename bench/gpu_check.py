@@ -21,11 +21,13 @@ Steps (``--device cuda``):
 
 Steps whose Python packages are missing are recorded as not run, with what they need. The
 lent H200 machine runs its own Python 3.12 image with torch but without Ray, rasterio or
-MLflow, and nothing can be fetched there: rasterio's cp312 wheel (22 MB) can be carried, Ray's
-(79 MB) is over the 64 MiB a call may carry. So the check also has a torch-only step,
-``ddp_<arch>``: training steps/s of a 1-process DistributedDataParallel run over NCCL (gloo on
-a CPU) with the project's networks and device policy (bf16 autocast on CUDA), which needs
-only torch and the package (plus rasterio, which ``resseg_ray.models`` imports).
+MLflow, and nothing can be fetched there; Ray's cp312 wheel (79 MB) is over the 64 MiB a call
+may carry. So the check also has a torch-only step, ``ddp_<arch>``: training steps/s of a
+1-process DistributedDataParallel run over NCCL (gloo on a CPU) with the project's networks
+and device policy (bf16 autocast on CUDA). It and the ``model_*`` steps need only torch,
+safetensors, PyYAML and fsspec, all in that image:
+
+    PYTHONPATH=. python3 bench/gpu_check.py --out $OUT/gpu_check.json   # there: ddp_* and model_* run
 
 With ``--quick`` every step is shrunk (one architecture, small tiles and scenes, seconds of
 load) so that the orchestration itself can be checked on a CPU in a few minutes.
@@ -69,8 +71,8 @@ def environment() -> dict:
 
 
 NEEDS = {
-    "ddp": ["torch", "rasterio", "safetensors", "yaml"],
-    "model": ["torch", "rasterio", "safetensors", "yaml"],
+    "ddp": ["torch", "safetensors", "yaml", "fsspec"],
+    "model": ["torch", "safetensors", "yaml", "fsspec"],
     "train": ["ray", "mlflow", "rasterio", "pyarrow", "dask"],
     "predict": ["ray", "rasterio", "shapely", "pyarrow"],
     "serve": ["ray", "fastapi", "httpx", "rasterio", "rio_tiler"],

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import rasterio
 from fsspec import AbstractFileSystem
-from rasterio.session import DummySession
 
 from resseg_ray.config import StorageConfig
 from resseg_ray.errors import ConfigError, InputDataError
@@ -189,6 +187,9 @@ def gdal_env(settings: StorageSettings) -> Iterator[None]:
     # GDAL reads credentials itself (AWS_* variables, ~/.aws, instance metadata). A dummy
     # rasterio session stops rasterio from building a boto3 session on every entry, which
     # made each window read ~10x slower whenever AWS credentials were in the environment.
+    import rasterio  # here, not at import: the networks and bundles need no GDAL (a GPU image)
+    from rasterio.session import DummySession
+
     with rasterio.Env(session=DummySession(), **settings.gdal_options()):
         yield
 
