@@ -19,6 +19,17 @@ sys.path.insert(0, ROOT)
 os.chdir(ROOT)
 
 
+def tiles_loaded(page) -> None:
+    """Wait (with a deadline) until every map tile of ``page`` has loaded."""
+    from tests.helpers import poll
+
+    poll(
+        lambda: page.evaluate("[...document.querySelectorAll('.leaflet-tile')].every(t => t.complete)"),
+        timeout=60,
+        what="tiles",
+    )
+
+
 def main() -> None:
     import argparse
     import tempfile
@@ -39,7 +50,7 @@ def main() -> None:
 
     from resseg_ray.config import load_config
     from resseg_ray.serving.app import build_app
-    from tests.helpers import CHROMIUM, free_port, poll
+    from tests.helpers import CHROMIUM, free_port
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
@@ -66,20 +77,12 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(url + "/#scene=test_02-analytic")
         page.wait_for_selector("path.leaflet-interactive", timeout=60_000)
-        poll(
-            lambda: page.evaluate("[...document.querySelectorAll('.leaflet-tile')].every(t => t.complete)"),
-            timeout=60,
-            what="tiles",
-        )
+        tiles_loaded(page)
         page.screenshot(path="docs/map-page.png")
         page.check("#overlay-mask")
         page.evaluate("map.setZoom(map.getZoom() + 2)")
         page.wait_for_timeout(500)
-        poll(
-            lambda: page.evaluate("[...document.querySelectorAll('.leaflet-tile')].every(t => t.complete)"),
-            timeout=60,
-            what="tiles",
-        )
+        tiles_loaded(page)
         page.screenshot(path="docs/map-mask.png")
 
         from resseg_ray.geo.storage import StorageSettings
@@ -105,11 +108,7 @@ def main() -> None:
         ys = [c[1] for c in bounds["coordinates"][0]]
         page.evaluate(f"map.fitBounds([[{min(ys)}, {min(xs)}], [{max(ys)}, {max(xs)}]])")
         page.wait_for_timeout(500)
-        poll(
-            lambda: page.evaluate("[...document.querySelectorAll('.leaflet-tile')].every(t => t.complete)"),
-            timeout=60,
-            what="tiles",
-        )
+        tiles_loaded(page)
         page.screenshot(path="docs/map-refined.png")
         browser.close()
     serve.shutdown()

@@ -440,24 +440,12 @@ class SegmentAPI:
                 f"the service holds {self.cfg.max_added_scenes} added scenes (serve.max_added_scenes); "
                 "remove some (DELETE /v1/scenes/{id}) first",
             )
-        limit = int(self.cfg.max_body_mb * 1024 * 1024)
-        body = await read_body(request, limit, self.cfg.body_idle_timeout_s, self.cfg.body_timeout_s)
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        uri, body = await self._image_request(request)
         info = await self._bundle_info()
         incoming = None
-        if ctype == "application/json":
-            try:
-                doc = json.loads(body)
-            except ValueError:
-                raise HTTPException(400, "the JSON body is not valid JSON") from None
-            if not isinstance(doc, dict):
-                raise HTTPException(400, 'the JSON body must be {"uri": "s3://bucket/key.tif"}')
-            source = await asyncio.to_thread(request_scene, doc, self.cfg.allowed_prefixes, self.settings)
+        if uri is not None:
+            source = uri
         else:
-            if ctype == "multipart/form-data":
-                body = await _multipart_file(request, body)
-            if not body:
-                raise HTTPException(400, "empty body: send a GeoTIFF")
             os.makedirs(self.uploads.folder, exist_ok=True)
             fd, incoming = tempfile.mkstemp(dir=self.uploads.folder, prefix=".incoming-", suffix=".tif")
             with os.fdopen(fd, "wb") as f:
@@ -833,26 +821,35 @@ class SegmentAPI:
         finally:
             self._slots.release()
 
-    async def _segment_request(self, request: Request, format: str) -> Response:
-        start = time.perf_counter()
+    async def _image_request(self, request: Request) -> tuple[str | None, bytes]:
+        """What an image request sends, read once for /v1/segment and /v1/scenes: ``(uri, b"")``
+        for JSON naming an allowed s3:// image or STAC item, else ``(None, the GeoTIFF's bytes)``
+        from a raw or multipart body (400 when empty or malformed, 413 over the limit)."""
         limit = int(self.cfg.max_body_mb * 1024 * 1024)
         body = await read_body(request, limit, self.cfg.body_idle_timeout_s, self.cfg.body_timeout_s)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/json":
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                raise HTTPException(400, "the JSON body is not valid JSON") from None
+            if not isinstance(doc, dict):
+                raise HTTPException(400, 'the JSON body must be {"uri": "s3://bucket/key.tif"}')
+            return await asyncio.to_thread(request_scene, doc, self.cfg.allowed_prefixes, self.settings), b""
+        if ctype == "multipart/form-data":
+            body = await _multipart_file(request, body)
+        if not body:
+            raise HTTPException(400, "empty body: send a GeoTIFF")
+        return None, body
+
+    async def _segment_request(self, request: Request, format: str) -> Response:
+        start = time.perf_counter()
+        named, body = await self._image_request(request)
         info = await self._bundle_info()
         with tempfile.TemporaryDirectory(prefix="resseg-serve-") as tmp:
-            if ctype == "application/json":
-                try:
-                    doc = json.loads(body)
-                except ValueError:
-                    raise HTTPException(400, "the JSON body is not valid JSON") from None
-                if not isinstance(doc, dict):
-                    raise HTTPException(400, 'the JSON body must be {"uri": "s3://bucket/key.tif"}')
-                uri = await asyncio.to_thread(request_scene, doc, self.cfg.allowed_prefixes, self.settings)
+            if named is not None:
+                uri = named
             else:
-                if ctype == "multipart/form-data":
-                    body = await _multipart_file(request, body)
-                if not body:
-                    raise HTTPException(400, "empty body: send a GeoTIFF")
                 uri = os.path.join(tmp, "image.tif")
                 with open(uri, "wb") as f:
                     f.write(body)

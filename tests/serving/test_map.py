@@ -120,12 +120,12 @@ def browser():
         b.close()
 
 
-def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(service, browser) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+def offline(page, service: str) -> list[str]:
+    """Abort every request of ``page`` that leaves the service (pages must work with no
+    internet); the list of those URLs, to assert empty."""
     outside: list[str] = []
-    tiles: list[tuple[str, int, str]] = []
 
-    def guard(route) -> None:  # the page must work with no internet: nothing leaves 127.0.0.1
+    def guard(route) -> None:
         if route.request.url.startswith(service):
             route.continue_()
         else:
@@ -133,6 +133,13 @@ def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(ser
             route.abort()
 
     page.route("**/*", guard)
+    return outside
+
+
+def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(service, browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    outside = offline(page, service)
+    tiles: list[tuple[str, int, str]] = []
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     # 503: the test service has 2 + 2 request slots (for its overload tests); the page retries
@@ -411,16 +418,7 @@ def test_the_api_is_documented_on_an_openapi_page_that_needs_no_internet(service
     for path in ("/v1/scenes", "/v1/scenes/{scene_id}/annotations", "/v1/scenes/{scene_id}/refinements"):
         assert "application/json" in spec["paths"][path]["post"]["requestBody"]["content"], path
     page = browser.new_page()
-    outside: list[str] = []
-
-    def guard(route) -> None:
-        if route.request.url.startswith(service):
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", guard)
+    outside = offline(page, service)
     page.goto(service + "/docs")
     page.wait_for_selector(".opblock", timeout=30_000)
     assert page.locator(".opblock").count() == len(operations)
