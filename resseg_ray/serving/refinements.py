@@ -363,12 +363,11 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
 class _Runner:
     """The Ray actor of one refinement: runs it, then exits (its name is then free)."""
 
-    def run(self, spec: RefinementSpec) -> str:
+    def run(self, spec: RefinementSpec) -> None:
         import ray
 
-        record = run_refinement(spec)
+        run_refinement(spec)  # it records its own end, failures included
         ray.actor.exit_actor()
-        return str(record["state"])  # not reached: exit_actor ends the process
 
 
 def start_refinement(spec: RefinementSpec) -> Any:

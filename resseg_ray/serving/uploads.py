@@ -24,7 +24,6 @@ from resseg_ray.geo.storage import StorageSettings, write_bytes
 
 __all__ = ["UploadStore", "scene_id_for", "to_cog"]
 
-SCENES_STATES = ("segmenting", "ready", "failed")
 STALE_AFTER_S = 3600.0
 """A scene still segmenting this long after it was added, with no worker on it: failed."""
 
