@@ -131,15 +131,19 @@ def main() -> None:
     failed = [r for r in reports if r.error is not None]
     vectors, conflating = predict.wants_polygons, predict.existing is not None
     extra = (f" {'buildings':>9}" if vectors else "") + (f" {'mapped':>7}" if conflating else "")
-    print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7}{extra}  status")
+    print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7} {'runtime':<16}{extra}  status")
     for r in reports:
         status = "failed" if r.error else "skipped" if r.skipped else "done"
         counts = ""
         if vectors:
             counts = f" {_count(r.buildings):>9}" + (f" {_count(r.already_mapped):>7}" if conflating else "")
-        print(f"{r.uri[-48:]:<48} {r.megapixels:7.2f} {r.seconds:8.1f} {r.mpx_per_s:7.2f}{counts}  {status}")
+        engine = r.engine or "-"
+        print(
+            f"{r.uri[-48:]:<48} {r.megapixels:7.2f} {r.seconds:8.1f} {r.mpx_per_s:7.2f} {engine:<16}{counts}"
+            f"  {status}"
+        )
     if args.stac:
-        finished = [(r.uri, r.buildings, r.already_mapped) for r in reports if r.error is None]
+        finished = [(r.uri, r.buildings, r.already_mapped, r.engine) for r in reports if r.error is None]
         if finished:
             href, count = write_run_catalog(args.out, finished, options, predict, model, inputs, settings)
             print(f"STAC catalog {href}: {count} items, valid (pystac validate_all)")

@@ -18,7 +18,9 @@ from resseg_ray.abort import abort
 from resseg_ray.config import (
     BLEND_MODES,
     NORMALIZATIONS,
+    PRECISIONS,
     PROB_DTYPES,
+    RUNTIMES,
     STAC_ASSETS,
     VECTOR_FORMATS,
     Config,
@@ -208,6 +210,18 @@ def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> 
         "scene's non-alpha bands)",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="what runs the network: torch, openvino or onnxruntime (CPU), or auto (default): the "
+        "fastest here whose masks agree with fp32 torch, measured once per model and machine",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32, bf16 (CPUs with AMX/AVX512_BF16, GPUs), fp16 (GPUs) or auto (default: bf16 where "
+        "the device has bf16 units and the masks agree)",
+    )
     if not outputs:
         return
     p.add_argument(

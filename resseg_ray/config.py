@@ -30,6 +30,10 @@ BLEND_MODES = ("flat", "linear", "cosine")
 """How overlapping windows are blended: averaged (the paper), or weighted by a linear or
 raised-cosine ramp towards the window edges (the authors' code)."""
 NORMALIZATIONS = ("pooled", "per_scene")
+RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
+"""Inference runtimes (``--runtime``; :mod:`resseg_ray.runtime`)."""
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""Inference precisions (``--precision``)."""
 """``pooled``: one mean/std over all training scenes (the bundle's); ``per_scene``: each
 scene's own statistics."""
 SPLIT_MODES = ("auto", "blocks", "scenes")
@@ -397,6 +401,13 @@ class PredictSection:
     scene's non-alpha bands."""
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``--device``)."""
+    runtime: str = "auto"
+    """What runs the network: ``torch``, ``openvino``, ``onnxruntime`` (CPU), or ``auto``: the
+    fastest here whose masks agree with fp32 PyTorch, measured once per model and machine
+    (PyTorch with autocast on CUDA) (``--runtime``)."""
+    precision: str = "auto"
+    """``fp32``, ``bf16`` (CPUs with AMX or AVX512_BF16 units, CUDA), ``fp16`` (CUDA) or ``auto``:
+    bf16 where the device has bf16 units and the masks agree, else fp32 on CPU (``--precision``)."""
     prob: bool = True
     """Write the probability raster besides the mask (``--no-prob`` turns it off)."""
     prob_dtype: str = "uint8"
@@ -448,6 +459,10 @@ class PredictSection:
             raise bad("bands", "distinct 1-based band indexes, e.g. 3 2 1 4", self.bands)
         if not _DEVICE.fullmatch(self.device):
             raise bad("device", "auto, cpu, cuda or cuda:N", self.device)
+        if self.runtime not in RUNTIMES:
+            raise bad("runtime", "one of " + ", ".join(RUNTIMES), self.runtime)
+        if self.precision not in PRECISIONS:
+            raise bad("precision", "one of " + ", ".join(PRECISIONS), self.precision)
         for name in ("min_area", "simplify"):
             value = getattr(self, name)
             if not _finite(value) or value < 0:
@@ -518,6 +533,11 @@ class ServeSection:
     """CPUs reserved per ingress replica."""
     use_gpu: bool = False
     """One GPU per model replica."""
+    runtime: str = "auto"
+    """What runs the network in the model replicas: ``torch``, ``openvino``, ``onnxruntime`` or
+    ``auto`` (as ``predict.runtime``; chosen when a replica starts)."""
+    precision: str = "auto"
+    """The model replicas' precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (as ``predict.precision``)."""
     annotations_dir: str = "runs/annotations"
     """Where the map page's annotations are saved: ``<dir>/<scene id>/v<NNNNNN>.geojson``."""
     api_token: str | None = None
@@ -578,6 +598,12 @@ class ServeSection:
         if self.max_refine_jobs < 0 or self.max_refine_epochs < 1:
             raise ConfigError(
                 "serve.max_refine_jobs must be >= 0 (0: no refinements) and serve.max_refine_epochs >= 1"
+            )
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"serve.runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"serve.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"serve.torch_threads must be >= 1, got {self.torch_threads}")

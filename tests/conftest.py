@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,9 @@ for _k, _v in {
 }.items():
     os.environ[_k] = _v
 os.environ.pop("AWS_PROFILE", None)
+# Exported graphs and runtime choices (resseg_ray.runtime) of this session only, for every job
+# and Ray worker the tests start: nothing read from or left in the user's ~/.cache.
+os.environ["RESSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="resseg-test-cache-")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_ENDPOINT_URL_S3", None)
 

@@ -57,6 +57,8 @@ class SceneReport:
     """Building polygons written (None: none asked for, or the scene was skipped)."""
     already_mapped: int | None = None
     """Predicted buildings left out because ``--existing`` has them."""
+    engine: str = ""
+    """The runtime and precision that segmented the scene, e.g. ``openvino bf16`` ("" when unknown)."""
 
     @property
     def mpx_per_s(self) -> float:
@@ -101,10 +103,19 @@ def predict_scene(
         buildings = writer.publish(uris, settings)
     return _with_buildings(
         SceneReport(
-            scene_uri, uris, seconds=time.perf_counter() - start, megapixels=scene.width * scene.height / 1e6
+            scene_uri,
+            uris,
+            seconds=time.perf_counter() - start,
+            megapixels=scene.width * scene.height / 1e6,
+            engine=_engine(predictor),
         ),
         buildings,
     )
+
+
+def _engine(predictor: ScenePredictor) -> str:
+    d = predictor.describe_engine()
+    return " ".join(d[k] for k in ("runtime", "precision") if k in d)
 
 
 def _with_buildings(report: SceneReport, buildings: Buildings | None) -> SceneReport:
@@ -165,7 +176,9 @@ def predict_part(
             writer.write(strip)
         writer.publish_part(uris, settings)
     mpx = scene.width * (part.row1 - part.row0) / 1e6
-    return SceneReport(scene_uri, uris, seconds=time.perf_counter() - start, megapixels=mpx)
+    return SceneReport(
+        scene_uri, uris, seconds=time.perf_counter() - start, megapixels=mpx, engine=_engine(predictor)
+    )
 
 
 def assemble_scene(
@@ -310,7 +323,7 @@ class _SceneActor:
             return failed(uri, exc)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        keys = "uri part seconds megapixels skipped error start end warnings buildings already_mapped"
+        keys = "uri part seconds megapixels skipped error start end warnings buildings already_mapped engine"
         rows: dict[str, list[Any]] = {k: [] for k in keys.split()}
         for uri, index in zip(batch["uri"], batch["part"], strict=True):
             start = time.time()
@@ -328,6 +341,7 @@ class _SceneActor:
             rows["end"].append(time.time())
             rows["buildings"].append(-1 if r.buildings is None else r.buildings)
             rows["already_mapped"].append(-1 if r.already_mapped is None else r.already_mapped)
+            rows["engine"].append(r.engine)
         return rows
 
 
@@ -435,6 +449,7 @@ def _collect(
                 bool(r["skipped"]),
                 buildings=int(r["buildings"]) if int(r.get("buildings", -1)) >= 0 else None,
                 already_mapped=int(r["already_mapped"]) if int(r.get("already_mapped", -1)) >= 0 else None,
+                engine=str(r.get("engine") or ""),
             )
         else:
             ref = assemble_task.remote(uri, plan.parts, plan.staging, out_dir, settings, options)
@@ -454,6 +469,7 @@ def _collect(
             plans[uri].megapixels,
             buildings=done.buildings,
             already_mapped=done.already_mapped,
+            engine=", ".join(dict.fromkeys(str(r.get("engine") or "") for r in worked if r.get("engine"))),
         )
     return [reports[u] for u in plans]
 

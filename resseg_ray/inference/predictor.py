@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from resseg_ray.config import PredictSection
 from resseg_ray.device import DevicePolicy
@@ -32,6 +31,8 @@ from resseg_ray.geo.stats import Norm, compute_statistics, norm_arrays, normaliz
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.windows import blend_weights, window_starts
 from resseg_ray.models.bundle import BundleInfo, ModelBundle
+from resseg_ray.runtime import Engine, candidates, select_engine
+from resseg_ray.runtime.select import engine_like
 
 _DEFAULT_BAND = re.compile(r"band\s*\d+")
 
@@ -170,17 +171,35 @@ class ScenePredictor:
         self.policy = policy or DevicePolicy.resolve(o.device)
         self.window, self.overlap, self.batch_size, self.blend = o.window, o.overlap, o.batch_size, o.blend
         self._remote = forward
+        self._engine: Engine | None = None
         if isinstance(bundle, BundleInfo):
             if forward is None or o.adapt_bn:
                 raise ConfigError(
                     "predict.adapt_bn needs the model's weights where the scene is read; "
                     "it is not available here (Serve): turn it off"
                 )
-            self.model, self.adapt_bn, self._source = None, False, None
+            self._net, self.adapt_bn = None, False
             return
-        self.model = self.policy.prepare_for_inference(bundle.model)
+        candidates(o.runtime, o.precision, self.policy.device)  # refuse what this machine cannot run now
+        self._net = bundle.model  # BatchNorms unfolded (adapt_bn re-estimates them)
         self.adapt_bn = o.adapt_bn
-        self._source = bundle.model if o.adapt_bn else None  # BatchNorms unfolded, to re-estimate
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that runs the network here (:func:`~resseg_ray.runtime.select_engine` of the
+        options' ``runtime`` and ``precision``; chosen, and with ``auto`` measured, on first use)."""
+        if self._engine is None:
+            if self._net is None:
+                raise ConfigError("this predictor's network runs elsewhere (Serve's model replicas)")
+            o = self.options
+            shape = (o.batch_size, self.info.in_bands, o.window, o.window)
+            self._engine = select_engine(self._net, self.policy, o.runtime, o.precision, shape)
+        return self._engine
+
+    def describe_engine(self) -> dict[str, str]:
+        """Which runtime and precision segment scenes here (``{"runtime": "serve"}`` when the
+        network runs in Serve's model replicas)."""
+        return {"runtime": "serve"} if self._remote is not None else self.engine.describe()
 
     def check_bands(self, scene: SceneInfo) -> None:
         """When the scene names its bands and they are the model's bands in another order, say
@@ -207,35 +226,36 @@ class ScenePredictor:
         """See :func:`scene_norm`."""
         return scene_norm(self.info, self.normalization, scene, settings)
 
-    def model_for(self, scene: SceneInfo, settings: StorageSettings, norm: Norm) -> torch.nn.Module | None:
-        """The inference network for a scene: with ``adapt_bn``, its BatchNorm statistics
+    def model_for(self, scene: SceneInfo, settings: StorageSettings, norm: Norm) -> Engine | None:
+        """The engine for a scene: with ``adapt_bn``, the network's BatchNorm statistics
         re-estimated on the scene's own windows (:func:`~resseg_ray.inference.batchnorm.adapt_to_scene`,
-        deterministic), otherwise the bundle's."""
-        if self._source is None:
-            return self.model
+        deterministic) in an engine of the same runtime and precision; otherwise :attr:`engine`
+        (None when the network runs elsewhere)."""
+        if self._remote is not None:
+            return None
+        if not self.adapt_bn:
+            return self.engine
         from resseg_ray.inference.batchnorm import adapt_to_scene
 
-        return self.policy.prepare_for_inference(
-            adapt_to_scene(self._source, scene, settings, norm, self.policy)
-        )
+        assert self._net is not None
+        adapted = adapt_to_scene(self._net, scene, settings, norm, self.policy)
+        return engine_like(self.engine, adapted, self.policy)
 
     def forward(self, tiles: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(N, C, H, W)`` of normalised windows ``(N, D, H, W)``
-        (float32) through this predictor's network."""
-        return self._forward(self.model, tiles)
+        """Class probabilities ``(N, C, H, W)`` of normalised windows ``(N, D, H, W)`` (float32)
+        through this predictor's network."""
+        return self._forward(None if self._remote is not None else self.engine, tiles)
 
-    def _forward(self, model: torch.nn.Module | None, tiles: np.ndarray) -> np.ndarray:
+    def _forward(self, engine: Engine | None, tiles: np.ndarray) -> np.ndarray:
         if self._remote is not None:
             return self._remote(tiles)
-        assert model is not None
-        with torch.inference_mode(), self.policy.autocast():
-            logits = model(self.policy.prepare_batch(torch.from_numpy(tiles)))
-        return torch.softmax(logits.float(), 1).cpu().numpy()
+        assert engine is not None
+        return engine.forward(tiles)
 
-    def _checked_forward(self, model: torch.nn.Module | None, tiles: np.ndarray, where: str) -> np.ndarray:
+    def _checked_forward(self, engine: Engine | None, tiles: np.ndarray, where: str) -> np.ndarray:
         """:meth:`_forward`, refusing output that is not finite: a NaN probability would be
         published as a confident "ground" (no building) everywhere it occurs."""
-        probs = self._forward(model, tiles)
+        probs = self._forward(engine, tiles)
         if not np.isfinite(probs).all():
             raise InputDataError(
                 f"{where}: the network's output is not finite (NaN or infinite); no map is written. "
@@ -270,7 +290,7 @@ class ScenePredictor:
         wsum = np.zeros((wh, w), np.float32)
         top = rows[start]
         norm = norm if norm is not None else self.scene_norm(scene, settings)
-        model = self.model_for(scene, settings, norm)
+        engine = self.model_for(scene, settings, norm)
         for i in range(start, stop):
             r = rows[i]
             if r > top:  # shift the buffer down to start at r
@@ -291,7 +311,8 @@ class ScenePredictor:
                 )
             for b in range(0, len(cols), self.batch_size):
                 chunk = cols[b : b + self.batch_size]
-                probs = self._checked_forward(model, np.stack([x[:, :, c0 : c0 + ww] for c0 in chunk]), where)
+                tiles = np.stack([x[:, :, c0 : c0 + ww] for c0 in chunk])
+                probs = self._checked_forward(engine, tiles, where)
                 for p, c0 in zip(probs, chunk, strict=True):
                     acc[:, :, c0 : c0 + ww] += p * weights
                     wsum[:, c0 : c0 + ww] += weights

@@ -125,6 +125,8 @@ def _scene_item(
         PREFIX + "blend": predict.blend,
         PREFIX + "normalization": predict.normalization or model.normalization,
         PREFIX + "adapt_bn": predict.adapt_bn,
+        PREFIX + "runtime": predict.runtime,
+        PREFIX + "precision": predict.precision,
     }
     if buildings is not None:
         props[PREFIX + "buildings"] = buildings
@@ -183,16 +185,17 @@ def _rel(uri: str) -> str:
 
 def write_run_catalog(
     out_dir: str,
-    scenes: Sequence[tuple[str, int | None, int | None]],
+    scenes: Sequence[tuple[str, int | None, int | None, str]],
     options: OutputOptions,
     predict: PredictSection,
     model: ModelProvenance,
     inputs: SceneInputs,
     settings: StorageSettings,
 ) -> tuple[str, int]:
-    """Write the items of ``scenes`` (URI, buildings written, buildings left out; outputs
-    complete) and ``<out>/catalog.json`` listing them and the items of earlier runs whose
-    outputs are still there; validate it all. Returns the catalog's URI and its item count."""
+    """Write the items of ``scenes`` (URI, buildings written, buildings left out, the runtime
+    and precision that ran, e.g. ``openvino bf16``; outputs complete) and ``<out>/catalog.json``
+    listing them and the items of earlier runs whose outputs are still there; validate it all.
+    Returns the catalog's URI and its item count."""
     io = StorageStacIO(settings)
     href = join_uri(out_dir, CATALOG)
     items: dict[str, pystac.Item] = {}
@@ -207,8 +210,10 @@ def write_run_catalog(
                         items[item.id] = item
         except Exception:  # a broken catalog of ours is rebuilt from this run's items
             items = {}
-    for uri, buildings, mapped in scenes:
+    for uri, buildings, mapped, engine in scenes:
         item = _scene_item(uri, out_dir, options, predict, model, inputs, buildings, mapped, settings)
+        if engine:
+            item.properties[PREFIX + "engine"] = engine
         items[item.id] = item
     catalog = pystac.Catalog(
         CATALOG_ID,

@@ -32,6 +32,19 @@ class ModelSpec:
         }
 
 
+def pad_aligned(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` (N x D x H x W) padded at the bottom/right to sides that are multiples of
+    ``multiple``: reflection where the side allows it, edge replication otherwise (e.g. a
+    1-pixel side). The one padding rule of every network and of the exported graphs' engines
+    (:mod:`resseg_ray.runtime`), so that both give the same output on any window size."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
 class SegmentationNet(nn.Module, abc.ABC):
     """A fully convolutional network mapping N x D x H x W to N x C x H x W logits.
 
@@ -60,10 +73,6 @@ class SegmentationNet(nn.Module, abc.ABC):
                 f"(bands first), got {tuple(x.shape)}"
             )
         h, w = x.shape[-2:]
-        m = self.size_multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph == 0 and pw == 0:
+        if h % self.size_multiple == 0 and w % self.size_multiple == 0:
             return self.forward_aligned(x)
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        xp = F.pad(x, (0, pw, 0, ph), mode=mode)
-        return self.forward_aligned(xp)[..., :h, :w]
+        return self.forward_aligned(pad_aligned(x, self.size_multiple))[..., :h, :w]

@@ -504,7 +504,8 @@ class SegmentAPI:
         report = predict_scene(predictor, image, out, self.settings, written, overwrite=True)
         stages["segment"] = round(time.perf_counter() - t1, 2)
         write_run_catalog(
-            out, [(image, report.buildings, report.already_mapped)], written, options, self._provenance,
+            out, [(image, report.buildings, report.already_mapped, report.engine)], written, options,
+            self._provenance,
             SceneInputs(), self.settings,
         )  # fmt: skip
         scene = load_map_scenes([self.uploads.catalog(scene_id)], self.settings)[scene_id]

@@ -111,6 +111,7 @@ def build_app(cfg: Config) -> Application:
         s.max_batch_size,
         s.batch_wait_timeout_s,
         s.torch_threads or max(1, math.floor(s.cpus_per_replica)),
+        {"runtime": s.runtime, "precision": s.precision, "window": cfg.predict.window},
     )
     serve_cfg = to_dict(
         dataclasses.replace(

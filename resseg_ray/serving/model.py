@@ -25,7 +25,8 @@ from resseg_ray.models.source import resolve_bundle
 
 @serve.deployment(name="SegmentModel")
 class SegmentModel:
-    """A bundle's network on this replica's device (its GPU when it has one)."""
+    """A bundle's network on this replica's device (its GPU when it has one), run by the engine
+    of ``serve.runtime`` x ``serve.precision`` (``engine``: those and the window side)."""
 
     def __init__(
         self,
@@ -34,6 +35,7 @@ class SegmentModel:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         threads: int,
+        engine: dict,
     ) -> None:
         import torch
 
@@ -45,7 +47,9 @@ class SegmentModel:
             with open(path, "rb") as f:
                 self._provenance = ModelProvenance.of(model_uri, f.read(), bundle.info)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.predictor = ScenePredictor(bundle, PredictSection(device=device))
+        options = PredictSection(device=device, batch_size=max_batch_size, **engine)
+        self.predictor = ScenePredictor(bundle, options)
+        self.engine = self.predictor.engine  # chosen (with auto: measured, or read from the cache) now
         self.model_uri = model_uri
         # @serve.batch wraps the method in an object with these setters (untyped in Ray)
         self.predict.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
@@ -67,6 +71,7 @@ class SegmentModel:
         return {
             "uri": self.model_uri,
             "device": str(self.predictor.policy.device),
+            **{k: v for k, v in self.engine.describe().items() if k != "device"},
             "replica": ray.get_runtime_context().get_actor_name(),
             "pid": os.getpid(),
         }

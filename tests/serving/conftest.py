@@ -52,7 +52,7 @@ def map_catalog(bundle, tmp_path_factory) -> str:
     model = ModelProvenance(bundle, "prop18", "0" * 64)
     from resseg_ray.geo.stac import SceneInputs
 
-    finished = [(r.uri, r.buildings, r.already_mapped) for r in reports]
+    finished = [(r.uri, r.buildings, r.already_mapped, r.engine) for r in reports]
     href, _ = write_run_catalog(out, finished, options, predict, model, SceneInputs(), settings)
     return href
 
