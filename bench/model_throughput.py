@@ -10,6 +10,9 @@ a same-run yardstick (oneDNN's convolution kernels can exceed it: figures above
 
     python bench/model_throughput.py                      # all models, 512x512, batch 4
     python bench/model_throughput.py --archs prop18 ref_unet_resnet18 --repeats 5
+    python bench/model_throughput.py --archs prop18 prop152 --runtimes torch openvino onnxruntime
+    python bench/model_throughput.py --bundle runs/demo-prop18/model.resseg.safetensors \
+        --runtimes torch openvino onnxruntime --json bench/results/runtimes_demo.json
 
 Prints a table and writes JSON (default bench/results/model_throughput.json).
 Figures only: nothing here passes or fails on a time.
@@ -26,15 +29,21 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from reference_unet import ResNet18UNet
+from results_io import machine, write_results
 
 from resseg_ray.device import DevicePolicy
+from resseg_ray.errors import ConfigError
 from resseg_ray.models import build_model, list_models
+from resseg_ray.models.bundle import load_bundle
+from resseg_ray.runtime import candidates, cpu_info, select_engine
+from resseg_ray.runtime.select import Choice, EngineFactory, runtime_versions
 
 REFERENCE = "ref_unet_resnet18"
 
@@ -89,6 +98,57 @@ def time_forward(model: torch.nn.Module, x: torch.Tensor, policy: DevicePolicy, 
     return times
 
 
+def runtime_rows(
+    name: str, model: torch.nn.Module, args: argparse.Namespace, policy: DevicePolicy
+) -> list[dict[str, Any]]:
+    """Mpx/s of each runtime x precision through the project's engines (resseg_ray.runtime),
+    with speed-up over torch fp32 and agreement of the classes with it, then what ``auto`` picks."""
+    x = np.random.default_rng(0).standard_normal((args.batch, args.bands, args.size, args.size), np.float32)
+    factory = EngineFactory(model, policy)
+    reference = factory.build(Choice("torch", "fp32"))
+    want = reference.forward(x)
+    px = args.batch * args.size * args.size
+    rows: list[dict[str, Any]] = []
+    combos = [(r, p) for p in args.precisions for r in args.runtimes]
+    for runtime, precision in [*combos, ("auto", "auto")]:
+        try:
+            if runtime == "auto":
+                engine = select_engine(model, policy, "auto", "auto", x.shape)
+            else:
+                candidates(runtime, precision, policy.device)
+                engine = factory.build(Choice(runtime, precision))
+        except ConfigError as exc:
+            print(f"{name:<20}{runtime:>12}{precision:>6}  not run: {exc}")
+            continue
+        got = engine.forward(x)  # warm-up (and auto's guard)
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            engine.forward(x)
+            times.append(time.perf_counter() - t)
+        best = min(times)
+        row = {
+            "arch": name,
+            "runtime": runtime if runtime != "auto" else f"auto -> {engine.runtime}",
+            "precision": precision if runtime != "auto" else engine.precision,
+            "seconds_best": best,
+            "seconds_median": statistics.median(times),
+            "mpx_per_s": px / best / 1e6,
+            "max_abs_diff": float(np.abs(got - want).max()),
+            "agreement": float((got.argmax(1) == want.argmax(1)).mean()),
+        }
+        rows.append(row)
+    base = next((r["mpx_per_s"] for r in rows if r["runtime"] == "torch" and r["precision"] == "fp32"), None)
+    for row in rows:
+        row["speedup_over_torch_fp32"] = row["mpx_per_s"] / base if base else None
+        speedup = f"{row['speedup_over_torch_fp32']:>8.2f}x" if base else f"{'-':>9}"
+        print(
+            f"{name:<20}{row['runtime']:>20}{row['precision']:>6}{row['seconds_best']:>9.3f}"
+            f"{row['mpx_per_s']:>8.3f}{speedup}{100 * row['agreement']:>9.3f}{row['max_abs_diff']:>10.2e}"
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", default=[*list_models(), REFERENCE])
@@ -104,8 +164,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="time the training graph (BatchNorm not folded) instead of the inference copy",
     )
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        choices=["torch", "openvino", "onnxruntime"],
+        help="instead of the formats table: a runtime x precision table through the project's engines "
+        "(channels_last, BatchNorm folded), plus what --runtime auto picks",
+    )
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="with --runtimes")
+    parser.add_argument(
+        "--bundle", help="with --runtimes: time this trained bundle's network (its arch and bands) instead"
+    )
     parser.add_argument("--json", default="bench/results/model_throughput.json")
     args = parser.parse_args(argv)
+    if args.runtimes:
+        return runtimes_main(args)
 
     torch.manual_seed(0)
     policy = DevicePolicy.resolve(args.device, channels_last=True, precision=args.precision)
@@ -205,6 +278,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
         print(f"wrote {args.json}")
+    return result
+
+
+def runtimes_main(args: argparse.Namespace) -> dict[str, Any]:
+    """The runtime x precision table of ``--runtimes``, printed and written as JSON."""
+    torch.manual_seed(0)
+    policy = DevicePolicy.resolve(args.device, channels_last=True)
+    cpu = cpu_info()
+    models: list[tuple[str, torch.nn.Module]] = []
+    if args.bundle:
+        bundle = load_bundle(args.bundle)
+        args.bands = bundle.info.in_bands
+        models.append((f"{bundle.info.architecture} (trained)", bundle.model))
+    else:
+        models = [(name, build(name, args.bands).eval()) for name in args.archs]
+    print(f"CPU {cpu.model}, flags {' '.join(cpu.flags) or '-'}, bf16 units: {cpu.bf16_units or 'none'}")
+    print(
+        f"device {policy.device}, threads {torch.get_num_threads()}, batch {args.batch} x {args.bands} x "
+        f"{args.size} x {args.size}; agreement: share of pixels with torch fp32's class"
+    )
+    print(
+        f"{'arch':<20}{'runtime':>20}{'prec':>6}{'s/batch':>9}{'Mpx/s':>8}{'speed-up':>9}{'agree %':>9}"
+        f"{'max diff':>10}"
+    )
+    rows: list[dict[str, Any]] = []
+    for name, model in models:
+        rows += runtime_rows(name, model, args, policy)
+    result = {
+        "machine": {**machine(), "threads": torch.get_num_threads(), "versions": runtime_versions()},
+        "batch": args.batch,
+        "size": args.size,
+        "bands": args.bands,
+        "rows": rows,
+    }
+    if args.json:
+        write_results(args.json, result)
     return result
 
 

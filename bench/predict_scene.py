@@ -11,6 +11,7 @@ in this process (no reading, no stitching, no writing).
     python bench/predict_scene.py                        # prop18, D12 size and 4x, this device
     python bench/predict_scene.py --arch prop152 --no-big --device cuda
     python bench/predict_scene.py --no-big --actors 2      # also: one scene split across 2 actors
+    python bench/predict_scene.py --no-big --engines torch:fp32 openvino:fp32 openvino:bf16 auto:auto
 
 With ``--actors N`` the D12-size scene is also segmented on a local Ray instance by
 ``jobs/predict.py --actors``'s code path: once by one actor holding all CPUs (the scene
@@ -44,6 +45,7 @@ from resseg_ray.device import DevicePolicy, ray_runtime_env
 from resseg_ray.inference.windows import window_starts
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import load_bundle, save_bundle
+from resseg_ray.runtime.select import Choice, EngineFactory
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = """
@@ -57,12 +59,16 @@ from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import load_bundle
 options = PredictSection(window={window}, overlap={overlap}, batch_size={batch}, normalization="pooled",
-                         device={device!r})
+                         device={device!r}, runtime={runtime!r}, precision={precision!r})
 p = ScenePredictor(load_bundle({bundle!r}), options)
+t = time.perf_counter()
+engine = p.engine.describe()  # chosen (auto: measured once per model and machine, then cached) and built
+setup = time.perf_counter() - t
 t = time.perf_counter()
 r = predict_scene(p, {scene!r}, {out!r}, StorageSettings(), overwrite=True)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"seconds": time.perf_counter() - t, "maxrss_mb": rss}}))
+print(json.dumps({{"seconds": time.perf_counter() - t, "setup_s": setup, "engine": p.engine.describe(),
+                  "maxrss_mb": rss}}))
 """
 
 
@@ -94,22 +100,19 @@ def write_scene(path: str, width: int, height: int) -> None:
             )
 
 
-def model_only(bundle_path: str, device: str, window: int, batch: int, n_windows: int) -> float:
-    """Seconds the network alone needs for ``n_windows`` windows (BN folded, same policy)."""
+def model_only(bundle_path: str, device: str, engine: dict, window: int, batch: int, n_windows: int) -> float:
+    """Seconds the network alone needs for ``n_windows`` windows, run by the engine the scene ran
+    on (``engine``: its runtime and precision; BN folded, same device policy)."""
     policy = DevicePolicy.resolve(device)
-    model = policy.prepare_for_inference(load_bundle(bundle_path).model)
-    x = policy.prepare_batch(torch.randn(batch, 4, window, window))
-    with torch.inference_mode(), policy.autocast():
-        model(x)
-        if policy.device.type == "cuda":
-            torch.cuda.synchronize()
-        reps = max(3, min(12, n_windows // batch))
-        t = time.perf_counter()
-        for _ in range(reps):
-            model(x)
-        if policy.device.type == "cuda":
-            torch.cuda.synchronize()
-        per_window = (time.perf_counter() - t) / (reps * batch)
+    net = load_bundle(bundle_path).model
+    run = EngineFactory(net, policy).build(Choice(engine["runtime"], engine["precision"]))
+    x = np.random.default_rng(0).standard_normal((batch, 4, window, window), np.float32)
+    run.forward(x)
+    reps = max(3, min(12, n_windows // batch))
+    t = time.perf_counter()
+    for _ in range(reps):
+        run.forward(x)  # returns host arrays: synchronised
+    per_window = (time.perf_counter() - t) / (reps * batch)
     return per_window * n_windows
 
 
@@ -170,8 +173,17 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--actors", type=int, default=0, help="also time the D12 scene split across N Ray actors")
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        default=["auto:auto"],
+        metavar="RUNTIME:PRECISION",
+        help="segment the D12-size scene with each (e.g. torch:fp32 openvino:bf16 auto:auto; default "
+        "auto:auto); the 4x scene and --actors use the first",
+    )
     p.add_argument("--out", default=os.path.join(ROOT_DIR, "bench", "results", "predict_scene.json"))
     args = p.parse_args()
+    engines = [tuple(e.split(":", 1)) if ":" in e else (e, "auto") for e in args.engines]
     rows = []
     ray_split = None
     with tempfile.TemporaryDirectory(prefix="resseg-bench-") as tmp:
@@ -190,37 +202,59 @@ def main() -> None:
             t = time.perf_counter()
             write_scene(scene, w, h)
             print(f"wrote {w}x{h} test scene in {time.perf_counter() - t:.0f} s", flush=True)
-            code = CHILD.format(
-                root=ROOT_DIR,
-                bundle=bundle,
-                device=args.device,
-                window=args.window,
-                overlap=args.overlap,
-                batch=args.batch,
-                scene=scene,
-                out=os.path.join(tmp, "out"),
-            )
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-            child = json.loads(proc.stdout.strip().splitlines()[-1])
             n_windows = len(window_starts(h, min(args.window, h), args.overlap)) * len(
                 window_starts(w, min(args.window, w), args.overlap)
             )
-            model_s = model_only(bundle, args.device, args.window, args.batch, n_windows)
             mpx = w * h / 1e6
-            rows.append(
-                {
-                    "width": w,
-                    "height": h,
-                    "megapixels": mpx,
-                    "windows": n_windows,
-                    "end_to_end_s": child["seconds"],
-                    "end_to_end_mpx_s": mpx / child["seconds"],
-                    "model_only_s": model_s,
-                    "model_only_mpx_s": mpx / model_s,
-                    "ratio": model_s / child["seconds"],
-                    "peak_rss_mb": child["maxrss_mb"],
-                }
-            )
+            for k, (runtime, precision) in enumerate(engines if (w, h) == sizes[0] else engines[:1]):
+                out = os.path.join(tmp, f"out-{w}x{h}-{k}")
+                code = CHILD.format(
+                    root=ROOT_DIR,
+                    bundle=bundle,
+                    device=args.device,
+                    runtime=runtime,
+                    precision=precision,
+                    window=args.window,
+                    overlap=args.overlap,
+                    batch=args.batch,
+                    scene=scene,
+                    out=out,
+                )
+                proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(f"{runtime}:{precision} failed: {proc.stderr.strip().splitlines()[-1]}", flush=True)
+                    continue
+                child = json.loads(proc.stdout.strip().splitlines()[-1])
+                model_s = model_only(bundle, args.device, child["engine"], args.window, args.batch, n_windows)
+                stem = os.path.splitext(os.path.basename(scene))[0]
+                rows.append(
+                    {
+                        "width": w,
+                        "height": h,
+                        "megapixels": mpx,
+                        "windows": n_windows,
+                        "asked": f"{runtime}:{precision}",
+                        "engine": child["engine"],
+                        "setup_s": child["setup_s"],
+                        "end_to_end_s": child["seconds"],
+                        "end_to_end_mpx_s": mpx / child["seconds"],
+                        "model_only_s": model_s,
+                        "model_only_mpx_s": mpx / model_s,
+                        "ratio": model_s / child["seconds"],
+                        "peak_rss_mb": child["maxrss_mb"],
+                        "mask": os.path.join(out, f"{stem}_mask.tif"),
+                    }
+                )
+                print(f"{runtime}:{precision} -> {child['engine']}: {child['seconds']:.1f} s", flush=True)
+            reference = next((r for r in rows if r["asked"] == "torch:fp32" and r["width"] == w), None)
+            here = [r for r in rows if r["width"] == w]
+            if reference is not None:
+                with rasterio.open(reference["mask"]) as src:
+                    want = src.read(1)
+                for r in here:
+                    with rasterio.open(r["mask"]) as src:
+                        r["mask_agreement_with_torch_fp32"] = float((src.read(1) == want).mean())
+                    r["speedup_over_torch_fp32"] = reference["end_to_end_s"] / r["end_to_end_s"]
             if args.actors > 1 and (w, h) == (args.width, args.height):
                 ray_split = on_actors(
                     bundle,
@@ -232,27 +266,38 @@ def main() -> None:
                     args.batch,
                 )
             os.remove(scene)
+    for r in rows:
+        r.pop("mask", None)
     policy = DevicePolicy.resolve(args.device)
     print(
         f"\n{args.arch}, window {args.window}, overlap {args.overlap}, batch {args.batch}, "
-        f"{policy.describe()}"
+        f"{policy.device}, CPU {machine()['cpu']['model']}"
     )
     print(
-        f"{'scene':>12} {'windows':>7} {'end-to-end s':>12} {'Mpx/s':>6} {'model-only s':>12} {'Mpx/s':>6} "
-        f"{'ratio':>6} {'peak RSS MB':>11}"
+        f"{'scene':>12} {'engine':>17} {'setup s':>7} {'end-to-end s':>12} {'Mpx/s':>6} {'model-only s':>12} "
+        f"{'Mpx/s':>6} {'ratio':>6} {'speed-up':>8} {'mask agree':>10} {'peak RSS MB':>11}"
     )
     for r in rows:
+        e = f"{r['engine']['runtime']} {r['engine']['precision']}"
+        up = f"{r['speedup_over_torch_fp32']:>7.2f}x" if "speedup_over_torch_fp32" in r else f"{'-':>8}"
+        agree = r.get("mask_agreement_with_torch_fp32")
+        agree_s = f"{100 * agree:>9.3f}%" if agree is not None else f"{'-':>10}"
         print(
-            f"{r['width']:>5}x{r['height']:<6} {r['windows']:>7} {r['end_to_end_s']:>12.1f} "
+            f"{r['width']:>5}x{r['height']:<6} {e:>17} {r['setup_s']:>7.1f} {r['end_to_end_s']:>12.1f} "
             f"{r['end_to_end_mpx_s']:>6.3f} {r['model_only_s']:>12.1f} {r['model_only_mpx_s']:>6.3f} "
-            f"{100 * r['ratio']:>5.1f}% {r['peak_rss_mb']:>11.0f}"
+            f"{100 * r['ratio']:>5.1f}% {up} {agree_s} {r['peak_rss_mb']:>11.0f}"
         )
-    if len(rows) == 2:
+    big = [r for r in rows if r["width"] == 2 * args.width]
+    if big:
+        first = rows[0]
         print(
-            f"peak memory 4x scene / D12-size scene: {rows[1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f} "
+            f"peak memory 4x scene / D12-size scene: {big[0]['peak_rss_mb'] / first['peak_rss_mb']:.2f} "
             "(goal <= 1.2)"
         )
-    print(f"D12-size scene end to end: {rows[0]['end_to_end_s']:.1f} s (paper, prop152 on a TitanX: 110 s)")
+    if rows:
+        print(
+            f"D12-size scene end to end: {rows[0]['end_to_end_s']:.1f} s (paper, prop152 on a TitanX: 110 s)"
+        )
     if ray_split:
         n, rs = ray_split["actors"], ray_split
         print(
@@ -265,7 +310,7 @@ def main() -> None:
         "window": args.window,
         "overlap": args.overlap,
         "batch": args.batch,
-        "policy": policy.describe(),
+        "engines": args.engines,
         "rows": rows,
         "ray_split": ray_split,
     }

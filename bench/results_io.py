@@ -8,20 +8,12 @@ import platform
 
 
 def cpu() -> dict:
-    """The CPU model and its vector/matrix flags (AVX2, AVX-512, AMX) from /proc/cpuinfo."""
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = sorted(x for x in value.split() if x.startswith(("avx", "amx", "fma")))
-                    break
-    except OSError:
-        pass
-    return {"model": model, "flags": flags}
+    """The CPU model, its inference-relevant flags (AVX2, AVX-512, AMX) and bf16 units
+    (:func:`resseg_ray.runtime.cpu_info`, the one reader of /proc/cpuinfo)."""
+    from resseg_ray.runtime import cpu_info
+
+    info = cpu_info()
+    return {"model": info.model, "flags": list(info.flags), "bf16_units": info.bf16_units}
 
 
 def machine() -> dict:

@@ -76,11 +76,15 @@ def installed(runtime: str) -> bool:
     return runtime == "torch" or importlib.util.find_spec(_PACKAGES[runtime]) is not None
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"
+def runtime_versions() -> dict[str, str]:
+    """Installed versions of the runtimes' packages ("-" when not installed)."""
+    versions = {}
+    for package in ("torch", "openvino", "onnxruntime"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "-"
+    return versions
 
 
 def candidates(runtime: str, precision: str, device: torch.device) -> list[Choice]:
@@ -249,7 +253,7 @@ def _machine_key(factory: EngineFactory, shape: tuple[int, ...], cands: list[Cho
         "device": str(factory.policy.device),
         "cpu": cpu.model,
         "flags": list(cpu.flags),
-        "versions": {p: _version(p) for p in ("torch", "openvino", "onnxruntime")},
+        "versions": runtime_versions(),
         "candidates": [str(c) for c in cands],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]

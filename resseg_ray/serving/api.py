@@ -791,6 +791,7 @@ class SegmentAPI:
             },
             "tile_size": info.tile_size,
             "model_uri": source["uri"],
+            "engine": {k: source[k] for k in ("device", "runtime", "precision") if k in source},
             "version": {
                 "mlflow_run_id": extra.get("mlflow_run_id"),
                 "run_name": extra.get("run_name"),

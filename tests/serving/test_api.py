@@ -53,6 +53,8 @@ def test_health_docs_and_model(service) -> None:
     assert info["classes"] == ["ground", "building"]
     assert info["normalization"] == {"mode": "pooled", "mean": [1500.0] * 4, "std": [800.0] * 4}
     assert info["model_uri"].endswith("m.resseg.safetensors")
+    assert info["engine"]["runtime"] in ("torch", "openvino", "onnxruntime")  # serve.runtime auto's choice
+    assert info["engine"]["precision"] in ("fp32", "bf16") and info["engine"]["device"] == "cpu"
 
 
 @pytest.mark.parametrize("fmt", ["mask", "prob", "geojson"])
