@@ -71,8 +71,8 @@ def environment() -> dict:
 
 
 NEEDS = {
-    "ddp": ["torch", "safetensors", "yaml", "fsspec"],
-    "model": ["torch", "safetensors", "yaml", "fsspec"],
+    "ddp": ["torch", "numpy", "fsspec"],  # fsspec comes with torch; tests/models/test_imports.py
+    "model": ["torch", "numpy", "fsspec"],
     "train": ["ray", "mlflow", "rasterio", "pyarrow", "dask"],
     "predict": ["ray", "rasterio", "shapely", "pyarrow"],
     "serve": ["ray", "fastapi", "httpx", "rasterio", "rio_tiler"],
@@ -160,6 +160,12 @@ def steps(device: str, quick: bool, tmp: str) -> list[tuple[str, list[str], str,
         cmd = [PY, "bench/model_throughput.py", "--device", device, "--precision", precision,
                "--archs", *archs, "--formats", "channels_last", *size, "--json", path]  # fmt: skip
         out.append((f"model_{precision}", cmd, path, 60.0 if quick else 75.0))
+    if gpu:  # torch.compile where it may help: the GPU's bf16 path (inductor's CPU build is minutes)
+        path = os.path.join(tmp, "model_bf16_compiled.json")
+        cmd = [PY, "bench/model_throughput.py", "--device", device, "--precision", "bf16", "--compile",
+               "--archs", "prop18", "prop152", "--formats", "channels_last", *size,
+               "--json", path]  # fmt: skip
+        out.append(("model_bf16_compiled", cmd, path, 120.0))
     for arch in ["prop18"] if quick else ["prop18", "prop152"]:
         path = os.path.join(tmp, f"train_{arch}.json")
         sets = [f"model.arch={arch}", f"scaling.use_gpu={'true' if gpu else 'false'}",

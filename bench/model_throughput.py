@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="time the training graph (BatchNorm not folded) instead of the inference copy",
     )
     parser.add_argument(
+        "--compile", action="store_true", help="time torch.compile'd networks (compile time recorded apart)"
+    )
+    parser.add_argument(
         "--runtimes",
         nargs="+",
         choices=["torch", "openvino", "onnxruntime"],
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mm_runs = [matmul_gflops(policy)]
     rows: list[dict[str, Any]] = []
     print(
-        f"device {policy.describe()}, BN folded: {not args.no_fold}, threads {torch.get_num_threads()}, "
+        f"device {policy.describe()}, BN folded: {not args.no_fold}, compiled: {args.compile}, "
+        f"threads {torch.get_num_threads()}, "
         f"batch {args.batch} x {args.bands} x {args.size} x {args.size}"
     )
     print(f"matmul: {mm_runs[0]:.1f} GFLOP/s")
@@ -206,13 +210,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
             model = model.to(device=policy.device, memory_format=memory_format)
             xb = x.to(policy.device).contiguous(memory_format=memory_format)
-            times = time_forward(model, xb, policy, args.repeats)
+            run = model
+            compile_s = None
+            if args.compile:  # compiled for this layout; the first (warm-up) pass compiles
+                run = torch.compile(model, dynamic=False)
+                t = time.perf_counter()
+                time_forward(run, xb, policy, 0)
+                compile_s = time.perf_counter() - t
+            times = time_forward(run, xb, policy, args.repeats)
             best = min(times)
             gflops = args.batch * flops / best / 1e9
             row = {
                 "arch": name,
                 "params": params,
                 "bn_folded": not args.no_fold,
+                "compiled": args.compile,
+                "compile_s": compile_s,
                 "gflop_per_tile": flops / 1e9,
                 "format": fmt,
                 "seconds_best": best,

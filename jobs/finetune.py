@@ -16,12 +16,15 @@ refined-<scene>).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
 from resseg_ray.cli import add_stac_options, bound_gdal_cache, init_ray, one_scene, run_job
-from resseg_ray.config import load_config
+from resseg_ray.config import PRECISIONS, RUNTIMES, load_config
+from resseg_ray.device import DevicePolicy
 from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.runtime import candidates
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,10 +61,16 @@ def main() -> None:
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], help="override, e.g. train.epochs=100"
     )
+    p.add_argument("--runtime", choices=RUNTIMES, help="what runs the before/after scoring (predict.runtime)")
+    p.add_argument("--precision", choices=PRECISIONS, help="the scoring's precision (predict.precision)")
     add_stac_options(p)
     args = p.parse_args()
     bound_gdal_cache()
     cfg = load_config(args.config, args.overrides)
+    engine = {k: getattr(args, k) for k in ("runtime", "precision") if getattr(args, k) is not None}
+    cfg = dataclasses.replace(cfg, predict=dataclasses.replace(cfg.predict, **engine))
+    # the scoring's runtime and precision must run here: refused now, not after the training
+    candidates(cfg.predict.runtime, cfg.predict.precision, DevicePolicy.resolve(cfg.predict.device).device)
     area = AreaSpec(args.area, args.fraction, args.placement, args.seed)
     scene = one_scene(args.scene, args, cfg, StorageSettings.resolve(cfg.storage))
     init_ray()

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from resseg_ray.errors import ConfigError
 
 T = TypeVar("T")
@@ -664,6 +662,8 @@ def _read_yaml(p: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"configuration {p} is not YAML text (binary data); give a .yaml file") from None
     if "\0" in text:
         raise ConfigError(f"configuration {p} is not YAML text (it holds NUL bytes); give a .yaml file")
+    import yaml  # here: the networks and runtimes import this module where PyYAML may be absent
+
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -702,6 +702,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {item!r} must look like section.field=value, e.g. data.stride=100")
+    import yaml
+
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:

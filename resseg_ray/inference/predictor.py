@@ -192,7 +192,7 @@ class ScenePredictor:
             if self._net is None:
                 raise ConfigError("this predictor's network runs elsewhere (Serve's model replicas)")
             o = self.options
-            shape = (o.batch_size, self.info.in_bands, o.window, o.window)
+            shape = (1, self.info.in_bands, o.window, o.window)  # auto measures on one window
             self._engine = select_engine(self._net, self.policy, o.runtime, o.precision, shape)
         return self._engine
 

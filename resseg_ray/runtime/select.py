@@ -73,7 +73,12 @@ def cache_dir() -> str:
 
 def installed(runtime: str) -> bool:
     """Whether a runtime's package can be imported here (PyTorch always can)."""
-    return runtime == "torch" or importlib.util.find_spec(_PACKAGES[runtime]) is not None
+    if runtime == "torch":
+        return True
+    try:
+        return importlib.util.find_spec(_PACKAGES[runtime]) is not None
+    except (ImportError, ValueError):  # a broken or blocked installation counts as none
+        return False
 
 
 def runtime_versions() -> dict[str, str]:

@@ -20,19 +20,18 @@ class BundlePyfunc(PythonModel):
     """Serves the bundle stored as the ``bundle`` artifact of the logged model."""
 
     def load_context(self, context) -> None:
-        """Load the bundle (safetensors: no code executed) on the default device policy."""
-        from resseg_ray.device import DevicePolicy
+        """Load the bundle (safetensors: no code executed) into a predictor with the default options."""
+        from resseg_ray.config import PredictSection
+        from resseg_ray.inference.predictor import ScenePredictor
         from resseg_ray.models.bundle import load_bundle
 
         bundle = load_bundle(context.artifacts["bundle"])
         self.info = bundle.info
-        self.policy = DevicePolicy.resolve()
-        self.model = self.policy.prepare_for_inference(bundle.model)
+        # the engine jobs/predict.py runs with its default options here (runtime and precision auto)
+        self.predictor = ScenePredictor(bundle, PredictSection())
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         """Building probability of each pixel of a batch of raw images."""
-        import torch
-
         if isinstance(model_input, dict) and len(model_input) == 1:
             model_input = next(iter(model_input.values()))
         x = np.asarray(model_input, np.float32)
@@ -54,9 +53,7 @@ class BundlePyfunc(PythonModel):
                 # a constant band (predict.py refuses such a scene) is centred, not divided by 0
                 norm = norm_arrays(mean, [max(s, 1e-6) for s in std])
             inputs.append(normalize(image, ok, norm))
-        with torch.inference_mode(), self.policy.autocast():
-            logits = self.model(self.policy.prepare_batch(torch.from_numpy(np.stack(inputs))))
-        prob = torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
+        prob = self.predictor.forward(np.stack(inputs))[:, 1].copy()
         prob[~valid] = np.nan
         return prob
 

@@ -55,3 +55,13 @@ def test_a_precision_the_cpu_cannot_run_is_one_error_line_and_no_output(tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--precision fp16" in lines[0]
     assert "bf16" in lines[0] and "Traceback" not in proc.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_finetune_refuses_a_scoring_precision_the_cpu_lacks_before_any_training(tmp_path, bundle) -> None:
+    scene, _ = two_band_scene(tmp_path)
+    proc = run_script(
+        "finetune.py", "--model", bundle, "--scene", scene, "--labels", scene, "--precision", "fp16"
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --precision fp16 is for CUDA GPUs"), proc.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -191,7 +192,7 @@ def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(ser
     page.wait_for_function(
         "document.getElementById('status').textContent.includes('suggested regions')", timeout=120_000
     )
-    assert page.locator(".leaflet-tooltip", has_text="#1").count() == 1
+    assert page.locator(".leaflet-tooltip", has_text=re.compile(r"^#1$")).count() == 1
     assert not outside, outside
     assert not errors, errors
     page.close()
