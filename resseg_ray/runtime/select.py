@@ -7,11 +7,12 @@ fp16). On the CPU it times every candidate that is installed and sensible here o
 calibration batch of the run's window shape: PyTorch, OpenVINO and ONNX Runtime in fp32, and
 PyTorch and OpenVINO in bf16 where the CPU has bf16 units (AMX or AVX512_BF16; elsewhere bf16
 is emulated and slower). The fastest wins; the choice and all timings are cached in
-``<cache>/choices/`` (keyed by the network's weights, window shape, batch, threads, CPU model
-and flags, and runtime versions). A bf16 winner then runs its first real batch beside fp32
-PyTorch: below :data:`MIN_AGREEMENT` of pixels with the same class it is dropped (a warning
-says so, the cache remembers) and the fastest fp32 candidate runs instead, so ``auto`` never
-gives a silently different map.
+``<cache>/choices/`` (keyed by the network's architecture, bands and classes, window shape,
+batch, threads, CPU model and flags, and runtime versions: speed does not depend on the
+weights, so a refined model reuses its parent's measurement). A bf16 winner then runs its first
+real batch beside fp32 PyTorch: below :data:`MIN_AGREEMENT` of pixels with the same class it is
+dropped (a warning says so, the cache remembers it for those weights) and the fastest fp32
+candidate runs instead, so ``auto`` never gives a silently different map.
 """
 
 from __future__ import annotations
@@ -252,7 +253,9 @@ class GuardedEngine(Engine):
 def _machine_key(factory: EngineFactory, shape: tuple[int, ...], cands: list[Choice]) -> str:
     cpu = cpu_info()
     key = {
-        "model": factory.digest,
+        # speed is the architecture's on this machine, whatever its weights: a refined model (or
+        # another training of the same network) reuses the measurement
+        "architecture": cast(SegmentationNet, factory.net).spec.to_dict(),
         "shape": list(shape),
         "threads": factory.threads,
         "device": str(factory.policy.device),
@@ -339,10 +342,12 @@ def select_engine(
         timings: dict[str, float] = record.get("timings") or {}
         if set(timings) != {str(c) for c in cands}:
             timings = calibrate(factory, cands, shape)
-            record = {"timings": timings, "rejected": [], "cpu": cpu_info().describe(), "shape": list(shape)}
+            record = {"timings": timings, "verdicts": {}, "cpu": cpu_info().describe(), "shape": list(shape)}
             if cache:
                 _write_record(path, record)
-    rejected = set(record.get("rejected") or [])
+    # agreement is the weights' own: verdicts are kept per network digest
+    verdicts = (record.get("verdicts") or {}).get(factory.digest) or {}
+    rejected = {c for c, v in verdicts.items() if not v.get("kept", True)}
     ranked = sorted((c for c in cands if str(c) not in rejected), key=lambda c: timings[str(c)])
     best = ranked[0] if ranked else Choice("torch", "fp32")
     if best.precision == "fp32":
@@ -350,9 +355,15 @@ def select_engine(
     fp32 = [c for c in ranked if c.precision == "fp32"] or [Choice("torch", "fp32")]
 
     def verdict(kept: bool, agreement: float) -> None:
-        record.setdefault("agreement", {})[str(best)] = agreement
+        if cache:
+            with _locked(path):
+                now = _read_record(path) or record
+                now.setdefault("verdicts", {}).setdefault(factory.digest, {})[str(best)] = {
+                    "kept": kept,
+                    "agreement": agreement,
+                }
+                _write_record(path, now)
         if not kept:
-            record.setdefault("rejected", []).append(str(best))
             warnings.warn(
                 f"runtime auto: {best} gave another class than fp32 PyTorch on {100 * (1 - agreement):.2f} % "
                 f"of the first windows' pixels (more than {100 * (1 - MIN_AGREEMENT):.1f} %); "
@@ -360,8 +371,6 @@ def select_engine(
                 RuntimeFallback,
                 stacklevel=2,
             )
-        if cache:
-            _write_record(path, record)
 
     reference = factory.build(Choice("torch", "fp32"))
     return GuardedEngine(factory.build(best), reference, lambda: factory.build(fp32[0]), verdict)

@@ -475,17 +475,19 @@ class SegmentAPI:
         try:
             if self._provenance is None:
                 self._provenance = await self.model.provenance.remote()
+            ran = await self.model.source.remote()  # the replicas' engine, for the STAC item
+            engine = " ".join(ran[k] for k in ("runtime", "precision") if k in ran)
             if self._slots is None:
                 self._slots = asyncio.Semaphore(self.cfg.ingress_max_ongoing_requests)
             async with self._slots:
-                await asyncio.to_thread(self._segment_added, scene_id, source, info, record)
+                await asyncio.to_thread(self._segment_added, scene_id, source, info, record, engine)
         except Exception as exc:
             await asyncio.to_thread(self.uploads.fail, scene_id, record, failure_message(exc))
         finally:
             if incoming is not None and os.path.exists(incoming):
                 os.unlink(incoming)
 
-    def _segment_added(self, scene_id: str, source: str, info: BundleInfo, record: dict) -> None:
+    def _segment_added(self, scene_id: str, source: str, info: BundleInfo, record: dict, engine: str) -> None:
         """Run in a worker thread: the COG copy, ``jobs/predict.py``'s path with the model
         deployment, the STAC catalog; then the scene is on the map."""
         assert self._provenance is not None
@@ -496,15 +498,16 @@ class SegmentAPI:
         stages["store"] = round(time.perf_counter() - t0, 2)
         t1 = time.perf_counter()
         options = dataclasses.replace(
-            self.predict, prob=True, polygons=True, osm=False, vector_format="geojson"
-        )
+            self.predict, prob=True, polygons=True, osm=False, vector_format="geojson",
+            runtime=self.cfg.runtime, precision=self.cfg.precision,
+        )  # fmt: skip
         predictor = ScenePredictor(info, options, forward=self._forward_waiting)
         out = self.uploads.outputs(scene_id)
         written = output_options(options, self.settings)
         report = predict_scene(predictor, image, out, self.settings, written, overwrite=True)
         stages["segment"] = round(time.perf_counter() - t1, 2)
         write_run_catalog(
-            out, [(image, report.buildings, report.already_mapped, report.engine)], written, options,
+            out, [(image, report.buildings, report.already_mapped, engine)], written, options,
             self._provenance,
             SceneInputs(), self.settings,
         )  # fmt: skip

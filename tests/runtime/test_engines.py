@@ -144,6 +144,17 @@ def test_auto_measures_once_caches_and_runs_the_fastest(net, cache, monkeypatch)
     assert f"{again.runtime} {again.precision}" == fastest
 
 
+def test_the_measurement_is_the_architectures_and_serves_other_weights(net, cache, monkeypatch) -> None:
+    shape = (1, 3, 64, 64)
+    select_engine(net, CPU, "auto", "auto", shape)
+    monkeypatch.setattr(sel, "calibrate", lambda *a, **k: pytest.fail("measured again"))
+    torch.manual_seed(3)
+    refined = build_model("prop18", in_bands=3)  # other weights, same network
+    assert select_engine(refined, CPU, "auto", "auto", shape) is not None
+    with pytest.raises(pytest.fail.Exception):
+        select_engine(build_model("prop34", in_bands=3), CPU, "auto", "auto", shape)
+
+
 def test_auto_drops_an_engine_that_disagrees_with_fp32_and_remembers(net, cache) -> None:
     torch.manual_seed(1)
     wrong = EngineFactory(build_model("prop18", in_bands=3), CPU).build(Choice("torch", "fp32"))
@@ -172,7 +183,8 @@ def test_a_rejected_bf16_choice_warns_and_is_not_chosen_again(net, cache, monkey
     with pytest.warns(RuntimeFallback, match="using openvino fp32 instead"):
         first.forward(_windows(shape))
     assert (first.runtime, first.precision) == ("openvino", "fp32")
-    assert json.load(open(path))["rejected"] == ["openvino bf16"]
+    verdicts = json.load(open(path))["verdicts"][model_digest(net)]
+    assert verdicts == {"openvino bf16": {"kept": False, "agreement": verdicts["openvino bf16"]["agreement"]}}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again = select_engine(net, CPU, "openvino", "auto", shape)
