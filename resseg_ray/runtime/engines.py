@@ -45,13 +45,16 @@ class Engine(abc.ABC):
 
 
 class TorchEngine(Engine):
-    """The network in PyTorch under a device policy (its device, layout and autocast)."""
+    """The network in PyTorch under a device policy (its device, layout and autocast).
+
+    ``model``: the network's inference copy (:meth:`DevicePolicy.prepare_for_inference`), which
+    engines of several precisions on one device share."""
 
     runtime = "torch"
 
-    def __init__(self, net: torch.nn.Module, policy: DevicePolicy) -> None:
+    def __init__(self, model: torch.nn.Module, policy: DevicePolicy) -> None:
         self.policy = policy
-        self.model = policy.prepare_for_inference(net)
+        self.model = model
         dtype = policy.amp_dtype
         self.precision = "fp32" if dtype is None else {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 

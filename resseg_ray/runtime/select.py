@@ -146,6 +146,9 @@ class EngineFactory:
         self.net, self.policy, self.cache = net, policy, cache
         self.threads = torch.get_num_threads()
         self._digest: str | None = None
+        self._inference: torch.nn.Module | None = None  # torch engines' shared inference copy
+        self._graph: str | None = None  # the exported graph's path
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None  # holds it when not cached
 
     @property
     def digest(self) -> str:
@@ -159,31 +162,33 @@ class EngineFactory:
         if choice.runtime == "torch":
             p = self.policy
             policy = DevicePolicy.resolve(str(p.device), p.channels_last, choice.precision)
-            return TorchEngine(self.net, policy)
+            if self._inference is None:  # BatchNorm folded once for every precision
+                self._inference = p.prepare_for_inference(self.net)
+            return TorchEngine(self._inference, policy)
         net = cast(SegmentationNet, self.net)  # only SegmentationNets get graph candidates
-        with self._graph(net) as path:
-            multiple = net.size_multiple
-            if choice.runtime == "onnxruntime":
-                return OnnxRuntimeEngine(path, multiple, self.threads)
-            ov_cache = os.path.join(cache_dir(), "openvino") if self.cache else None
-            return OpenVINOEngine(path, multiple, self.threads, choice.precision, ov_cache)
+        path, multiple = self._graph_path(net), net.size_multiple
+        if choice.runtime == "onnxruntime":
+            return OnnxRuntimeEngine(path, multiple, self.threads)
+        ov_cache = os.path.join(cache_dir(), "openvino") if self.cache else None
+        return OpenVINOEngine(path, multiple, self.threads, choice.precision, ov_cache)
 
-    @contextlib.contextmanager
-    def _graph(self, net: SegmentationNet) -> Iterator[str]:
-        graph = ProbabilityGraph(cast(SegmentationNet, fold_batchnorm(net)))
-        m = net.size_multiple
-        example = (1, net.spec.in_bands, 2 * m, 2 * m)
-        if not self.cache:
-            with tempfile.TemporaryDirectory(prefix="resseg-graph-") as tmp:
-                path = os.path.join(tmp, "model.onnx")
-                export_onnx(graph, path, example, dynamic_sides=True)
-                yield path
-            return
-        name = f"{self.digest[:32]}-torch{torch.__version__.split('+')[0]}-opset{OPSET}.onnx"
-        path = os.path.join(cache_dir(), "graphs", name)
+    def _graph_path(self, net: SegmentationNet) -> str:
+        """The network's ONNX graph, exported on first need: in the cache (found again by the
+        network's digest) or, uncached, in a folder that lives as long as this factory."""
+        if self._graph is not None:
+            return self._graph
+        if self.cache:
+            name = f"{self.digest[:32]}-torch{torch.__version__.split('+')[0]}-opset{OPSET}.onnx"
+            path = os.path.join(cache_dir(), "graphs", name)
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="resseg-graph-")
+            path = os.path.join(self._tmp.name, "model.onnx")
         if not os.path.exists(path):
-            export_onnx(graph, path, example, dynamic_sides=True)
-        yield path
+            m = net.size_multiple
+            graph = ProbabilityGraph(cast(SegmentationNet, fold_batchnorm(net)))
+            export_onnx(graph, path, (1, net.spec.in_bands, 2 * m, 2 * m), dynamic_sides=True)
+        self._graph = path
+        return path
 
 
 def _timing(engine: Engine, x: np.ndarray, repeats: int = 2) -> float:
