@@ -6,7 +6,7 @@
 const map = L.map("map", { zoomControl: true, attributionControl: false, maxZoom: 22 });
 map.setView([0, 0], 2);
 // map: "" for the served model's map of the scene, "r<N>" for a refinement's
-const state = { scene: null, imagery: null, overlay: null, buildings: null, suggestions: null, version: 0,
+const state = { scene: null, imagery: null, overlay: null, buildings: null, suggestions: null, suggestionCalls: 0, version: 0,
                 map: "", refinement: null, pollTimer: null, jobs: new Map() };
 // the mapper's annotations of the scene shown: areas and drawn buildings (Leaflet-Geoman
 // layers), and the decisions on predicted buildings (key -> "accepted" | "rejected"; the key is
@@ -114,14 +114,16 @@ async function showBuildings() {
 }
 
 async function showSuggestions() {
+  // Only the latest call draws: choosing a scene and ticking the box both call this, and an
+  // earlier call's layer drawn then removed could leave its permanent labels behind.
+  const call = ++state.suggestionCalls;
   if (state.suggestions) map.removeLayer(state.suggestions);
   state.suggestions = null;
   if (!state.scene || !$("show-suggestions").checked) return;
   const scene = state.scene;
   status(`${scene.id}: ranking regions by the model's uncertainty ...`);
   const collection = await getJSON(`v1/scenes/${encodeURIComponent(scene.id)}/suggestions?fraction=0.07`);
-  if (state.scene !== scene || !$("show-suggestions").checked) return;
-  if (state.suggestions) map.removeLayer(state.suggestions); // a call made meanwhile came first
+  if (call !== state.suggestionCalls || state.scene !== scene || !$("show-suggestions").checked) return;
   state.suggestions = L.geoJSON(collection, {
     pmIgnore: true,
     interactive: false,
