@@ -66,9 +66,9 @@ engine = p.engine.describe()  # chosen (auto: measured once per model and machin
 setup = time.perf_counter() - t
 t = time.perf_counter()
 r = predict_scene(p, {scene!r}, {out!r}, StorageSettings(), overwrite=True)
+seconds = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"seconds": time.perf_counter() - t, "setup_s": setup, "engine": p.engine.describe(),
-                  "maxrss_mb": rss}}))
+print(json.dumps({{"seconds": seconds, "setup_s": setup, "engine": engine, "maxrss_mb": rss}}))
 """
 
 

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -25,23 +26,29 @@ from results_io import machine, write_results
 from resseg_ray.config import PredictSection
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.evaluation.scenes import evaluate_scene
-from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.scene import SceneInfo
 from resseg_ray.geo.storage import StorageSettings
-from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.predictor import ScenePredictor, Strip
 from resseg_ray.models.bundle import load_bundle
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def masks(predictor: ScenePredictor, uri: str, settings: StorageSettings) -> np.ndarray:
-    """The scene's class mask (argmax), no-data pixels 255."""
-    scene = open_scene(uri, settings, expected_bands=predictor.info.in_bands)
-    out = np.full((scene.height, scene.width), 255, np.uint8)
-    for strip in predictor.strips(scene, settings):
-        m = strip.probs.argmax(0).astype(np.uint8)
-        m[~strip.valid] = 255
-        out[strip.row : strip.row + m.shape[0]] = m
-    return out
+class MaskKeeping:
+    """A predictor for :func:`evaluate_scene` that keeps the class mask (argmax; no-data 255) of
+    the scene it scores, so each scene is segmented once for both the scores and the masks."""
+
+    def __init__(self, predictor: ScenePredictor) -> None:
+        self.predictor, self.info = predictor, predictor.info
+        self.mask = np.zeros((0, 0), np.uint8)
+
+    def strips(self, scene: SceneInfo, settings: StorageSettings) -> Iterator[Strip]:
+        self.mask = np.full((scene.height, scene.width), 255, np.uint8)
+        for strip in self.predictor.strips(scene, settings):
+            m = strip.probs.argmax(0).astype(np.uint8)
+            m[~strip.valid] = 255
+            self.mask[strip.row : strip.row + m.shape[0]] = m
+            yield strip
 
 
 def main() -> None:
@@ -60,9 +67,10 @@ def main() -> None:
         runtime, _, precision = asked.partition(":")
         predictor = ScenePredictor(bundle, PredictSection(runtime=runtime, precision=precision or "auto"))
         t = time.perf_counter()
+        keeping = MaskKeeping(predictor)
         for uri, label in scenes:
-            score = evaluate_scene(predictor, uri, label, settings)
-            mask = masks(predictor, uri, settings)
+            score = evaluate_scene(keeping, uri, label, settings)  # duck-typed: info and strips
+            mask = keeping.mask
             if asked == "torch:fp32":
                 reference[uri] = mask
             m = score.confusion.metrics()
