@@ -20,8 +20,15 @@ import dataclasses
 import os
 
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
-from resseg_ray.cli import add_stac_options, bound_gdal_cache, init_ray, one_scene, run_job
-from resseg_ray.config import PRECISIONS, RUNTIMES, load_config
+from resseg_ray.cli import (
+    add_engine_options,
+    add_stac_options,
+    bound_gdal_cache,
+    init_ray,
+    one_scene,
+    run_job,
+)
+from resseg_ray.config import load_config
 from resseg_ray.device import DevicePolicy
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.runtime import candidates
@@ -61,8 +68,7 @@ def main() -> None:
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], help="override, e.g. train.epochs=100"
     )
-    p.add_argument("--runtime", choices=RUNTIMES, help="what runs the before/after scoring (predict.runtime)")
-    p.add_argument("--precision", choices=PRECISIONS, help="the scoring's precision (predict.precision)")
+    add_engine_options(p)  # what runs the before/after scoring (predict.runtime, predict.precision)
     add_stac_options(p)
     args = p.parse_args()
     bound_gdal_cache()

@@ -187,6 +187,23 @@ def watch_cluster(
     return thread
 
 
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """``--runtime`` and ``--precision``: the ``predict`` section's engine fields (see
+    :func:`add_predictor_options`, and ``jobs/finetune.py`` for its scoring)."""
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="what runs the network: torch, openvino or onnxruntime (CPU), or auto (default): the "
+        "fastest here whose masks agree with fp32 torch, measured once per model and machine",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32, bf16 (CPUs with AMX/AVX512_BF16, GPUs), fp16 (GPUs) or auto (default: bf16 where "
+        "the device has bf16 units and the masks agree)",
+    )
+
+
 def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> None:
     """The flags of the ``predict`` configuration section shared by the jobs that segment scenes
     (windowing, normalisation, bands, device) and, with ``outputs``, ``jobs/predict.py``'s
@@ -212,18 +229,7 @@ def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> 
         "scene's non-alpha bands)",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        help="what runs the network: torch, openvino or onnxruntime (CPU), or auto (default): the "
-        "fastest here whose masks agree with fp32 torch, measured once per model and machine",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="fp32, bf16 (CPUs with AMX/AVX512_BF16, GPUs), fp16 (GPUs) or auto (default: bf16 where "
-        "the device has bf16 units and the masks agree)",
-    )
+    add_engine_options(p)
     if not outputs:
         return
     p.add_argument(
