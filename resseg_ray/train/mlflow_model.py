@@ -6,7 +6,8 @@ in the bundle's band order (NaN where there is no data), normalises them as
 or with a ``per_scene`` model each image's own over its valid pixels; no-data pixels 0) and
 returns the building probability ``float32 (N, H, W)`` (NaN where there is no data). An
 image no larger than the predictor's window gives what ``jobs/predict.py`` gives on it as a
-scene; larger scenes go through the windowed predictor.
+scene. Each image is one forward pass, whatever its size: segment larger scenes with the
+windowed predictor (``jobs/predict.py``, or the service).
 """
 
 from __future__ import annotations
