@@ -167,4 +167,4 @@ def _count(n: int | None) -> str:
 
 
 if __name__ == "__main__":
-    run_job(main)
+    run_job(main, supervise=True)

@@ -53,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_job(main)
+    run_job(main, supervise=True)

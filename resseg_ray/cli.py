@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -14,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from resseg_ray.abort import abort
+from resseg_ray import abort
 from resseg_ray.config import (
     BLEND_MODES,
     NORMALIZATIONS,
@@ -40,29 +39,35 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
-def run_job(main: Callable[[], object]) -> None:
+def run_job(main: Callable[[], object], supervise: bool = False) -> None:
     """Run a job's ``main``; a :class:`ResSegError` prints ``error: ...`` and exits 2.
 
     Warnings print as one ``warning: ...`` line each. Ray's and MLflow's own chatter is kept to
     warnings (:func:`~resseg_ray.progress.quiet_libraries`) unless the command line has
     ``--verbose`` (every job takes it; it is removed before the job parses its arguments) or
-    ``RESSEG_VERBOSE=1`` is set.
+    ``RESSEG_VERBOSE=1`` is set. With ``supervise`` (the jobs that attach to a Ray cluster), the
+    job runs in a child of this process, which says a lost cluster when Ray ends the job first
+    (:func:`resseg_ray.abort.supervise`).
     """
     warnings.formatwarning = _format_warning
     if "--verbose" in sys.argv[1:]:
         sys.argv.remove("--verbose")
         os.environ[VERBOSE_ENV] = "1"
+    if supervise:
+        abort.supervise()
     quiet_libraries()
     try:
         main()
     except Exception as exc:
         err = user_error(exc)
-        if err is None and _watched and not _reachable(_watched[0]):  # Ray's error of a lost cluster
-            _cluster_lost(_watched[0])
+        if err is None and _watched and not abort.reachable(_watched[0]):  # Ray's error of a lost cluster
+            abort.cluster_lost(_watched[0])
         if err is None:
             raise
         print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line
         raise SystemExit(2) from None
+    finally:
+        abort.returned()
 
 
 def bound_gdal_cache(megabytes: int = 256) -> None:
@@ -106,15 +111,6 @@ def init_ray() -> None:
 _watched: list[str] = []  # the GCS address watch_cluster watches
 
 
-def _reachable(address: str, timeout_s: float = 2.0) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-        return True
-    except (OSError, ValueError):
-        return False
-
-
 def _local_raylet() -> str | None:
     """``host:port`` of the raylet this driver is attached to (None when Ray does not say)."""
     try:
@@ -126,20 +122,6 @@ def _local_raylet() -> str | None:
         return None
 
 
-def _cluster_lost(gcs_address: str, raylet_address: str | None = None) -> None:
-    """Stop the job: the cluster (or, with ``raylet_address``, the job's own Ray node) is gone."""
-    if raylet_address:
-        event = f"the Ray node of this job (raylet {raylet_address}) went away"
-    else:
-        event = f"the Ray cluster at {gcs_address} went away"
-    abort(
-        event,
-        "the work in progress on it is lost; finished training runs, checkpoints and outputs are "
-        "kept. Start the cluster again (or run without RAY_ADDRESS for a local one) and re-run the "
-        "same command: it goes on where it stopped",
-    )
-
-
 def watch_cluster(
     gcs_address: str,
     raylet_address: str | None = None,
@@ -149,7 +131,8 @@ def watch_cluster(
 ) -> threading.Thread:
     """Watch the Ray cluster from a background thread and stop the job with one error line
     saying what was lost and how to go on, its open MLflow runs marked FAILED
-    (:func:`resseg_ray.abort.abort`), before Ray itself ends the process without a word.
+    (:func:`resseg_ray.abort.cluster_lost`), before Ray itself ends the process without a word
+    (when Ray is first, a supervised job's parent says it: :func:`resseg_ray.abort.supervise`).
 
     Two things are watched every ``interval_s``: the driver's own raylet (``raylet_address``)
     and the GCS. Ray ends a driver at its first call after its raylet died, so a raylet that
@@ -158,8 +141,11 @@ def watch_cluster(
     short (a local connect each) and one refused connect to the raylet is enough (a live raylet's
     kernel accepts the connection however busy it is): a driver that calls Ray in the gap is
     ended by Ray with exit 1 and no word (seen in tests/train/test_cluster_loss.py at 0.5 s, and
-    in about one full test run of three at 0.2 s with two misses)."""
+    in about one full test run of three at 0.2 s with two misses; once in CI at 0.1 s with one),
+    which is why the jobs that attach to a cluster are supervised by a parent process that says
+    it then (:func:`resseg_ray.abort.supervise`)."""
     _watched[:] = [gcs_address]
+    abort.attached(gcs_address, raylet_address)
 
     def watch() -> None:
         import ray
@@ -171,16 +157,16 @@ def watch_cluster(
             if not ray.is_initialized():  # the job shut Ray down itself
                 return
             if raylet_address is not None:
-                raylet_missed = 0 if _reachable(raylet_address, interval_s) else raylet_missed + 1
-            if _reachable(gcs_address, interval_s):
+                raylet_missed = 0 if abort.reachable(raylet_address, interval_s) else raylet_missed + 1
+            if abort.reachable(gcs_address, interval_s):
                 gcs_down_since = None
             elif gcs_down_since is None:
                 gcs_down_since = time.monotonic()
             gcs_lost = gcs_down_since is not None and time.monotonic() - gcs_down_since >= gcs_grace_s
             if gcs_lost or (raylet_missed >= raylet_misses and gcs_down_since is not None):
-                _cluster_lost(gcs_address)
+                abort.cluster_lost(gcs_address)
             elif raylet_missed >= raylet_misses:
-                _cluster_lost(gcs_address, raylet_address)
+                abort.cluster_lost(gcs_address, raylet_address)
 
     thread = threading.Thread(target=watch, daemon=True, name="resseg-cluster-watch")
     thread.start()

@@ -1,0 +1,135 @@
+"""A job attached to a Ray cluster runs under a parent process (resseg_ray.abort.supervise):
+when Ray's core worker ends the job with ``_exit(1)`` before the watchdog has spoken, the parent
+says what was lost, marks the job's MLflow runs FAILED and exits 2; any other end of the job is
+passed through as it was, and the parent passes SIGTERM on to the job."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from resseg_ray.train import tracking
+from tests.helpers import ROOT
+
+JOB = """
+import os, signal, sys, time
+from resseg_ray import abort
+from resseg_ray.cli import run_job
+
+how, gcs, raylet, db = sys.argv[1:5]
+
+def main():
+    if db != "-":
+        from resseg_ray.train import tracking
+        run = tracking.client(db).create_run(tracking.client(db).create_experiment("e"))
+        abort.run_opened(db, run.info.run_id)
+    abort.doing("training run lost (checkpoints under /x)")
+    abort.attached(gcs, None if raylet == "-" else raylet)
+    print(f"job {os.getpid()} under {os.getppid()}", flush=True)
+    if how == "ray-exit":  # what Ray's core worker does when the driver's raylet died
+        os._exit(1)
+    if how == "bug":
+        raise KeyError("a bug")
+    if how == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "wait-term":
+        signal.signal(signal.SIGTERM, lambda *a: (print("job got SIGTERM", flush=True), os._exit(3)))
+        time.sleep(60)
+    print("done", flush=True)
+
+run_job(main, supervise=True)
+"""
+
+
+def _closed_port_address() -> str:
+    s = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    return address
+
+
+@pytest.fixture
+def live_address():
+    server = socket.create_server(("127.0.0.1", 0))
+    server.listen(64)
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def _job(how: str, gcs: str, raylet: str = "-", db: str = "-", **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", JOB, how, gcs, raylet, db],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_a_job_ended_by_ray_on_a_lost_cluster_is_said_and_its_runs_failed(tmp_path) -> None:
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    gcs, raylet = _closed_port_address(), _closed_port_address()
+    out, err = _job("ray-exit", gcs, raylet, db).communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: the Ray cluster at {gcs} went away while training run lost")
+    assert "(1 MLflow run(s) marked FAILED)" in lines[0] and "re-run the same command" in lines[0]
+    (run,) = tracking.client(db).search_runs([tracking.client(db).get_experiment_by_name("e").experiment_id])
+    assert run.info.status == "FAILED"
+
+
+def test_a_lost_node_is_told_from_a_lost_cluster(live_address) -> None:
+    raylet = _closed_port_address()
+    proc = _job("ray-exit", live_address, raylet)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: the Ray node of this job (raylet {raylet}) went away while training")
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "says"),
+    [
+        ("done", 0, ""),
+        ("bug", 1, "KeyError: 'a bug'"),  # the job's own end, even with the cluster gone
+    ],
+)
+def test_the_jobs_own_ends_pass_through(how: str, code: int, says: str) -> None:
+    proc = _job(how, _closed_port_address(), _closed_port_address())
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert says in err and "went away" not in err
+
+
+def test_a_killed_job_on_a_live_cluster_ends_its_supervisor_the_same_way(live_address) -> None:
+    proc = _job("killed", live_address, live_address)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err
+    assert "error:" not in err
+
+
+def test_sigterm_to_the_supervisor_reaches_the_job(live_address) -> None:
+    proc = _job("wait-term", live_address, live_address)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # "job <pid> under <supervisor pid>": the job is running
+    job_pid, supervisor_pid = (int(w) for w in first.split()[1::2])
+    assert supervisor_pid == proc.pid and job_pid != proc.pid
+    proc.send_signal(signal.SIGTERM)  # to the supervisor only
+    out, err = proc.communicate(timeout=60)
+    assert "job got SIGTERM" in out, err
+    assert proc.returncode == 3, err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the job is gone, not orphaned
+        try:
+            subprocess.run(["kill", "-0", str(job_pid)], check=True, capture_output=True)
+        except subprocess.CalledProcessError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"job {job_pid} still running")
