@@ -75,7 +75,9 @@ def _job(how: str, gcs: str, raylet: str = "-", db: str = "-", **kw) -> subproce
 def test_a_job_ended_by_ray_on_a_lost_cluster_is_said_and_its_runs_failed(tmp_path) -> None:
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     gcs, raylet = _closed_port_address(), _closed_port_address()
-    out, err = _job("ray-exit", gcs, raylet, db).communicate(timeout=120)
+    proc = _job("ray-exit", gcs, raylet, db)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith(f"error: the Ray cluster at {gcs} went away while training run lost")
@@ -105,6 +107,7 @@ def test_the_jobs_own_ends_pass_through(how: str, code: int, says: str) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert says in err and "went away" not in err
+    assert out.strip().endswith("done") == (how == "done"), out
 
 
 def test_a_killed_job_on_a_live_cluster_ends_its_supervisor_the_same_way(live_address) -> None:
