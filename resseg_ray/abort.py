@@ -193,14 +193,12 @@ def _wait_for(pid: int, path: str, gcs_grace_s: float) -> int:
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)  # -N when ended by signal N
     state = _read_state(path)
-    cluster = state.get("cluster", {})
-    if code not in (0, 2) and cluster.get("gcs") and not state.get("returned"):
-        lost = _what_is_lost(cluster["gcs"], cluster.get("raylet"), gcs_grace_s)
-        if lost is not None:
-            with _lock:
-                _open_runs.update(state.get("open_runs", {}))
-                _doing[:] = state.get("doing", [])
-            cluster_lost(*lost)
+    if code not in (0, 2) and not state.get("returned"):  # ended from outside: by Ray, a signal
+        with _lock:  # the job's state, for the line and the runs to mark FAILED
+            _open_runs.update(state.get("open_runs", {}))
+            _doing[:] = state.get("doing", [])
+            _cluster.update(state.get("cluster", {}))
+        stop_if_cluster_lost(gcs_grace_s)
     if code < 0:  # end the same way, so whoever started the job sees the signal
         try:
             signal.signal(-code, signal.SIG_DFL)
@@ -233,15 +231,21 @@ def _read_state(path: str) -> dict[str, Any]:
                 pass
 
 
-def _what_is_lost(gcs: str, raylet: str | None, grace_s: float) -> tuple[str, str | None] | None:
-    """``(gcs, raylet or None)`` for :func:`cluster_lost` when the job's raylet does not answer
-    (its node is lost; the cluster too when the GCS does not answer either) or the GCS stays
-    unanswering for ``grace_s``; None when both answer."""
-    deadline = time.monotonic() + grace_s
+def stop_if_cluster_lost(gcs_grace_s: float = 6.0) -> None:
+    """Stop the job with :func:`cluster_lost` when the cluster it is :func:`attached` to is
+    gone: its raylet does not answer (its node is lost; the cluster too when the GCS does not
+    answer either) or its GCS does not answer for ``gcs_grace_s``. Returns when both answer, or
+    when the job never attached to a cluster."""
+    with _lock:
+        gcs, raylet = _cluster.get("gcs"), _cluster.get("raylet")
+    if not gcs:
+        return
     gcs_up = reachable(gcs, 1.0)
     if raylet is not None and not reachable(raylet, 1.0):
-        return (gcs, None) if not gcs_up else (gcs, raylet)
+        cluster_lost(gcs, None if not gcs_up else raylet)
+    deadline = time.monotonic() + gcs_grace_s
     while not gcs_up and time.monotonic() < deadline:
         time.sleep(0.2)
         gcs_up = reachable(gcs, 1.0)
-    return None if gcs_up else (gcs, None)
+    if not gcs_up:
+        cluster_lost(gcs)

@@ -60,9 +60,8 @@ def run_job(main: Callable[[], object], supervise: bool = False) -> None:
         main()
     except Exception as exc:
         err = user_error(exc)
-        if err is None and _watched and not abort.reachable(_watched[0]):  # Ray's error of a lost cluster
-            abort.cluster_lost(_watched[0])
         if err is None:
+            abort.stop_if_cluster_lost()  # Ray's error of a lost cluster is said as the watchdog says it
             raise
         print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line
         raise SystemExit(2) from None
@@ -108,9 +107,6 @@ def init_ray() -> None:
     watch_cluster(ray.get_runtime_context().gcs_address, _local_raylet())
 
 
-_watched: list[str] = []  # the GCS address watch_cluster watches
-
-
 def _local_raylet() -> str | None:
     """``host:port`` of the raylet this driver is attached to (None when Ray does not say)."""
     try:
@@ -144,7 +140,6 @@ def watch_cluster(
     in about one full test run of three at 0.2 s with two misses; once in CI at 0.1 s with one),
     which is why the jobs that attach to a cluster are supervised by a parent process that says
     it then (:func:`resseg_ray.abort.supervise`)."""
-    _watched[:] = [gcs_address]
     abort.attached(gcs_address, raylet_address)
 
     def watch() -> None:
