@@ -2,13 +2,14 @@
 
 Tiles of ``tile_size`` px start every ``stride`` px (paper: 364 and 120) and may hang over
 the scene's right/bottom edge (those pixels read as no data); a scene smaller than a tile
-gives one tile padded with no data, judged by the no data inside the scene. The validation area is made
-of whole square blocks of ``split_block`` px, drawn at random (seeded) until they hold
-``val_fraction`` of the scene's valid pixels; a training tile lies entirely outside the
-validation blocks and a validation tile entirely inside them, so no training tile overlaps a
-validation tile. Tiles that straddle the border, or have more no data than allowed, are
-dropped; with a ``region`` (a refinement's annotated area) only tiles and validation blocks
-wholly inside it are kept. Valid and building fractions come from an integral image of per-cell counts.
+gives one tile centred on it and padded with no data, judged by the no data inside the
+scene. The validation area is made of whole square blocks of ``split_block`` px, drawn at
+random (seeded) until they hold ``val_fraction`` of the scene's valid pixels; a training
+tile lies entirely outside the validation blocks and a validation tile entirely inside
+them, so no training tile overlaps a validation tile. Tiles that straddle the border, or
+have more no data than allowed, are dropped; with a ``region`` (a refinement's annotated
+area) only tiles and validation blocks wholly inside it are kept. Valid and building
+fractions come from an integral image of per-cell counts.
 
 Datasets of many small scenes (chips: SpaceNet's 650 or 900 px, xBD's 1024 px) hold out whole
 scenes instead (:func:`choose_validation_scenes`), as ``data.split: scenes`` or ``auto`` chooses.
@@ -236,6 +237,10 @@ def tile_scene(
     # a scene narrower (or lower) than a tile gives one tile across, padded as no data: that
     # padding is not the scene's no data, so the no-data test counts only the scene's extent
     extent_px = min(cfg.tile_size, scene.width) * min(cfg.tile_size, scene.height)
+    # ... and such a tile is centred on the scene, so its centre crop (validation) and the
+    # crops the augmentation draws around the centre hold the scene, not the padding
+    ox = -((cfg.tile_size - scene.width) // 2) if scene.width < cfg.tile_size else 0
+    oy = -((cfg.tile_size - scene.height) // 2) if scene.height < cfg.tile_size else 0
     rows: list[dict] = []
     straddling: list[dict] = []
     dropped_nodata = dropped_outside = 0
@@ -259,8 +264,8 @@ def tile_scene(
                     "scene_id": scene_id,
                     "scene_uri": scene.uri,
                     "label_uri": labels.uri,
-                    "col_off": x,
-                    "row_off": y,
+                    "col_off": x + ox,
+                    "row_off": y + oy,
                     "width": cfg.tile_size,
                     "height": cfg.tile_size,
                     "split": split,

@@ -142,8 +142,9 @@ def test_equal_chips_hold_out_the_nearest_whole_number_of_scenes() -> None:
 
 
 def test_a_scene_smaller_than_a_tile_gives_one_padded_tile(tmp_path) -> None:
-    """A 30x26 px chip with 40 px tiles: one tile, mostly padding, judged by the chip's own
-    no data (none) rather than dropped as mostly empty."""
+    """A 30x26 px chip with 40 px tiles: one tile centred on it (so the centre crop holds the
+    chip), mostly padding, judged by the chip's own no data (none) rather than dropped as
+    mostly empty."""
     data = np.random.default_rng(0).integers(1, 1000, (2, 26, 30)).astype(np.uint16)
     scene = open_scene(write_tif(tmp_path / "chip.tif", data, nodata=0), LOCAL)
     labels = open_scene(
@@ -151,7 +152,7 @@ def test_a_scene_smaller_than_a_tile_gives_one_padded_tile(tmp_path) -> None:
     )
     tiles = tile_scene(0, scene, labels, DataConfig(**{**CFG.__dict__, "val_fraction": 0.0}), LOCAL)
     (row,) = tiles.rows
-    assert (row["col_off"], row["row_off"], row["width"]) == (0, 0, 40)
+    assert (row["col_off"], row["row_off"], row["width"]) == (-5, -7, 40)
     assert row["valid_fraction"] == pytest.approx(26 * 30 / 1600) and tiles.valid_pixels == 26 * 30
     data[:, :, :20] = 0  # two thirds of the chip itself no data: that is dropped, as anywhere
     scene = open_scene(write_tif(tmp_path / "chip2.tif", data, nodata=0), LOCAL)
