@@ -45,7 +45,7 @@ def in_process(desc, cfg, settings, samples: int) -> float:
     torch.set_num_threads(1)
     table = read_manifest(desc, settings).to_pandas()
     rows = table[table.split == "train"].sample(frac=1.0, random_state=0)
-    spec = sample_spec(desc, cfg.data, settings, augment=True)
+    spec = sample_spec(desc, cfg.data, settings, augment=True, seed=cfg.run.seed)
     batch = cfg.data.loader_batch
 
     def run(start: int, n: int) -> int:
@@ -63,9 +63,9 @@ def in_process(desc, cfg, settings, samples: int) -> float:
 
 def through_ray(desc, cfg, settings, samples: int, epochs: int = 2) -> list[float]:
     """Samples/s per epoch of the Ray Data pipeline consumed as torch batches."""
-    ds = build_datasets(desc, cfg.data, settings, splits=("train",), limit=samples)["train"]
     out = []
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
+        ds = build_datasets(desc, cfg.data, settings, cfg.run.seed, ("train",), epoch, limit=samples)["train"]
         t = time.perf_counter()
         n = sum(len(images) for images, _ in iter_torch(ds, batch_size=8))
         out.append(n / (time.perf_counter() - t))

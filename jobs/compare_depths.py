@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 import os
 
-from resseg_ray.cli import init_ray, predict_options, run_job
+from resseg_ray.cli import add_seed_option, config_overrides, init_ray, predict_options, run_job
 from resseg_ray.config import load_config
 from resseg_ray.experiments.compare_depths import PAPER_ARCHS, compare_architectures
 from resseg_ray.train import tracking
@@ -33,8 +33,9 @@ def main() -> None:
     p.add_argument("--prefix", default="compare", help="run names are <prefix>-<arch> (default compare)")
     p.add_argument("--window", type=int, help="segmentation window of the test scenes (px, default 512)")
     p.add_argument("--overlap", type=int, help="overlap of neighbouring windows (px, default 112)")
+    add_seed_option(p)
     args = p.parse_args()
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, config_overrides(args))
     for arch in args.archs:
         check_arch(arch)
     init_ray()

@@ -22,8 +22,10 @@ import os
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
 from resseg_ray.cli import (
     add_engine_options,
+    add_seed_option,
     add_stac_options,
     bound_gdal_cache,
+    config_overrides,
     init_ray,
     one_scene,
     run_job,
@@ -48,9 +50,8 @@ def main() -> None:
         "--placement",
         choices=("contiguous", "random"),
         default="contiguous",
-        help="with --fraction: a block at the top-left corner or at a seeded random place",
+        help="with --fraction: a block at the top-left corner or at a random place drawn from --seed",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of --placement random")
     p.add_argument("--footprints", help="building footprints drawn in the area (vector file, any CRS)")
     p.add_argument("--labels", help="or a label raster of the scene (0/1/255; only the area is used)")
     p.add_argument(
@@ -70,14 +71,15 @@ def main() -> None:
     )
     add_engine_options(p)  # what runs the before/after scoring (predict.runtime, predict.precision)
     add_stac_options(p)
+    add_seed_option(p)
     args = p.parse_args()
     bound_gdal_cache()
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, config_overrides(args))
     engine = {k: getattr(args, k) for k in ("runtime", "precision") if getattr(args, k) is not None}
     cfg = dataclasses.replace(cfg, predict=dataclasses.replace(cfg.predict, **engine))
     # the scoring's runtime and precision must run here: refused now, not after the training
     candidates(cfg.predict.runtime, cfg.predict.precision, DevicePolicy.resolve(cfg.predict.device).device)
-    area = AreaSpec(args.area, args.fraction, args.placement, args.seed)
+    area = AreaSpec(args.area, args.fraction, args.placement, cfg.run.seed)
     scene = one_scene(args.scene, args, cfg, StorageSettings.resolve(cfg.storage))
     init_ray()
     r = refine_scene(

@@ -12,7 +12,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from resseg_ray.cli import add_stac_options, init_ray, run_job, scene_inputs
+from resseg_ray.cli import (
+    add_seed_option,
+    add_stac_options,
+    config_overrides,
+    init_ray,
+    run_job,
+    scene_inputs,
+)
 from resseg_ray.config import load_config
 from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
 from resseg_ray.demo import prepare_demo
@@ -42,9 +49,10 @@ def main() -> None:
     p.add_argument("--force", action="store_true", help="rebuild even when the output is complete")
     p.add_argument("--no-ray", action="store_true", help="run in this process instead of on Ray")
     add_stac_options(p)
+    add_seed_option(p)
     args = p.parse_args()
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, config_overrides(args))
     settings = StorageSettings.resolve(cfg.storage)
     if not args.force and exists(join_uri(args.out, DATASET_FILE), settings):
         print(f"{args.out} is already prepared ({DATASET_FILE} exists); --force rebuilds it")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from resseg_ray.cli import init_ray, run_job
+from resseg_ray.cli import add_seed_option, config_overrides, init_ray, run_job
 from resseg_ray.config import load_config
 from resseg_ray.train.trainer import run_training
 
@@ -34,8 +34,9 @@ def main() -> None:
         default=[],
         help="override, e.g. train.lr=0.001 (repeatable)",
     )
+    add_seed_option(p)
     args = p.parse_args()
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, config_overrides(args))
     init_ray()
     r = run_training(cfg)
     prog = r.progress

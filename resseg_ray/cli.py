@@ -168,6 +168,26 @@ def watch_cluster(
     return thread
 
 
+def add_seed_option(p: argparse.ArgumentParser) -> None:
+    """``--seed``: ``run.seed``, the one seed of everything random in a run (see
+    :func:`config_overrides`)."""
+    from resseg_ray.config import RunSection
+
+    p.add_argument(
+        "--seed",
+        type=int,
+        help=f"run.seed (default {RunSection.seed}): seeds the initial weights, every worker's tiles, "
+        "their order and augmentation, the split and random placements; the same seed and "
+        "configuration give the same run on CPU",
+    )
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides with the dedicated flags (``--seed``) applied after them."""
+    extra = [f"run.seed={args.seed}"] if getattr(args, "seed", None) is not None else []
+    return [*getattr(args, "overrides", []), *extra]
+
+
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """``--runtime`` and ``--precision``: the ``predict`` section's engine fields (see
     :func:`add_predictor_options`, and ``jobs/finetune.py`` for its scoring)."""

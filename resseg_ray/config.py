@@ -161,8 +161,6 @@ class DataConfig:
     """Side of the square blocks the validation area is made of (pixels)."""
     max_nodata_fraction: float = 0.5
     """Tiles with more no-data pixels than this fraction are dropped."""
-    seed: int = 0
-    """Seed of the train/validation split and of the augmentation draws."""
     stats_block: int = 1024
     """Side of the windows the statistics are computed over (one dask chunk each)."""
     normalization: str = "pooled"
@@ -348,6 +346,11 @@ class RunSection:
     """Worker crashes survived per run by restarting from the latest checkpoint (-1: unlimited)."""
     checkpoints_to_keep: int = 2
     """Epoch checkpoints kept (the best models travel inside each, so older ones can go)."""
+    seed: int = 0
+    """The one seed of everything random (``--seed``): the weights' initialisation, which tiles
+    and in which order each epoch and each worker sees, every augmentation draw, ``prepare``'s
+    train/validation split, the placement of random and suggested annotation areas. Two runs
+    with the same seed and configuration on CPU give the same metrics and weights."""
 
     def __post_init__(self) -> None:
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", self.name):
@@ -358,6 +361,8 @@ class RunSection:
             raise ConfigError(f"run.max_failures must be >= -1, got {self.max_failures}")
         if self.checkpoints_to_keep < 1:
             raise ConfigError(f"run.checkpoints_to_keep must be >= 1, got {self.checkpoints_to_keep}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"run.seed (--seed) must be an integer from 0 to 2**63 - 1, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -637,6 +642,10 @@ class Config:
     serve: ServeSection = field(default_factory=ServeSection)
 
 
+MOVED = {"data.seed": "run.seed"}
+"""Fields that moved: their old name gets an error naming the new one."""
+
+
 def load_config(path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML configuration (or the defaults when ``path`` is None) and apply overrides.
 
@@ -734,6 +743,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     unknown = [k for k in data if k not in fields]
     if unknown:
         k = unknown[0]
+        moved = MOVED.get(_join(where, str(k)))
+        if moved:
+            raise ConfigError(
+                f"configuration field {_join(where, str(k))!r} is now {moved!r}; set that instead"
+            )
         close = difflib.get_close_matches(str(k), list(fields), n=1)
         hint = f"; did you mean {_join(where, close[0])!r}?" if close else f"; known: {', '.join(fields)}"
         raise ConfigError(f"unknown configuration field {_join(where, str(k))!r}{hint}")

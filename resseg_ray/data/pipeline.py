@@ -3,8 +3,12 @@
 No chip archive is written: every epoch, Ray Data tasks read each tile's window straight
 from the scene and label rasters (local or s3://), augment it as the paper does (redrawn
 every epoch), normalise it and hand batches of float32 ``(N, D, crop, crop)`` images and
-labels (uint8 in the object store, int64 when iterated as torch batches) to training. The
-datasets shard across Ray Train workers (``ray.train.get_dataset_shard``).
+labels (uint8 in the object store, int64 when iterated as torch batches) to training.
+
+Everything random is a function of ``run.seed``: which tiles a limited epoch uses, each
+epoch's order and its share per DDP worker (:func:`epoch_rows`), and each sample's
+augmentation (seeded by the seed, the epoch and the tile id). Datasets keep their order
+(``preserve_order``), so two runs with the same seed see the same batches.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ class SampleSpec:
     crop_size: int
     augment: bool
     seed: int
-    epoch: int | None
+    """``run.seed``: with the epoch and the tile id, it fixes every augmentation draw."""
+    epoch: int
     settings: StorageSettings
 
     def norm(self, scene_uri: str) -> Norm:
@@ -85,21 +90,10 @@ def _reader(row: dict, spec: SampleSpec):
     return read
 
 
-def read_tiles(batch: dict[str, np.ndarray], spec: SampleSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Read and normalise whole tiles of manifest rows: float32 ``(N, D, T, T)``, uint8 labels."""
-    n = len(batch["tile_id"])
-    th, tw = int(batch["height"][0]), int(batch["width"][0])
-    images = np.empty((n, len(spec.bands), th, tw), np.float32)
-    labels = np.empty((n, th, tw), np.uint8)
-    for i in range(n):
-        images[i], labels[i] = _reader({k: v[i] for k, v in batch.items()}, spec)(0, 0, tw, th)
-    return images, labels
-
-
-def _rng_for(spec: SampleSpec, tile_ids: np.ndarray) -> np.random.Generator:
-    if spec.epoch is None:
-        return np.random.default_rng()  # fresh OS entropy: redrawn every epoch
-    digest = hashlib.sha256("|".join(map(str, tile_ids)).encode()).digest()
+def _rng_for(spec: SampleSpec, tile_id: str) -> np.random.Generator:
+    """The augmentation draws of one tile in one epoch: a function of the seed, the epoch and
+    the tile id only (not of which task or batch reads it)."""
+    digest = hashlib.sha256(str(tile_id).encode()).digest()
     return np.random.default_rng([spec.seed, spec.epoch, int.from_bytes(digest[:8], "little")])
 
 
@@ -117,11 +111,11 @@ def load_samples(batch: dict[str, np.ndarray], spec: SampleSpec) -> dict[str, np
     tile = int(batch["width"][0])
     images = np.empty((n, len(spec.bands), crop, crop), np.float32)
     labels = np.empty((n, crop, crop), np.uint8)
-    params = draw_params(n, tile, crop, _rng_for(spec, batch["tile_id"])) if spec.augment else None
     for i in range(n):
         read = _reader({k: v[i] for k, v in batch.items()}, spec)
-        if params is not None:
-            images[i], labels[i] = augment_sample(read, tile, crop, params[i])
+        if spec.augment:
+            (params,) = draw_params(1, tile, crop, _rng_for(spec, batch["tile_id"][i]))
+            images[i], labels[i] = augment_sample(read, tile, crop, params)
         else:
             off = (tile - crop) // 2
             images[i], labels[i] = read(off, off, crop, crop)
@@ -145,7 +139,8 @@ def sample_spec(
     cfg: DataConfig,
     settings: StorageSettings,
     augment: bool,
-    epoch: int | None = None,
+    seed: int,
+    epoch: int = 1,
     norm: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> SampleSpec:
     """The loader settings of a prepared dataset under a data configuration; ``norm`` (mean,
@@ -166,9 +161,73 @@ def sample_spec(
         std=std,
         crop_size=cfg.crop_size,
         augment=augment,
-        seed=cfg.seed,
+        seed=seed,
         epoch=epoch,
         settings=settings,
+    )
+
+
+def split_rows(
+    desc: DatasetDescription,
+    settings: StorageSettings,
+    seed: int,
+    limit: Mapping[str, int | None] | None = None,
+    splits: tuple[str, ...] = SPLITS,
+) -> dict[str, pa.Table]:
+    """The manifest rows of each split in a seeded order; ``limit`` keeps the first N of a
+    split (``{"train": 500, "val": None}``): the same N tiles every epoch."""
+    table = read_manifest(desc, settings)
+    out = {}
+    for split in splits:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
+        rows = table.filter(pa.compute.equal(table["split"], split))
+        if rows.num_rows == 0:
+            raise InputDataError(f"{desc.manifest_uri} has no {split} tiles; check data.val_fraction")
+        rows = rows.take(pa.array(np.random.default_rng(seed).permutation(rows.num_rows)))
+        n = (limit or {}).get(split)
+        out[split] = rows if n is None else rows.slice(0, n)
+    return out
+
+
+def epoch_rows(rows: pa.Table, seed: int, epoch: int, rank: int = 0, world: int = 1) -> pa.Table:
+    """One DDP worker's training rows of one epoch: the split's rows in an order drawn from
+    (seed, epoch), dealt round-robin to ``world`` workers, each the same count (so every
+    worker takes the same number of steps)."""
+    order = np.random.default_rng([seed, epoch]).permutation(rows.num_rows)
+    per_worker = rows.num_rows // world
+    return rows.take(pa.array(order[rank::world][:per_worker]))
+
+
+def worker_rows(rows: pa.Table, rank: int = 0, world: int = 1) -> pa.Table:
+    """One worker's share of the validation rows (every row validated once across workers)."""
+    return rows.take(pa.array(np.arange(rank, rows.num_rows, world)))
+
+
+def loader_dataset(rows: pa.Table, spec: SampleSpec, loader_batch: int, num_cpus: float) -> Dataset:
+    """A Ray dataset of the samples of ``rows``, in their order (``augment``: the paper's
+    augmentation of ``spec.epoch``; else the centre crops)."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    # Ray Data's per-operator resource reservation let only one loader task run at a time on
+    # a 2-CPU node (measured: 280 -> 490 samples/s with it off); loaders are the only heavy
+    # operator here, so let them use every free CPU.
+    ctx.op_resource_reservation_enabled = False
+    ctx.execution_options.preserve_order = True  # the same batches in the same order every run
+    # One block of `loader_batch` manifest rows per loader task, built here (no repartition
+    # step re-executed every epoch). from_blocks reads the blocks' metadata here, where
+    # from_arrow runs a task per block reserving a whole CPU: beside a service that holds
+    # most of a small machine's CPUs (the map page's refinements) those tasks never start.
+    blocks = [rows.slice(i, loader_batch) for i in range(0, rows.num_rows, loader_batch)]
+    ds: Dataset = ray.data.from_blocks(blocks or [rows])
+    return ds.map_batches(
+        load_samples,  # type: ignore[arg-type]  # Ray's signature omits fn_kwargs' parameters
+        fn_kwargs={"spec": spec},
+        batch_size=loader_batch,
+        batch_format="numpy",
+        num_cpus=num_cpus,
+        zero_copy_batch=True,
     )
 
 
@@ -176,54 +235,24 @@ def build_datasets(
     desc: DatasetDescription,
     cfg: DataConfig,
     settings: StorageSettings,
+    seed: int = 0,
     splits: tuple[str, ...] = SPLITS,
-    epoch: int | None = None,
+    epoch: int = 1,
     limit: int | Mapping[str, int | None] | None = None,
     norm: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> dict[str, Dataset]:
-    """Ray datasets of training samples per split (``train`` augmented, ``val`` centre crops).
-
-    ``epoch=None`` redraws augmentation every time a dataset is iterated; an integer makes
-    the draws a function of (seed, epoch, tiles) for exact reproduction. ``limit`` keeps
-    the first N tiles of each split (after the seeded shuffle), for quick runs; a mapping
-    gives each split its own limit (``{"train": 500, "val": None}``).
-    """
-    import ray
-
-    table = read_manifest(desc, settings)
-    # Ray Data's per-operator resource reservation let only one loader task run at a time on
-    # a 2-CPU node (measured: 280 -> 490 samples/s with it off); loaders are the only heavy
-    # operator here, so let them use every free CPU.
-    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
+    """Whole-split Ray datasets of one epoch (``train`` augmented and in that epoch's order,
+    ``val`` centre crops), for inspection and benchmarks; training builds each worker's share
+    per epoch (:func:`epoch_rows`). ``limit`` keeps the first N tiles of each split (after the
+    seeded order), or per split with a mapping (``{"train": 500, "val": None}``)."""
+    limits = limit if isinstance(limit, Mapping) else {s: limit for s in SPLITS}
+    rows = split_rows(desc, settings, seed, limits, splits)
     out: dict[str, Dataset] = {}
     for split in splits:
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
-        rows = table.filter(pa.compute.equal(table["split"], split))
-        if rows.num_rows == 0:
-            raise InputDataError(f"{desc.manifest_uri} has no {split} tiles; check data.val_fraction")
-        order = np.random.default_rng(cfg.seed).permutation(rows.num_rows)
-        rows = rows.take(pa.array(order))
-        n = limit.get(split) if isinstance(limit, Mapping) else limit
-        if n is not None:
-            rows = rows.slice(0, n)
-        # One block of `loader_batch` manifest rows per loader task, built here (no repartition
-        # step re-executed every epoch). from_blocks reads the blocks' metadata here, where
-        # from_arrow runs a task per block reserving a whole CPU: beside a service that holds
-        # most of a small machine's CPUs (the map page's refinements) those tasks never start.
-        step = cfg.loader_batch
-        ds: Dataset = ray.data.from_blocks([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
-        if split == "train":
-            ds = ds.randomize_block_order(seed=None if epoch is None else cfg.seed * 100003 + epoch)
-        spec = sample_spec(desc, cfg, settings, augment=(split == "train"), epoch=epoch, norm=norm)
-        out[split] = ds.map_batches(
-            load_samples,  # type: ignore[arg-type]  # Ray's signature omits fn_kwargs' parameters
-            fn_kwargs={"spec": spec},
-            batch_size=cfg.loader_batch,
-            batch_format="numpy",
-            num_cpus=cfg.loader_num_cpus,
-            zero_copy_batch=True,
-        )
+        train = split == "train"
+        spec = sample_spec(desc, cfg, settings, augment=train, seed=seed, epoch=epoch, norm=norm)
+        part = epoch_rows(rows[split], seed, epoch) if train else rows[split]
+        out[split] = loader_dataset(part, spec, cfg.loader_batch, cfg.loader_num_cpus)
     return out
 
 

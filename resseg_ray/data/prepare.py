@@ -110,9 +110,15 @@ def _label_task(
 
 
 def _tile_task(
-    i: int, scene: SceneInfo, labels: SceneInfo, cfg, settings: StorageSettings, region: SceneInfo | None
+    i: int,
+    scene: SceneInfo,
+    labels: SceneInfo,
+    cfg,
+    settings: StorageSettings,
+    region: SceneInfo | None,
+    seed: int,
 ):
-    return tile_scene(i, scene, labels, cfg, settings, region)
+    return tile_scene(i, scene, labels, cfg, settings, region, seed)
 
 
 class SceneGivesNoTiles(UserWarning):
@@ -173,6 +179,7 @@ def _tile_and_split(
     regions: list[SceneInfo | None],
     dc: DataConfig,
     settings: StorageSettings,
+    seed: int,
 ) -> tuple[list[SceneTiles], Split]:
     """Tile every training scene and hold out validation as ``dc.split`` says.
 
@@ -183,7 +190,7 @@ def _tile_and_split(
 
     def tile(cfg: DataConfig) -> list[SceneTiles]:
         items = [
-            (i, s, lab, cfg, settings, reg)
+            (i, s, lab, cfg, settings, reg, seed)
             for i, (s, lab, reg) in enumerate(zip(infos, labels, regions, strict=True))
         ]
         return _run_all(_tile_task, items, dc.loader_num_cpus)
@@ -207,7 +214,7 @@ def _tile_and_split(
         if with_data < 2:
             return _shrink_blocks(infos, tiled, dc, tile, reason)
     # seeded by the file names, not the paths: the same chips split alike wherever they lie
-    key = f"{dc.seed}:" + "\n".join(sorted(scene_stem(i.uri) for i in infos))
+    key = f"{seed}:" + "\n".join(sorted(scene_stem(i.uri) for i in infos))
     seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
     held = choose_validation_scenes([t.valid_pixels for t in tiled], dc.val_fraction, seed)
     tiled = [t.unsplit("val" if i in held else "train") for i, t in enumerate(tiled)]
@@ -408,7 +415,7 @@ def prepare_dataset(
                 check_label_raster(s, normalize_uri(r), settings)
                 for s, r in zip(train_infos, regions, strict=True)
             ]
-        tiled, split = _tile_and_split(train_infos, train_labels, region_infos, dc, settings)
+        tiled, split = _tile_and_split(train_infos, train_labels, region_infos, dc, settings, cfg.run.seed)
         rows = [r for t in tiled for r in t.rows]
         n_train = sum(r["split"] == "train" for r in rows)
         bar.step(f"{n_train} training and {len(rows) - n_train} validation tiles ({split.describe()})")
@@ -461,7 +468,7 @@ def prepare_dataset(
             "band_names": list(train_infos[0].band_names),
             "dtype": train_infos[0].dtype,
             "data": to_dict(dc),
-            "split": {"mode": split.mode, "reason": split.reason, "block": split.block},
+            "split": {"mode": split.mode, "reason": split.reason, "block": split.block, "seed": cfg.run.seed},
             "manifest": MANIFEST_FILE,
             "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
             "stats": STATS_FILE,

@@ -1,14 +1,17 @@
 """The per-worker training loop run by Ray Train (one process per DDP worker).
 
-Each epoch: train on this worker's shard of the augmented training dataset, validate on
-its shard of the validation dataset, sum losses and confusion matrices across workers,
-apply early stopping on the validation loss, write a checkpoint (rank 0) and report.
-Rank 0 also logs the epoch's metrics and, when validation F1 improves, a quicklook PNG to
-MLflow. A restarted worker group resumes from the latest checkpoint.
+Each epoch: build this worker's share of the epoch's training tiles (their order, share and
+augmentation drawn from ``run.seed`` and the epoch: the same on every run) as a Ray dataset,
+train on it, validate on this worker's share of the validation tiles, sum losses and
+confusion matrices across workers, apply early stopping on the validation loss, write a
+checkpoint (rank 0) and report. Rank 0 also logs the epoch's metrics and, when validation
+F1 improves, a quicklook PNG to MLflow. A restarted worker group resumes from the latest
+checkpoint, with the epochs after it as they would have been.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from resseg_ray.config import Config, from_dict
+from resseg_ray.data.pipeline import SampleSpec, epoch_rows, loader_dataset, worker_rows
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
@@ -62,7 +66,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(cfg.scaling.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
     policy = worker_policy(cfg)
 
-    torch.manual_seed(cfg.data.seed)
+    torch.manual_seed(cfg.run.seed)  # the same initial weights on every worker and every run
     model = build_model(
         cfg.model.arch, in_bands=len(meta["band_names"]), num_classes=len(cfg.model.class_names)
     )
@@ -101,8 +105,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         logger = None
         if rank == 0 and meta.get("run_id"):
             logger = EpochLogger(meta["tracking_uri"], meta["run_id"])
-        train_shard = ray.train.get_dataset_shard("train")
-        val_shard = ray.train.get_dataset_shard("val")
+        rows = ray.get(meta["rows"])
+        spec: SampleSpec = meta["sample_spec"]
+        d = cfg.data
+        val_spec = dataclasses.replace(spec, augment=False)
+        val_set = loader_dataset(
+            worker_rows(rows["val"], rank, world), val_spec, d.loader_batch, d.loader_num_cpus
+        )
         scaler = policy.grad_scaler()
 
         if progress.finished and progress.may_go_on(t.epochs, t.time_budget_minutes):
@@ -112,10 +121,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             return
         for epoch in range(progress.epochs_done + 1, t.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            train = _train_epoch(net, train_shard, optimizer, scaler, policy, t.batch_size, t.freeze_bn)
+            # this worker's tiles of this epoch, in this epoch's order, augmented as this epoch
+            share = epoch_rows(rows["train"], cfg.run.seed, epoch, rank, world)
+            train_set = loader_dataset(
+                share, dataclasses.replace(spec, epoch=epoch), d.loader_batch, d.loader_num_cpus
+            )
+            train = _train_epoch(net, train_set, optimizer, scaler, policy, t.batch_size, t.freeze_bn)
             val, quick = _validate(
                 net,
-                val_shard,
+                val_set,
                 policy,
                 t.batch_size,
                 len(cfg.model.class_names),

@@ -27,7 +27,7 @@ import yaml
 
 from resseg_ray import abort
 from resseg_ray.config import Config, to_dict
-from resseg_ray.data.pipeline import build_datasets
+from resseg_ray.data.pipeline import sample_spec, split_rows
 from resseg_ray.data.prepare import DATASET_FILE, DatasetDescription, load_dataset
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.scene import open_scene
@@ -222,7 +222,7 @@ def _params(plan: TrainingPlan) -> dict[str, Any]:
         "tile_size": desc.raw["data"]["tile_size"],
         "crop_size": cfg.data.crop_size,
         "normalization": cfg.data.normalization,
-        "seed": cfg.data.seed,
+        "seed": cfg.run.seed,
     }
 
 
@@ -253,6 +253,7 @@ def run_training(
     per-worker function (default :func:`~resseg_ray.train.loop.train_loop_per_worker`; tests
     wrap it to inject faults); ``on_epoch(epoch, metrics)`` is called as each epoch's
     ``train_loss``, ``val_loss`` and ``val_f1`` reach MLflow (the map page's live progress)."""
+    import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -266,7 +267,10 @@ def run_training(
     norm = None
     if start_from is not None and start_from.norm_mean is not None:
         norm = (list(start_from.norm_mean), list(start_from.norm_std or []))
-    datasets = build_datasets(desc, cfg.data, plan.settings, limit=limits, norm=norm)
+    # each worker builds its share of every epoch from these rows (train/loop.py), so the data
+    # order and the augmentation follow run.seed alone
+    rows = split_rows(desc, plan.settings, cfg.run.seed, limits)
+    spec = sample_spec(desc, cfg.data, plan.settings, augment=True, seed=cfg.run.seed, norm=norm)
 
     run = tracking.open_run(
         plan.tracking_uri,
@@ -295,10 +299,10 @@ def run_training(
         "tracking_uri": plan.tracking_uri,
         "dataset": desc.root,
         "manifest_sha256": desc.raw.get("manifest_sha256", ""),
+        "rows": ray.put(rows),
+        "sample_spec": spec,
     }
     if start_from is not None:
-        import ray
-
         meta["init_bundle"] = ray.put(start_from.bundle_bytes)
         meta["parent_run_id"] = start_from.parent_run_id
     env = {"RESSEG_WORKDIR": workdir()}
@@ -321,7 +325,6 @@ def run_training(
             # Ray Train V2's RunConfig (the default in 2.60) has it; the typed V1 class does not
             worker_runtime_env={"env_vars": env},  # type: ignore[call-arg]
         ),
-        datasets=dict[str, Any](datasets),
     )
     try:
         result = _fit_showing_epochs(trainer, plan.tracking_uri, run.run_id, cfg.train.epochs, on_epoch)

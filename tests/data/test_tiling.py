@@ -79,9 +79,7 @@ def test_split_is_seeded(tmp_path) -> None:
     assert a.val_blocks == b.val_blocks and a.rows == b.rows
     # the seed matters (the scene's grid has few candidate regions, so one other seed can
     # coincide: the seed mixes in the scene URI, which holds pytest's tmp path)
-    others = [
-        tile_scene(0, scene, labels, DataConfig(**{**CFG.__dict__, "seed": s}), LOCAL) for s in range(1, 6)
-    ]
+    others = [tile_scene(0, scene, labels, CFG, LOCAL, seed=s) for s in range(1, 6)]
     assert any(o.val_blocks != a.val_blocks for o in others)
 
 
