@@ -12,6 +12,7 @@ is reported and the others go on; the exit status is 2 when any scene failed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 from resseg_ray.cli import (
@@ -90,10 +91,11 @@ def main() -> None:
         raise ConfigError("give the scenes: --scenes (files, folders, STAC documents) and/or --stac-search")
     inputs = scene_inputs(args.scenes, args, cfg, settings)
     scenes = inputs.uris
-    options = output_options(predict, settings)
+    # scenes that share a file name (an acquisition cut into quadkey folders) get distinct names
+    options = dataclasses.replace(output_options(predict, settings), names=inputs.output_names())
     check_destination(args.out, scenes, options, settings)
     if args.stac:
-        check_catalog_destination(args.out, scenes, settings)
+        check_catalog_destination(args.out, scenes, options, settings)
     if predict.existing is not None:  # read (and checked) once, before any scene is segmented
         mapped = existing_buildings(predict.existing, settings)
         print(f"{len(mapped.geometries)} buildings already mapped in {predict.existing}", flush=True)
@@ -122,10 +124,11 @@ def main() -> None:
             gpus_per_actor=gpus,
             cpus_per_actor=args.cpus_per_actor,
             split_mpx=args.split_mpx,
+            options=options,
         )
     else:
         reports = predict_scenes(
-            ScenePredictor(bundle, predict), scenes, args.out, settings, overwrite=args.overwrite
+            ScenePredictor(bundle, predict), scenes, args.out, settings, options, overwrite=args.overwrite
         )
     done = [r for r in reports if r.error is None and not r.skipped]
     failed = [r for r in reports if r.error is not None]

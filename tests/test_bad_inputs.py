@@ -280,16 +280,28 @@ def test_a_missing_s3_bucket_is_refused_first(bundle, scene, s3_settings, capsys
     assert_refused(code, err, "no-such-bucket-here")
 
 
-def test_same_scene_names_from_two_folders_stop_before_any_work(bundle, tmp_path, capsys) -> None:
+def test_same_scene_names_from_two_folders_are_told_apart(bundle, tmp_path, capsys) -> None:
+    """Two ``D12.tif`` of two folders are mapped in one run under their folder names; outputs
+    that would still share a name are refused before any work."""
+    from resseg_ray.config import PredictSection
+    from resseg_ray.errors import ConfigError
+    from resseg_ray.geo.storage import StorageSettings
+    from resseg_ray.inference.outputs import check_destination, output_options
+
     data = np.random.default_rng(2).integers(1, 2000, size=(4, 40, 40)).astype(np.uint16)
     (tmp_path / "day1").mkdir()
     (tmp_path / "day2").mkdir()
     pre = write_tif(tmp_path / "day1" / "D12.tif", data, descriptions=BANDS)
     post = write_tif(tmp_path / "day2" / "D12.tif", data, descriptions=BANDS)
     out = tmp_path / "maps"
-    code, err = run("predict.py", "--model", bundle, "--scenes", pre, post, "--out", str(out), capsys=capsys)
-    assert_refused(code, err, "D12", "day1", "day2")
-    assert not out.exists()
+    code, err = run("predict.py", "--model", bundle, "--scenes", pre, post, "--out", str(out), "--no-stac",
+                    "--window", "32", "--overlap", "8", capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*_mask.tif")) == ["D12_day1_mask.tif", "D12_day2_mask.tif"]
+    same = output_options(PredictSection())  # named by file name only: one name for both
+    with pytest.raises(ConfigError, match=r"2 scenes would be named 'D12'.*day1.*day2"):
+        check_destination(str(tmp_path / "other"), [pre, post], same, StorageSettings())
+    assert not (tmp_path / "other").exists()
 
 
 def test_out_equal_to_the_scenes_folder_is_refused(bundle, scene, capsys) -> None:

@@ -34,6 +34,7 @@ from resseg_ray.geo.storage import (
     local_path,
     normalize_uri,
     read_bytes,
+    unique_stems,
     write_bytes,
 )
 
@@ -91,6 +92,13 @@ class SceneInputs:
             self.items[uri] = item
             self.assets[uri] = asset
         return True
+
+    def output_names(self) -> dict[str, str]:
+        """A distinct output stem per scene (normalised URI -> stem): STAC scenes by item id
+        (collection and item id where ids repeat), others by file name, same names told apart
+        by their folders (:func:`~resseg_ray.geo.storage.unique_stems`)."""
+        ids = {u: (item.collection_id, item.id) for u, item in self.items.items()}
+        return unique_stems(self.uris, ids)
 
 
 def is_stac_uri(uri: str) -> bool:

@@ -233,12 +233,13 @@ def plan_scene(
     split_mpx: float,
     min_parts: int,
     key: str,
+    options: OutputOptions | None = None,
 ) -> ScenePlan:
     """Decide how a scene is segmented: skipped when its outputs are complete; split into
     about ``megapixels / split_mpx`` parts (at least ``min_parts``; each part at least two
     window rows) when ``split_mpx`` > 0, with the scene's normalisation computed once here
     for all its parts; otherwise whole. A scene that cannot be opened gets its error."""
-    options = output_options(predict, settings)
+    options = options or output_options(predict, settings)
     if not overwrite and outputs_complete(out_dir, uri, options, settings):
         return ScenePlan(uri, skipped=True)
     try:
@@ -256,7 +257,7 @@ def plan_scene(
             warnings.simplefilter("always")
             plan.norm = scene_norm(info, normalization, scene, settings)
         plan.warnings = [str(w.message) for w in caught]
-        plan.staging = staging_dir(out_dir, uri, f"{key}-{count}")
+        plan.staging = staging_dir(out_dir, options.stem(uri), f"{key}-{count}")
         return plan
     except Exception as exc:
         return ScenePlan(uri, error=failed(uri, exc).error)
@@ -275,6 +276,7 @@ class _SceneActor:
         overwrite: bool,
         threads: int | None,
         plans_ref: object = None,
+        options: OutputOptions | None = None,
     ) -> None:
         import ray
         import torch
@@ -287,7 +289,7 @@ class _SceneActor:
         assert isinstance(data, bytes)
         # the actor's own device (its GPU when Ray gave it one), whatever predict.device says
         self.predictor = ScenePredictor(load_bundle_bytes(data), predict, DevicePolicy.resolve())
-        self.options = output_options(predict, settings)
+        self.options = options or output_options(predict, settings)
         self.args = (out_dir, settings, overwrite)
         self.plans: dict[str, ScenePlan] = ray.get(plans_ref) if isinstance(plans_ref, ray.ObjectRef) else {}
 
@@ -356,8 +358,10 @@ def predict_scenes_on_ray(
     gpus_per_actor: float = 0,
     cpus_per_actor: float = 1,
     split_mpx: float = 64.0,
+    options: OutputOptions | None = None,
 ) -> list[SceneReport]:
-    """Segment scenes on a Ray cluster with the ``predict`` options.
+    """Segment scenes on a Ray cluster with the ``predict`` options (``options``: what is
+    written and under which names; default what ``predict`` asks for, named by file name).
 
     Each scene is planned by a Ray task (:func:`plan_scene`): scenes larger than
     ``split_mpx`` megapixels, and all scenes when there are fewer scenes than actors, are
@@ -370,12 +374,14 @@ def predict_scenes_on_ray(
     import ray
 
     abort.doing(f"segmenting {len(scene_uris)} scenes on Ray (finished outputs and parts under {out_dir})")
+    options = options or output_options(predict, settings)
     info = bundle_info_from_bytes(bundle_bytes)
     key = _fingerprint(bundle_bytes, predict)
     min_parts = actors // len(scene_uris) if split_mpx > 0 and 0 < len(scene_uris) < actors else 1
     plan_task = ray.remote(num_cpus=1)(plan_scene)
     refs = [
-        plan_task.remote(u, info, predict, out_dir, settings, overwrite, split_mpx, min_parts, key)
+        # Ray's typing stubs stop at 8 arguments
+        plan_task.remote(u, info, predict, out_dir, settings, overwrite, split_mpx, min_parts, key, options)  # type: ignore[call-arg]
         for u in scene_uris
     ]
     plans: dict[str, ScenePlan] = dict(zip(scene_uris, ray.get(refs), strict=True))
@@ -404,11 +410,12 @@ def predict_scenes_on_ray(
                     "overwrite": overwrite,
                     "threads": max(1, int(cpus_per_actor)),
                     "plans_ref": ray.put({u: p for u, p in plans.items() if p.parts}),
+                    "options": options,
                 },
             )
             .take_all()
         )
-    return _collect(plans, rows, out_dir, settings, output_options(predict, settings))
+    return _collect(plans, rows, out_dir, settings, options)
 
 
 def _collect(

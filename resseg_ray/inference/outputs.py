@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
@@ -77,6 +77,14 @@ class OutputOptions:
     provenance: bool = True
     """Record the source scene in every output (:data:`SOURCE_TAG`); off for answers to a
     client (Serve), whose scene is a temporary file of the server."""
+    names: Mapping[str, str] = field(default_factory=dict)
+    """Output stem per scene (normalised URI -> stem), e.g. :meth:`SceneInputs.output_names
+    <resseg_ray.geo.stac.SceneInputs.output_names>` for scenes that share a file name; a scene
+    not listed is named by its file name."""
+
+    def stem(self, scene_uri: str) -> str:
+        """The name a scene's outputs start with: ``<stem>_mask.tif``, ``<stem>_item.json``..."""
+        return self.names.get(normalize_uri(scene_uri)) or scene_stem(scene_uri)
 
     def __post_init__(self) -> None:
         if self.prob_dtype not in PROB_DTYPES:
@@ -116,7 +124,7 @@ def output_options(options: PredictSection, settings: StorageSettings | None = N
 
 def output_uris(out_dir: str, scene_uri: str, options: OutputOptions) -> dict[str, str]:
     """Final URIs of a scene's outputs: ``mask`` and (optionally) ``prob``."""
-    stem = scene_stem(scene_uri)
+    stem = options.stem(scene_uri)
     uris = {"mask": join_uri(out_dir, f"{stem}_mask.tif")}
     if options.prob:
         uris["prob"] = join_uri(out_dir, f"{stem}_prob.tif")
@@ -131,11 +139,11 @@ PARTS_DIR = ".resseg-parts"
 """Hidden folder under the output folder where parts of split scenes are staged."""
 
 
-def staging_dir(out_dir: str, scene_uri: str, key: str) -> str:
-    """Where the parts of one split scene are staged; ``key`` fingerprints everything that
-    makes the parts (model, options, split), so a re-run reuses only parts it would redo
-    identically."""
-    return join_uri(out_dir, PARTS_DIR, f"{scene_stem(scene_uri)}-{key}")
+def staging_dir(out_dir: str, stem: str, key: str) -> str:
+    """Where the parts of one split scene (named ``stem``) are staged; ``key`` fingerprints
+    everything that makes the parts (model, options, split), so a re-run reuses only parts it
+    would redo identically."""
+    return join_uri(out_dir, PARTS_DIR, f"{stem}-{key}")
 
 
 def part_uris(staging: str, part: RowPart, options: OutputOptions) -> dict[str, str]:
@@ -192,13 +200,13 @@ def check_destination(
         )
     by_stem: dict[str, list[str]] = {}
     for u in scene_uris:
-        by_stem.setdefault(scene_stem(u), []).append(u)
+        by_stem.setdefault(options.stem(u), []).append(u)
     same = {stem: uris for stem, uris in by_stem.items() if len(uris) > 1}
-    if same:
+    if same:  # the names given (OutputOptions.names) must tell every scene apart
         stem, uris = next(iter(same.items()))
         raise ConfigError(
-            f"{len(uris)} scenes are named {stem!r} ({', '.join(uris)}): their outputs would replace each "
-            "other in one --out folder; segment each group (e.g. pre- and post-event) into its own --out"
+            f"{len(uris)} scenes would be named {stem!r} ({', '.join(uris)}): their outputs would replace "
+            "each other in one --out folder; segment each group (e.g. pre- and post-event) into its own --out"
         )
     for u in scene_uris:
         for key, target in output_uris(out_dir, u, options).items():
@@ -320,7 +328,7 @@ class SceneWriter:
             with atomic_output(uris["buildings"], settings, suffix=suffix) as dst:
                 write_vector(buildings.collection, buildings.crs, dst, provenance)
             if "osm" in uris:
-                source = f"resseg-ray building segmentation of {scene_stem(self.scene.uri)}"
+                source = f"resseg-ray building segmentation of {self.options.stem(self.scene.uri)}"
                 xml = osm_xml(
                     buildings.collection, buildings.crs or self.scene.crs, source, provenance.get(SOURCE_TAG)
                 )

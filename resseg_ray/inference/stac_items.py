@@ -24,7 +24,7 @@ from resseg_ray.config import PredictSection
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.stac import SceneInputs, StorageStacIO
 from resseg_ray.geo.stac_write import add_raster_asset, raster_item, read_stac_json, validate_catalog
-from resseg_ray.geo.storage import StorageSettings, exists, join_uri, scene_stem
+from resseg_ray.geo.storage import StorageSettings, exists, join_uri
 from resseg_ray.inference.outputs import PROB_SCALE, OutputOptions, output_uris
 from resseg_ray.models.bundle import BundleInfo
 
@@ -74,9 +74,9 @@ class ModelProvenance:
         return props
 
 
-def item_uri(out_dir: str, scene_uri: str) -> str:
+def item_uri(out_dir: str, scene_uri: str, options: OutputOptions) -> str:
     """Where the STAC item of a scene's outputs is written."""
-    return join_uri(out_dir, f"{scene_stem(scene_uri)}_item.json")
+    return join_uri(out_dir, f"{options.stem(scene_uri)}_item.json")
 
 
 def _ours(uri: str, settings: StorageSettings, kind: str) -> bool:
@@ -89,9 +89,12 @@ def _ours(uri: str, settings: StorageSettings, kind: str) -> bool:
     return isinstance(doc.get("properties"), dict) and PREFIX + "source" in doc["properties"]
 
 
-def check_catalog_destination(out_dir: str, scene_uris: Sequence[str], settings: StorageSettings) -> None:
+def check_catalog_destination(
+    out_dir: str, scene_uris: Sequence[str], options: OutputOptions, settings: StorageSettings
+) -> None:
     """Before any work: no STAC document of the run would replace one the user has."""
-    targets = [(join_uri(out_dir, CATALOG), "catalog")] + [(item_uri(out_dir, u), "item") for u in scene_uris]
+    items = [(item_uri(out_dir, u, options), "item") for u in scene_uris]
+    targets = [(join_uri(out_dir, CATALOG), "catalog"), *items]
     for uri, kind in targets:
         if exists(uri, settings) and not _ours(uri, settings, kind):
             raise ConfigError(
@@ -136,8 +139,8 @@ def _scene_item(
     if source is not None:
         props[PREFIX + "source_item"] = source.id
         props[PREFIX + "source_asset"] = inputs.assets.get(scene_uri)
-    item = raster_item(scene_stem(scene_uri), uris["mask"], settings, when or now, props)
-    item.set_self_href(item_uri(out_dir, scene_uri))
+    item = raster_item(options.stem(scene_uri), uris["mask"], settings, when or now, props)
+    item.set_self_href(item_uri(out_dir, scene_uri, options))
     mask = add_raster_asset(
         item, "mask", _rel(uris["mask"]), uris["mask"], settings, "Building mask", ["data"]
     )

@@ -131,3 +131,27 @@ def test_sidecar_files_on_s3_are_never_read(tmp_path, s3_bucket, s3_settings) ->
     local_untrusted = dataclasses.replace(LOCAL, untrusted=True)
     assert open_scene(local, local_untrusted).nodata is None
     assert read_window(open_scene(local, local_untrusted), local_untrusted, 0, 0, 32, 32)[1].all()
+
+
+def test_unique_stems_tell_same_named_scenes_apart() -> None:
+    """File names where they are unique; same-named STAC scenes by item id, then collection and
+    item id; same-named files by the folders that differ, then a hash of the URI."""
+    from resseg_ray.geo.storage import unique_stems
+
+    qk = [f"s3://b/ard/37/{q}/2023-02-07/1030-visual.tif" for q in ("0311", "0312")]
+    other = "s3://b/pre/1030-pre.tif"
+    assert unique_stems([*qk, other]) == {
+        qk[0]: "1030-visual_0311",
+        qk[1]: "1030-visual_0312",
+        other: "1030-pre",
+    }
+    ids = {qk[0]: ("event", "37_0311_1030"), qk[1]: ("event", "37_0312_1030")}
+    assert unique_stems(qk, ids) == {qk[0]: "37_0311_1030", qk[1]: "37_0312_1030"}
+    same_id = {qk[0]: ("pre", "1030"), qk[1]: ("post", "1030")}
+    assert unique_stems(qk, same_id) == {qk[0]: "pre_1030", qk[1]: "post_1030"}
+    odd = {qk[0]: ("c", "a/b:c"), qk[1]: ("c", "a/b:d")}
+    assert unique_stems(qk, odd) == {qk[0]: "a_b_c", qk[1]: "a_b_d"}  # safe as file names
+    twins = ["s3://b/x/s.tif", "s3://b/x/s.TIF"]  # nothing but the URI tells them apart
+    names = unique_stems(twins)
+    assert len(set(names.values())) == 2 and all(n.startswith("s_") and len(n) == 10 for n in names.values())
+    assert unique_stems(twins) == names  # stable

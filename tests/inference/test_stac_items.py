@@ -110,3 +110,64 @@ def test_an_empty_search_or_a_catalog_without_the_asset_stops_the_job(
     proc = run_here("predict.py", *common, "--scenes", str(stac / "catalog.json"), *bbox,
                     "--out", str(tmp_path / "c"), capsys=capsys)  # fmt: skip
     assert proc.returncode == 2 and "give --stac-search" in proc.stderr
+
+
+def test_an_event_catalog_cut_into_quadkey_folders_maps_in_one_run(
+    catalog_and_model, tmp_path, capsys
+) -> None:
+    """The open-data layout: one acquisition cut into ``<zone>/<quadkey>/<date>/`` folders whose
+    files share a name (``10300100E1E84500-visual.tif``), items named ``<zone>_<quadkey>_<id>``.
+    From the catalog the outputs are named by item id; given as files (a glob), by the quadkey
+    folder that tells them apart; a re-run skips all three; nothing overwrites another."""
+    _, model = catalog_and_model
+    rng = np.random.default_rng(3)
+    root = tmp_path / "Turkey-Earthquake-Feb-2023"
+    collection = pystac.Collection(
+        "Turkey-Earthquake-Feb-2023-10300100E1E84500", "one acquisition", pystac.Extent(
+            pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])
+        )
+    )  # fmt: skip
+    quadkeys = ["031133012213", "031133012230", "031133012231"]
+    for k, qk in enumerate(quadkeys):
+        folder = root / "ard" / "37" / qk / "2023-02-07"
+        folder.mkdir(parents=True)
+        data = rng.integers(1, 2000, size=(4, 64, 80)).astype(np.uint16)
+        tif = write_tif(folder / "10300100E1E84500-visual.tif", data, nodata=0, descriptions=BANDS,
+                        origin=(ORIGIN[0] + 40.0 * k, ORIGIN[1]))  # fmt: skip
+        item = pystac.Item(
+            f"37_{qk}_10300100E1E84500", None, None, dt.datetime(2023, 2, 7, tzinfo=dt.UTC), {}
+        )
+        item.add_asset("visual", pystac.Asset(tif, media_type=pystac.MediaType.COG))
+        collection.add_item(item)
+    collection.normalize_hrefs(str(root))
+    collection.make_all_asset_hrefs_relative()
+    collection.save(pystac.CatalogType.SELF_CONTAINED)
+    common = ("--model", model, "--window", "64", "--overlap", "16", "--device", "cpu")
+
+    out = tmp_path / "maps"
+    args = (*common, "--scenes", str(root / "collection.json"), "--out", str(out), "--polygons")
+    proc = run_here("predict.py", *args, capsys=capsys)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 segmented" in proc.stdout and "3 items, valid" in proc.stdout
+    names = [f"37_{qk}_10300100E1E84500" for qk in quadkeys]
+    assert sorted(p.name for p in out.glob("*_mask.tif")) == [f"{n}_mask.tif" for n in names]
+    assert sorted(p.name for p in out.glob("*_buildings.geojson")) == [
+        f"{n}_buildings.geojson" for n in names
+    ]
+    items = {i.id: i for i in pystac.Catalog.from_file(str(out / "catalog.json")).get_items()}
+    assert sorted(items) == names
+    for n, qk in zip(names, quadkeys, strict=True):  # each output item derives from its own source
+        assert (
+            items[n].properties["resseg_ray:source"].endswith(f"/{qk}/2023-02-07/10300100E1E84500-visual.tif")
+        )
+        assert items[n].properties["resseg_ray:source_item"] == n
+    again = run_here("predict.py", *args, capsys=capsys)
+    assert again.returncode == 0 and "0 segmented" in again.stdout and "3 skipped" in again.stdout
+
+    files = tmp_path / "files"
+    glob = str(root / "ard" / "37" / "*" / "2023-02-07" / "*-visual.tif")
+    proc = run_here("predict.py", *common, "--scenes", glob, "--out", str(files), "--no-stac", capsys=capsys)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in files.glob("*_mask.tif")) == [
+        f"10300100E1E84500-visual_{qk}_mask.tif" for qk in quadkeys
+    ]
