@@ -10,11 +10,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from resseg_ray.cli import run_job
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.device import DevicePolicy
-from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.errors import ConfigError
+from resseg_ray.geo.storage import StorageSettings, check_output_file
 from resseg_ray.inference.export import export_bundle
 from resseg_ray.models import describe_models
 
@@ -51,6 +53,10 @@ def main() -> None:
         args.std = args.std or desc.statistics.pooled.std
         args.tile_size = desc.raw["data"]["crop_size"]
     n = len(args.bands)
+    _check_flags(args, n)
+    check_output_file(
+        args.out, StorageSettings.resolve(), "--out", inputs=[args.pretrained] if args.pretrained else []
+    )
     report = export_bundle(
         args.out,
         args.arch,
@@ -72,6 +78,25 @@ def main() -> None:
         f"logits {report.check_shape}, max |diff| reloaded {report.max_abs_diff_reload:.2e}, "
         f"inference path {report.max_abs_diff_inference:.2e} ({report.inference_seconds:.2f} s)"
     )
+
+
+def _check_flags(args: argparse.Namespace, n: int) -> None:
+    """Every flag, before anything is written: one line naming the flag when it is wrong."""
+    if not 1 <= args.tile_size <= 16384:
+        raise ConfigError(f"--tile-size must be a tile side from 1 to 16384 pixels, got {args.tile_size}")
+    for flag, values in (("--mean", args.mean), ("--std", args.std)):
+        if values is None:
+            continue
+        if len(values) != n:
+            raise ConfigError(f"{flag} needs one value per band ({n} bands: {args.bands}), got {len(values)}")
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"{flag} {values} holds NaN or infinity; give finite numbers, one per band")
+    if args.std is not None and any(v <= 0 for v in args.std):
+        raise ConfigError(f"--std {args.std} must be > 0 for every band")
+    if len(args.classes) < 2 or len(set(args.classes)) != len(args.classes):
+        raise ConfigError(f"--classes needs at least two distinct class names, got {args.classes}")
+    if len(set(args.bands)) != n:
+        raise ConfigError(f"--bands needs distinct band names, got {args.bands}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from resseg_ray.config import PredictSection, load_config
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.stats import compute_statistics
-from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.geo.storage import StorageSettings, check_output_file
 from resseg_ray.inference.onnx_model import ONNX_INPUTS, check_onnx_options, export_onnx_model
 from resseg_ray.models.bundle import load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
@@ -65,8 +65,9 @@ def main() -> None:
     check_onnx_options(args.window, args.overlap, args.input, args.resolution_cm)
     if not args.out.endswith(".onnx"):
         raise ConfigError(f"--out {args.out}: name the ONNX file with a .onnx suffix")
-    if os.path.exists(args.out) and not args.overwrite:
+    if os.path.isfile(args.out) and not args.overwrite:
         raise ConfigError(f"--out {args.out} exists; choose another file or add --overwrite")
+    check_output_file(args.out, StorageSettings(), "--out", inputs=[args.model])
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise ConfigError(f"--out {args.out}: its folder does not exist; create it first")
     cfg = load_config(args.config, args.overrides)

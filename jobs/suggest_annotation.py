@@ -23,7 +23,7 @@ from resseg_ray.cli import (
     run_job,
 )
 from resseg_ray.config import load_config
-from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.scene import PREDICT_BANDS, open_scene
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 from resseg_ray.progress import tenths
 
@@ -52,7 +52,9 @@ def main() -> None:
     uri = one_scene(args.scene, args, cfg, settings)
     predictor = predictor_from_args(args, cfg, settings)
     bands = predictor.options.bands
-    scene = open_scene(uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
+    scene = open_scene(
+        uri, settings, bands=bands, expected_bands=predictor.info.in_bands, bands_option=PREDICT_BANDS
+    )
     collection = suggest_regions(
         predictor, scene, settings, args.fraction, args.region, args.wgs84, tenths(uri)
     )

@@ -185,6 +185,9 @@ def _meta(**fields):
         (_meta(**{"model.in_bands": "4"}), "in_bands"),
         (_meta(tile_size=-4), "tile_size"),
         (_meta(class_names=["only"]), "class_names"),
+        (lambda meta: [meta], "is a JSON list, not an object"),
+        (_meta(format_version="1"), "format_version '1'"),
+        (_meta(**{"model.options": {"no_such_option": 3}}), "cannot be built from its metadata"),
     ],
 )
 def test_bundles_with_broken_metadata(change, says, bundle, scene, tmp_path, capsys) -> None:
@@ -405,4 +408,80 @@ def test_a_failed_prepare_leaves_no_half_prepared_dataset(scene, tmp_path, capsy
     )
     code, err = run("prepare.py", *args, capsys=capsys)
     assert_refused(code, err, "no validation tiles", "64x64 px", "data.val_fraction=0")
+    assert _outputs(out) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# flags checked before anything is written; messages that name what the user gave
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--tile-size", "-5"), "--tile-size"),
+        (("--bands", "a", "b", "c", "d", "--mean", "nan", "0", "0", "0"), "--mean [nan"),
+        (("--bands", "a", "b", "c", "d", "--std", "1", "0", "1", "1"), "--std"),
+        (("--bands", "a", "b", "--mean", "1", "2", "3"), "--mean needs one value per band"),
+        (("--classes", "building"), "--classes"),
+    ],
+)
+def test_export_model_checks_its_flags_before_writing(args, says, tmp_path, capsys) -> None:
+    out = tmp_path / "m.resseg.safetensors"
+    assert_refused(*run("export_model.py", *args, "--out", str(out), capsys=capsys), says)
+    assert _outputs(tmp_path) == []
+
+
+def test_export_destinations_that_cannot_be_written(bundle, tmp_path, capsys) -> None:
+    """``--out`` that is a folder, under a file, or the input itself: one line, nothing written,
+    the user's files untouched (export_model and export_onnx alike)."""
+    (tmp_path / "afile").write_text("mine")
+    for script, extra, name in (
+        ("export_model.py", (), "m.resseg.safetensors"),
+        ("export_onnx.py", ("--model", bundle), "m.onnx"),
+    ):
+        code, err = run(script, *extra, "--out", str(tmp_path), capsys=capsys)
+        assert_refused(code, err, "--out", "is a folder" if script == "export_model.py" else "")
+        assert_refused(*run(script, *extra, "--out", str(tmp_path / "afile" / name), capsys=capsys),
+                       "--out", "afile is a file")  # fmt: skip
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine"
+    )
+
+
+def test_bands_beyond_the_scene_name_the_bands_flag(bundle, scene, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    args = ("--model", bundle, "--scenes", scene, "--out", str(out), "--bands", "1", "2", "3", "9")
+    code, err = run("predict.py", *args, capsys=capsys)
+    line = assert_refused(code, err, "s.tif has 4 bands", "--bands", "[9]")
+    assert "data.bands" not in line
+    assert _outputs(out) == []
+
+
+def test_scenes_without_valid_pixels_are_named(bundle, tmp_path, capsys) -> None:
+    """A scene that is no data everywhere: suggest names it; evaluating a mask that is no data
+    everywhere is an error naming it, not F1 "100.00 / nan"."""
+    empty = write_tif(tmp_path / "empty.tif", np.zeros((4, 48, 48), np.uint16), nodata=0, descriptions=BANDS)
+    code, err = run("suggest_annotation.py", "--model", bundle, "--scene", empty, "--out",
+                    str(tmp_path / "s.geojson"), capsys=capsys)  # fmt: skip
+    assert_refused(code, err, "empty.tif has no valid pixels")
+    assert not (tmp_path / "s.geojson").exists()
+    mask = write_tif(tmp_path / "x_mask.tif", np.full((1, 48, 48), 255, np.uint8), nodata=255)
+    labels = write_tif(tmp_path / "x_labels.tif", np.ones((1, 48, 48), np.uint8), nodata=255)
+    report = tmp_path / "report.json"
+    code, err = run(
+        "evaluate.py", "--masks", mask, "--labels", labels, "--report", str(report), capsys=capsys
+    )
+    assert_refused(code, err, "x_mask.tif", "no pixel to score")
+    assert not report.exists()
+
+
+def test_footprints_that_are_points_are_refused(scene, tmp_path, capsys) -> None:
+    from tests.helpers import points_geojson
+
+    points = points_geojson(tmp_path / "points.geojson")
+    out = tmp_path / "dataset"
+    code, err = run("prepare.py", "--scenes", scene, "--footprints", points, "--out", str(out), "--no-ray",
+                    capsys=capsys)  # fmt: skip
+    assert_refused(code, err, "points.geojson holds no polygons", "Point")
     assert _outputs(out) == []

@@ -26,7 +26,7 @@ from resseg_ray.adapt.area import (
 )
 from resseg_ray.config import Config
 from resseg_ray.data.prepare import prepare_dataset
-from resseg_ray.errors import ConfigError
+from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.evaluation.scenes import Evaluation, SceneScore, evaluate_scene, markdown_table, scene_name
 from resseg_ray.geo.labels import read_footprints, scene_valid_mask
 from resseg_ray.geo.scene import SceneInfo, open_scene
@@ -55,6 +55,10 @@ class AreaSpec:
             return area_from_polygons(scene, self.polygons, settings)
         valid = scene_valid_mask(scene, settings)
         assert self.fraction is not None
+        if not valid.any():
+            raise InputDataError(
+                f"{scene.uri} has no valid pixels (no data everywhere): there is nothing to annotate"
+            )
         if self.placement == "contiguous":
             return contiguous_area(valid, self.fraction)
         if self.placement == "random":

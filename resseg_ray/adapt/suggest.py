@@ -65,7 +65,13 @@ def entropy_grid(
 
 
 def rank_regions(
-    sums: np.ndarray, counts: np.ndarray, region: int, fraction: float, height: int, width: int
+    sums: np.ndarray,
+    counts: np.ndarray,
+    region: int,
+    fraction: float,
+    height: int,
+    width: int,
+    scene_uri: str = "the scene",
 ) -> list[Region]:
     """The most uncertain regions (regions less than half valid are skipped), ranked, until
     they hold ``fraction`` of the valid pixels (the last one may overshoot)."""
@@ -73,7 +79,9 @@ def rank_regions(
         raise InputDataError(f"--fraction must be between 0 and 1 (e.g. 0.07), got {fraction}")
     total = int(counts.sum())
     if total == 0:
-        raise InputDataError("the scene has no valid pixels")
+        raise InputDataError(
+            f"{scene_uri} has no valid pixels (no data everywhere): there is nothing to suggest"
+        )
     full = np.array(
         [
             [
@@ -155,5 +163,5 @@ def suggest_regions(
     if not 0 < fraction < 1:
         raise InputDataError(f"--fraction must be between 0 and 1 (e.g. 0.07), got {fraction}")
     sums, counts = entropy_grid(predictor, scene, settings, region, progress)
-    regions = rank_regions(sums, counts, region, fraction, scene.height, scene.width)
+    regions = rank_regions(sums, counts, region, fraction, scene.height, scene.width, scene.uri)
     return regions_geojson(regions, scene, int(counts.sum()), wgs84)

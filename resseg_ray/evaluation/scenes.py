@@ -17,7 +17,7 @@ import numpy as np
 
 from resseg_ray.errors import InputDataError
 from resseg_ray.evaluation.metrics import IGNORE, Confusion
-from resseg_ray.geo.scene import open_scene, read_window
+from resseg_ray.geo.scene import PREDICT_BANDS, open_scene, read_window
 from resseg_ray.geo.storage import StorageSettings, scene_stem
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.progress import Progress, tenths
@@ -101,7 +101,9 @@ def evaluate_scene(
     ``progress`` is told the share of the scene's rows done (:func:`~resseg_ray.progress.tenths`)."""
     from resseg_ray.inference.outputs import OutputOptions, SceneWriter
 
-    scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
+    scene = open_scene(
+        scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands, bands_option=PREDICT_BANDS
+    )
     labels = open_scene(label_uri, settings, bands=[1])
     if not scene.same_grid(labels):
         raise InputDataError(f"labels {label_uri} are not on the grid of {scene_uri}; re-run jobs/prepare.py")
@@ -120,6 +122,8 @@ def evaluate_scene(
             if progress is not None:
                 progress(strip.done(scene))
         seconds = time.perf_counter() - start
+        if confusion.pixels == 0:
+            _nothing_to_score(scene_uri, label_uri, "the scene")
         object_metrics = _object_scores(writer.finish()["mask"], label_uri, settings) if writer else None
     return SceneScore(
         name=scene_name(scene_uri),
@@ -128,6 +132,13 @@ def evaluate_scene(
         seconds=seconds,
         megapixels=scene.width * scene.height / 1e6,
         objects=object_metrics,
+    )
+
+
+def _nothing_to_score(uri: str, label_uri: str, what: str) -> None:
+    raise InputDataError(
+        f"{uri}: no pixel to score: {what} and the labels {label_uri} share no valid, labelled pixel "
+        "(one of them is no data, or 255, everywhere); an F1 of nothing would mean nothing: check the pair"
     )
 
 
@@ -165,6 +176,8 @@ def evaluate_mask(
                 f"mask {mask_uri} holds class {int(values.max())}; expected 0/1 (255 no data)"
             )
         confusion.add(pred[0], target)
+    if confusion.pixels == 0:
+        _nothing_to_score(mask_uri, label_uri, "the mask")
     name = scene_name(mask_uri)
     if name.endswith("_mask"):
         name = name[: -len("_mask")]

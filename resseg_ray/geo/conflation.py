@@ -27,7 +27,7 @@ __all__ = ["already_mapped", "existing_buildings"]
 
 @functools.lru_cache(maxsize=2)
 def _load(uri: str, settings: StorageSettings) -> Footprints:
-    footprints = read_footprints(uri, settings)
+    footprints = read_footprints(uri, settings, "--existing")
     if not footprints.geometries:
         raise InputDataError(
             f"--existing {uri} holds no polygons: give the buildings already mapped as polygons "

@@ -55,8 +55,9 @@ class LabelReport:
     ignore_pixels: int
 
 
-def read_footprints(uri: str, settings: StorageSettings) -> Footprints:
-    """Read polygons from a vector file of :data:`VECTOR_SUFFIXES` (local or s3://)."""
+def read_footprints(uri: str, settings: StorageSettings, what: str = "footprints") -> Footprints:
+    """Read polygons from a vector file of :data:`VECTOR_SUFFIXES` (local or s3://); a file of
+    geometries none of which is a polygon is refused (``what`` names the file's role)."""
     import shapely
 
     with tempfile.TemporaryDirectory(prefix="resseg-vec-") as tmp:
@@ -90,6 +91,12 @@ def read_footprints(uri: str, settings: StorageSettings) -> Footprints:
         for s in shapes
         if s is not None and not s.is_empty and s.geom_type in ("Polygon", "MultiPolygon")
     ]
+    kinds = sorted({s.geom_type for s in shapes if s is not None and not s.is_empty})
+    if kinds and not polys:
+        raise InputDataError(
+            f"{what} {uri} holds no polygons (only {', '.join(kinds)} geometries): buildings must be "
+            "given as polygons (outlines), not points or lines"
+        )
     return Footprints(uri=uri, crs=CRS.from_user_input(crs).to_wkt(), geometries=polys)
 
 

@@ -132,16 +132,22 @@ def _explain_open_error(uri: str, exc: Exception) -> str:
     return f"cannot open {uri} as a raster: {text}"
 
 
+PREDICT_BANDS = "--bands (predict.bands)"
+"""How the jobs that segment scenes name the band selection in errors."""
+
+
 def open_scene(
     uri: str,
     settings: StorageSettings,
     bands: Sequence[int] | None = None,
     band_names: Sequence[str] | None = None,
     expected_bands: int | None = None,
+    bands_option: str = "data.bands",
 ) -> SceneInfo:
     """Open a scene and describe it; check dtype, band selection and band count.
 
-    ``bands`` are 1-based indexes in model input order (default: every non-alpha band).
+    ``bands`` are 1-based indexes in model input order (default: every non-alpha band), as
+    the user gave them with ``bands_option`` (named in errors, e.g. ``--bands``).
     ``expected_bands`` is the band count the configuration or model expects.
     """
     ds = _open(uri, settings)
@@ -163,7 +169,8 @@ def open_scene(
         bad = [b for b in selected if not 1 <= b <= ds.count]
         if bad:
             raise InputDataError(
-                f"{uri} has {ds.count} bands; data.bands asks for band(s) {bad} (1-based indexes)"
+                f"{uri} has {ds.count} bands; {bands_option} asks for band(s) {bad} (1-based indexes "
+                f"from 1 to {ds.count})"
             )
     if not selected:
         raise InputDataError(f"{uri} has no data bands (only an alpha band)")

@@ -331,6 +331,12 @@ def check_output_file(uri: str, settings: StorageSettings, what: str, inputs: Se
     if not is_s3(uri) and Path(local_path(uri)).is_dir():
         raise ConfigError(f"{what} {uri} is a folder; give a file name")
     parent = uri.rsplit("/", 1)[0] if is_s3(uri) else str(Path(local_path(uri)).absolute().parent)
+    if not is_s3(uri):
+        above = Path(parent)
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if above.exists() and not above.is_dir():
+            raise ConfigError(f"{what} {uri} cannot be written: {above} is a file, not a folder")
     check_writable(parent, settings, what)
 
 

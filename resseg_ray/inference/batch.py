@@ -17,7 +17,7 @@ from resseg_ray import abort
 from resseg_ray.config import PredictSection, to_dict
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import failure_message
-from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.scene import PREDICT_BANDS, open_scene
 from resseg_ray.geo.storage import StorageSettings, exists, gdal_env, remove_tree
 from resseg_ray.inference.outputs import (
     OutputOptions,
@@ -94,7 +94,9 @@ def predict_scene(
     if not overwrite and outputs_complete(out_dir, scene_uri, options, settings):
         return SceneReport(scene_uri, uris, skipped=True)
     start = time.perf_counter()
-    scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
+    scene = open_scene(
+        scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands, bands_option=PREDICT_BANDS
+    )
     with gdal_env(settings), SceneWriter(scene, options) as writer:
         for strip in predictor.strips(scene, settings):
             writer.write(strip)
@@ -170,7 +172,9 @@ def predict_part(
     if not overwrite and all(exists(u, settings) for u in uris.values()):
         return SceneReport(scene_uri, uris, skipped=True)
     start = time.perf_counter()
-    scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
+    scene = open_scene(
+        scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands, bands_option=PREDICT_BANDS
+    )
     with gdal_env(settings), SceneWriter(scene, options, part) as writer:
         for strip in predictor.strips(scene, settings, part, norm):
             writer.write(strip)
@@ -243,7 +247,9 @@ def plan_scene(
     if not overwrite and outputs_complete(out_dir, uri, options, settings):
         return ScenePlan(uri, skipped=True)
     try:
-        scene = open_scene(uri, settings, bands=predict.bands, expected_bands=info.in_bands)
+        scene = open_scene(
+            uri, settings, bands=predict.bands, expected_bands=info.in_bands, bands_option=PREDICT_BANDS
+        )
         plan = ScenePlan(uri, megapixels=scene.width * scene.height / 1e6)
         if split_mpx <= 0:
             return plan

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from resseg_ray.errors import BundleError
+from resseg_ray.errors import BundleError, ConfigError
 from resseg_ray.geo.storage import StorageSettings, write_bytes
 from resseg_ray.models.base import SegmentationNet
 from resseg_ray.models.registry import build_from_spec
@@ -193,12 +193,18 @@ def _parse_header(path: str, data: bytes) -> dict[str, Any]:
             "save models with resseg_ray.models.save_bundle"
         ) from exc
     try:
-        info = json.loads(raw)
-    except ValueError as exc:
+        info = json.loads(raw) if isinstance(raw, str) else None
+    except (ValueError, RecursionError) as exc:
         raise BundleError(f"{damaged}: its metadata is not valid JSON") from exc
+    if not isinstance(info, dict):
+        kind = "text" if isinstance(raw, str) and info is None else type(info).__name__
+        raise BundleError(f"{damaged}: its metadata is a JSON {kind}, not an object of fields")
     if info.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{damaged}: format {info.get('format')!r} is not {BUNDLE_FORMAT!r}")
-    if info.get("format_version", 0) > BUNDLE_VERSION:
+    version = info.get("format_version", 0)
+    if not _is_int(version) or version < 0:
+        raise BundleError(f"{damaged}: its format_version {version!r} is not a version number")
+    if version > BUNDLE_VERSION:
         raise BundleError(
             f"model bundle {path!r} has format version {info.get('format_version')}, newer than "
             f"this resseg-ray understands ({BUNDLE_VERSION}); upgrade resseg-ray"
@@ -342,7 +348,13 @@ def load_bundle_bytes(
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise BundleError(f"model bundle {path!r} is damaged ({exc}); re-export or copy it again") from exc
-    model = build_from_spec(info.model)
+    try:
+        model = build_from_spec(info.model)
+    except (ConfigError, TypeError, ValueError) as exc:  # an option the architecture does not take
+        raise BundleError(
+            f"model bundle {path!r}: its architecture {info.architecture} cannot be built from its "
+            f"metadata ({exc}); re-export it with jobs/export_model.py or train it again"
+        ) from None
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
