@@ -100,7 +100,7 @@ def main() -> None:
         page.fill("#refine-epochs", str(args.epochs))
         page.click("#refine-start")
         page.wait_for_function(
-            "document.getElementById('refine-state').textContent.includes('its map is shown')",
+            "document.getElementById('refine-state').textContent.includes(' is shown')",
             timeout=1_800_000,
         )
         bounds = next(f["geometry"] for f in doc["features"] if f["properties"]["kind"] == "area")

@@ -98,10 +98,17 @@ def main() -> None:
     if args.report:
         with open(args.report, "w") as f:
             f.write(table)
-    print(f"refined model: {r.bundle_uri}")
+    verdict = r.verdict  # its line was said as the refinement went (refine_scene's log)
+    assert verdict is not None
+    if verdict.ships:
+        print(f"refined model: {r.bundle_uri}")
+    else:  # the refined bundle stays in its run folder, unregistered, for inspection
+        use = "--adapt-bn with " if verdict.chosen == "adapted" else ""
+        print(f"not registered: keep mapping this scene with {use}{args.model}")
+        print(f"refined bundle (for inspection): {r.bundle_uri}")
     print(
         f"MLflow run:    {r.mlflow_run_id}"
-        + (f", registered version {r.registered_version}" if r.registered_version else "")
+        + (f", registered version {r.registered_version}" if r.registered_version else ", nothing registered")
     )
 
 

@@ -269,6 +269,11 @@ class TrainConfig:
     """Keep activations in channels-last layout (faster on CPU and on tensor cores)."""
     quicklook_samples: int = 4
     """Validation samples drawn in the quicklook PNG logged to MLflow (0: none)."""
+    min_gain: float = 0.01
+    """A refinement's model ships (is registered, offered on the map page) only when its F1 on
+    the annotated pixels kept out of its training beats the parent's, and the parent's with
+    BatchNorm re-estimated, by at least this much (0.01 = 1 point); otherwise the better of
+    those two is kept."""
 
     def __post_init__(self) -> None:
         positive = {
@@ -299,6 +304,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1 (or null for all), got {value}")
         if self.quicklook_samples < 0:
             raise ConfigError(f"train.quicklook_samples must be >= 0, got {self.quicklook_samples}")
+        if not 0 <= self.min_gain < 1:
+            raise ConfigError(f"train.min_gain must be an F1 difference in [0, 1), got {self.min_gain}")
 
 
 @dataclass(frozen=True)

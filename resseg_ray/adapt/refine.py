@@ -3,9 +3,12 @@
 The steps reuse the project's parts, no copies: the annotated area's labels become a
 one-scene dataset (:func:`~resseg_ray.data.prepare.prepare_dataset`, tiles wholly inside
 the area, validation blocks inside it too), the trainer continues from the parent's
-weights and normalisation at a small learning rate, and the evaluator scores the parent
-(optionally with its BatchNorm statistics re-estimated on the scene) and the refined
-model on the rest of the scene only.
+weights and normalisation at a small learning rate, choosing its epoch on the validation
+blocks. Then the verdict (:mod:`resseg_ray.adapt.gate`): the parent, the parent with its
+BatchNorm statistics re-estimated on the scene and the refined model are scored on the
+validation blocks, annotated pixels no training tile touched, and the refined model is
+registered only when it beats both by ``train.min_gain``. With labels outside the area, the
+evaluator also scores the three on the rest of the scene.
 """
 
 from __future__ import annotations
@@ -24,13 +27,21 @@ from resseg_ray.adapt.area import (
     read_labels,
     write_area_labels,
 )
+from resseg_ray.adapt.gate import CANDIDATES, Verdict, decide, score_held_out
 from resseg_ray.config import Config
-from resseg_ray.data.prepare import prepare_dataset
+from resseg_ray.data.prepare import load_dataset, prepare_dataset
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.evaluation.scenes import Evaluation, SceneScore, evaluate_scene, markdown_table, scene_name
 from resseg_ray.geo.labels import read_footprints, scene_valid_mask
 from resseg_ray.geo.scene import SceneInfo, open_scene
-from resseg_ray.geo.storage import StorageSettings, exists, join_uri, removed_on_failure, write_bytes
+from resseg_ray.geo.storage import (
+    StorageSettings,
+    exists,
+    join_uri,
+    normalize_uri,
+    removed_on_failure,
+    write_bytes,
+)
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import ModelBundle, encode_bundle, load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
@@ -79,6 +90,10 @@ class RefineResult:
     bundle_uri: str
     mlflow_run_id: str
     registered_version: str | None
+    verdict: Verdict | None = None
+    """Which model was kept, chosen on the annotated pixels kept out of training."""
+    adapted_bundle: bytes | None = None
+    """The parent with BatchNorm re-estimated on the scene (what ``verdict.chosen == 'adapted'`` keeps)."""
 
     def table(self) -> str:
         """Table III-style markdown: F1 / accuracy on the rest of the scene, per model."""
@@ -121,7 +136,7 @@ def refine_scene(
     label the area only (the map page's: outside it nothing is known, so every building
     there would count as a false positive); ``on_epoch`` sees each epoch's losses."""
     from resseg_ray.geo.storage import resolve_uri
-    from resseg_ray.train.trainer import StartFrom, run_training
+    from resseg_ray.train.trainer import StartFrom, register_run_model, run_training
 
     settings = StorageSettings.resolve(cfg.storage)
     if (footprints is None) == (labels is None):
@@ -168,29 +183,29 @@ def refine_scene(
             m = before.metrics
             log(f"before refinement: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
         adapted = None
-        start_bytes = parent_bytes
-        if adapt_bn:  # re-estimated once: scored as its own row, then the start of the refinement
-            from resseg_ray.inference.batchnorm import adapt_to_scene
+        # the parent with BatchNorm re-estimated on the scene: a candidate of the verdict, scored
+        # as its own row, and with --adapt-bn the start of the refinement
+        from resseg_ray.inference.batchnorm import adapt_to_scene
 
-            norm = _predictor(bundle, cfg).scene_norm(scene, settings)
-            model = adapt_to_scene(bundle.model, scene, settings, norm)
-            predictor = _predictor(ModelBundle(model=model, info=info), cfg)
-            if score_rest:
-                adapted = evaluate_scene(
-                    predictor, scene_uri, written.evaluate_uri, settings, cfg.data.bands,
-                    progress=tenths(f"scoring the re-estimated BatchNorm on {scene_uri}"),
-                )  # fmt: skip
-                m = adapted.metrics
-                log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
-            start_bytes, _ = encode_bundle(
-                model,
-                norm_mean=info.norm_mean,
-                norm_std=info.norm_std,
-                band_names=info.band_names,
-                class_names=info.class_names,
-                tile_size=info.tile_size,
-                extra=dict(info.extra),
-            )
+        norm = _predictor(bundle, cfg).scene_norm(scene, settings)
+        adapted_bundle = ModelBundle(model=adapt_to_scene(bundle.model, scene, settings, norm), info=info)
+        if score_rest:
+            adapted = evaluate_scene(
+                _predictor(adapted_bundle, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+                progress=tenths(f"scoring the re-estimated BatchNorm on {scene_uri}"),
+            )  # fmt: skip
+            m = adapted.metrics
+            log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
+        adapted_bytes, _ = encode_bundle(
+            adapted_bundle.model,
+            norm_mean=info.norm_mean,
+            norm_std=info.norm_std,
+            band_names=info.band_names,
+            class_names=info.class_names,
+            tile_size=info.tile_size,
+            extra={**info.extra, "source": "adapt_bn", "adapted_scene": scene_uri},
+        )
+        start_bytes = adapted_bytes if adapt_bn else parent_bytes
 
         data_cfg = dataclasses.replace(cfg.data, normalization=normalization)
         rcfg = dataclasses.replace(
@@ -215,10 +230,29 @@ def refine_scene(
         norm_std=list(info.norm_std) if normalization == "pooled" else None,
         parent_run_id=str(parent_run) if parent_run else None,
     )
-    result = run_training(rcfg, log, tags=tags, start_from=start, on_epoch=on_epoch)
+    result = run_training(rcfg, log, tags=tags, start_from=start, on_epoch=on_epoch, register=False)
+    refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
+    blocks = _held_out_blocks(rcfg.train.dataset, scene.uri, settings)
+    candidates = {"parent": bundle, "adapted": adapted_bundle, "refined": refined}
+    scores = {}
+    for key, candidate in candidates.items():
+        log(f"scoring {CANDIDATES[key]} on the annotated blocks kept out of training ...")
+        scores[key] = score_held_out(
+            _predictor(candidate, cfg), scene_uri, written.refine_uri, blocks, settings, cfg.data.bands
+        )
+    verdict = decide(scores, len(blocks), cfg.train.min_gain)
+    log(verdict.line())
+    version = None
+    if verdict.ships and rcfg.mlflow.registered_model:
+        version, _ = register_run_model(
+            result.tracking_uri,
+            result.mlflow_run_id,
+            rcfg.mlflow.registered_model,
+            rcfg.mlflow.alias,
+            {"heldout_f1": f"{verdict.f1['refined']:.6f}"},
+        )
     after = None
     if score_rest:
-        refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
         after = evaluate_scene(
             _predictor(refined, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
             progress=tenths(f"scoring the refined model on {scene_uri}"),
@@ -232,10 +266,20 @@ def refine_scene(
         after,
         result.bundle_uri,
         result.mlflow_run_id,
-        result.registered_version,
+        version,
+        verdict,
+        adapted_bytes,
     )
     _log_scores(result.tracking_uri, result.mlflow_run_id, out)
     return out
+
+
+def _held_out_blocks(dataset: str, scene_uri: str, settings: StorageSettings) -> list[list[int]]:
+    """The validation blocks (``[col, row, w, h]``) of the refinement's dataset: annotated pixels
+    no training tile touched."""
+    desc = load_dataset(dataset, settings)
+    (record,) = [s for s in desc.scenes("train") if normalize_uri(s["uri"]) == normalize_uri(scene_uri)]
+    return [list(b) for b in record.get("val_blocks", [])]
 
 
 def _json(obj: dict) -> bytes:
@@ -258,5 +302,13 @@ def _log_scores(tracking_uri: str, run_id: str, result: RefineResult) -> None:
         for k, v in score.metrics.items():
             metrics[f"rest_{prefix}_{k}"] = v
     c = tracking.client(tracking_uri)
+    verdict = result.verdict
+    if verdict is not None:
+        for key in verdict.f1:
+            metrics[f"heldout_{key}_f1"] = verdict.f1[key]
+            metrics[f"heldout_{key}_accuracy"] = verdict.accuracy[key]
+        metrics["heldout_pixels"] = verdict.pixels
+        c.set_tag(run_id, "resseg.refine_kept", verdict.chosen)
+        c.set_tag(run_id, "resseg.refine_verdict", verdict.line())
     c.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()])
     c.log_text(run_id, result.table(), "table3.md")

@@ -19,7 +19,7 @@ import io
 import json
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
@@ -67,6 +67,9 @@ class PreparedScene:
     dropped_border: int = 0
     dropped_outside: int = 0
     footprints: int | None = None
+    val_blocks: list[list[int]] = field(default_factory=list)
+    """The scene's validation blocks as ``[col, row, width, height]`` pixel windows (a split by
+    blocks): every validation tile lies inside one, no training tile touches one."""
 
 
 @dataclass(frozen=True)
@@ -448,6 +451,7 @@ def prepare_dataset(
                     dropped_border=t.dropped_border,
                     dropped_outside=t.dropped_outside,
                     footprints=res[1],
+                    val_blocks=[[j * b, i * b, b, b] for i, j in t.val_blocks for b in [split.block or 0]],
                 )
             )
         for info, lab, res in zip(

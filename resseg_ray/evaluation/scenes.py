@@ -95,10 +95,13 @@ def evaluate_scene(
     bands: Sequence[int] | None = None,
     objects: bool = False,
     progress: Callable[[float], None] | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> SceneScore:
     """Segment a scene and score it against its label raster (same grid, 0/1/255); with
     ``objects``, object-level F1 too (the mask is kept in a temporary GeoTIFF for that).
-    ``progress`` is told the share of the scene's rows done (:func:`~resseg_ray.progress.tenths`)."""
+    ``progress`` is told the share of the scene's rows done (:func:`~resseg_ray.progress.tenths`).
+    ``rows=(r0, r1)`` segments only the windows those rows need and scores the labels there
+    (labels elsewhere must be 255: a held-out area)."""
     from resseg_ray.inference.outputs import OutputOptions, SceneWriter
 
     scene = open_scene(
@@ -111,7 +114,8 @@ def evaluate_scene(
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(SceneWriter(scene, OutputOptions(prob=False))) if objects else None
-        for strip in predictor.strips(scene, settings):
+        part = predictor.rows_part(scene.height, *rows) if rows is not None and not objects else None
+        for strip in predictor.strips(scene, settings, part):
             h = strip.probs.shape[1]
             lab, lvalid = read_window(labels, settings, 0, strip.row, scene.width, h)
             target = _checked_labels(lab[0], lvalid, label_uri)

@@ -218,6 +218,15 @@ class ScenePredictor:
         """This predictor's :func:`row_parts` of a scene ``height`` rows high."""
         return row_parts(height, self.window, self.overlap, count)
 
+    def rows_part(self, height: int, row0: int, row1: int) -> RowPart:
+        """The part of a scene ``height`` rows high whose output rows cover ``[row0, row1)``:
+        what :meth:`strips` must run to segment only those rows (as a whole-scene run would)."""
+        _, rows = _window_rows(height, self.window, self.overlap)
+        first = max(i for i, r in enumerate(rows) if r <= max(row0, 0))
+        stop = next((j for j, r in enumerate(rows) if r >= row1), len(rows))
+        stop = max(stop, first + 1)
+        return RowPart(0, 1, first, stop, rows[first], rows[stop] if stop < len(rows) else height)
+
     def warn_if_far(self, scene: SceneInfo, settings: StorageSettings) -> None:
         """See :func:`warn_if_far`."""
         warn_if_far(self.info, scene, settings)

@@ -367,7 +367,12 @@ class SegmentAPI:
                 404,
                 f"refinement {map} of {scene_id} has no map ({record.get('state')}); wait for it to succeed",
             )
-        out = record["outputs"]
+        out = record.get("outputs")
+        if not out:  # the verdict kept the served model: the refinement made no map
+            decision = record.get("decision") or {}
+            raise HTTPException(
+                404, f"refinement {map} of {scene_id} has no map: {decision.get('line', 'none was made')}"
+            )
         figures = record.get("figures") or {}
         props = {
             **scene.properties,

@@ -251,7 +251,6 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
     from resseg_ray.adapt.refine import AreaSpec, refine_scene
     from resseg_ray.config import Config, from_dict
     from resseg_ray.errors import failure_message
-    from resseg_ray.evaluation.scenes import evaluate_mask
     from resseg_ray.inference.batch import predict_scene
     from resseg_ray.inference.outputs import output_options
     from resseg_ray.inference.predictor import ScenePredictor
@@ -303,56 +302,54 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
             on_epoch=on_epoch,
         )
         stages["refine"] = round(time.perf_counter() - t0, 2)
+        verdict = result.verdict
+        assert verdict is not None
+        decision = verdict.to_dict()
+        kept = {"refined": result.bundle_uri, "adapted": "adapted", "parent": None}[verdict.chosen]
         update(
-            stage="mapping",
+            stage="mapping" if kept else "done",
             model=result.bundle_uri,
             mlflow_run_id=result.mlflow_run_id,
             registered_version=result.registered_version,
-            alias=f"refined-{spec.scene_id}",
+            alias=f"refined-{spec.scene_id}" if verdict.ships else None,
+            decision=decision,
         )
-        t0 = time.perf_counter()
-        refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
-        options = dataclasses.replace(cfg.predict, prob=True, polygons=True, osm=False, adapt_bn=False)
-        report = predict_scene(
-            ScenePredictor(refined, options),
-            spec.imagery,
-            os.path.join(folder, "map"),
-            settings,
-            output_options(options, settings),
-            overwrite=True,
-        )
-        stages["map"] = round(time.perf_counter() - t0, 2)
-        t0 = time.perf_counter()
-        before = evaluate_mask(spec.parent_mask, result.area.refine_uri, settings).metrics
-        after = evaluate_mask(report.outputs["mask"], result.area.refine_uri, settings).metrics
-        last = (record.get("history") or [{}])[-1]
-        figures = {
+        figures: dict[str, Any] = {
             "area_percent": round(100 * result.area.fraction, 2),
             "labelled_pixels": result.area.refine_pixels,
             "annotated_buildings": drawn,
-            "f1_in_area_before": _finite(before["f1"]),
-            "accuracy_in_area_before": _finite(before["accuracy"]),
-            "f1_in_area_after": _finite(after["f1"]),
-            "accuracy_in_area_after": _finite(after["accuracy"]),
-            "val_f1": last.get("val_f1"),
-            "val_loss": last.get("val_loss"),
-            "train_loss": last.get("train_loss"),
+            "heldout_pixels": verdict.pixels,
+            **{f"f1_heldout_{k}": _finite(v) for k, v in verdict.f1.items()},
+            "val_f1": (record.get("history") or [{}])[-1].get("val_f1"),
             "buildings_before": spec.parent_buildings,
-            "buildings_after": report.buildings,
-            "changed_percent": round(
-                100 * _changed_fraction(spec.parent_mask, report.outputs["mask"], settings), 3
-            ),
         }
-        stages["figures"] = round(time.perf_counter() - t0, 2)
+        outputs = None
+        if kept is not None:  # the map of the model kept: the refined one, or the adapted parent
+            t0 = time.perf_counter()
+            chosen = (
+                load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
+                if verdict.ships
+                else load_bundle_bytes(result.adapted_bundle or b"", "the parent with BatchNorm re-estimated")
+            )
+            options = dataclasses.replace(cfg.predict, prob=True, polygons=True, osm=False, adapt_bn=False)
+            report = predict_scene(
+                ScenePredictor(chosen, options),
+                spec.imagery,
+                os.path.join(folder, "map"),
+                settings,
+                output_options(options, settings),
+                overwrite=True,
+            )
+            stages["map"] = round(time.perf_counter() - t0, 2)
+            outputs = {k: report.outputs[k] for k in ("mask", "prob", "buildings")}
+            figures["buildings_after"] = report.buildings
+            figures["changed_percent"] = round(
+                100 * _changed_fraction(spec.parent_mask, report.outputs["mask"], settings), 3
+            )
         stages["total"] = round(time.perf_counter() - started, 2)
-        update(
-            state="succeeded",
-            stage="done",
-            finished=_now(),
-            outputs={k: report.outputs[k] for k in ("mask", "prob", "buildings")},
-            figures=figures,
-        )
-        say(f"refined map of {spec.scene_id} ({spec.job}) in {stages['total']:.0f} s")
+        update(state="succeeded", stage="done", finished=_now(), outputs=outputs, figures=figures)
+        say(verdict.line())
+        say(f"refinement {spec.job} of {spec.scene_id} ended in {stages['total']:.0f} s")
     except Exception as exc:
         stages["total"] = round(time.perf_counter() - started, 2)
         update(state="failed", stage="done", finished=_now(), error=failure_message(exc))

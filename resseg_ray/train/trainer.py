@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import json
 import math
 import os
 import shutil
@@ -245,6 +246,7 @@ def run_training(
     start_from: StartFrom | None = None,
     loop: Callable[[dict[str, Any]], None] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    register: bool = True,
 ) -> TrainResult:
     """Train ``cfg`` on Ray Train (Ray must be initialised) and return what it produced.
 
@@ -252,7 +254,9 @@ def run_training(
     ``start_from`` initialises the network from a trained bundle (refinement); ``loop`` is the
     per-worker function (default :func:`~resseg_ray.train.loop.train_loop_per_worker`; tests
     wrap it to inject faults); ``on_epoch(epoch, metrics)`` is called as each epoch's
-    ``train_loss``, ``val_loss`` and ``val_f1`` reach MLflow (the map page's live progress)."""
+    ``train_loss``, ``val_loss`` and ``val_f1`` reach MLflow (the map page's live progress);
+    ``register=False`` logs the model without registering it (:func:`register_run_model` can,
+    later)."""
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -335,7 +339,7 @@ def run_training(
         tracking.client(plan.tracking_uri).set_terminated(run.run_id, status="FAILED")
         raise InputDataError(f"run {plan.run_name} finished without a checkpoint under {run_dir}")
     with result.checkpoint.as_directory() as ckpt_dir:
-        return _finish(plan, run, run_dir, ckpt_dir, start)
+        return _finish(plan, run, run_dir, ckpt_dir, start, register)
 
 
 def _fit_showing_epochs(
@@ -429,7 +433,12 @@ def _log_inputs(run: tracking.TrackedRun, cfg: Config, desc: DatasetDescription)
 
 
 def _finish(
-    plan: TrainingPlan, run: tracking.TrackedRun, run_dir: str, ckpt_dir: str, start: float
+    plan: TrainingPlan,
+    run: tracking.TrackedRun,
+    run_dir: str,
+    ckpt_dir: str,
+    start: float,
+    register: bool = True,
 ) -> TrainResult:
     cfg = plan.cfg
     progress = read_progress(ckpt_dir)
@@ -445,7 +454,7 @@ def _finish(
     version = tags.get(tracking.VERSION_TAG)
     moved = False
     if version is None:
-        version, moved = _log_model(plan, run, ckpt_dir, chosen, progress)
+        version, moved = _log_model(plan, run, ckpt_dir, chosen, progress, register)
     else:
         c.set_terminated(run.run_id, status="FINISHED")
     return TrainResult(
@@ -464,9 +473,15 @@ def _finish(
 
 
 def _log_model(
-    plan: TrainingPlan, run: tracking.TrackedRun, ckpt_dir: str, chosen: str, progress: Progress
+    plan: TrainingPlan,
+    run: tracking.TrackedRun,
+    ckpt_dir: str,
+    chosen: str,
+    progress: Progress,
+    register: bool = True,
 ) -> tuple[str | None, bool]:
-    """Log the bundles, the final model (pyfunc from code + signature) and register it."""
+    """Log the bundles, the final model (pyfunc from code + signature) and, with ``register``,
+    register it."""
     import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
@@ -503,29 +518,55 @@ def _log_model(
                 pip_requirements=_requirements(info.package_versions),
                 metadata={"resseg_bundle": BUNDLE_NAME, "architecture": info.architecture},
             )
-    if not cfg.mlflow.registered_model:
-        c.set_tag(run.run_id, tracking.VERSION_TAG, "not registered")
-        return None, False
     selected = {
         "val_f1": progress.best_val_f1,
         "val_loss": progress.best_val_loss,
         "last": float(progress.epochs_done),
     }[cfg.train.select]
+    version_tags = {
+        "arch": info.architecture,
+        "run_name": plan.run_name,
+        "val_f1": f"{info.extra.get('val_f1', progress.best_val_f1):.6f}",
+        "val_loss": f"{info.extra.get('val_loss', progress.best_val_loss):.6f}",
+        "selected_by": cfg.train.select,
+        "selected_value": f"{selected:.6f}",
+    }
+    c.set_tag(run.run_id, MODEL_URI_TAG, model_info.model_uri)
+    c.set_tag(run.run_id, VERSION_TAGS_TAG, json.dumps(version_tags))
+    if not cfg.mlflow.registered_model or not register:
+        c.set_tag(run.run_id, tracking.VERSION_TAG, "not registered")
+        return None, False
+    return register_run_model(plan.tracking_uri, run.run_id, cfg.mlflow.registered_model, cfg.mlflow.alias)
+
+
+MODEL_URI_TAG = "resseg.model_uri"
+"""Run tag: the URI of the MLflow model the run logged (registered now or later)."""
+VERSION_TAGS_TAG = "resseg.version_tags"
+"""Run tag: the tags (JSON) its registered version gets (architecture, validation figures)."""
+
+
+def register_run_model(
+    tracking_uri: str, run_id: str, name: str, alias: str, extra_tags: dict[str, str] | None = None
+) -> tuple[str, bool]:
+    """Register the model a finished run logged as a new version of ``name`` and point ``alias``
+    at it when it is the best so far (see :func:`_move_alias`); the version and whether the
+    alias moved. A refinement registers only once its model has beaten its parent."""
+    import mlflow
+
+    c = tracking.client(tracking_uri)
+    tags = c.get_run(run_id).data.tags
+    if tags.get(tracking.VERSION_TAG, "").isdigit():  # registered by an earlier call (a re-run)
+        return tags[tracking.VERSION_TAG], False
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     with without_lines("Successfully registered model", "Created version", "Registered model"):
         mv = mlflow.register_model(  # the job says it itself: "registered: <model> version N"
-            model_info.model_uri,
-            cfg.mlflow.registered_model,
-            tags={
-                "arch": info.architecture,
-                "run_name": plan.run_name,
-                "val_f1": f"{info.extra.get('val_f1', progress.best_val_f1):.6f}",
-                "val_loss": f"{info.extra.get('val_loss', progress.best_val_loss):.6f}",
-                "selected_by": cfg.train.select,
-                "selected_value": f"{selected:.6f}",
-            },
+            tags[MODEL_URI_TAG],
+            name,
+            tags={**json.loads(tags.get(VERSION_TAGS_TAG, "{}")), **(extra_tags or {})},
         )
-    moved = _move_alias(c, cfg.mlflow.registered_model, cfg.mlflow.alias, mv.version)
-    c.set_tag(run.run_id, tracking.VERSION_TAG, str(mv.version))
+    moved = _move_alias(c, name, alias, mv.version)
+    c.set_tag(run_id, tracking.VERSION_TAG, str(mv.version))
     return str(mv.version), moved
 
 

@@ -1,7 +1,8 @@
 """Refinement end to end on the small demo's test scene: trained from the parent's weights
-and normalisation on the annotated block only, scored before/after on the rest, logged and
-registered under its own alias; bad areas fail before anything is trained or registered
-and leave no files behind."""
+and normalisation on the annotated block only, its epoch chosen and its verdict taken on the
+annotated blocks kept out of training, scored before/after on the rest, logged, and
+registered under its own alias only when it beats its parent there; bad areas fail before
+anything is trained or registered and leave no files behind."""
 
 from __future__ import annotations
 
@@ -37,23 +38,43 @@ def parent(small_demo, tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def blind_parent(parent, tmp_path_factory) -> str:
+    """The parent with its classifier biased to 'ground' everywhere: F1 0 on any scene, so the
+    refined model cannot score below it and the verdict keeps it (train.min_gain=0)."""
+    import torch
+
+    b = load_bundle(parent)
+    with torch.no_grad():
+        b.model.classifier.bias.copy_(torch.tensor([30.0, -30.0]))
+    path = tmp_path_factory.mktemp("blind") / "blind.resseg.safetensors"
+    i = b.info
+    save_bundle(path, b.model, norm_mean=i.norm_mean, norm_std=i.norm_std, band_names=i.band_names,
+                extra=dict(i.extra))  # fmt: skip
+    return str(path)
+
+
 def _test_scene(small_demo) -> tuple[str, str]:
     scene = next(s for s in small_demo.scenes if s.role == "test")
     return scene.uri, scene.label_uri
 
 
 def test_refinement_trains_inside_the_area_and_scores_the_rest(
-    small_demo, parent, mlflow_server, tmp_path, ray_session
+    small_demo, blind_parent, mlflow_server, tmp_path, ray_session
 ) -> None:
+    parent = blind_parent
     scene, labels = _test_scene(small_demo)
     overrides = small_train_overrides(
         small_demo.root, str(tmp_path), mlflow_server, "refine-test", **{"train.epochs": 2}
     )
     cfg = load_config(
-        None, [*overrides, *REFINE_DATA, "scaling.num_workers=1", "train.lr=0.0001", "train.select=last"]
-    )
+        None,
+        [*overrides, *REFINE_DATA, "scaling.num_workers=1", "train.lr=0.0001", "train.select=last",
+         "train.min_gain=0"],
+    )  # fmt: skip
+    said: list[str] = []
     result = refine_scene(
-        cfg, parent, scene, AreaSpec(fraction=0.25), labels=labels, adapt_bn=True, log=print
+        cfg, parent, scene, AreaSpec(fraction=0.25), labels=labels, adapt_bn=True, log=said.append
     )
 
     run_dir = tmp_path / "refine-test"
@@ -94,6 +115,27 @@ def test_refinement_trains_inside_the_area_and_scores_the_rest(
     alias = "refined-" + result.before.name
     assert c.get_model_version_by_alias("test-buildings", alias).version == result.registered_version
     assert "before refinement" in result.table() and "BatchNorm re-estimated" in result.table()
+
+    # the verdict: chosen on the held-out blocks of the area (not on the training tiles), the
+    # parent at F1 0 there, so the refined model ships; said in one line and kept in MLflow
+    verdict = result.verdict
+    assert verdict is not None and verdict.chosen == "refined" and verdict.ships
+    assert verdict.f1["parent"] == 0.0 and verdict.f1["refined"] >= 0.0
+    blocks = json.loads((run_dir / "data" / "dataset.json").read_text())["scenes"][0]["val_blocks"]
+    held = np.zeros_like(inside)
+    for col, row, w, h in blocks:
+        held[row : row + h, col : col + w] = True
+    assert held.any() and (inside[held]).all()  # inside the annotated area ...
+    for t in pq.read_table(run_dir / "data" / "manifest.parquet").to_pylist():
+        if t["split"] == "train":  # ... where no training tile reaches
+            r0, c0 = t["row_off"], t["col_off"]
+            assert not held[max(r0, 0) : r0 + 64, max(c0, 0) : c0 + 64].any()
+    assert verdict.pixels == int((held & (refine != 255)).sum())
+    assert verdict.line() in said and verdict.line().startswith("kept the refined model: F1 on ")
+    assert run.data.tags["resseg.refine_kept"] == "refined"
+    assert run.data.tags["resseg.refine_verdict"] == verdict.line()
+    for key in ("heldout_parent_f1", "heldout_adapted_f1", "heldout_refined_f1", "heldout_pixels"):
+        assert key in run.data.metrics, key
 
 
 def test_bad_areas_fail_before_training_and_register_nothing(
@@ -149,3 +191,35 @@ def test_bad_areas_fail_before_training_and_register_nothing(
 
     with pytest.raises(MlflowException):
         tracking.client(mlflow_server).get_registered_model("never-registered")
+
+
+def test_a_refinement_that_does_not_beat_its_parent_is_not_registered(
+    small_demo, parent, mlflow_server, tmp_path, ray_session, capsys
+) -> None:
+    """jobs/finetune.py whose refined model cannot beat its parent by train.min_gain (0.99): it
+    says in one line which model it kept and why, with the figures, registers nothing, and
+    records the verdict on its MLflow run."""
+    scene, labels = _test_scene(small_demo)
+    sets = [*REFINE_DATA, f"mlflow.tracking_uri={mlflow_server}", "mlflow.registered_model=never-shipped",
+            f"run.storage_path={tmp_path}", "run.name=kept", "train.epochs=1", "train.min_gain=0.99",
+            "scaling.cpus_per_worker=0.5", "data.loader_num_cpus=0.5"]  # fmt: skip
+    args = ["--model", parent, "--scene", scene, "--labels", labels, "--fraction", "0.25",
+            *(x for o in sets for x in ("--set", o))]  # fmt: skip
+    proc = run_here("finetune.py", *args, capsys=capsys)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kept = [line for line in proc.stdout.splitlines() if line.startswith("kept ")]
+    assert len(kept) == 1 and ", not the refined model: F1 on " in kept[0], proc.stdout[-2000:]
+    assert "by 99.0 points (train.min_gain) to ship" in kept[0]
+    assert (
+        "not registered: keep mapping this scene with" in proc.stdout and "nothing registered" in proc.stdout
+    )
+    from mlflow.exceptions import MlflowException
+
+    c = tracking.client(mlflow_server)
+    with pytest.raises(MlflowException):
+        c.get_registered_model("never-shipped")
+    (run,) = c.search_runs(
+        [c.get_experiment_by_name("resseg-demo").experiment_id], "tags.mlflow.runName = 'kept'"
+    )
+    assert run.data.tags["resseg.refine_kept"] in ("parent", "adapted")
+    assert run.data.tags["resseg.refine_verdict"] == kept[0]

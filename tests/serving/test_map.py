@@ -337,7 +337,7 @@ def test_a_mapper_refines_from_the_page_and_sees_the_refined_map(service, browse
     assert page.is_visible("#refine-cancel") and page.is_visible("#refine-progress")
     try:
         page.wait_for_function(
-            "document.getElementById('refine-state').textContent.includes('its map is shown')",
+            "document.getElementById('refine-state').textContent.includes(' is shown')",
             timeout=400_000,
         )
     except Exception:
@@ -353,7 +353,8 @@ def test_a_mapper_refines_from_the_page_and_sees_the_refined_map(service, browse
         f"document.getElementById('status').textContent.includes('refined map {job}')", timeout=60_000
     )
     figures = page.inner_text("#refine-figures")
-    assert "F1 in the area" in figures and "validation F1" in figures and "2 epochs" in figures
+    assert "held-out F1" in figures and "kept" in figures and "2 epochs" in figures
+    assert "annotated pixels kept out of training" in figures
     record = httpx.get(f"{service}/v1/scenes/scene_1/refinements/{job}").json()
     assert record["state"] == "succeeded" and len(record["history"]) == 2
     with page.expect_download(timeout=60_000) as download:  # the export of the map shown

@@ -123,12 +123,18 @@ def test_a_refinement_runs_off_the_http_path_and_its_map_is_shown_beside_the_ser
     assert all(h["train_loss"] is not None and h["val_loss"] is not None for h in done["history"])
     f = done["figures"]
     assert f["annotated_buildings"] == 2 and 30 < f["area_percent"] < 70 and f["labelled_pixels"] > 0
-    for key in ("f1_in_area_before", "f1_in_area_after", "changed_percent", "buildings_after"):
+    # the verdict on the annotated blocks kept out of training, with its figures
+    decision = done["decision"]
+    assert f["heldout_pixels"] == decision["pixels"] > 0
+    for key in ("parent", "adapted", "refined"):
+        assert f[f"f1_heldout_{key}"] == pytest.approx(decision["f1"][key]), key
+    assert decision["chosen"] == "refined", decision["line"]  # the served model is random: F1 ~0
+    for key in ("changed_percent", "buildings_after"):
         assert f[key] is not None, key
-    assert set(done["stage_seconds"]) >= {"refine", "map", "figures", "total"}
+    assert set(done["stage_seconds"]) >= {"refine", "map", "total"}
     assert done["stage_seconds"]["total"] <= elapsed + 1
     assert done["alias"] == "refined-scene_0" and done["registered_version"]
-    print(f"refinement from the page: {elapsed:.1f} s, stages {done['stage_seconds']}")
+    print(f"refinement from the page: {elapsed:.1f} s, stages {done['stage_seconds']}, {decision['line']}")
 
     # the refined map beside the served one: its tiles, outlines and export; the served unchanged
     m = f"?map={done['id']}"

@@ -302,7 +302,13 @@ function describe(job) {
     return `${job.id}: training, epoch ${job.epoch}/${job.epochs}${losses}${waiting}`;
   }
   if (job.state === "running") return `${job.id}: mapping the scene with the refined model`;
-  if (job.state === "succeeded") return `${job.id}: refined in ${fmt(job.stage_seconds.total, 0)} s; its map is shown`;
+  if (job.state === "succeeded" && !job.outputs) {
+    return `${job.id}: ${job.decision ? job.decision.line : "no map made"}; the served model's map is unchanged`;
+  }
+  if (job.state === "succeeded") {
+    const which = job.decision && job.decision.chosen === "adapted" ? "the served model with BatchNorm re-estimated" : "the refined model";
+    return `${job.id}: ended in ${fmt(job.stage_seconds.total, 0)} s; the map of ${which} is shown (${job.decision ? job.decision.line : ""})`;
+  }
   if (job.state === "cancelled") return `${job.id}: cancelled; the served model's map is unchanged`;
   return `${job.id} failed: ${job.error}; the served model's map is unchanged`;
 }
@@ -312,11 +318,11 @@ function showFigures(job) {
   const rows = [
     ["refinement", `${job.id} (${job.epochs} epochs, from ${job.from || "the served model"})`],
     ["annotated", `${fmt(f.area_percent, 1)} % of the scene, ${f.annotated_buildings} buildings`],
-    ["F1 in the area", `${fmt(f.f1_in_area_before)} before → ${fmt(f.f1_in_area_after)} after (trained on it)`],
-    ["validation F1", `${fmt(f.val_f1)} (held-out blocks of the area)`],
+    ["held-out F1", `refined ${fmt(f.f1_heldout_refined)} · served ${fmt(f.f1_heldout_parent)} · BatchNorm re-estimated ${fmt(f.f1_heldout_adapted)} (${f.heldout_pixels} annotated pixels kept out of training)`],
+    ["kept", job.decision ? job.decision.chosen : "?"],
     ["buildings", `${f.buildings_before ?? "?"} → ${f.buildings_after ?? "?"}`],
     ["pixels changed", `${fmt(f.changed_percent, 2)} %`],
-    ["model", `${job.alias} v${job.registered_version ?? "?"}`],
+    ["model", job.alias ? `${job.alias} v${job.registered_version ?? "?"}` : "not registered"],
     ["time", Object.entries(job.stage_seconds || {}).map(([k, v]) => `${k} ${fmt(v, 0)} s`).join(", ")],
   ];
   $("refine-figures").innerHTML = "";
@@ -352,7 +358,7 @@ async function loadRefinements(scene) {
   if (state.scene !== scene) return;
   for (const job of listed) {
     state.jobs.set(job.id, job);
-    if (job.state === "succeeded") addMapOption(job);
+    if (job.state === "succeeded" && job.outputs) addMapOption(job);
     if (job.state === "queued" || job.state === "running") follow(scene, job);
   }
 }
@@ -386,10 +392,12 @@ function follow(scene, job) {
     refineState(describe(current), current.state === "failed");
     if (!ended) { state.pollTimer = setTimeout(tick, 1000); return; }
     stopPolling();
-    if (current.state === "succeeded") {
+    if (current.state === "succeeded" && current.outputs) {
       addMapOption(current);
       await showMap(current.id);
       refineState(describe(current));
+    } else if (current.state === "succeeded") {
+      showFigures(current);  // the verdict kept the served model: its figures, no other map
     }
   };
   tick();

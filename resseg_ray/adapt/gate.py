@@ -1,0 +1,129 @@
+"""Whether a refinement ships: its model against its parent on annotated pixels it never saw.
+
+A refinement holds part of the annotated area out of training (the validation blocks of its
+dataset: no training tile touches them). Before anything is registered or offered, three
+candidates are scored there, each by the project's one windowing path (only the window rows
+the blocks need): the parent, the parent with its BatchNorm statistics re-estimated on the
+scene, and the refined model. The refined model ships only when its F1 on those pixels beats
+both others by ``train.min_gain``; otherwise the better of the other two is kept, and the
+verdict says so with the figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from resseg_ray.errors import InputDataError
+from resseg_ray.evaluation.metrics import IGNORE, Confusion
+from resseg_ray.geo.scene import SceneInfo, open_scene, read_window
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.predictor import ScenePredictor
+
+__all__ = ["CANDIDATES", "Verdict", "decide", "score_held_out"]
+
+CANDIDATES = {
+    "parent": "the parent model",
+    "adapted": "the parent with BatchNorm re-estimated on the scene",
+    "refined": "the refined model",
+}
+"""The models a refinement's verdict chooses between, and how the verdict names them."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Which model a refinement keeps, and the held-out figures it was chosen on."""
+
+    chosen: str
+    """``refined``, ``adapted`` or ``parent`` (:data:`CANDIDATES`)."""
+    f1: dict[str, float]
+    """F1 of the building class on the held-out annotated pixels, per candidate."""
+    accuracy: dict[str, float]
+    pixels: int
+    """Held-out annotated pixels scored."""
+    blocks: int
+    """Held-out blocks they lie in."""
+    min_gain: float
+
+    @property
+    def ships(self) -> bool:
+        """Whether the refined model is kept (registered, offered on the map page)."""
+        return self.chosen == "refined"
+
+    def line(self) -> str:
+        """The verdict in one line, with the figures (for the CLI, the page and MLflow)."""
+        f = {k: f"{100 * v:.1f}" for k, v in self.f1.items()}
+        where = f"F1 on {self.pixels} held-out annotated pixels ({self.blocks} blocks kept out of training)"
+        figures = f"refined {f['refined']}, parent {f['parent']}, BatchNorm re-estimated {f['adapted']}"
+        if self.ships:
+            return f"kept the refined model: {where}: {figures}"
+        other = max(("parent", "adapted"), key=lambda k: self.f1[k])
+        return (
+            f"kept {CANDIDATES[self.chosen]}, not the refined model: {where}: {figures}; the refined "
+            f"model must beat {f[other]} by {100 * self.min_gain:.1f} points (train.min_gain) to ship"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data for records and MLflow."""
+        return {
+            "chosen": self.chosen,
+            "f1": dict(self.f1),
+            "accuracy": dict(self.accuracy),
+            "pixels": self.pixels,
+            "blocks": self.blocks,
+            "min_gain": self.min_gain,
+            "line": self.line(),
+        }
+
+
+def score_held_out(
+    predictor: ScenePredictor,
+    scene_uri: str,
+    label_uri: str,
+    blocks: Sequence[Sequence[int]],
+    settings: StorageSettings,
+    bands: Sequence[int] | None = None,
+) -> Confusion:
+    """Segment the rows of a scene that the held-out ``blocks`` (``[col, row, w, h]`` pixel
+    windows) need and count the model's pixels against the labels inside the blocks."""
+    if not blocks:
+        raise InputDataError(f"{scene_uri}: the refinement kept no annotated block out of training")
+    scene = open_scene(scene_uri, settings, bands=bands, expected_bands=predictor.info.in_bands)
+    labels = open_scene(label_uri, settings, bands=[1])
+    inside = _block_mask(scene, blocks)
+    r0 = min(b[1] for b in blocks)
+    r1 = max(b[1] + b[3] for b in blocks)
+    confusion = Confusion.empty(predictor.info.num_classes)
+    for strip in predictor.strips(scene, settings, predictor.rows_part(scene.height, r0, r1)):
+        h = strip.probs.shape[1]
+        lab, lvalid = read_window(labels, settings, 0, strip.row, scene.width, h)
+        target = lab[0].copy()
+        target[~(strip.valid & lvalid & inside[strip.row : strip.row + h])] = IGNORE
+        confusion.add(strip.probs.argmax(0), target)
+    return confusion
+
+
+def _block_mask(scene: SceneInfo, blocks: Sequence[Sequence[int]]) -> np.ndarray:
+    inside = np.zeros((scene.height, scene.width), bool)
+    for c, r, w, h in blocks:
+        inside[max(r, 0) : r + h, max(c, 0) : c + w] = True
+    return inside
+
+
+def decide(scores: dict[str, Confusion], blocks: int, min_gain: float) -> Verdict:
+    """The refined model when its held-out F1 beats the parent's and the re-estimated parent's
+    by ``min_gain``; else the better of those two (the parent on a tie: nothing changed)."""
+    metrics = {k: c.metrics() for k, c in scores.items()}
+    f1 = {k: float(m["f1"]) for k, m in metrics.items()}
+    accuracy = {k: float(m["accuracy"]) for k, m in metrics.items()}
+    pixels = scores["refined"].pixels
+    if pixels == 0:
+        raise InputDataError("the held-out annotated blocks hold no labelled pixel to choose a model on")
+    best_other = max(f1["parent"], f1["adapted"])
+    if f1["refined"] >= best_other + min_gain:
+        chosen = "refined"
+    else:
+        chosen = "adapted" if f1["adapted"] > f1["parent"] else "parent"
+    return Verdict(chosen, f1, accuracy, pixels, blocks, min_gain)
