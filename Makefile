@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BASE_STAMP := $(VENV)/.installed-base
 
 .PHONY: setup demo test lint bench lock clean
 
@@ -14,7 +15,13 @@ $(PY):
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test]'
 	$(PY) -m pip check
-	touch $(STAMP)
+	touch $(STAMP) $(BASE_STAMP)
+
+# The demo needs the package only, not the test tools (playwright, mypy, moto, ...).
+$(BASE_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e .
+	$(PY) -m pip check
+	touch $(BASE_STAMP)
 
 # The map page's JavaScript (Leaflet, Leaflet-Geoman) and the API docs page's (Swagger UI) come
 # from the npm registry at build time,
@@ -50,7 +57,7 @@ $(CHROMIUM):
 # (README, "From an open-data event to a JOSM file"): the test scenes as an open-data-shaped
 # STAC catalog (data/demo/stac), segmented from it into runs/demo-maps: mask and probability
 # COGs, squared building outlines, a JOSM file and a STAC item per scene with catalog.json.
-demo: setup
+demo: $(BASE_STAMP)
 	$(PY) jobs/train.py --config configs/demo.yaml
 	$(PY) jobs/compare_depths.py --config configs/demo.yaml --archs prop18 --prefix demo
 	$(PY) jobs/make_catalog.py --scenes data/demo/scenes/test --out data/demo/stac --collection demo-event --rgb 3 2 1

@@ -52,7 +52,7 @@ def main() -> None:
     if args.rgb is not None and min(args.rgb) < 1:
         raise ConfigError(f"--rgb {args.rgb}: band indexes start at 1")
     scenes = expand_uris(args.scenes, settings)
-    check_scene_catalog_destination(args.out, scenes, settings)
+    check_scene_catalog_destination(args.out, scenes, settings, args.collection)
     href = write_scene_catalog(scenes, args.out, settings, args.collection, rgb=args.rgb, when=when)
     count = validate_catalog(href, settings)
     print(f"wrote {href}: {len(scenes)} items in collection {args.collection} ({count} STAC objects, valid)")

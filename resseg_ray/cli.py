@@ -97,14 +97,37 @@ def init_ray() -> None:
     if not verbose():
         opts["logging_level"] = logging.WARNING  # "Connecting to ... cluster", "Started a local ..."
     address = os.environ.get("RAY_ADDRESS")
+    joined = True
     try:
         if address:
             raise ConnectionError  # straight to the address given
         ray.init(address="auto", **opts)
     except (ConnectionError, RuntimeError):
         ray.init(address=address or None, **opts)
+        joined = address not in (None, "", "local")
     quiet_libraries()  # Ray Data's context exists now
+    print(cluster_line(joined), flush=True)
     watch_cluster(ray.get_runtime_context().gcs_address, _local_raylet())
+
+
+def cluster_line(joined: bool) -> str:
+    """One line on the Ray instance this job runs on: joined or started, its address, its CPUs
+    and GPUs and how many are free (another program's instance may hold them all)."""
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    gcs = ray.get_runtime_context().gcs_address
+    how = (
+        f"joined the running Ray instance at {gcs} (RAY_ADDRESS=local runs this job on its own)"
+        if joined
+        else f"started a Ray instance for this job at {gcs}"
+    )
+    amounts = ", ".join(
+        f"{total.get(k, 0):g} {k}s ({free.get(k, 0):g} free)"
+        for k in ("CPU", "GPU")
+        if total.get(k, 0) or k == "CPU"
+    )
+    return f"Ray: {how}: {amounts}"
 
 
 def _local_raylet() -> str | None:

@@ -73,8 +73,9 @@ class StacSection:
     asset: str | None = None
     """Asset key of the raster to take from each item (``--stac-asset``); default the first of
     :data:`STAC_ASSETS` the item has."""
-    max_items: int | None = None
-    """Take at most this many items in all (``--stac-max-items``)."""
+    max_items: int | None = 10_000
+    """Take at most this many items in all (``--stac-max-items``; null: no limit): a bound on
+    what a catalog or search that never ends can make a job read."""
     search: str | None = None
     """A STAC API (its landing page URL) to search (``--stac-search``)."""
     bbox: list[float] | None = None

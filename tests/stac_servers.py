@@ -89,6 +89,7 @@ def _matches(item: dict, bbox: list[float] | None, collections: list[str] | None
 class _Api(SimpleHTTPRequestHandler):
     items: ClassVar[list[dict]] = []
     page = 2
+    loop = False
     requests: ClassVar[list[dict]] = []
 
     def log_message(self, *args: object) -> None:
@@ -161,7 +162,10 @@ class _Api(SimpleHTTPRequestHandler):
         ]
         start = terms["token"]
         links = []
-        if start + self.page < len(hits):
+        if self.loop:  # a broken API whose "next" link always leads back to the first page
+            links.append({"rel": "next", "href": self._base() + "/search", "method": "POST", "merge": True,
+                          "body": {"token": 0}})  # fmt: skip
+        elif start + self.page < len(hits):
             links.append(
                 {
                     "rel": "next",
@@ -175,10 +179,11 @@ class _Api(SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def stac_api(items: list[dict]) -> Iterator[tuple[str, list[dict]]]:
-    """A STAC API serving ``items`` (dicts with absolute asset hrefs), two per page; yields its
-    landing page URL and the list of search requests it answered."""
-    handler = type("Api", (_Api,), {"items": items, "requests": []})
+def stac_api(items: list[dict], loop: bool = False) -> Iterator[tuple[str, list[dict]]]:
+    """A STAC API serving ``items`` (dicts with absolute asset hrefs), two per page (with
+    ``loop``, every page's ``next`` link leads back to the first); yields its landing page URL
+    and the list of search requests it answered."""
+    handler = type("Api", (_Api,), {"items": items, "requests": [], "loop": loop})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -409,6 +409,21 @@ def test_a_failed_prepare_leaves_no_half_prepared_dataset(scene, tmp_path, capsy
     code, err = run("prepare.py", *args, capsys=capsys)
     assert_refused(code, err, "no validation tiles", "64x64 px", "data.val_fraction=0")
     assert _outputs(out) == []
+    # a complete dataset, then a --force rebuild that fails after replacing its label rasters:
+    # the old description goes with them, so training refuses the half-rebuilt dataset
+    ok = (*args[:-1], "data.val_fraction=0", "--set", "data.split_block=728")
+    assert run("prepare.py", *ok, capsys=capsys)[0] == 0
+    assert "dataset.json" in _outputs(out)
+    code, err = run("prepare.py", *args, "--force", capsys=capsys)
+    assert_refused(code, err, "no validation tiles")
+    assert "dataset.json" not in _outputs(out) and "manifest.parquet" in _outputs(out)
+    from resseg_ray.config import load_config
+    from resseg_ray.errors import InputDataError
+    from resseg_ray.geo.storage import StorageSettings
+    from resseg_ray.train.trainer import _load_or_prepare
+
+    with pytest.raises(InputDataError, match="is not a prepared dataset"):
+        _load_or_prepare(load_config(None, [f"train.dataset={out}"]), StorageSettings(), print)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from resseg_ray.geo.storage import (
     join_uri,
     normalize_uri,
     read_bytes,
+    remove_file,
     removed_on_failure,
     scene_stem,
     write_bytes,
@@ -398,6 +399,9 @@ def prepare_dataset(
     # (unless one was complete here before: re-preparing replaces it file by file)
     written = [job[2] for job in train_jobs + test_jobs if job[1] is not None]
     keep = exists(join_uri(out, DATASET_FILE), settings)
+    if keep:  # re-preparing: once a label raster is replaced the old description no longer holds;
+        # without it a half-rebuilt dataset is refused (re-run prepare), never trained on
+        remove_file(join_uri(out, DATASET_FILE), settings)
     with removed_on_failure([] if keep else written, settings), Progress("step", 3) as bar:
         label_results = _run_all(_label_task, train_jobs + test_jobs, dc.loader_num_cpus)
         bar.step(f"label rasters of {len(label_results)} scenes")

@@ -15,7 +15,6 @@ Documents are read through :mod:`resseg_ray.geo.storage` (so ``storage.endpoint_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ from resseg_ray.geo.storage import (
     unique_stems,
     write_bytes,
 )
+from resseg_ray.jsondoc import load_json
 
 __all__ = ["SceneInputs", "StorageStacIO", "is_stac_uri", "item_raster", "resolve_scenes"]
 
@@ -79,6 +79,8 @@ class SceneInputs:
     """Scene URI -> the key of the item's asset it is."""
     skipped: list[str] = field(default_factory=list)
     """What was listed but not taken, and why (for the job to print)."""
+    listed: int = 0
+    """STAC items read (taken or not)."""
     _keys: set[str] = field(default_factory=set, repr=False)
 
     def add(self, uri: str, item: pystac.Item | None = None, asset: str | None = None) -> bool:
@@ -124,8 +126,15 @@ def resolve_scenes(patterns: Sequence[str], settings: StorageSettings, stac: Sta
         from_stac.append(stac.search)
         _add_items(out, _search_items(stac, out), stac, budget, stac.search)
     if from_stac and not out.items and not out.uris:
-        wanted = f"asset {stac.asset!r}" if stac.asset else "an asset " + " / ".join(STAC_ASSETS)
         why = "; ".join(out.skipped[:3]) or "it lists no items"
+        if not out.listed:  # nothing found at all: the asset is not the question
+            advice = (
+                "widen the search (--bbox, --datetime, --collections)"
+                if stac.search is not None
+                else "check that the catalog lists items"
+            )
+            raise InputDataError(f"no scene in {', '.join(from_stac)}: no STAC item found ({why}); {advice}")
+        wanted = f"asset {stac.asset!r}" if stac.asset else "an asset " + " / ".join(STAC_ASSETS)
         raise InputDataError(
             f"no scene in {', '.join(from_stac)}: no item holds {wanted} that is a raster ({why}); "
             "choose the asset with --stac-asset"
@@ -137,6 +146,7 @@ def _add_items(
     out: SceneInputs, items: Iterator[pystac.Item], stac: StacSection, budget: list[int], source: str
 ) -> None:
     for item in items:
+        out.listed += 1
         if budget[0] == 0:
             out.skipped.append(
                 f"{source}: more items than --stac-max-items {stac.max_items}; the rest not read"
@@ -189,10 +199,7 @@ def _document_items(uri: str, settings: StorageSettings, out: SceneInputs) -> It
     """The items of a STAC item, item collection, collection or catalog document."""
     io = StorageStacIO(settings)
     href = uri if is_s3(uri) or is_http(uri) else normalize_uri(uri)
-    try:
-        doc = json.loads(io.read_text(href))
-    except json.JSONDecodeError as exc:
-        raise InputDataError(f"{uri} is not a STAC JSON document: {exc}") from None
+    doc = load_json(io.read_text(href), f"{uri} (a STAC document)")
     if not isinstance(doc, dict):
         raise InputDataError(f"{uri} is not a STAC document (a JSON object with a type)")
     kind = doc.get("type")
@@ -225,10 +232,18 @@ def _absolutize(item: pystac.Item, base: str) -> None:
         asset.href = make_absolute_href(asset.href, base)
 
 
-def _walk(catalog: pystac.Catalog, out: SceneInputs, seen: set[str]) -> Iterator[pystac.Item]:
-    """Items of a catalog and its children, depth first; unreadable links reported, skipped."""
+MAX_DEPTH = 32
+"""Child catalogs followed at most this deep (the open-data catalogs nest 2 or 3 levels)."""
+
+
+def _walk(catalog: pystac.Catalog, out: SceneInputs, seen: set[str], depth: int = 0) -> Iterator[pystac.Item]:
+    """Items of a catalog and its children, depth first; unreadable links reported, skipped;
+    children deeper than :data:`MAX_DEPTH` reported, not followed."""
     here = catalog.get_self_href() or catalog.id
     if here in seen:
+        return
+    if depth > MAX_DEPTH:
+        out.skipped.append(f"{here} nests catalogs more than {MAX_DEPTH} levels deep; not followed")
         return
     seen.add(here)
     root = catalog.get_root() or catalog
@@ -239,7 +254,7 @@ def _walk(catalog: pystac.Catalog, out: SceneInputs, seen: set[str]) -> Iterator
     for link in catalog.get_links(pystac.RelType.CHILD):
         target = _resolve(link, root, here, out)
         if isinstance(target, pystac.Catalog):
-            yield from _walk(target, out, seen)
+            yield from _walk(target, out, seen, depth + 1)
 
 
 def _resolve(
@@ -275,9 +290,21 @@ def _search_items(stac: StacSection, out: SceneInputs) -> Iterator[pystac.Item]:
             max_items=stac.max_items,
         )
         found = False
-        for item in search.items():
-            found = True
-            yield item
+        pages: set[tuple[str, ...]] = set()
+        count = 0
+        for page in search.pages():
+            ids = tuple(item.id for item in page.items)
+            if ids in pages:  # a "next" link that leads back: paged forever otherwise
+                out.skipped.append(
+                    f"the search of {stac.search} returned the same page of {len(ids)} items twice (its "
+                    f"'next' link loops); stopped after {count} items"
+                )
+                break
+            pages.add(ids)
+            for item in page.items:
+                found = True
+                count += 1
+                yield item
     except APIError as exc:
         raise InputDataError(f"STAC API {stac.search} refused the search: {str(exc)[:300]}") from None
     except (OSError, ValueError) as exc:

@@ -221,17 +221,41 @@ def read_stac_json(uri: str, settings: StorageSettings) -> dict[str, Any] | None
 
 
 def check_scene_catalog_destination(
-    out_dir: str, scene_uris: Sequence[str], settings: StorageSettings
+    out_dir: str, scene_uris: Sequence[str], settings: StorageSettings, collection_id: str = "event"
 ) -> None:
-    """Before any work: ``out_dir`` can be written, holds none of the scenes, and its
-    ``catalog.json``, if any, is one :func:`write_scene_catalog` wrote (a re-run replaces it)."""
+    """Before any work: ``out_dir`` can be written, holds none of the scenes, its
+    ``catalog.json``, if any, is one :func:`write_scene_catalog` wrote (a re-run replaces it),
+    and no file the catalog would write (collection, items, assets) is one the user has: such
+    files are replaced only when that catalog of ours lists the collection."""
     check_writable(out_dir, settings, "--out")
     out = normalize_uri(out_dir).rstrip("/")
     if any(normalize_uri(s).startswith(out + "/") for s in scene_uris):
         raise ConfigError(f"--out {out_dir} holds the scenes; write the catalog to another folder")
     catalog = join_uri(out_dir, "catalog.json")
-    if exists(catalog, settings) and (read_stac_json(catalog, settings) or {}).get("id") != SCENES_CATALOG_ID:
+    there = exists(catalog, settings)
+    doc = read_stac_json(catalog, settings) if there else None
+    if there and (doc is None or doc.get("id") != SCENES_CATALOG_ID):
         raise ConfigError(f"{catalog} exists and was not written by this job: choose another --out")
+    ours = doc is not None and any(
+        link.get("rel") == "child"
+        and str(link.get("href", "")).strip("./") == f"{collection_id}/collection.json"
+        for link in doc.get("links", [])
+        if isinstance(link, dict)
+    )
+    if ours:
+        return
+    targets = [join_uri(out_dir, collection_id, "collection.json")]
+    for uri in scene_uris:
+        stem = scene_stem(uri)
+        folder = join_uri(out_dir, collection_id, stem)
+        targets += [join_uri(folder, f"{stem}{end}") for end in (".json", "-analytic.tif", "-visual.tif")]
+    for target in targets:
+        if exists(target, settings):
+            raise ConfigError(
+                f"{target} exists and was not written by this job (no catalog of ours lists "
+                f"{collection_id!r}): move it away, or choose another --out or --collection (nothing was "
+                "written)"
+            )
 
 
 def write_scene_catalog(

@@ -362,13 +362,28 @@ def read_bytes(uri: str, settings: StorageSettings) -> bytes:
 
 
 def _http_get(url: str) -> bytes:
-    """GET a small file, with a deadline and a size limit; errors name the URL."""
+    """GET a small file, with a deadline for the whole document (a server that trickles it a
+    byte at a time is abandoned too) and a size limit; errors name the URL."""
+    import time
     import urllib.error
     import urllib.request
 
+    deadline = time.monotonic() + HTTP_TIMEOUT_S
+    chunks: list[bytes] = []
+    size = 0
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
-            data = resp.read(MAX_HTTP_BYTES + 1)
+            while size <= MAX_HTTP_BYTES:
+                if time.monotonic() > deadline:
+                    raise InputDataError(
+                        f"{url} did not arrive within {HTTP_TIMEOUT_S:g} s ({size} bytes so far); not read"
+                    )
+                chunk = resp.read1(min(2**20, MAX_HTTP_BYTES + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        data = b"".join(chunks)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise InputDataError(f"{url} does not exist (HTTP 404)") from None

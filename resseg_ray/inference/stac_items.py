@@ -24,7 +24,7 @@ from resseg_ray.config import PredictSection
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.stac import SceneInputs, StorageStacIO
 from resseg_ray.geo.stac_write import add_raster_asset, raster_item, read_stac_json, validate_catalog
-from resseg_ray.geo.storage import StorageSettings, exists, join_uri
+from resseg_ray.geo.storage import StorageSettings, exists, join_uri, normalize_uri
 from resseg_ray.inference.outputs import PROB_SCALE, OutputOptions, output_uris
 from resseg_ray.models.bundle import BundleInfo
 
@@ -205,9 +205,12 @@ def write_run_catalog(
     if exists(href, settings):  # earlier runs' items, kept while their files are there
         try:
             old = pystac.Catalog.from_file(href, stac_io=io)
+            inside = normalize_uri(out_dir).rstrip("/") + "/"
             for link in old.get_links(pystac.RelType.ITEM):
                 target = link.get_absolute_href()
-                if target and exists(target, settings):
+                # only items of this folder: the catalog is rewritten with its items, and a
+                # file elsewhere (a catalog.json edited to list one) is never touched
+                if target and normalize_uri(target).startswith(inside) and exists(target, settings):
                     item = pystac.Item.from_file(target, stac_io=io)
                     if all(exists(a.get_absolute_href() or "", settings) for a in item.assets.values()):
                         items[item.id] = item

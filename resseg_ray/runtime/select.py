@@ -183,12 +183,41 @@ class EngineFactory:
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="resseg-graph-")
             path = os.path.join(self._tmp.name, "model.onnx")
-        if not os.path.exists(path):
+        if not (self.cache and _cached_graph_ok(path, self.digest)):
             m = net.size_multiple
             graph = ProbabilityGraph(cast(SegmentationNet, fold_batchnorm(net)))
             export_onnx(graph, path, (1, net.spec.in_bands, 2 * m, 2 * m), dynamic_sides=True)
+            if self.cache:
+                _write_text_atomic(path + ".sha256", f"{_file_sha256(path)} {self.digest}\n")
         self._graph = path
         return path
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cached_graph_ok(path: str, digest: str) -> bool:
+    """Whether the cached graph at ``path`` is whole and this network's: its content matches the
+    digest written beside it when it was exported, for this network. A graph swapped for
+    another network's, truncated, or without its digest is exported again."""
+    try:
+        with open(path + ".sha256", encoding="utf-8") as f:
+            content, network = f.read().split()
+        return network == digest and _file_sha256(path) == content
+    except (OSError, ValueError):
+        return False
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".digest-", dir=os.path.dirname(path))
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _timing(engine: Engine, x: np.ndarray, repeats: int = 2) -> float:

@@ -47,8 +47,22 @@ def _rings(geometry: dict[str, Any]) -> list[list[Any]]:
     if kind == "Polygon" and isinstance(coords, list):
         return coords
     if kind == "MultiPolygon" and isinstance(coords, list):
-        return [ring for poly in coords if isinstance(poly, list) for ring in poly]
+        if not all(isinstance(poly, list) for poly in coords):
+            raise InputDataError("a MultiPolygon's coordinates must be a list of polygons (lists of rings)")
+        return [ring for poly in coords for ring in poly]
     raise InputDataError(f"geometry type {kind!r}: areas and buildings are Polygons or MultiPolygons")
+
+
+def _positions_2d(geometry: dict[str, Any]) -> dict[str, Any]:
+    """A checked (Multi)Polygon with every position as ``[longitude, latitude]`` floats."""
+
+    def ring(r: list[Any]) -> list[list[float]]:
+        return [[float(p[0]), float(p[1])] for p in r]
+
+    coords = geometry["coordinates"]
+    if geometry["type"] == "Polygon":
+        return {"type": "Polygon", "coordinates": [ring(r) for r in coords]}
+    return {"type": "MultiPolygon", "coordinates": [[ring(r) for r in poly] for poly in coords]}
 
 
 def validate_annotations(
@@ -92,11 +106,19 @@ def validate_annotations(
                 raise InputDataError(f"{where}: a ring needs at least 4 positions (closed)")
             for p in ring:
                 if not (
-                    isinstance(p, list) and len(p) >= 2 and all(isinstance(v, int | float) for v in p[:2])
+                    isinstance(p, list)
+                    and len(p) in (2, 3)
+                    and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p)
                 ):
-                    raise InputDataError(f"{where}: positions must be [longitude, latitude] numbers")
-                x, y = float(p[0]), float(p[1])
-                if not (math.isfinite(x) and math.isfinite(y)):
+                    raise InputDataError(
+                        f"{where}: positions must be [longitude, latitude] (or with a height) numbers"
+                    )
+                try:
+                    x, y = float(p[0]), float(p[1])
+                    height = float(p[2]) if len(p) == 3 else 0.0
+                except OverflowError:  # an integer beyond any float (10**400)
+                    raise InputDataError(f"{where}: coordinates must be finite numbers") from None
+                if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(height)):
                     raise InputDataError(f"{where}: coordinates must be finite numbers")
                 if not (w - tol <= x <= e + tol and s - tol <= y <= n + tol):
                     raise InputDataError(
@@ -106,7 +128,8 @@ def validate_annotations(
             count += len(ring)
         if count > limits.max_vertices:
             raise InputDataError(f"{where}: {count} vertices, at most {limits.max_vertices} per polygon")
-        geom = shape(f["geometry"])
+        flat = _positions_2d(f["geometry"])  # heights dropped: the map is 2D
+        geom = shape(flat)
         if geom.is_empty or not geom.is_valid or geom.area == 0:
             raise InputDataError(f"{where}: the polygon is empty or self-intersecting; redraw it")
         keep: dict[str, Any] = {"kind": kind, "id": i}
@@ -119,7 +142,7 @@ def validate_annotations(
             ):
                 keep[key] = value
         (areas if kind == "area" else buildings).append((i, geom))
-        out.append({"type": "Feature", "properties": keep, "geometry": f["geometry"]})
+        out.append({"type": "Feature", "properties": keep, "geometry": flat})
     if buildings and not areas:
         raise InputDataError(
             "buildings were given without an annotated area: draw the area they lie in first"

@@ -41,11 +41,12 @@ from resseg_ray.config import PredictSection, ServeSection, StacSection, Storage
 from resseg_ray.errors import ConfigError, InputDataError, ResSegError, failure_message
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.stac import SceneInputs, item_raster
-from resseg_ray.geo.storage import StorageSettings, gdal_env, read_bytes, scene_stem
+from resseg_ray.geo.storage import StorageSettings, gdal_env, read_bytes, scene_stem, workdir
 from resseg_ray.inference.batch import predict_scene
 from resseg_ray.inference.outputs import output_options, output_uris
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.stac_items import ModelProvenance, write_run_catalog
+from resseg_ray.jsondoc import load_json
 from resseg_ray.models.bundle import BundleInfo
 from resseg_ray.serving.annotations import AnnotationStore, validate_annotations
 from resseg_ray.serving.export import EXPORT_FORMATS, export_buildings
@@ -63,7 +64,14 @@ from resseg_ray.serving.refinements import (
 )
 from resseg_ray.serving.scenes import SCENE_ID, MapScene, buildings_wgs84, load_map_scenes
 from resseg_ray.serving.tiles import LAYERS, MAX_ZOOM, TileOutside, render_tile
-from resseg_ray.serving.uploads import UploadStore, scene_id_for, to_cog
+from resseg_ray.serving.uploads import (
+    PRIVATE_ROOTS,
+    SlotsFull,
+    UploadStore,
+    scene_id_for,
+    to_cog,
+    without_paths,
+)
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 """The map page and its JavaScript (``vendor/``: Leaflet from the npm registry, built by make)."""
@@ -80,6 +88,14 @@ api = FastAPI(
     ),
 )
 api.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+
+
+@api.exception_handler(HTTPException)
+async def _without_server_paths(request: Request, exc: HTTPException) -> JSONResponse:
+    """Every error answer as FastAPI gives it, its server paths replaced by file names."""
+    detail = without_paths(exc.detail) if isinstance(exc.detail, str) else exc.detail
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
 
 MEDIA = {"mask": "image/tiff", "prob": "image/tiff", "geojson": "application/geo+json"}
 _SEGMENT = re.compile(r"[A-Za-z0-9!_.*'()=+,;@&$ -]+")
@@ -140,6 +156,14 @@ REFINE = {
 def busy(detail: str) -> JSONResponse:
     """A 503 answer asking to retry in a second."""
     return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+
+def _tile_numbers(z: str, x: str, y: str) -> tuple[int, int, int]:
+    """A tile's zoom, column and row from its path; not whole numbers: 400."""
+    try:
+        return int(z), int(x), int(y)
+    except ValueError:
+        raise HTTPException(400, f"tile {z}/{x}/{y} does not exist: z, x and y are whole numbers") from None
 
 
 class Overloaded(Exception):
@@ -310,6 +334,10 @@ class SegmentAPI:
         """Handles of the refinement actors this replica started (kept while they run)."""
         self._ended: dict[tuple[str, str], dict] = {}
         self.uploads = UploadStore(self.cfg.scenes_dir)
+        PRIVATE_ROOTS.update(
+            os.path.abspath(d)
+            for d in (workdir(), self.cfg.scenes_dir, self.cfg.annotations_dir, self.cfg.refine_dir)
+        )
         for scene_id in self.uploads.ids():  # scenes added before a restart
             if scene_id not in self.scenes:
                 self._added_scene(scene_id)
@@ -439,12 +467,25 @@ class SegmentAPI:
                 400,
                 f"name={name!r}: 1-128 letters, digits, '_', '.' or '-', starting with one of the first two",
             )
-        if len(self.uploads.ids()) >= self.cfg.max_added_scenes:
+        try:  # a place is held from before the body is read until the scene is claimed
+            with self.uploads.slot(self.cfg.max_added_scenes, self.cfg.body_timeout_s + 600):
+                scene_id, source, incoming, info = await self._receive_scene(request, name)
+        except SlotsFull as full:
             raise HTTPException(
                 403,
-                f"the service holds {self.cfg.max_added_scenes} added scenes (serve.max_added_scenes); "
-                "remove some (DELETE /v1/scenes/{id}) first",
-            )
+                f"the service holds {self.cfg.max_added_scenes} added scenes (serve.max_added_scenes: "
+                f"{full}); remove some (DELETE /v1/scenes/{{id}}) first",
+            ) from None
+        task = asyncio.create_task(self._add(scene_id, source, incoming, info))
+        self._adding.add(task)
+        task.add_done_callback(self._adding.discard)
+        return JSONResponse(self.uploads.load(scene_id), status_code=202)
+
+    async def _receive_scene(
+        self, request: Request, name: str | None
+    ) -> tuple[str, str, str | None, BundleInfo]:
+        """Read and check an added scene's image and claim its id: (id, image, the uploaded
+        file to remove once kept, the model's metadata)."""
         uri, body = await self._image_request(request)
         info = await self._bundle_info()
         incoming = None
@@ -469,10 +510,7 @@ class SegmentAPI:
             if incoming is not None:
                 os.unlink(incoming)
             raise
-        task = asyncio.create_task(self._add(scene_id, source, incoming, info))
-        self._adding.add(task)
-        task.add_done_callback(self._adding.discard)
-        return JSONResponse(self.uploads.load(scene_id), status_code=202)
+        return scene_id, source, incoming, info
 
     async def _add(self, scene_id: str, source: str, incoming: str | None, info: BundleInfo) -> None:
         """Keep the image as a COG and segment it, holding one of the ingress's image slots."""
@@ -554,19 +592,21 @@ class SegmentAPI:
         self,
         scene_id: str,
         layer: str,
-        z: int,
-        x: int,
-        y: int,
+        z: str,
+        x: str,
+        y: str,
         bands: str | None = None,
         map: str | None = None,
     ) -> Response:
         """A 256 px web-mercator PNG of ``imagery`` (``bands=R,G,B``, 1-based; default true
         colour), ``probability`` or ``mask`` (of the served model, or with ``map=r<N>`` of a
-        refinement's model); 204 where the tile misses the scene."""
+        refinement's model); 204 where the tile misses the scene; 400 for a tile that does not
+        exist (``z``, ``x``, ``y`` whole numbers, zoom 0-24)."""
         scene = self._scene(scene_id, map)
         if layer not in LAYERS:
             raise HTTPException(404, f"no layer {layer!r}; layers: {', '.join(LAYERS)}")
-        if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):
+        tile = _tile_numbers(z, x, y)  # a 400 (documented), not FastAPI's 422 for a bad int
+        if not (0 <= tile[0] <= MAX_ZOOM and 0 <= tile[1] < 2 ** tile[0] and 0 <= tile[2] < 2 ** tile[0]):
             raise HTTPException(
                 400, f"tile {z}/{x}/{y} does not exist (zoom 0-{MAX_ZOOM}, x and y below 2^z)"
             )
@@ -582,7 +622,7 @@ class SegmentAPI:
                     f"bands={bands!r}: give three band indexes from 1 to {len(scene.band_names)}, e.g. 3,2,1",
                 )
         try:
-            png = await asyncio.to_thread(render_tile, scene, layer, z, x, y, self.settings, rgb)
+            png = await asyncio.to_thread(render_tile, scene, layer, *tile, self.settings, rgb)
         except TileOutside:
             return Response(status_code=204)
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=60"})
@@ -629,9 +669,9 @@ class SegmentAPI:
         limit = int(self.cfg.max_annotation_mb * 1024 * 1024)
         body = await read_body(request, limit, self.cfg.body_idle_timeout_s, self.cfg.body_timeout_s)
         try:
-            doc = json.loads(body)
-        except ValueError:
-            raise HTTPException(400, "the annotations are not valid JSON") from None
+            doc = load_json(body, "the annotations")
+        except InputDataError as exc:
+            raise HTTPException(400, str(exc)) from None
         try:
             clean = validate_annotations(doc, scene.bounds)
         except InputDataError as exc:
@@ -700,7 +740,8 @@ class SegmentAPI:
         scene = self._scene(scene_id)
         body = await read_body(request, 64 * 1024, self.cfg.body_idle_timeout_s, self.cfg.body_timeout_s)
         try:
-            ask = parse_refine_request(json.loads(body) if body.strip() else {}, self.cfg.max_refine_epochs)
+            doc = load_json(body, "the request body") if body.strip() else {}
+            ask = parse_refine_request(doc, self.cfg.max_refine_epochs)
         except (ValueError, InputDataError) as exc:  # a bad field, or not JSON
             raise HTTPException(400, f"refinement request: {exc}") from None
         version, annotations = await asyncio.to_thread(self.annotations.load, scene_id)
@@ -817,6 +858,10 @@ class SegmentAPI:
     @api.post("/v1/segment", openapi_extra=_body("image", "json", json_schema=IMAGE_REF))
     async def segment(self, request: Request, format: Literal["mask", "prob", "geojson"] = "mask"):
         """Segment a GeoTIFF (raw body or multipart file) or JSON ``{"uri": "s3://..."}``."""
+        start = time.perf_counter()
+        # the body first, under its own deadlines (serve.body_idle_timeout_s, body_timeout_s):
+        # an image slot is held only while an image is segmented, never while a body trickles in
+        image = await self._image_request(request)
         if self._slots is None:  # made in the replica's own event loop
             self._slots = asyncio.Semaphore(self.cfg.ingress_max_ongoing_requests)
         if self._slots.locked() and self._waiting >= self.cfg.ingress_max_queued_requests:
@@ -827,7 +872,7 @@ class SegmentAPI:
         finally:
             self._waiting -= 1
         try:
-            return await self._segment_request(request, format)
+            return await self._segment_request(image, format, start)
         finally:
             self._slots.release()
 
@@ -840,9 +885,9 @@ class SegmentAPI:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
             try:
-                doc = json.loads(body)
-            except ValueError:
-                raise HTTPException(400, "the JSON body is not valid JSON") from None
+                doc = load_json(body, "the JSON body")
+            except InputDataError as exc:
+                raise HTTPException(400, str(exc)) from None
             if not isinstance(doc, dict):
                 raise HTTPException(400, 'the JSON body must be {"uri": "s3://bucket/key.tif"}')
             return await asyncio.to_thread(request_scene, doc, self.cfg.allowed_prefixes, self.settings), b""
@@ -852,9 +897,8 @@ class SegmentAPI:
             raise HTTPException(400, "empty body: send a GeoTIFF")
         return None, body
 
-    async def _segment_request(self, request: Request, format: str) -> Response:
-        start = time.perf_counter()
-        named, body = await self._image_request(request)
+    async def _segment_request(self, image: tuple[str | None, bytes], format: str, start: float) -> Response:
+        named, body = image
         info = await self._bundle_info()
         with tempfile.TemporaryDirectory(prefix="resseg-serve-") as tmp:
             if named is not None:

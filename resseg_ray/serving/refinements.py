@@ -226,20 +226,11 @@ def _changed_fraction(before: str, after: str, settings: Any) -> float:
 
 
 def cpu_shortage(cfg: Any) -> str | None:
-    """Why the refinement's training may not start at once: the CPUs its workers and loaders
-    reserve (``scaling``, ``data.loader_num_cpus``) against those free in the Ray cluster now
-    (the service's replicas hold theirs); None when they fit."""
-    import ray
+    """Why the refinement's training may not start at once (the service's replicas hold CPUs
+    of the Ray instance); None when what it reserves is free."""
+    from resseg_ray.train.resources import shortage
 
-    need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + cfg.data.loader_num_cpus
-    free = ray.available_resources().get("CPU", 0.0)
-    if free + 1e-9 >= need:
-        return None
-    return (
-        f"waiting for CPUs: the training reserves {need:g} (scaling.num_workers x scaling.cpus_per_worker "
-        f"+ data.loader_num_cpus of serve.refine_config) and {free:g} are free in the Ray cluster; an "
-        "autoscaler adds nodes, or lower those reservations (the torch threads stay scaling.torch_threads)"
-    )
+    return shortage(cfg, "of serve.refine_config")
 
 
 def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -13,16 +13,21 @@ what was made but the record that says why.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
 import os
 import re
 import shutil
+import tempfile
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from resseg_ray.geo.storage import StorageSettings, write_bytes
 
-__all__ = ["UploadStore", "scene_id_for", "to_cog"]
+__all__ = ["PRIVATE_ROOTS", "SlotsFull", "UploadStore", "scene_id_for", "to_cog", "without_paths"]
 
 STALE_AFTER_S = 3600.0
 """A scene still segmenting this long after it was added, with no worker on it: failed."""
@@ -40,6 +45,27 @@ def scene_id_for(name: str | None, source: str | None) -> str:
     stem = os.path.splitext(os.path.basename(source or ""))[0]
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-._")[:64]
     return stem or "upload-" + _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+
+
+PRIVATE_ROOTS: set[str] = {tempfile.gettempdir()}
+"""Server folders whose paths never reach a client (the service adds its working, scenes,
+annotations and refinement folders when it starts)."""
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every path under :data:`PRIVATE_ROOTS` replaced by its file name: what a
+    client is told names its scene and files, never where the server keeps them."""
+    for root in sorted(PRIVATE_ROOTS, key=len, reverse=True):
+        text = re.sub(re.escape(root.rstrip("/")) + r"/[^\s'\"]*?([^/\s'\"]+)(?=$|[\s'\",;:)])", r"\1", text)
+    return text
+
+
+class SlotsFull(Exception):
+    """Every place for an added scene is taken (scenes kept, and scenes being added)."""
+
+    def __init__(self, kept: int, adding: int) -> None:
+        super().__init__(f"{kept} scenes kept and {adding} being added")
+        self.kept, self.adding = kept, adding
 
 
 class UploadStore:
@@ -71,6 +97,34 @@ class UploadStore:
         except FileNotFoundError:
             return []
         return [n for n in names if os.path.isfile(os.path.join(self.folder, n, "scene.json"))]
+
+    @contextlib.contextmanager
+    def slot(self, limit: int, stale_s: float) -> Iterator[None]:
+        """Hold one of ``limit`` places for a scene being added, from before its body is read
+        until it is claimed or refused: scenes plus places held never exceed ``limit``, however
+        many requests arrive at once (on every ingress replica: a file lock and one reservation
+        file each; one left by a crash counts for ``stale_s`` seconds). SlotsFull when none is free."""
+        os.makedirs(self.folder, exist_ok=True)
+        with open(os.path.join(self.folder, ".slots.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                now = time.time()
+                held = [
+                    e.path
+                    for e in os.scandir(self.folder)
+                    if e.name.startswith(".slot-") and now - e.stat().st_mtime < stale_s
+                ]
+                if len(self.ids()) + len(held) >= limit:
+                    raise SlotsFull(len(self.ids()), len(held))
+                fd, mine = tempfile.mkstemp(dir=self.folder, prefix=".slot-")
+                os.close(fd)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(mine)
 
     def claim(self, scene_id: str, record: dict[str, Any]) -> None:
         """Claim ``scene_id`` (FileExistsError when it is taken) and write its first record."""
@@ -104,7 +158,7 @@ class UploadStore:
             if name != "scene.json":
                 path = os.path.join(folder, name)
                 shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
-        self.write(scene_id, {**record, "state": "failed", "finished": _now(), "error": error})
+        self.write(scene_id, {**record, "state": "failed", "finished": _now(), "error": without_paths(error)})
 
     def remove(self, scene_id: str) -> None:
         """Remove an added scene and everything it made."""

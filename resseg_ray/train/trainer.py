@@ -44,6 +44,7 @@ from resseg_ray.geo.storage import (
 )
 from resseg_ray.progress import without_lines
 from resseg_ray.train import tracking
+from resseg_ray.train.resources import wait_for_resources
 from resseg_ray.train.state import BEST_FILES, PROGRESS_FILE, Progress, read_progress
 
 BUNDLE_NAME = "model.resseg.safetensors"
@@ -267,6 +268,7 @@ def run_training(
     plan = plan_training(cfg, log)
     cfg, desc = plan.cfg, plan.desc
     _warn_resources(cfg)
+    wait_for_resources(cfg, log)  # says what it waits for when the instance is busy
     limits = {"train": cfg.train.train_tiles_per_epoch, "val": cfg.train.val_tiles}
     norm = None
     if start_from is not None and start_from.norm_mean is not None:

@@ -126,6 +126,10 @@ def test_a_stac_api_search_through_pystac_client(event_catalog) -> None:
                 resolve_scenes([], LOCAL, StacSection(search=url, datetime="2020-01-01/2020-12-31"))
             with pytest.raises(InputDataError, match=r"returned no item"):
                 resolve_scenes([], LOCAL, StacSection(search=url, collections=["another-event"]))
+        with stac_api(items, loop=True) as (url, requests):  # "next" leads back to the first page
+            looped = resolve_scenes([], LOCAL, StacSection(search=url))
+            assert len(looped.uris) == 2 and len(requests) == 2
+            assert "returned the same page of 2 items twice" in _skips(looped)
 
 
 def test_catalogs_that_give_no_scene_are_refused(event_catalog, tmp_path) -> None:
@@ -193,3 +197,64 @@ def test_make_catalog_job(tmp_path, capsys) -> None:
     refused = run_here("make_catalog.py", "--scenes", raw, "--out", str(tmp_path / "mine"), capsys=capsys)
     assert refused.returncode == 2 and "was not written by this job" in refused.stderr
     assert (tmp_path / "mine" / "catalog.json").read_text() == '{"id": "mine"}'
+    # the user's own collection and items under the names the catalog would write: refused
+    # (no catalog of ours lists the collection), every file as it was
+    for folder, files in (
+        ("own-collection", {"event/collection.json": '{"id": "theirs"}'}),
+        ("own-item", {"event/scene_0/scene_0.json": '{"id": "theirs"}'}),
+        ("own-asset", {"event/scene_1/scene_1-analytic.tif": "not ours"}),
+    ):
+        for name, text in files.items():
+            (tmp_path / folder / name).parent.mkdir(parents=True)
+            (tmp_path / folder / name).write_text(text)
+        proc = run_here("make_catalog.py", "--scenes", raw, "--out", str(tmp_path / folder), capsys=capsys)
+        assert proc.returncode == 2 and "exists and was not written by this job" in proc.stderr, proc.stderr
+        assert sorted(
+            str(p.relative_to(tmp_path / folder)) for p in (tmp_path / folder).rglob("*") if p.is_file()
+        ) == list(files)
+        assert all((tmp_path / folder / n).read_text() == t for n, t in files.items())
+
+
+def test_catalogs_that_never_end_are_cut_short(tmp_path, monkeypatch) -> None:
+    """Children nested without end stop at MAX_DEPTH with a line saying so (not at Python's
+    recursion limit); a document trickled a byte at a time is abandoned at the deadline."""
+    import http.server
+    import threading
+    import time
+
+    from resseg_ray.geo import stac, storage
+
+    for depth in range(40):  # catalog d0 -> d1 -> ... -> d39
+        doc = {"type": "Catalog", "id": f"d{depth}", "stac_version": "1.1.0", "description": "x",
+               "links": [{"rel": "root", "href": "./d0.json", "type": "application/json"}]}  # fmt: skip
+        if depth < 39:
+            doc["links"].append({"rel": "child", "href": f"./d{depth + 1}.json", "type": "application/json"})
+        (tmp_path / f"d{depth}.json").write_text(json.dumps(doc))
+    with pytest.raises(InputDataError, match="no scene in") as e:
+        resolve_scenes([str(tmp_path / "d0.json")], LOCAL, StacSection())
+    assert f"nests catalogs more than {stac.MAX_DEPTH} levels deep" in str(e.value)
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(1000):  # a byte every 0.1 s: each read is on time, the whole never is
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.1)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(storage, "HTTP_TIMEOUT_S", 1.0)
+    try:
+        with pytest.raises(InputDataError, match=r"did not arrive within 1 s"):
+            storage.read_bytes(f"http://127.0.0.1:{server.server_address[1]}/catalog.json", LOCAL)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -101,6 +101,8 @@ def test_an_empty_search_or_a_catalog_without_the_asset_stops_the_job(
         and "returned no item" in proc.stderr
         and "bbox [14.0, 45.0, 15.0, 46.0]" in proc.stderr
     )
+    assert "widen the search (--bbox, --datetime, --collections)" in proc.stderr
+    assert "--stac-asset" not in proc.stderr  # the asset is not what was wrong
     assert not (tmp_path / "a").exists()
     proc = run_here("predict.py", *common, "--scenes", str(stac / "catalog.json"), "--stac-asset", "pan",
                     "--out", str(tmp_path / "b"), capsys=capsys)  # fmt: skip
@@ -171,3 +173,28 @@ def test_an_event_catalog_cut_into_quadkey_folders_maps_in_one_run(
     assert sorted(p.name for p in files.glob("*_mask.tif")) == [
         f"10300100E1E84500-visual_{qk}_mask.tif" for qk in quadkeys
     ]
+
+
+def test_a_catalog_listing_an_item_outside_out_never_touches_it(catalog_and_model, tmp_path, capsys) -> None:
+    """A catalog.json of ours in --out, edited to list an item elsewhere: predict leaves that
+    file as it was and writes a catalog of the items under --out only."""
+    stac, model = catalog_and_model
+    out = tmp_path / "maps"
+    args = ("--model", model, "--scenes", str(stac / "catalog.json"), "--out", str(out),
+            "--window", "64", "--overlap", "16", "--device", "cpu")  # fmt: skip
+    assert run_here("predict.py", *args, capsys=capsys).returncode == 0
+    outside = tmp_path / "elsewhere" / "x_item.json"
+    outside.parent.mkdir()
+    outside.write_bytes((out / "s0-analytic_item.json").read_bytes())
+    before = outside.read_bytes()
+    doc = json.loads((out / "catalog.json").read_text())
+    doc["links"].append({"rel": "item", "href": str(outside), "type": "application/json"})
+    (out / "catalog.json").write_text(json.dumps(doc))
+    again = run_here("predict.py", *args, "--overwrite", capsys=capsys)
+    assert again.returncode == 0, again.stderr
+    assert outside.read_bytes() == before
+    items = {
+        Path(i.get_self_href()).parent
+        for i in pystac.Catalog.from_file(str(out / "catalog.json")).get_items()
+    }
+    assert items == {out}

@@ -60,8 +60,34 @@ def test_graph_runtimes_give_torchs_output_on_any_window_size(arch, runtime, cac
         assert got.shape == want.shape == (shape[0], 2, *shape[2:])
         assert np.abs(got - want).max() < 1e-4
     assert engine.describe()["runtime"] == runtime and engine.describe()["precision"] == "fp32"
-    # one graph per network, cached by its weights' digest
-    assert len(os.listdir(os.path.join(cache, "graphs"))) == 1
+    # one graph per network, cached by its weights' digest, with the digest of its content
+    graphs = os.path.join(cache, "graphs")
+    assert sorted(os.path.splitext(f)[1] for f in os.listdir(graphs)) == [".onnx", ".sha256"]
+
+
+def test_a_cached_graph_swapped_or_truncated_is_rebuilt(cache) -> None:
+    """A graph in the cache that is another network's (swapped under this one's name) or cut
+    short is not used: it is exported again, and the engine gives this network's output."""
+    import shutil
+
+    torch.manual_seed(0)
+    a, b = build_model("prop18", in_bands=3), build_model("prop18", in_bands=3)
+    x = _windows((1, 3, 64, 64))
+    for net in (a, b):
+        EngineFactory(net, CPU).build(Choice("onnxruntime", "fp32")).forward(x)
+    graphs = os.path.join(cache, "graphs")
+    fa, fb = sorted(
+        (os.path.join(graphs, f) for f in os.listdir(graphs) if f.endswith(".onnx")),
+        key=lambda f: EngineFactory(a, CPU).digest[:32] not in f,
+    )
+    want = EngineFactory(a, CPU).build(Choice("torch", "fp32")).forward(x)
+    shutil.copy(fb, fa)  # b's graph under a's name
+    got = EngineFactory(a, CPU).build(Choice("onnxruntime", "fp32")).forward(x)
+    assert np.abs(got - want).max() < 1e-4
+    with open(fa, "r+b") as f:  # cut short
+        f.truncate(1000)
+    got = EngineFactory(a, CPU).build(Choice("onnxruntime", "fp32")).forward(x)
+    assert np.abs(got - want).max() < 1e-4
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")

@@ -133,11 +133,16 @@ def test_bad_scenes_are_refused_and_leave_nothing(service, tmp_path, make, param
 
     path = tmp_path / "bad.tif"
     make(path)
-    before = sorted(os.listdir(conftest.ADDED_DIR[0])) if os.path.isdir(conftest.ADDED_DIR[0]) else []
+
+    def listing() -> list[str]:  # the lock of the places for added scenes stays, as any lock file
+        folder = conftest.ADDED_DIR[0]
+        return sorted(set(os.listdir(folder)) - {".slots.lock"}) if os.path.isdir(folder) else []
+
+    before = listing()
     r = httpx.post(f"{service}/v1/scenes", params=params, content=path.read_bytes(), headers=TIFF, timeout=60)
     assert r.status_code == status and needle in r.json()["detail"], r.text
-    after = sorted(os.listdir(conftest.ADDED_DIR[0])) if os.path.isdir(conftest.ADDED_DIR[0]) else []
-    assert after == before  # no folder claimed, no incoming file left
+    assert os.path.dirname(conftest.ADDED_DIR[0]) not in r.text  # file names, never server paths
+    assert listing() == before  # no folder claimed, no incoming file or place left
     assert (
         httpx.post(
             f"{service}/v1/scenes", content=path.read_bytes(), headers={"Content-Type": "image/tiff"}
@@ -160,3 +165,41 @@ def test_a_failed_scene_keeps_only_the_record_that_says_why(tmp_path) -> None:
     record.update(state="segmenting", created="2020-01-01T00:00:00+00:00")
     store.write("s1", record)
     assert store.load("s1")["state"] == "failed"  # the service stopped while it segmented
+
+
+def test_places_for_added_scenes_are_held_before_any_body_is_read(tmp_path) -> None:
+    """8 additions at once with room for 3 (serve.max_added_scenes): exactly 3 get a place,
+    held while their bodies arrive; a place is free again once its request ends, and a
+    scene kept counts as one."""
+    import threading
+
+    from resseg_ray.serving.uploads import SlotsFull, UploadStore
+
+    store = UploadStore(str(tmp_path / "scenes"))
+    inside = threading.Barrier(4)  # the 3 holders and this test
+    release = threading.Event()
+    got, full = [], []
+
+    def add() -> None:
+        try:
+            with store.slot(3, stale_s=600):
+                got.append(1)
+                inside.wait(timeout=30)
+                release.wait(timeout=30)  # "reading the body"
+        except SlotsFull:
+            full.append(1)
+
+    threads = [threading.Thread(target=add) for _ in range(8)]
+    for t in threads:
+        t.start()
+    inside.wait(timeout=30)  # three hold a place while "their bodies arrive"
+    assert len(got) == 3
+    release.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert (len(got), len(full)) == (3, 5)  # the other five were refused, not queued
+    store.claim("kept", {"source": "upload"})  # one scene kept: two places left
+    with store.slot(3, 600), store.slot(3, 600):
+        with pytest.raises(SlotsFull, match="1 scenes kept and 2 being added"):
+            with store.slot(3, 600):
+                pass

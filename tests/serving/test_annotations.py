@@ -10,6 +10,8 @@ import math
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resseg_ray.errors import InputDataError
 from resseg_ray.serving.annotations import AnnotationLimits, AnnotationStore, validate_annotations
@@ -115,6 +117,56 @@ def test_bad_annotations_say_what_and_where(doc: object, needle: str) -> None:
         validate_annotations(doc, BOUNDS, AnnotationLimits())
 
 
+ODD_NUMBERS = st.one_of(
+    st.integers(min_value=10**300, max_value=10**400),
+    st.just(float("inf")),
+    st.text(max_size=3),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_odd_coordinates_and_parts_are_refused_never_raised(data) -> None:
+    """Whatever a position or a MultiPolygon part holds (huge integers, strings, booleans,
+    nested lists, extra values), the save is refused with an InputDataError (422), never an
+    exception of another kind (a 500)."""
+    ring = [[14.001, 45.001], [14.002, 45.001], [14.002, 45.002], [14.001, 45.001]]
+    k = data.draw(st.integers(0, 3))
+    bad = data.draw(
+        st.one_of(
+            st.lists(ODD_NUMBERS, min_size=1, max_size=4).map(lambda p: p),
+            st.tuples(st.just(14.001), st.just(45.001), ODD_NUMBERS).map(list),
+        )
+    )
+    ring = [*ring[:k], bad, *ring[k + 1 :]]
+    geometry = data.draw(
+        st.sampled_from(
+            [
+                {"type": "Polygon", "coordinates": [ring]},
+                {"type": "MultiPolygon", "coordinates": [[ring]]},
+                {"type": "MultiPolygon", "coordinates": [[ring], data.draw(ODD_NUMBERS)]},
+            ]
+        )
+    )
+    doc = _doc({"type": "Feature", "properties": {"kind": "area"}, "geometry": geometry})
+    try:
+        validate_annotations(doc, BOUNDS, AnnotationLimits())
+    except InputDataError:
+        pass
+
+
+def test_json_nested_without_end_is_refused() -> None:
+    from resseg_ray.jsondoc import MAX_NESTING, load_json
+
+    for depth in (MAX_NESTING + 1, 100_000):
+        with pytest.raises(InputDataError, match="nests arrays or objects more than"):
+            load_json("[" * depth + "]" * depth, "the annotations")
+    assert load_json("[" * MAX_NESTING + "]" * MAX_NESTING, "x") is not None
+
+
 def test_versions_survive_a_restart_and_concurrent_saves(tmp_path) -> None:
     store = AnnotationStore(str(tmp_path))
     assert store.load("s") == (0, {"type": "FeatureCollection", "features": []})
@@ -159,6 +211,21 @@ def test_the_annotation_api(service) -> None:
     bad = httpx.post(url, json=_doc(outside), headers=AUTH)
     assert bad.status_code == 422 and "outside the scene" in bad.json()["detail"]
     assert httpx.post(url, content=b"{not json", headers=AUTH).status_code == 400
+    deep = httpx.post(url, content=b"[" * 50_000 + b"]" * 50_000, headers=AUTH)
+    assert deep.status_code == 400 and "levels deep" in deep.json()["detail"]
+    for odd in ([w + dx, s + dy, "x"], [10**400, s + dy]):  # a third value that is text, a huge integer
+        ring = [[w + dx, s + dy], [w + 2 * dx, s + dy], odd, [w + dx, s + dy]]
+        r = httpx.post(url, content=json.dumps(_doc(_feature("area", [ring]))), headers=AUTH)
+        assert r.status_code == 422, r.text
+    polygon = _box(w + dx, s + dy, w + 2 * dx, s + 2 * dy)
+    part = {
+        "type": "Feature",
+        "properties": {"kind": "area"},
+        "geometry": {"type": "MultiPolygon", "coordinates": [polygon, 7]},  # a part that is no polygon
+    }
+    assert httpx.post(url, json=_doc(part), headers=AUTH).status_code == 422
+    for path in ("tiles/mask/1.5/0/0.png", "tiles/mask/x/0/0.png"):  # the API documents 400
+        assert httpx.get(f"{service}/v1/scenes/scene_0/{path}").status_code == 400
     big = httpx.post(
         url, content=json.dumps(_doc(*[area] * 6000)), headers=AUTH
     )  # over serve.max_annotation_mb

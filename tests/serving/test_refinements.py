@@ -223,4 +223,4 @@ def test_a_refinement_that_cannot_get_its_cpus_says_so(ray_session) -> None:
         cpu_shortage(load_config(None, ["scaling.cpus_per_worker=0.1", "data.loader_num_cpus=0.1"])) is None
     )
     short = cpu_shortage(load_config(None, ["scaling.num_workers=4", "scaling.cpus_per_worker=2"]))
-    assert short is not None and "reserves 9" in short and "serve.refine_config" in short
+    assert short is not None and "reserves 9 CPUs" in short and "serve.refine_config" in short

@@ -76,3 +76,63 @@ def test_a_lost_cluster_is_said_marked_failed_and_resumed(small_demo, tmp_path) 
     # from the last checkpoint: at most the epoch in flight when the cluster went is trained again
     assert sorted(set(steps)) == list(range(1, done + 2)) and len(steps) <= done + 2, steps
     assert c.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+HOLD = """
+import signal, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+
+@ray.remote(num_cpus=1)
+class Hold:
+    def ready(self):
+        return True
+
+holder = Hold.remote()
+ray.get(holder.ready.remote())
+print("held", flush=True)
+signal.pause()
+"""
+
+
+def test_a_job_on_a_busy_instance_says_which_and_what_it_waits_for(small_demo, tmp_path) -> None:
+    """A job that joins a Ray instance whose CPU another program holds (as ``serve run`` holds a
+    small machine's for its replicas) says in one line which instance it joined and what is
+    free, then, within seconds, what it waits for and how to run on its own instance."""
+    import threading
+
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = small_train_overrides(
+        small_demo.root, str(tmp_path / "runs"), db, "busy",
+        **{"scaling.num_workers": 1, "scaling.cpus_per_worker": 0.5, "mlflow.registered_model": "null"},
+    )  # fmt: skip
+    cluster = LocalCluster()
+    holder = job = None
+    try:
+        cluster.start_head(num_cpus=1)
+        holder = subprocess.Popen([sys.executable, "-c", HOLD, cluster.gcs], env=cluster.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        job = _train(cluster, overrides)
+        deadline = threading.Timer(180, job.kill)  # the job would wait for the CPU forever
+        deadline.start()
+        seen: list[str] = []
+        assert job.stdout is not None
+        for line in job.stdout:
+            seen.append(line.rstrip())
+            if line.startswith("waiting for Ray resources"):
+                break
+        deadline.cancel()
+    finally:
+        for proc in (job, holder):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+        cluster.shutdown()
+    joined = [s for s in seen if s.startswith("Ray: joined the running Ray instance at ")]
+    assert joined and joined[0].endswith(": 1 CPUs (0 free)") and "RAY_ADDRESS=local" in joined[0], seen
+    waiting = seen[-1]
+    port = cluster.gcs.rsplit(":", 1)[1]  # Ray names the head by its node address
+    assert waiting.startswith("waiting for Ray resources at ") and f":{port}: " in waiting, seen
+    assert "reserves 1 CPUs" in waiting and "0 of the instance's 1 are free" in waiting
+    assert waiting.endswith("start it again with RAY_ADDRESS=local")

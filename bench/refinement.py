@@ -1,0 +1,186 @@
+"""Does a refinement ever ship a worse map? Refinements of demo models on their test scenes.
+
+    python bench/refinement.py                         # 3 base models (seeds 0-2) x 3 scenes x 2 x 2
+    python bench/refinement.py --seeds 1 --scenes 1 --fractions 0.07 --placements contiguous
+    python bench/refinement.py --models runs/demo-prop18/model.resseg.safetensors
+
+For each base model (``--models``, or ``--seeds N`` demo models trained with ``run.seed`` 0..N-1
+on ``--config``, reused when their run exists), each test scene of the dataset, each fraction
+(paper: 7 % and 15 %) and each placement of the annotated area (``contiguous``: the top-left
+block; ``suggested``: the most uncertain regions, ``suggest_annotation``), the model is refined
+as ``jobs/finetune.py`` refines it (``refine_scene``: epoch chosen and verdict taken on the
+annotated blocks kept out of training) and scored on the rest of the scene:
+
+- before: the base model;
+- refined: the refined model, whatever the verdict (what was shipped before the verdict);
+- shipped: the model the verdict keeps (refined, BatchNorm re-estimated, or the base model).
+
+Goal (issue 29): no case's shipped F1 more than 0.5 points below before; a mean gain of at
+least +3 points (the paper's small-area gain); the time from click to refined map no worse.
+Writes bench/results/refinement.json and .md. Figures only: nothing passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from results_io import machine, write_results
+
+from resseg_ray.adapt.refine import AreaSpec, refine_scene
+from resseg_ray.adapt.suggest import suggest_regions
+from resseg_ray.cli import init_ray
+from resseg_ray.config import load_config
+from resseg_ray.data.prepare import load_dataset
+from resseg_ray.evaluation.scenes import scene_name
+from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.storage import StorageSettings, resolve_uri
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.models.bundle import load_bundle
+from resseg_ray.train.trainer import run_training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "bench", "results", "refinement")
+
+
+def base_models(args: argparse.Namespace) -> dict[str, str]:
+    """Name -> bundle of the base models: given, or demo models trained with seeds 0..N-1."""
+    if args.models:
+        return {os.path.basename(os.path.dirname(m)) or m: m for m in args.models}
+    out = {}
+    for seed in range(args.seeds):
+        name = f"{args.prefix}-base-seed{seed}"
+        cfg = load_config(args.config, [f"run.seed={seed}", f"run.name={name}", *args.overrides])
+        out[name] = run_training(cfg).bundle_uri
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--config", default=os.path.join(ROOT, "configs", "demo.yaml"), help="base models' training"
+    )
+    p.add_argument("--refine-config", default=os.path.join(ROOT, "configs", "finetune_demo.yaml"))
+    p.add_argument("--models", nargs="+", help="base model bundles (default: train --seeds demo models)")
+    p.add_argument("--seeds", type=int, default=3, help="base models trained with run.seed 0..N-1")
+    p.add_argument("--scenes", type=int, default=0, help="the first N test scenes (0: all)")
+    p.add_argument("--fractions", nargs="+", type=float, default=[0.07, 0.15])
+    p.add_argument(
+        "--placements", nargs="+", choices=["contiguous", "suggested"], default=["contiguous", "suggested"]
+    )
+    p.add_argument("--prefix", default="bench-refine")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="override of both configs")
+    p.add_argument("--out", default=OUT, help="results path without suffix (.json and .md are written)")
+    args = p.parse_args()
+    start = time.perf_counter()
+    init_ray()
+    models = base_models(args)
+    rcfg = load_config(
+        args.refine_config,
+        [
+            *args.overrides,
+            # one tiling for both placements: the suggested regions (256 px squares, scattered)
+            # hold too few whole 192 px tiles
+            "data.tile_size=128", "data.stride=32", "data.split_block=128",
+        ],
+    )  # fmt: skip
+    settings = StorageSettings.resolve(rcfg.storage)
+    dataset = load_dataset(resolve_uri(load_config(args.config).train.dataset), settings)
+    scenes = [(s["uri"], s["label_uri"]) for s in dataset.scenes("test")]
+    scenes = scenes[: args.scenes] if args.scenes else scenes
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="resseg-bench-refine-") as tmp:
+        for model, bundle_uri in models.items():
+            bundle = load_bundle(bundle_uri)
+            for uri, labels in scenes:
+                stem = scene_name(uri)
+                for fraction in args.fractions:
+                    for placement in args.placements:
+                        if placement == "suggested":
+                            path = os.path.join(tmp, f"{model}-{stem}-{fraction}.geojson")
+                            fc = suggest_regions(
+                                ScenePredictor(bundle, rcfg.predict),
+                                open_scene(uri, settings),
+                                settings,
+                                fraction,
+                            )
+                            with open(path, "w") as f:
+                                json.dump(fc, f)
+                            area = AreaSpec(polygons=path)
+                        else:
+                            area = AreaSpec(fraction=fraction)
+                        name = f"{args.prefix}-{model}-{stem}-{round(100 * fraction)}-{placement}"
+                        cfg = dataclasses.replace(rcfg, run=dataclasses.replace(rcfg.run, name=name))
+                        t0 = time.perf_counter()
+                        r = refine_scene(
+                            cfg, bundle_uri, uri, area, labels=labels, alias=f"{args.prefix}-refined"
+                        )
+                        seconds = time.perf_counter() - t0
+                        assert r.before and r.after and r.adapted and r.verdict
+                        shipped = {"refined": r.after, "adapted": r.adapted, "parent": r.before}[
+                            r.verdict.chosen
+                        ]
+                        row = {
+                            "model": model,
+                            "scene": stem,
+                            "fraction": r.area.fraction,
+                            "placement": placement,
+                            "before_f1": r.before.metrics["f1"],
+                            "adapted_f1": r.adapted.metrics["f1"],
+                            "refined_f1": r.after.metrics["f1"],
+                            "shipped_f1": shipped.metrics["f1"],
+                            "kept": r.verdict.chosen,
+                            "heldout": r.verdict.to_dict(),
+                            "seconds": seconds,
+                        }
+                        rows.append(row)
+                        print(
+                            f"{model} {stem} {100 * r.area.fraction:.1f} % {placement}: F1 before "
+                            f"{100 * row['before_f1']:.1f}, refined {100 * row['refined_f1']:.1f}, kept "
+                            f"{row['kept']} -> {100 * row['shipped_f1']:.1f} ({seconds:.0f} s)",
+                            flush=True,
+                        )
+    gains = [100 * (r["shipped_f1"] - r["before_f1"]) for r in rows]
+    raw = [100 * (r["refined_f1"] - r["before_f1"]) for r in rows]
+    summary = {
+        "cases": len(rows),
+        "mean_gain_shipped": statistics.fmean(gains) if gains else None,
+        "worst_gain_shipped": min(gains) if gains else None,
+        "drops_over_half_point_shipped": sum(g < -0.5 for g in gains),
+        "mean_gain_refined_always": statistics.fmean(raw) if raw else None,
+        "worst_gain_refined_always": min(raw) if raw else None,
+        "drops_over_half_point_refined_always": sum(g < -0.5 for g in raw),
+        "mean_seconds": statistics.fmean(r["seconds"] for r in rows) if rows else None,
+    }
+    lines = [
+        f"# Refinements: shipped F1 on the rest of each scene ({time.perf_counter() - start:.0f} s)",
+        "",
+        "| model | scene | area | placement | F1 before | F1 refined | kept | F1 shipped | gain | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r, g in zip(rows, gains, strict=True):
+        lines.append(
+            f"| {r['model']} | {r['scene']} | {100 * r['fraction']:.1f} % | {r['placement']} | "
+            f"{100 * r['before_f1']:.2f} | {100 * r['refined_f1']:.2f} | {r['kept']} | "
+            f"{100 * r['shipped_f1']:.2f} | {g:+.2f} | {r['seconds']:.0f} |"
+        )
+    lines += ["", "```", json.dumps(summary, indent=1), "```", ""]
+    md = "\n".join(lines)
+    print(md)
+    with open(args.out + ".md", "w") as f:
+        f.write(md)
+    write_results(
+        args.out + ".json", {"machine": machine(), "args": vars(args), "summary": summary, "rows": rows}
+    )
+
+
+if __name__ == "__main__":
+    main()
