@@ -4,6 +4,7 @@ to annotate, on the demo data (or any prepared dataset with test scenes).
     python bench/paper_tables.py                      # demo data: prop18, prop34, unet19 8 min each
     python bench/paper_tables.py --scenes 0           # Table III and where-to-annotate on all test scenes
     python bench/paper_tables.py --quick              # a few minutes: prop18, 1 epoch, 1 scene
+    python bench/paper_tables.py --seeds 3            # Table II three times: mean and spread per depth
     python bench/paper_tables.py --normalization per_scene   # the demo's own setting
     python bench/paper_tables.py --archs prop18 prop50 prop152 unet19 unet35 --minutes 60 \\
         --set scaling.use_gpu=true                    # on a GPU
@@ -35,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -91,6 +93,14 @@ def main() -> None:
         "--normalization", choices=["pooled", "per_scene"], default="pooled",
         help="input standardisation of every model (pooled: the paper's)",
     )  # fmt: skip
+    p.add_argument(
+        "--seed", type=int, default=0, help="run.seed of the (first) trainings and of the refinements"
+    )
+    p.add_argument(
+        "--seeds", type=int, default=1,
+        help="Table II trained with N seeds (--seed .. --seed+N-1): mean and spread per architecture, "
+        "so a difference between depths can be read against run-to-run noise",
+    )  # fmt: skip
     p.add_argument("--prefix", default="paper")
     p.add_argument("--quick", action="store_true", help="prop18 only, 1 epoch, 1 scene, one fraction")
     p.add_argument("--set", dest="overrides", action="append", default=[])
@@ -105,12 +115,20 @@ def main() -> None:
     norm = f"data.normalization={args.normalization}"
     tiles = [f"train.train_tiles_per_epoch={args.train_tiles}"] if args.train_tiles else []
     budget = [f"train.time_budget_minutes={args.minutes}"] if args.minutes else []
-    cfg = load_config(args.config, [norm, *tiles, *budget, *args.overrides, f"train.epochs={args.epochs}"])
+    base = [norm, *tiles, *budget, *args.overrides, f"train.epochs={args.epochs}"]
+    cfg = load_config(args.config, [*base, f"run.seed={args.seed}"])
     settings = StorageSettings.resolve(cfg.storage)
     policy = DevicePolicy.resolve(cfg.train.device)
 
-    # 1. Table II
+    # 1. Table II (the first seed's models go on to the other sections)
     comparison = compare_architectures(cfg, args.archs, prefix=args.prefix)
+    per_seed = {args.seed: comparison}
+    for seed in range(args.seed + 1, args.seed + args.seeds):
+        seeded = load_config(args.config, [*base, f"run.seed={seed}"])
+        per_seed[seed] = compare_architectures(seeded, args.archs, prefix=f"{args.prefix}-seed{seed}")
+    spread = {
+        arch: [100 * c.evaluations[arch].mean()["f1"] for c in per_seed.values()] for arch in args.archs
+    }
     bundles = {a: r.bundle_uri for a, r in comparison.runs.items()}
     scenes = [
         (s["uri"], s["label_uri"])
@@ -118,6 +136,14 @@ def main() -> None:
     ]
     scenes = scenes[: args.scenes] if args.scenes else scenes
     out: dict = {"machine": machine(), "args": vars(args), "table2": {}, "bn": {}, "table3": {}, "where": {}}
+    out["table2_seeds"] = {a: dict(zip(per_seed, f1s, strict=True)) for a, f1s in spread.items()}
+    seed_lines = ["| model | test mean F1 per seed | mean | sd | range |", "|---|---|---|---|---|"]
+    for arch, f1s in spread.items():
+        sd = statistics.stdev(f1s) if len(f1s) > 1 else 0.0
+        seed_lines.append(
+            f"| {arch} | {', '.join(f'{v:.2f}' for v in f1s)} | {statistics.fmean(f1s):.2f} | {sd:.2f} | "
+            f"{max(f1s) - min(f1s):.2f} |"
+        )
     for arch, ev in comparison.evaluations.items():
         out["table2"][arch] = {s.name: s.metrics for s in ev.scenes}
     trained = {a: r.progress for a, r in comparison.runs.items()}
@@ -156,6 +182,7 @@ def main() -> None:
         args.refine_config,
         [
             *args.overrides,
+            f"run.seed={args.seed}",
             f"train.epochs={args.refine_epochs}",
             f"data.crop_size={args.refine_crop}",
             f"mlflow.experiment={cfg.mlflow.experiment}",
@@ -240,6 +267,10 @@ def main() -> None:
             f"{args.normalization} normalisation; model of the best validation F1): {trained_text}",
             "",
             markdown_table(comparison.evaluations),
+            f"Table II over {len(per_seed)} seed(s) ({', '.join(map(str, per_seed))}): test mean F1 in %",
+            "",
+            *seed_lines,
+            "",
             "BatchNorm statistics re-estimated on each test scene (no labels)",
             "",
             markdown_table(bn_rows),

@@ -143,7 +143,7 @@ def test_catalogs_that_give_no_scene_are_refused(event_catalog, tmp_path) -> Non
     with pytest.raises(InputDataError, match=r"notes\.json is not a"):
         resolve_scenes([str(tmp_path / "notes.json")], LOCAL, StacSection())
     (tmp_path / "broken.json").write_text("{not json")
-    with pytest.raises(InputDataError, match=r"broken\.json is not a STAC JSON document"):
+    with pytest.raises(InputDataError, match=r"broken\.json \(a STAC document\) is not valid JSON"):
         resolve_scenes([str(tmp_path / "broken.json")], LOCAL, StacSection())
     with (
         static_server(str(tmp_path)) as base,
