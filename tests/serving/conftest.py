@@ -104,6 +104,8 @@ def refine_config(tmp_path_factory) -> str:
 
 ADDED_DIR: list[str] = []
 """serve.scenes_dir of the test service (set when it starts)."""
+REFINE_DIR: list[str] = []
+"""serve.refine_dir of the test service (set when it starts)."""
 
 
 @pytest.fixture(scope="package")
@@ -114,6 +116,7 @@ def service(bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_pa
     from resseg_ray.serving.app import build_app
 
     ADDED_DIR[:] = [str(tmp_path_factory.mktemp("added") / "scenes")]
+    REFINE_DIR[:] = [str(tmp_path_factory.mktemp("refinements"))]
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     cfg = load_config(
@@ -137,7 +140,7 @@ def service(bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_pa
             f"serve.api_token={TOKEN}",
             "serve.max_annotation_mb=1",
             f"serve.refine_config={refine_config}",
-            f"serve.refine_dir={tmp_path_factory.mktemp('refinements')}",
+            f"serve.refine_dir={REFINE_DIR[0]}",
             "serve.max_refine_jobs=1",
             "serve.max_refine_epochs=50",
             f"serve.scenes_dir={ADDED_DIR[0]}",

@@ -128,12 +128,15 @@ def test_a_refinement_runs_off_the_http_path_and_its_map_is_shown_beside_the_ser
     assert f["heldout_pixels"] == decision["pixels"] > 0
     for key in ("parent", "adapted", "refined"):
         assert f[f"f1_heldout_{key}"] == pytest.approx(decision["f1"][key]), key
-    assert decision["chosen"] == "refined", decision["line"]  # the served model is random: F1 ~0
+    # the served model is random and 2 epochs at 1e-4 move it little: the refined model and the
+    # re-estimated served one are within a point there, so either may be kept; both have a map
+    assert decision["chosen"] in ("refined", "adapted"), decision["line"]
     for key in ("changed_percent", "buildings_after"):
         assert f[key] is not None, key
     assert set(done["stage_seconds"]) >= {"refine", "map", "total"}
     assert done["stage_seconds"]["total"] <= elapsed + 1
-    assert done["alias"] == "refined-scene_0" and done["registered_version"]
+    shipped = decision["chosen"] == "refined"
+    assert bool(done["registered_version"]) == shipped and bool(done["alias"]) == shipped
     print(f"refinement from the page: {elapsed:.1f} s, stages {done['stage_seconds']}, {decision['line']}")
 
     # the refined map beside the served one: its tiles, outlines and export; the served unchanged
@@ -150,7 +153,8 @@ def test_a_refinement_runs_off_the_http_path_and_its_map_is_shown_beside_the_ser
     assert done["id"] in [x["id"] for x in listed]
     assert httpx.delete(f"{url}/{done['id']}", headers=AUTH).status_code == 409  # it has ended
 
-    # registered as the CLI registers: its own alias, a new version; the served model untouched
+    # registered as the CLI registers when it ships: its own alias, a new version; the served
+    # model untouched; the verdict on its MLflow run either way
     import yaml
     from mlflow.tracking import MlflowClient
 
@@ -159,9 +163,14 @@ def test_a_refinement_runs_off_the_http_path_and_its_map_is_shown_beside_the_ser
     with open(refine_config) as cfg:
         store = yaml.safe_load(cfg)["mlflow"]["tracking_uri"]
     client = MlflowClient(tracking_uri=store, registry_uri=store)  # not a registry other tests set
-    version = client.get_model_version_by_alias("test-map-buildings", "refined-scene_0")
-    assert str(version.version) == done["registered_version"]
-    assert version.run_id == done["mlflow_run_id"]
+    tags = client.get_run(done["mlflow_run_id"]).data.tags
+    assert (
+        tags["resseg.refine_kept"] == decision["chosen"] and tags["resseg.refine_verdict"] == decision["line"]
+    )
+    if shipped:
+        version = client.get_model_version_by_alias("test-map-buildings", "refined-scene_0")
+        assert str(version.version) == done["registered_version"]
+        assert version.run_id == done["mlflow_run_id"]
 
     # a second refinement from the first one's model
     r = httpx.post(url, json={"epochs": 1, "from": done["id"]}, headers=AUTH)
@@ -198,6 +207,22 @@ def test_a_refinement_can_be_cancelled_and_one_that_fails_says_why(service) -> N
     failed = _wait(service, "scene_1", r.json()["id"], timeout=120)
     assert failed["state"] == "failed" and "holds no valid pixel" in failed["error"], failed
     assert httpx.get(f"{service}/v1/scenes/scene_1/buildings").status_code == 200  # the served map
+
+
+def test_a_refinement_that_kept_the_served_model_offers_no_map(service) -> None:
+    """A refinement whose verdict kept the served model made no map: asking for it is a 404
+    that says which model was kept and why."""
+    from tests.serving import conftest
+
+    store = RefinementStore(conftest.REFINE_DIR[0])
+    record = new_record(1, 2, "model.safetensors", False, None)
+    line = "kept the parent model, not the refined model: F1 on 4096 held-out annotated pixels ..."
+    record.update(state="succeeded", stage="done", decision={"chosen": "parent", "line": line}, outputs=None)
+    job = store.create("scene_0", record)
+    r = httpx.get(f"{service}/v1/scenes/scene_0/buildings?map={job}")
+    assert r.status_code == 404 and "has no map: kept the parent model" in r.json()["detail"], r.text
+    listed = httpx.get(f"{service}/v1/scenes/scene_0/refinements").json()["refinements"]
+    assert any(x["id"] == job and x["decision"]["chosen"] == "parent" for x in listed)
 
 
 def test_a_refinement_whose_worker_is_gone_is_reported_failed(tmp_path, ray_session) -> None:
