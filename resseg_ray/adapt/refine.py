@@ -136,7 +136,8 @@ def refine_scene(
     label the area only (the map page's: outside it nothing is known, so every building
     there would count as a false positive); ``on_epoch`` sees each epoch's losses."""
     from resseg_ray.geo.storage import resolve_uri
-    from resseg_ray.train.trainer import StartFrom, register_run_model, run_training
+    from resseg_ray.train.registry import register_run_model
+    from resseg_ray.train.trainer import StartFrom, run_training
 
     settings = StorageSettings.resolve(cfg.storage)
     if (footprints is None) == (labels is None):
@@ -174,28 +175,27 @@ def refine_scene(
             f"({written.refine_pixels} labelled pixels); evaluating on the other {written.evaluate_pixels}"
         )
 
-        before = None
-        if score_rest:
-            before = evaluate_scene(
-                _predictor(bundle, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
-                progress=tenths(f"scoring the parent on {scene_uri}"),
+        def score_rest_with(model: ModelBundle, what: str, row: str) -> SceneScore:
+            """One candidate on the rest of the scene (outside the area), said in one line."""
+            score = evaluate_scene(
+                _predictor(model, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+                progress=tenths(f"scoring {what} on {scene_uri}"),
             )  # fmt: skip
-            m = before.metrics
-            log(f"before refinement: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
-        adapted = None
+            log(f"{row}: F1 {score.metrics['f1']:.4f}, accuracy {score.metrics['accuracy']:.4f}")
+            return score
+
+        before = score_rest_with(bundle, "the parent", "before refinement") if score_rest else None
         # the parent with BatchNorm re-estimated on the scene: a candidate of the verdict, scored
         # as its own row, and with --adapt-bn the start of the refinement
         from resseg_ray.inference.batchnorm import adapt_to_scene
 
         norm = _predictor(bundle, cfg).scene_norm(scene, settings)
         adapted_bundle = ModelBundle(model=adapt_to_scene(bundle.model, scene, settings, norm), info=info)
-        if score_rest:
-            adapted = evaluate_scene(
-                _predictor(adapted_bundle, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
-                progress=tenths(f"scoring the re-estimated BatchNorm on {scene_uri}"),
-            )  # fmt: skip
-            m = adapted.metrics
-            log(f"BatchNorm re-estimated: F1 {m['f1']:.4f}, accuracy {m['accuracy']:.4f}")
+        adapted = (
+            score_rest_with(adapted_bundle, "the re-estimated BatchNorm", "BatchNorm re-estimated")
+            if score_rest
+            else None
+        )
         adapted_bytes, _ = encode_bundle(
             adapted_bundle.model,
             norm_mean=info.norm_mean,
@@ -251,13 +251,7 @@ def refine_scene(
             rcfg.mlflow.alias,
             {"heldout_f1": f"{verdict.f1['refined']:.6f}"},
         )
-    after = None
-    if score_rest:
-        after = evaluate_scene(
-            _predictor(refined, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
-            progress=tenths(f"scoring the refined model on {scene_uri}"),
-        )  # fmt: skip
-        log(f"after refinement: F1 {after.metrics['f1']:.4f}, accuracy {after.metrics['accuracy']:.4f}")
+    after = score_rest_with(refined, "the refined model", "after refinement") if score_rest else None
     out = RefineResult(
         scene_uri,
         written,
