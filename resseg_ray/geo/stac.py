@@ -24,6 +24,7 @@ from pystac.stac_io import StacIO
 
 from resseg_ray.config import STAC_ASSETS, StacSection
 from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.geo.names import unique_stems
 from resseg_ray.geo.storage import (
     RASTER_SUFFIXES,
     StorageSettings,
@@ -33,7 +34,6 @@ from resseg_ray.geo.storage import (
     local_path,
     normalize_uri,
     read_bytes,
-    unique_stems,
     write_bytes,
 )
 from resseg_ray.jsondoc import load_json

@@ -136,7 +136,7 @@ def test_sidecar_files_on_s3_are_never_read(tmp_path, s3_bucket, s3_settings) ->
 def test_unique_stems_tell_same_named_scenes_apart() -> None:
     """File names where they are unique; same-named STAC scenes by item id, then collection and
     item id; same-named files by the folders that differ, then a hash of the URI."""
-    from resseg_ray.geo.storage import unique_stems
+    from resseg_ray.geo.names import unique_stems
 
     qk = [f"s3://b/ard/37/{q}/2023-02-07/1030-visual.tif" for q in ("0311", "0312")]
     other = "s3://b/pre/1030-pre.tif"
