@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import json
 import math
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -42,12 +40,11 @@ from resseg_ray.geo.storage import (
     workdir,
     write_bytes,
 )
-from resseg_ray.progress import without_lines
 from resseg_ray.train import tracking
+from resseg_ray.train.registry import BUNDLE_NAME, log_model
 from resseg_ray.train.resources import wait_for_resources
-from resseg_ray.train.state import BEST_FILES, PROGRESS_FILE, Progress, read_progress
+from resseg_ray.train.state import BEST_FILES, Progress, read_progress
 
-BUNDLE_NAME = "model.resseg.safetensors"
 DEMO_DATASET = "data/demo"
 #: Data settings that must equal the ones the dataset was prepared with.
 TILING_FIELDS = (
@@ -256,8 +253,8 @@ def run_training(
     per-worker function (default :func:`~resseg_ray.train.loop.train_loop_per_worker`; tests
     wrap it to inject faults); ``on_epoch(epoch, metrics)`` is called as each epoch's
     ``train_loss``, ``val_loss`` and ``val_f1`` reach MLflow (the map page's live progress);
-    ``register=False`` logs the model without registering it (:func:`register_run_model` can,
-    later)."""
+    ``register=False`` logs the model without registering it
+    (:func:`~resseg_ray.train.registry.register_run_model` can, later)."""
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -456,7 +453,9 @@ def _finish(
     version = tags.get(tracking.VERSION_TAG)
     moved = False
     if version is None:
-        version, moved = _log_model(plan, run, ckpt_dir, chosen, progress, register)
+        version, moved = log_model(
+            cfg, plan.tracking_uri, plan.run_name, run.run_id, ckpt_dir, chosen, progress, register
+        )
     else:
         c.set_terminated(run.run_id, status="FINISHED")
     return TrainResult(
@@ -472,126 +471,3 @@ def _finish(
         resumed=run.resumed,
         seconds=time.perf_counter() - start,
     )
-
-
-def _log_model(
-    plan: TrainingPlan,
-    run: tracking.TrackedRun,
-    ckpt_dir: str,
-    chosen: str,
-    progress: Progress,
-    register: bool = True,
-) -> tuple[str | None, bool]:
-    """Log the bundles, the final model (pyfunc from code + signature) and, with ``register``,
-    register it."""
-    import mlflow
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    import resseg_ray.train.mlflow_model as code
-    from resseg_ray.models.bundle import read_bundle_info
-
-    cfg = plan.cfg
-    info = read_bundle_info(chosen)
-    c = tracking.client(plan.tracking_uri)
-    for name in BEST_FILES.values():
-        path = os.path.join(ckpt_dir, name)
-        if os.path.exists(path):
-            c.log_artifact(run.run_id, path, "bundles")
-    c.log_artifact(run.run_id, os.path.join(ckpt_dir, PROGRESS_FILE))
-    c.set_tag(run.run_id, "resseg.stop_reason", progress.stop_reason)
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, info.in_bands, -1, -1))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
-    )
-    with tempfile.TemporaryDirectory() as d:
-        bundle = os.path.join(d, BUNDLE_NAME)
-        shutil.copy2(chosen, bundle)
-        mlflow.set_tracking_uri(plan.tracking_uri)
-        mlflow.set_registry_uri(plan.tracking_uri)
-        with mlflow.start_run(run_id=run.run_id):
-            model_info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=code.__file__,
-                artifacts={"bundle": bundle},
-                signature=signature,
-                input_example=np.zeros((1, info.in_bands, 32, 32), np.float32),
-                pip_requirements=_requirements(info.package_versions),
-                metadata={"resseg_bundle": BUNDLE_NAME, "architecture": info.architecture},
-            )
-    selected = {
-        "val_f1": progress.best_val_f1,
-        "val_loss": progress.best_val_loss,
-        "last": float(progress.epochs_done),
-    }[cfg.train.select]
-    version_tags = {
-        "arch": info.architecture,
-        "run_name": plan.run_name,
-        "val_f1": f"{info.extra.get('val_f1', progress.best_val_f1):.6f}",
-        "val_loss": f"{info.extra.get('val_loss', progress.best_val_loss):.6f}",
-        "selected_by": cfg.train.select,
-        "selected_value": f"{selected:.6f}",
-    }
-    c.set_tag(run.run_id, MODEL_URI_TAG, model_info.model_uri)
-    c.set_tag(run.run_id, VERSION_TAGS_TAG, json.dumps(version_tags))
-    if not cfg.mlflow.registered_model or not register:
-        c.set_tag(run.run_id, tracking.VERSION_TAG, "not registered")
-        return None, False
-    return register_run_model(plan.tracking_uri, run.run_id, cfg.mlflow.registered_model, cfg.mlflow.alias)
-
-
-MODEL_URI_TAG = "resseg.model_uri"
-"""Run tag: the URI of the MLflow model the run logged (registered now or later)."""
-VERSION_TAGS_TAG = "resseg.version_tags"
-"""Run tag: the tags (JSON) its registered version gets (architecture, validation figures)."""
-
-
-def register_run_model(
-    tracking_uri: str, run_id: str, name: str, alias: str, extra_tags: dict[str, str] | None = None
-) -> tuple[str, bool]:
-    """Register the model a finished run logged as a new version of ``name`` and point ``alias``
-    at it when it is the best so far (see :func:`_move_alias`); the version and whether the
-    alias moved. A refinement registers only once its model has beaten its parent."""
-    import mlflow
-
-    c = tracking.client(tracking_uri)
-    tags = c.get_run(run_id).data.tags
-    if tags.get(tracking.VERSION_TAG, "").isdigit():  # registered by an earlier call (a re-run)
-        return tags[tracking.VERSION_TAG], False
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    with without_lines("Successfully registered model", "Created version", "Registered model"):
-        mv = mlflow.register_model(  # the job says it itself: "registered: <model> version N"
-            tags[MODEL_URI_TAG],
-            name,
-            tags={**json.loads(tags.get(VERSION_TAGS_TAG, "{}")), **(extra_tags or {})},
-        )
-    moved = _move_alias(c, name, alias, mv.version)
-    c.set_tag(run_id, tracking.VERSION_TAG, str(mv.version))
-    return str(mv.version), moved
-
-
-def _move_alias(c, name: str, alias: str, version: str) -> bool:
-    """Point ``alias`` at ``version`` when no version holds it yet or when ``version`` has a
-    higher validation F1 than the one that does."""
-    from mlflow.exceptions import MlflowException
-
-    new = c.get_model_version(name, version)
-    try:
-        current = c.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        current = None
-    if current is not None and float(current.tags.get("val_f1", "-1")) >= float(new.tags.get("val_f1", "-1")):
-        return False
-    c.set_registered_model_alias(name, alias, version)
-    return True
-
-
-def _requirements(versions: dict[str, str]) -> list[str]:
-    return [
-        f"torch=={versions.get('torch', '').split('+')[0]}",
-        f"numpy=={versions.get('numpy', '')}",
-        f"safetensors=={versions.get('safetensors', '')}",
-        "resseg-ray",
-    ]
