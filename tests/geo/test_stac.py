@@ -220,7 +220,6 @@ def test_catalogs_that_never_end_are_cut_short(tmp_path, monkeypatch) -> None:
     recursion limit); a document trickled a byte at a time is abandoned at the deadline."""
     import http.server
     import threading
-    import time
 
     from resseg_ray.geo import stac, storage
 
@@ -234,6 +233,8 @@ def test_catalogs_that_never_end_are_cut_short(tmp_path, monkeypatch) -> None:
         resolve_scenes([str(tmp_path / "d0.json")], LOCAL, StacSection())
     assert f"nests catalogs more than {stac.MAX_DEPTH} levels deep" in str(e.value)
 
+    stop = threading.Event()  # set at the end: the trickling handler stops at once
+
     class Trickle(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
@@ -241,9 +242,10 @@ def test_catalogs_that_never_end_are_cut_short(tmp_path, monkeypatch) -> None:
             self.send_header("Content-Length", "1000")
             self.end_headers()
             for _ in range(1000):  # a byte every 0.1 s: each read is on time, the whole never is
+                if stop.wait(0.1):  # the server's pace, not a wait for readiness
+                    return
                 self.wfile.write(b" ")
                 self.wfile.flush()
-                time.sleep(0.1)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -256,5 +258,6 @@ def test_catalogs_that_never_end_are_cut_short(tmp_path, monkeypatch) -> None:
         with pytest.raises(InputDataError, match=r"did not arrive within 1 s"):
             storage.read_bytes(f"http://127.0.0.1:{server.server_address[1]}/catalog.json", LOCAL)
     finally:
+        stop.set()
         server.shutdown()
         server.server_close()
