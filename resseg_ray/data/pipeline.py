@@ -90,11 +90,11 @@ def _reader(row: dict, spec: SampleSpec):
     return read
 
 
-def _rng_for(spec: SampleSpec, tile_id: str) -> np.random.Generator:
+def _rng_for(spec: SampleSpec, tile_id: str, epoch: int) -> np.random.Generator:
     """The augmentation draws of one tile in one epoch: a function of the seed, the epoch and
     the tile id only (not of which task or batch reads it)."""
     digest = hashlib.sha256(str(tile_id).encode()).digest()
-    return np.random.default_rng([spec.seed, spec.epoch, int.from_bytes(digest[:8], "little")])
+    return np.random.default_rng([spec.seed, epoch, int.from_bytes(digest[:8], "little")])
 
 
 def load_samples(batch: dict[str, np.ndarray], spec: SampleSpec) -> dict[str, np.ndarray]:
@@ -111,10 +111,12 @@ def load_samples(batch: dict[str, np.ndarray], spec: SampleSpec) -> dict[str, np
     tile = int(batch["width"][0])
     images = np.empty((n, len(spec.bands), crop, crop), np.float32)
     labels = np.empty((n, crop, crop), np.uint8)
+    epochs = batch.get("epoch")  # rows of several epochs (:func:`stream_rows`) carry their own
     for i in range(n):
         read = _reader({k: v[i] for k, v in batch.items()}, spec)
         if spec.augment:
-            (params,) = draw_params(1, tile, crop, _rng_for(spec, batch["tile_id"][i]))
+            epoch = spec.epoch if epochs is None else int(epochs[i])
+            (params,) = draw_params(1, tile, crop, _rng_for(spec, batch["tile_id"][i], epoch))
             images[i], labels[i] = augment_sample(read, tile, crop, params)
         else:
             off = (tile - crop) // 2
@@ -197,6 +199,51 @@ def epoch_rows(rows: pa.Table, seed: int, epoch: int, rank: int = 0, world: int 
     order = np.random.default_rng([seed, epoch]).permutation(rows.num_rows)
     per_worker = rows.num_rows // world
     return rows.take(pa.array(order[rank::world][:per_worker]))
+
+
+STREAM_ROWS = 50_000
+"""At most this many rows of consecutive epochs go into one loader dataset (:func:`epoch_streams`)."""
+
+
+def stream_rows(
+    rows: pa.Table, seed: int, epochs: Sequence[int], rank: int, world: int, batch_size: int
+) -> pa.Table:
+    """One DDP worker's training rows of ``epochs``, one epoch after another, each cut to whole
+    batches of ``batch_size`` (the steps :func:`steps_per_epoch` gives; a last partial batch is
+    never trained on), with an ``epoch`` column for the augmentation draws."""
+    n = steps_per_epoch(rows.num_rows, world, batch_size) * batch_size
+    parts = []
+    for epoch in epochs:
+        share = epoch_rows(rows, seed, epoch, rank, world).slice(0, n)
+        parts.append(share.append_column("epoch", pa.array(np.full(share.num_rows, epoch, np.int32))))
+    return pa.concat_tables(parts) if parts else rows.slice(0, 0)
+
+
+def steps_per_epoch(train_rows: int, world: int, batch_size: int) -> int:
+    """Training steps of each worker in each epoch: the whole batches of its equal share."""
+    return (train_rows // world) // batch_size
+
+
+def epoch_streams(
+    rows: pa.Table,
+    spec: SampleSpec,
+    epochs: Sequence[int],
+    rank: int,
+    world: int,
+    batch_size: int,
+    loader_batch: int,
+    num_cpus: float,
+) -> Iterator[tuple[Sequence[int], Dataset]]:
+    """The loader datasets of one worker's training epochs: consecutive epochs share one
+    dataset (up to :data:`STREAM_ROWS` rows), so one Ray Data executor serves them in turn
+    instead of one started per epoch, and the next epoch's first batches load while the
+    previous one validates. Each epoch is its own order and augmentation (:func:`stream_rows`)."""
+    per_epoch = max(1, steps_per_epoch(rows.num_rows, world, batch_size) * batch_size)
+    chunk = max(1, STREAM_ROWS // per_epoch)
+    for i in range(0, len(epochs), chunk):
+        part = list(epochs[i : i + chunk])
+        table = stream_rows(rows, spec.seed, part, rank, world, batch_size)
+        yield part, loader_dataset(table, spec, loader_batch, num_cpus)
 
 
 def worker_rows(rows: pa.Table, rank: int = 0, world: int = 1) -> pa.Table:

@@ -12,17 +12,20 @@ checkpoint, with the epochs after it as they would have been.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
 from resseg_ray.config import Config, from_dict
-from resseg_ray.data.pipeline import SampleSpec, epoch_rows, loader_dataset, worker_rows
+from resseg_ray.data.pipeline import SampleSpec, epoch_streams, loader_dataset, steps_per_epoch, worker_rows
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
@@ -80,7 +83,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if meta.get("init_bundle") is not None:  # refinement: start from the parent's weights
         model.load_state_dict(_bundle_state(ray.get(meta["init_bundle"])))
     t = cfg.train
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    frozen = freeze_modules(model.encoder_modules()) if t.freeze_encoder else []
+    trained = [p for p in model.parameters() if p.requires_grad]
+    # L2-SP: the weights training starts from, before any checkpoint is resumed
+    anchor = [p.detach().clone() for p in trained] if t.l2sp > 0 else []
+    optimizer = torch.optim.SGD(
+        trained, lr=t.lr, momentum=t.momentum, weight_decay=0.0 if anchor else t.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step_epochs, gamma=t.lr_gamma)
 
     # the best bundles so far, carried from checkpoint to checkpoint; removed at the end (or,
@@ -94,6 +103,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             progress.restarts += 1
         policy.prepare_model(model)
         _optimizer_to(optimizer, policy.device)
+        pull = L2SP(trained, [a.to(policy.device) for a in anchor], t.l2sp) if anchor else None
         net: torch.nn.Module = model
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -122,14 +132,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if progress.finished:  # re-run of a finished run: report where it stands, train nothing
             ray.train.report({"epoch": progress.epochs_done, "finished": 1})
             return
-        for epoch in range(progress.epochs_done + 1, t.epochs + 1):
+        steps = steps_per_epoch(rows["train"].num_rows, world, t.batch_size)
+        for epoch, batches in _epoch_batches(rows["train"], spec, cfg, rank, world, policy, progress):
             lr = optimizer.param_groups[0]["lr"]
-            # this worker's tiles of this epoch, in this epoch's order, augmented as this epoch
-            share = epoch_rows(rows["train"], cfg.run.seed, epoch, rank, world)
-            train_set = loader_dataset(
-                share, dataclasses.replace(spec, epoch=epoch), d.loader_batch, d.loader_num_cpus
-            ).streaming_split(1)[0]
-            train = _train_epoch(net, train_set, optimizer, scaler, policy, t.batch_size, t.freeze_bn)
+            train = train_epoch(
+                net, itertools.islice(batches, steps), optimizer, scaler, policy, t.freeze_bn, frozen, pull
+            )
             val, quick = _validate(
                 net,
                 val_set,
@@ -207,6 +215,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 break
 
 
+def _epoch_batches(
+    rows: pa.Table, spec: SampleSpec, cfg: Config, rank: int, world: int, policy: DevicePolicy,
+    progress: Progress,
+) -> Iterator[tuple[int, Iterator[dict]]]:  # fmt: skip
+    """Each epoch still to train, with this worker's batches of it (its tiles in this epoch's
+    order, augmented as this epoch): iterators over a stream of consecutive epochs
+    (:func:`~resseg_ray.data.pipeline.epoch_streams`), to be consumed one epoch at a time."""
+    d, t = cfg.data, cfg.train
+    epochs = range(progress.epochs_done + 1, t.epochs + 1)
+    for part, dataset in epoch_streams(
+        rows, spec, epochs, rank, world, t.batch_size, d.loader_batch, d.loader_num_cpus
+    ):
+        # streaming_split(1): Ray Data's executor runs in a coordinator actor, not in this
+        # process beside the training step, and with one consumer the order stays the dataset's
+        batches = iter(torch_batches(dataset.streaming_split(1)[0], t.batch_size, policy, drop_last=True))
+        for epoch in part:
+            yield epoch, batches
+
+
 def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     for state in optimizer.state.values():
         for k, v in state.items():
@@ -214,7 +241,8 @@ def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> Non
                 state[k] = v.to(device)
 
 
-def _batches(shard, batch_size: int, policy: DevicePolicy, drop_last: bool):
+def torch_batches(shard, batch_size: int, policy: DevicePolicy, drop_last: bool) -> Iterable[dict]:
+    """A Ray dataset's or split's ``{"image", "label"}`` torch batches on the policy's device."""
     return shard.iter_torch_batches(
         batch_size=batch_size,
         dtypes={"image": torch.float32, "label": torch.int64},
@@ -224,15 +252,49 @@ def _batches(shard, batch_size: int, policy: DevicePolicy, drop_last: bool):
     )
 
 
-def _train_epoch(
-    net, shard, optimizer, scaler, policy: DevicePolicy, batch_size: int, freeze_bn: bool = False
+def freeze_modules(modules: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    """Stop training ``modules``' weights; :func:`train_epoch` keeps them in inference mode."""
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return modules
+
+
+@dataclasses.dataclass
+class L2SP:
+    """The L2-SP penalty ``alpha / 2 * sum ||w - w0||^2`` of the trained weights ``params``
+    against the weights ``anchor`` they started from."""
+
+    params: Sequence[torch.Tensor]
+    anchor: Sequence[torch.Tensor]
+    alpha: float
+
+    def __call__(self) -> torch.Tensor:
+        total = sum(((p - a) ** 2).sum() for p, a in zip(self.params, self.anchor, strict=True))
+        return 0.5 * self.alpha * torch.as_tensor(total)
+
+
+def train_epoch(
+    net,
+    batches: Iterable[dict],
+    optimizer,
+    scaler,
+    policy: DevicePolicy,
+    freeze_bn: bool = False,
+    frozen: list[torch.nn.Module] | None = None,
+    pull: L2SP | None = None,
 ) -> dict[str, float]:
+    """One pass of ``net`` over ``batches`` (:func:`torch_batches`):
+    summed loss, batch and sample counts, seconds and seconds waited on data. ``freeze_bn`` keeps
+    every BatchNorm in inference mode, ``frozen`` those modules, ``pull`` adds L2-SP."""
     net.train()
     if freeze_bn:
         set_batchnorm_eval(net)
-    loss_sum = batches = samples = wait = 0.0
+    for m in frozen or []:  # a frozen encoder keeps its BatchNorm statistics too
+        m.eval()
+    loss_sum = steps = samples = wait = 0.0
     start = time.perf_counter()
-    it = iter(_batches(shard, batch_size, policy, drop_last=True))
+    it = iter(batches)
     while True:
         t0 = time.perf_counter()
         try:
@@ -248,15 +310,16 @@ def _train_epoch(
         loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE)
         if not (y != IGNORE).any():  # nothing labelled: keep DDP in step with a zero loss
             loss = logits.float().sum() * 0.0
-        scaler.scale(loss).backward()
+        objective = loss + pull() if pull is not None else loss
+        scaler.scale(objective).backward()
         scaler.step(optimizer)
         scaler.update()
         loss_sum += float(loss.detach())
-        batches += 1
+        steps += 1
         samples += x.shape[0]
     return {
         "loss_sum": loss_sum,
-        "batches": batches,
+        "batches": steps,
         "samples": samples,
         "seconds": time.perf_counter() - start,
         "wait": wait,
@@ -272,7 +335,7 @@ def _validate(net, shard, policy: DevicePolicy, batch_size: int, num_classes: in
     confusion = None
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     with torch.inference_mode():
-        for batch in _batches(shard, batch_size, policy, drop_last=False):
+        for batch in torch_batches(shard, batch_size, policy, drop_last=False):
             x = policy.prepare_batch(batch["image"])
             y = batch["label"]
             with policy.autocast():

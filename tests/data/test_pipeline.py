@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -11,9 +13,14 @@ from resseg_ray.config import load_config
 from resseg_ray.data.pipeline import (
     build_datasets,
     epoch_rows,
+    epoch_streams,
     iter_torch,
+    loader_dataset,
     read_manifest,
+    sample_spec,
     split_rows,
+    steps_per_epoch,
+    stream_rows,
     worker_rows,
 )
 from resseg_ray.data.prepare import load_dataset, prepare_dataset
@@ -87,6 +94,28 @@ def test_augmentation_is_redrawn_every_epoch_and_follows_the_seed(small_demo) ->
     np.testing.assert_array_equal(a["image"], again["image"])  # same order, same pixels
     np.testing.assert_array_equal(a["label"], again["label"])
     assert not np.array_equal(a["image"], epoch(1, seed=1)["image"])
+
+
+def test_a_stream_of_epochs_gives_each_epoch_as_its_own_dataset_would(small_demo) -> None:
+    """Consecutive epochs in one loader dataset (one executor for the run): each epoch's samples
+    are those of that epoch's own dataset, in order, cut to whole batches; a worker's share
+    likewise."""
+    desc = load_dataset(small_demo.root, LOCAL)
+    rows = split_rows(desc, LOCAL, 0, {"train": 21})["train"]
+    spec = sample_spec(desc, CFG.data, LOCAL, augment=True, seed=3)
+    ((epochs, stream),) = epoch_streams(rows, spec, [1, 2], 0, 1, 8, 5, 0.5)
+    assert epochs == [1, 2] and steps_per_epoch(21, 1, 8) == 2
+    got = _all(stream)
+    assert got["image"].shape[0] == 2 * 16  # 21 tiles: two whole batches of 8 an epoch
+    for e in (1, 2):
+        own = _all(loader_dataset(epoch_rows(rows, 3, e), replace(spec, epoch=e), 5, 0.5))
+        np.testing.assert_array_equal(got["image"][16 * (e - 1) : 16 * e], own["image"][:16])
+        np.testing.assert_array_equal(got["label"][16 * (e - 1) : 16 * e], own["label"][:16])
+    share = stream_rows(rows, 3, [2], 1, 2, 4)  # worker 1 of 2: 10 of its tiles, 2 batches of 4
+    assert (
+        share.column("tile_id").to_pylist() == epoch_rows(rows, 3, 2, 1, 2).column("tile_id").to_pylist()[:8]
+    )
+    assert set(share.column("epoch").to_pylist()) == {2}
 
 
 def test_torch_batches_and_worker_shares(small_demo) -> None:

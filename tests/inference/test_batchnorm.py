@@ -104,7 +104,7 @@ def test_training_epoch_with_frozen_batchnorm_keeps_running_statistics(freeze: b
     leaves the running statistics as they were; without it they move towards the batches'."""
     import ray
 
-    from resseg_ray.train.loop import _train_epoch
+    from resseg_ray.train.loop import torch_batches, train_epoch
 
     torch.manual_seed(0)
     model = build_model("prop18", in_bands=3)
@@ -118,9 +118,8 @@ def test_training_epoch_with_frozen_batchnorm_keeps_running_statistics(freeze: b
     ]  # fmt: skip
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     policy = DevicePolicy.resolve("cpu")
-    out = _train_epoch(
-        model, ray.data.from_items(items), optimizer, policy.grad_scaler(), policy, 4, freeze_bn=freeze
-    )
+    batches = torch_batches(ray.data.from_items(items), 4, policy, drop_last=True)
+    out = train_epoch(model, batches, optimizer, policy.grad_scaler(), policy, freeze_bn=freeze)
     assert out["batches"] == 2
     after = model.state_dict()
     bns = batchnorm_layers(model)
