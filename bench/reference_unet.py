@@ -44,6 +44,10 @@ class ResNet18UNet(SegmentationNet):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(inp, num_classes, 1)
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The ResNet-18 encoder."""
+        return [self.encoder]
+
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x)
         y = feats[4]

@@ -258,6 +258,13 @@ class TrainConfig:
     """Keep BatchNorm layers in inference mode while training: their running statistics stay
     the starting model's (or the scene's, after ``--adapt-bn``) instead of drifting towards the
     few batches of a small annotated area; their scale and shift are still trained."""
+    freeze_encoder: bool = False
+    """Train the decoder only: the encoder's weights and BatchNorm statistics stay the starting
+    model's (a refinement's parent)."""
+    l2sp: float = 0.0
+    """L2-SP strength alpha (Li et al., 2018): a penalty ``alpha / 2 * ||w - w0||^2`` pulls the
+    weights toward those training starts from (a refinement's parent) instead of
+    ``weight_decay`` pulling them toward zero, which is then not applied. 0: off."""
     train_tiles_per_epoch: int | None = None
     """Use only the first N training tiles (in the seeded order) per epoch; default all."""
     val_tiles: int | None = None
@@ -291,6 +298,8 @@ class TrainConfig:
             raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not (self.l2sp >= 0 and math.isfinite(self.l2sp)):
+            raise ConfigError(f"train.l2sp must be a finite strength >= 0, got {self.l2sp}")
         if not 0 < self.lr_gamma <= 1:
             raise ConfigError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if self.patience < 0 or self.min_delta < 0:

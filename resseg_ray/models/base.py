@@ -63,6 +63,10 @@ class SegmentationNet(nn.Module, abc.ABC):
         self.bn_folded = False
 
     @abc.abstractmethod
+    def encoder_modules(self) -> list[nn.Module]:
+        """The modules of the contracting path (what ``train.freeze_encoder`` keeps fixed)."""
+
+    @abc.abstractmethod
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for an input whose sides are multiples of :attr:`size_multiple`."""
 

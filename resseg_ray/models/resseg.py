@@ -65,6 +65,10 @@ class ResSegNet(SegmentationNet):
         )
         self.classifier = nn.Conv2d(in_ch, spec.num_classes, 1)
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The ResNet encoder."""
+        return [self.encoder]
+
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         c1, c2, c3, c4, c5 = self.encoder(x)
         y = c5

@@ -59,6 +59,10 @@ class UNet(SegmentationNet):
             self.dec.append(_stage(2 * w[level], w[level], self.stage_convs[5 + i]))
         self.classifier = nn.Conv2d(w[0], spec.num_classes, 1)
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The contracting stages and the bottleneck."""
+        return [self.down, self.bottleneck]
+
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for stage in self.down:
