@@ -76,11 +76,22 @@ def worker_env_vars() -> dict[str, str]:
     return {"MALLOC_ARENA_MAX": "1"}
 
 
+TRAIN_POLL_S = "0.5"
+"""How often Ray Train's controller asks its workers how they are (Ray's default: 2 s). Each
+ask is one small call per worker; at 2 s, a run's start, each epoch's report and its end reach
+the job up to 2 s late, several seconds of every short refinement (measured: a one-epoch run
+25.7 -> 22.6 s)."""
+
+
 def ray_runtime_env() -> dict:
     """The ``runtime_env`` every ``ray.init`` of the project passes (merged by Ray with a
-    submitted job's own runtime environment, per environment variable)."""
+    submitted job's own runtime environment, per environment variable): :func:`worker_env_vars`
+    and Ray Train's poll interval (:data:`TRAIN_POLL_S`), unless the user set one."""
     env = worker_env_vars()
-    return {"env_vars": env} if env else {}
+    env.setdefault(
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_S)
+    )
+    return {"env_vars": env}
 
 
 @dataclass(frozen=True)
