@@ -15,6 +15,11 @@ annotated blocks kept out of training) and scored on the rest of the scene:
 - refined: the refined model, whatever the verdict (what was shipped before the verdict);
 - shipped: the model the verdict keeps (refined, BatchNorm re-estimated, or the base model).
 
+``--variants`` compares refinement recipes side by side on the same cases (each a name and
+overrides of ``--refine-config``): e.g. ``paper`` (keep the last epoch, the paper's schedule),
+``l2sp`` (``train.l2sp``), ``frozen`` (``train.freeze_encoder``), ``lowlr`` (``train.lr``);
+``start=adapted`` starts from the parent with BatchNorm re-estimated (``finetune --adapt-bn``).
+
 Goal (issue 29): no case's shipped F1 more than 0.5 points below before; a mean gain of at
 least +3 points (the paper's small-area gain); the time from click to refined map no worse.
 Writes bench/results/refinement.json and .md. Figures only: nothing passes or fails.
@@ -38,7 +43,7 @@ from results_io import machine, write_results
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
 from resseg_ray.adapt.suggest import suggest_regions
 from resseg_ray.cli import init_ray
-from resseg_ray.config import load_config
+from resseg_ray.config import Config, load_config
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.evaluation.scenes import scene_name
 from resseg_ray.geo.scene import open_scene
@@ -63,6 +68,83 @@ def base_models(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
+def refine_case(
+    args: argparse.Namespace, model: str, bundle_uri: str, uri: str, labels: str, fraction: float,
+    placement: str, area: AreaSpec, variant: str, vcfg: Config, adapt_bn: bool,
+) -> dict:  # fmt: skip
+    """One refinement as ``jobs/finetune.py`` runs it, and its scores on the rest of the scene."""
+    stem = scene_name(uri)
+    name = f"{args.prefix}-{model}-{stem}-{round(100 * fraction)}-{placement}-{variant}"
+    cfg = dataclasses.replace(vcfg, run=dataclasses.replace(vcfg.run, name=name))
+    t0 = time.perf_counter()
+    r = refine_scene(
+        cfg, bundle_uri, uri, area, labels=labels, alias=f"{args.prefix}-refined", adapt_bn=adapt_bn
+    )
+    seconds = time.perf_counter() - t0
+    assert r.before and r.after and r.adapted and r.verdict
+    shipped = {"refined": r.after, "adapted": r.adapted, "parent": r.before}[r.verdict.chosen]
+    row = {
+        "model": model,
+        "scene": stem,
+        "fraction": r.area.fraction,
+        "placement": placement,
+        "variant": variant,
+        "before_f1": r.before.metrics["f1"],
+        "adapted_f1": r.adapted.metrics["f1"],
+        "refined_f1": r.after.metrics["f1"],
+        "shipped_f1": shipped.metrics["f1"],
+        "kept": r.verdict.chosen,
+        "heldout": r.verdict.to_dict(),
+        "seconds": seconds,
+    }
+    print(
+        f"{model} {stem} {100 * r.area.fraction:.1f} % {placement} {variant}: F1 before "
+        f"{100 * row['before_f1']:.1f}, adapted {100 * row['adapted_f1']:.1f}, refined "
+        f"{100 * row['refined_f1']:.1f}, kept {row['kept']} -> {100 * row['shipped_f1']:.1f} "
+        f"({seconds:.0f} s)",
+        flush=True,
+    )
+    return row
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Gains over the parent in F1 points: of the shipped model, and of the refined model as if
+    it always shipped (before the verdict existed)."""
+    gains = [100 * (r["shipped_f1"] - r["before_f1"]) for r in rows]
+    raw = [100 * (r["refined_f1"] - r["before_f1"]) for r in rows]
+    return {
+        "cases": len(rows),
+        "mean_gain_shipped": statistics.fmean(gains) if gains else None,
+        "worst_gain_shipped": min(gains) if gains else None,
+        "drops_over_half_point_shipped": sum(g < -0.5 for g in gains),
+        "mean_gain_refined_always": statistics.fmean(raw) if raw else None,
+        "worst_gain_refined_always": min(raw) if raw else None,
+        "drops_over_half_point_refined_always": sum(g < -0.5 for g in raw),
+        "refined_kept": sum(r["kept"] == "refined" for r in rows),
+        "mean_seconds": statistics.fmean(r["seconds"] for r in rows) if rows else None,
+    }
+
+
+def markdown(rows: list[dict], summary: dict, seconds: float) -> str:
+    """The results table, one row per case, and the summary per variant."""
+    lines = [
+        f"# Refinements: shipped F1 on the rest of each scene ({seconds:.0f} s)",
+        "",
+        "| model | scene | area | placement | variant | F1 before | F1 adapted | F1 refined | kept "
+        "| F1 shipped | gain | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['scene']} | {100 * r['fraction']:.1f} % | {r['placement']} | "
+            f"{r['variant']} | {100 * r['before_f1']:.2f} | {100 * r['adapted_f1']:.2f} | "
+            f"{100 * r['refined_f1']:.2f} | {r['kept']} | {100 * r['shipped_f1']:.2f} | "
+            f"{100 * (r['shipped_f1'] - r['before_f1']):+.2f} | {r['seconds']:.0f} |"
+        )
+    lines += ["", "```", json.dumps(summary, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -76,6 +158,15 @@ def main() -> None:
     p.add_argument(
         "--placements", nargs="+", choices=["contiguous", "suggested"], default=["contiguous", "suggested"]
     )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["default"],
+        metavar="NAME[:KEY=VALUE,...]",
+        help="refinement recipes compared on the same cases: a name and overrides of "
+        "--refine-config, e.g. default paper:train.select=last,train.patience=0 l2sp:train.l2sp=1 "
+        "adapted:start=adapted (start from the parent with BatchNorm re-estimated, as --adapt-bn)",
+    )
     p.add_argument("--prefix", default="bench-refine")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override of both configs")
     p.add_argument("--out", default=OUT, help="results path without suffix (.json and .md are written)")
@@ -83,20 +174,23 @@ def main() -> None:
     start = time.perf_counter()
     init_ray()
     models = base_models(args)
-    rcfg = load_config(
-        args.refine_config,
-        [
-            *args.overrides,
-            # one tiling for both placements: the suggested regions (256 px squares, scattered)
-            # hold too few whole 192 px tiles
-            "data.tile_size=128", "data.stride=32", "data.split_block=128",
-        ],
-    )  # fmt: skip
+    # one tiling for both placements: the suggested regions (256 px squares, scattered) hold
+    # too few whole 192 px tiles
+    tiling = ["data.tile_size=128", "data.stride=32", "data.split_block=128"]
+    variants: dict[str, tuple[Config, bool]] = {}
+    for spec in args.variants:
+        name, _, sets = spec.partition(":")
+        items = [x for x in sets.split(",") if x]
+        adapted = "start=adapted" in items  # as finetune --adapt-bn
+        items = [x for x in items if x != "start=adapted"]
+        variants[name] = (load_config(args.refine_config, [*args.overrides, *tiling, *items]), adapted)
+    rcfg = next(iter(variants.values()))[0]
     settings = StorageSettings.resolve(rcfg.storage)
     dataset = load_dataset(resolve_uri(load_config(args.config).train.dataset), settings)
     scenes = [(s["uri"], s["label_uri"]) for s in dataset.scenes("test")]
     scenes = scenes[: args.scenes] if args.scenes else scenes
-    rows = []
+    rows: list[dict] = []
+    md = ""
     with tempfile.TemporaryDirectory(prefix="resseg-bench-refine-") as tmp:
         for model, bundle_uri in models.items():
             bundle = load_bundle(bundle_uri)
@@ -117,69 +211,23 @@ def main() -> None:
                             area = AreaSpec(polygons=path)
                         else:
                             area = AreaSpec(fraction=fraction)
-                        name = f"{args.prefix}-{model}-{stem}-{round(100 * fraction)}-{placement}"
-                        cfg = dataclasses.replace(rcfg, run=dataclasses.replace(rcfg.run, name=name))
-                        t0 = time.perf_counter()
-                        r = refine_scene(
-                            cfg, bundle_uri, uri, area, labels=labels, alias=f"{args.prefix}-refined"
-                        )
-                        seconds = time.perf_counter() - t0
-                        assert r.before and r.after and r.adapted and r.verdict
-                        shipped = {"refined": r.after, "adapted": r.adapted, "parent": r.before}[
-                            r.verdict.chosen
-                        ]
-                        row = {
-                            "model": model,
-                            "scene": stem,
-                            "fraction": r.area.fraction,
-                            "placement": placement,
-                            "before_f1": r.before.metrics["f1"],
-                            "adapted_f1": r.adapted.metrics["f1"],
-                            "refined_f1": r.after.metrics["f1"],
-                            "shipped_f1": shipped.metrics["f1"],
-                            "kept": r.verdict.chosen,
-                            "heldout": r.verdict.to_dict(),
-                            "seconds": seconds,
-                        }
-                        rows.append(row)
-                        print(
-                            f"{model} {stem} {100 * r.area.fraction:.1f} % {placement}: F1 before "
-                            f"{100 * row['before_f1']:.1f}, refined {100 * row['refined_f1']:.1f}, kept "
-                            f"{row['kept']} -> {100 * row['shipped_f1']:.1f} ({seconds:.0f} s)",
-                            flush=True,
-                        )
-    gains = [100 * (r["shipped_f1"] - r["before_f1"]) for r in rows]
-    raw = [100 * (r["refined_f1"] - r["before_f1"]) for r in rows]
-    summary = {
-        "cases": len(rows),
-        "mean_gain_shipped": statistics.fmean(gains) if gains else None,
-        "worst_gain_shipped": min(gains) if gains else None,
-        "drops_over_half_point_shipped": sum(g < -0.5 for g in gains),
-        "mean_gain_refined_always": statistics.fmean(raw) if raw else None,
-        "worst_gain_refined_always": min(raw) if raw else None,
-        "drops_over_half_point_refined_always": sum(g < -0.5 for g in raw),
-        "mean_seconds": statistics.fmean(r["seconds"] for r in rows) if rows else None,
-    }
-    lines = [
-        f"# Refinements: shipped F1 on the rest of each scene ({time.perf_counter() - start:.0f} s)",
-        "",
-        "| model | scene | area | placement | F1 before | F1 refined | kept | F1 shipped | gain | s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r, g in zip(rows, gains, strict=True):
-        lines.append(
-            f"| {r['model']} | {r['scene']} | {100 * r['fraction']:.1f} % | {r['placement']} | "
-            f"{100 * r['before_f1']:.2f} | {100 * r['refined_f1']:.2f} | {r['kept']} | "
-            f"{100 * r['shipped_f1']:.2f} | {g:+.2f} | {r['seconds']:.0f} |"
-        )
-    lines += ["", "```", json.dumps(summary, indent=1), "```", ""]
-    md = "\n".join(lines)
+                        for variant, (vcfg, adapt_bn) in variants.items():
+                            case = (model, bundle_uri, uri, labels, fraction, placement, area)
+                            rows.append(refine_case(args, *case, variant, vcfg, adapt_bn))
+                            md = write(args, rows, list(variants), time.perf_counter() - start)
     print(md)
+
+
+def write(args: argparse.Namespace, rows: list[dict], variants: list[str], seconds: float) -> str:
+    """The table and summary so far (after every case: a long run stopped keeps its figures)."""
+    summary = {v: summarize([r for r in rows if r["variant"] == v]) for v in variants}
+    md = markdown(rows, summary, seconds)
     with open(args.out + ".md", "w") as f:
         f.write(md)
     write_results(
         args.out + ".json", {"machine": machine(), "args": vars(args), "summary": summary, "rows": rows}
     )
+    return md
 
 
 if __name__ == "__main__":
