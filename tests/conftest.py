@@ -27,9 +27,17 @@ for _k, _v in {
 os.environ.pop("AWS_PROFILE", None)
 # Exported graphs and runtime choices (resseg_ray.runtime) of this session only, for every job
 # and Ray worker the tests start: nothing read from or left in the user's ~/.cache.
-os.environ["RESSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="resseg-test-cache-")
+os.environ["RESSEG_CACHE_DIR"] = _CACHE_DIR = tempfile.mkdtemp(prefix="resseg-test-cache-")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_ENDPOINT_URL_S3", None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's graph cache (gigabytes of exported graphs: left behind, a few
+    sessions filled the disk)."""
+    import shutil
+
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
