@@ -185,6 +185,14 @@ def main() -> None:
             f"run.seed={args.seed}",
             f"train.epochs={args.refine_epochs}",
             f"data.crop_size={args.refine_crop}",
+            # the paper's schedule (Table III), not the project's refinement recipe: 1e-4,
+            # constant, the last epoch kept, from the parent as trained
+            "train.lr=0.0001",
+            "train.select=last",
+            "train.patience=0",
+            "train.freeze_bn=false",
+            "train.l2sp=0",
+            "train.refine_start=parent",
             f"mlflow.experiment={cfg.mlflow.experiment}",
         ],
     )

@@ -154,6 +154,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", help="base model bundles (default: train --seeds demo models)")
     p.add_argument("--seeds", type=int, default=3, help="base models trained with run.seed 0..N-1")
     p.add_argument("--scenes", type=int, default=0, help="the first N test scenes (0: all)")
+    p.add_argument("--scene-names", nargs="+", help="only these test scenes (file stems, e.g. test_03)")
     p.add_argument("--fractions", nargs="+", type=float, default=[0.07, 0.15])
     p.add_argument(
         "--placements", nargs="+", choices=["contiguous", "suggested"], default=["contiguous", "suggested"]
@@ -189,6 +190,8 @@ def main() -> None:
     dataset = load_dataset(resolve_uri(load_config(args.config).train.dataset), settings)
     scenes = [(s["uri"], s["label_uri"]) for s in dataset.scenes("test")]
     scenes = scenes[: args.scenes] if args.scenes else scenes
+    if args.scene_names:
+        scenes = [s for s in scenes if scene_name(s[0]) in args.scene_names]
     rows: list[dict] = []
     md = ""
     with tempfile.TemporaryDirectory(prefix="resseg-bench-refine-") as tmp:

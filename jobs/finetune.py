@@ -57,7 +57,8 @@ def main() -> None:
     p.add_argument(
         "--adapt-bn",
         action="store_true",
-        help="re-estimate BatchNorm statistics on the scene first (scored too), then refine",
+        help="refine the parent with BatchNorm statistics re-estimated on the scene "
+        "(train.refine_start=adapted; configs/finetune_demo.yaml's default)",
     )
     p.add_argument("--alias", help="registry alias of the refined model (default refined-<scene>)")
     p.add_argument("--report", help="also write the table to this markdown file")

@@ -265,6 +265,10 @@ class TrainConfig:
     """L2-SP strength alpha (Li et al., 2018): a penalty ``alpha / 2 * ||w - w0||^2`` pulls the
     weights toward those training starts from (a refinement's parent) instead of
     ``weight_decay`` pulling them toward zero, which is then not applied. 0: off."""
+    refine_start: str = "parent"
+    """A refinement's starting weights: ``parent`` (the model as given) or ``adapted`` (the
+    parent with its BatchNorm statistics re-estimated on the scene, as ``finetune --adapt-bn``,
+    which also forces it)."""
     train_tiles_per_epoch: int | None = None
     """Use only the first N training tiles (in the seeded order) per epoch; default all."""
     val_tiles: int | None = None
@@ -298,14 +302,16 @@ class TrainConfig:
             raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
-        if not (self.l2sp >= 0 and math.isfinite(self.l2sp)):
-            raise ConfigError(f"train.l2sp must be a finite strength >= 0, got {self.l2sp}")
+        if self.l2sp < 0:
+            raise ConfigError(f"train.l2sp must be a strength >= 0, got {self.l2sp}")
         if not 0 < self.lr_gamma <= 1:
             raise ConfigError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if self.patience < 0 or self.min_delta < 0:
             raise ConfigError("train.patience and train.min_delta must be >= 0")
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise ConfigError(f"train.time_budget_minutes must be > 0, got {self.time_budget_minutes}")
+        if self.refine_start not in ("parent", "adapted"):
+            raise ConfigError(f"train.refine_start must be 'parent' or 'adapted', got {self.refine_start!r}")
         if self.select not in ("val_loss", "val_f1", "last"):
             raise ConfigError(f"train.select must be 'val_loss', 'val_f1' or 'last', got {self.select!r}")
         for name in ("train_tiles_per_epoch", "val_tiles"):

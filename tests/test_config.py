@@ -32,6 +32,9 @@ def test_extends_cycle_is_an_error(tmp_path) -> None:
     [
         ("train.lr=-0.1", "train.lr must be > 0"),
         ("train.select=val_iou", "train.select must be"),
+        ("train.refine_start=scene", "train.refine_start must be 'parent' or 'adapted'"),
+        ("train.l2sp=-1", "train.l2sp must be a strength >= 0"),
+        ("train.l2sp=.inf", "train.l2sp must be a finite number"),
         ("scaling.num_workers=0", "scaling.num_workers must be >= 1"),
         ("run.name=has space", "run.name 'has space'"),
         ("train.epochs=many", "train.epochs must be an integer"),
@@ -61,6 +64,9 @@ def test_shipped_configs_load_and_cover_table_ii() -> None:
     assert (paper.data.tile_size, paper.data.stride, paper.data.crop_size) == (364, 120, 256)
     assert (paper.train.lr, paper.train.momentum, paper.train.batch_size) == (0.005, 0.9, 8)
     assert (paper.train.lr_step_epochs, paper.train.lr_gamma) == (30, 0.2)
+    refine = load_config(CONFIGS / "finetune_demo.yaml")  # bench/refinement.py's best recipe
+    assert (refine.train.refine_start, refine.train.freeze_bn) == ("adapted", True)
+    assert (refine.train.lr, refine.train.l2sp, refine.train.min_gain) == (0.001, 10.0, 0.01)
     archs = {load_config(p).model.arch for p in CONFIGS.glob("paper_*.yaml")}
     assert archs == set(list_models())
 

@@ -205,7 +205,9 @@ def refine_scene(
             tile_size=info.tile_size,
             extra={**info.extra, "source": "adapt_bn", "adapted_scene": scene_uri},
         )
-        start_bytes = adapted_bytes if adapt_bn else parent_bytes
+        from_adapted = adapt_bn or cfg.train.refine_start == "adapted"
+        start_bytes = adapted_bytes if from_adapted else parent_bytes
+        log(f"refining {CANDIDATES['adapted' if from_adapted else 'parent']} (train.refine_start)")
 
         data_cfg = dataclasses.replace(cfg.data, normalization=normalization)
         rcfg = dataclasses.replace(
