@@ -44,7 +44,7 @@ def in_process(desc, cfg, settings, samples: int) -> float:
 
     torch.set_num_threads(1)
     table = read_manifest(desc, settings).to_pandas()
-    rows = table[table.split == "train"].sample(frac=1.0, random_state=0)
+    rows = table[table.split == "train"].sample(frac=1.0, random_state=0).assign(epoch=1)
     spec = sample_spec(desc, cfg.data, settings, augment=True, seed=cfg.run.seed)
     batch = cfg.data.loader_batch
 

@@ -87,11 +87,8 @@ def ray_runtime_env() -> dict:
     """The ``runtime_env`` every ``ray.init`` of the project passes (merged by Ray with a
     submitted job's own runtime environment, per environment variable): :func:`worker_env_vars`
     and Ray Train's poll interval (:data:`TRAIN_POLL_S`), unless the user set one."""
-    env = worker_env_vars()
-    env.setdefault(
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_S)
-    )
-    return {"env_vars": env}
+    poll = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_S)
+    return {"env_vars": {**worker_env_vars(), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": poll}}
 
 
 @dataclass(frozen=True)

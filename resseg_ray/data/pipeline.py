@@ -48,8 +48,7 @@ class SampleSpec:
     crop_size: int
     augment: bool
     seed: int
-    """``run.seed``: with the epoch and the tile id, it fixes every augmentation draw."""
-    epoch: int
+    """``run.seed``: with a row's ``epoch`` and its tile id, it fixes every augmentation draw."""
     settings: StorageSettings
 
     def norm(self, scene_uri: str) -> Norm:
@@ -111,11 +110,10 @@ def load_samples(batch: dict[str, np.ndarray], spec: SampleSpec) -> dict[str, np
     tile = int(batch["width"][0])
     images = np.empty((n, len(spec.bands), crop, crop), np.float32)
     labels = np.empty((n, crop, crop), np.uint8)
-    epochs = batch.get("epoch")  # rows of several epochs (:func:`stream_rows`) carry their own
     for i in range(n):
         read = _reader({k: v[i] for k, v in batch.items()}, spec)
-        if spec.augment:
-            epoch = spec.epoch if epochs is None else int(epochs[i])
+        if spec.augment:  # training rows carry their epoch (:func:`stream_rows`)
+            epoch = int(batch["epoch"][i])
             (params,) = draw_params(1, tile, crop, _rng_for(spec, batch["tile_id"][i], epoch))
             images[i], labels[i] = augment_sample(read, tile, crop, params)
         else:
@@ -142,7 +140,6 @@ def sample_spec(
     settings: StorageSettings,
     augment: bool,
     seed: int,
-    epoch: int = 1,
     norm: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> SampleSpec:
     """The loader settings of a prepared dataset under a data configuration; ``norm`` (mean,
@@ -164,7 +161,6 @@ def sample_spec(
         crop_size=cfg.crop_size,
         augment=augment,
         seed=seed,
-        epoch=epoch,
         settings=settings,
     )
 
@@ -253,7 +249,7 @@ def worker_rows(rows: pa.Table, rank: int = 0, world: int = 1) -> pa.Table:
 
 def loader_dataset(rows: pa.Table, spec: SampleSpec, loader_batch: int, num_cpus: float) -> Dataset:
     """A Ray dataset of the samples of ``rows``, in their order (``augment``: the paper's
-    augmentation of ``spec.epoch``; else the centre crops)."""
+    augmentation of each row's ``epoch``: :func:`stream_rows`; else the centre crops)."""
     import ray
 
     ctx = ray.data.DataContext.get_current()
@@ -297,8 +293,8 @@ def build_datasets(
     out: dict[str, Dataset] = {}
     for split in splits:
         train = split == "train"
-        spec = sample_spec(desc, cfg, settings, augment=train, seed=seed, epoch=epoch, norm=norm)
-        part = epoch_rows(rows[split], seed, epoch) if train else rows[split]
+        spec = sample_spec(desc, cfg, settings, augment=train, seed=seed, norm=norm)
+        part = stream_rows(rows[split], seed, [epoch], 0, 1, 1) if train else rows[split]
         out[split] = loader_dataset(part, spec, cfg.loader_batch, cfg.loader_num_cpus)
     return out
 
