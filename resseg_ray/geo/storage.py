@@ -24,15 +24,12 @@ from fsspec import AbstractFileSystem
 
 from resseg_ray.config import StorageConfig
 from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.geo.http import HTTP_TIMEOUT_S, http_exists, http_get
 
 UNTRUSTED_DRIVER = "GTiff"
 """The GDAL driver of rasters a client names: GeoTIFF (COGs are GeoTIFFs). A GeoTIFF names no
 other file or URL; VRT, GDAL's WMS/WCS, netCDF, HDF and others can."""
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
-HTTP_TIMEOUT_S = 30.0
-"""Deadline of one HTTP(S) read (connection and each wait for data), here and in GDAL."""
-MAX_HTTP_BYTES = 256 * 2**20
-"""Largest small file (a STAC document) read whole over HTTP(S)."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +219,7 @@ def explain_s3_error(uri: str, exc: BaseException) -> str:
 def exists(uri: str, settings: StorageSettings) -> bool:
     """Whether a file exists at ``uri``."""
     if is_http(uri):
-        return _http_exists(uri)
+        return http_exists(uri)
     if not is_s3(uri):
         return os.path.exists(local_path(uri))
     try:
@@ -281,7 +278,7 @@ def check_output_file(uri: str, settings: StorageSettings, what: str, inputs: Se
 def read_bytes(uri: str, settings: StorageSettings) -> bytes:
     """The whole content of a (small) file."""
     if is_http(uri):
-        return _http_get(uri)
+        return http_get(uri)
     try:
         if is_s3(uri):
             fs = filesystem(uri, settings)
@@ -297,57 +294,6 @@ def read_bytes(uri: str, settings: StorageSettings) -> bytes:
         if is_s3(uri):
             raise InputDataError(explain_s3_error(uri, exc)) from None
         raise InputDataError(f"cannot read {uri}: {exc}") from None
-
-
-def _http_get(url: str) -> bytes:
-    """GET a small file, with a deadline for the whole document (a server that trickles it a
-    byte at a time is abandoned too) and a size limit; errors name the URL."""
-    import time
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + HTTP_TIMEOUT_S
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
-            while size <= MAX_HTTP_BYTES:
-                if time.monotonic() > deadline:
-                    raise InputDataError(
-                        f"{url} did not arrive within {HTTP_TIMEOUT_S:g} s ({size} bytes so far); not read"
-                    )
-                chunk = resp.read1(min(2**20, MAX_HTTP_BYTES + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        data = b"".join(chunks)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise InputDataError(f"{url} does not exist (HTTP 404)") from None
-        raise InputDataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise InputDataError(f"{url} cannot be reached: {reason}") from None
-    if len(data) > MAX_HTTP_BYTES:
-        raise InputDataError(f"{url} is larger than {MAX_HTTP_BYTES // 2**20} MiB; not read")
-    return data
-
-
-def _http_exists(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        request = urllib.request.Request(url, method="HEAD")
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S):
-            return True
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return False
-        raise InputDataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise InputDataError(f"{url} cannot be reached: {getattr(exc, 'reason', exc)}") from None
 
 
 def download(uri: str, dest_dir: str, settings: StorageSettings) -> str:

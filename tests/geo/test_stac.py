@@ -221,6 +221,7 @@ def test_catalogs_that_never_end_are_cut_short(tmp_path, monkeypatch) -> None:
     import http.server
     import threading
 
+    from resseg_ray.geo import http as geo_http
     from resseg_ray.geo import stac, storage
 
     for depth in range(40):  # catalog d0 -> d1 -> ... -> d39
@@ -253,7 +254,7 @@ def test_catalogs_that_never_end_are_cut_short(tmp_path, monkeypatch) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(storage, "HTTP_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(geo_http, "HTTP_TIMEOUT_S", 1.0)
     try:
         with pytest.raises(InputDataError, match=r"did not arrive within 1 s"):
             storage.read_bytes(f"http://127.0.0.1:{server.server_address[1]}/catalog.json", LOCAL)
