@@ -29,7 +29,7 @@ from resseg_ray.config import DataConfig
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.labels import BUILDING
 from resseg_ray.geo.scene import SceneInfo, read_window
-from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.geo.storage import StorageSettings, scene_stem
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -201,7 +201,8 @@ def tile_scene(
 ) -> SceneTiles:
     """Cut one scene into tiles, split them spatially and measure their content; with a
     ``region`` raster on the scene grid, keep only tiles wholly inside its non-zero pixels.
-    The validation blocks are drawn from ``seed`` (``run.seed``) and the scene URI."""
+    The validation blocks are drawn from ``seed`` (``run.seed``) and the scene's file name, not
+    its path: a dataset prepared in another folder or clone splits alike."""
     cell = math.gcd(math.gcd(cfg.tile_size, cfg.stride), cfg.split_block)
     valid_n, build_n, inside_n = _cell_counts(scene, labels, settings, cell, region=region)
     xs = tile_origins(scene.width, cfg.tile_size, cfg.stride)
@@ -217,7 +218,7 @@ def tile_scene(
     bc = cfg.split_block // cell  # cells per block side
     nby, nbx = math.ceil(valid_n.shape[0] / bc), math.ceil(valid_n.shape[1] / bc)
     per_block = _block_sums(ii_valid, bc, nby, nbx)
-    seed = int.from_bytes(hashlib.sha256(f"{seed}:{scene.uri}".encode()).digest()[:8], "little")
+    seed = int.from_bytes(hashlib.sha256(f"{seed}:{scene_stem(scene.uri)}".encode()).digest()[:8], "little")
     # Only blocks wholly inside the scene can hold whole validation tiles.
     bi, bj = np.meshgrid(np.arange(nby), np.arange(nbx), indexing="ij")
     complete = ((bi + 1) * cfg.split_block <= scene.height) & ((bj + 1) * cfg.split_block <= scene.width)

@@ -31,6 +31,7 @@ def _scene(tmp_path, h=300, w=420, seed=0):
     data[:, : h // 3, : w // 4] = 0  # a no-data corner
     labels = (rng.random((1, h, w)) < 0.3).astype(np.uint8)
     labels[:, data[0] == 0] = 255
+    tmp_path.mkdir(parents=True, exist_ok=True)
     s = open_scene(write_tif(tmp_path / "s.tif", data, nodata=0), LOCAL)
     lab = open_scene(write_tif(tmp_path / "l.tif", labels, nodata=255), LOCAL, bands=[1])
     return s, lab, data, labels[0]
@@ -78,9 +79,18 @@ def test_split_is_seeded(tmp_path) -> None:
     b = tile_scene(0, scene, labels, CFG, LOCAL)
     assert a.val_blocks == b.val_blocks and a.rows == b.rows
     # the seed matters (the scene's grid has few candidate regions, so one other seed can
-    # coincide: the seed mixes in the scene URI, which holds pytest's tmp path)
+    # coincide)
     others = [tile_scene(0, scene, labels, CFG, LOCAL, seed=s) for s in range(1, 6)]
     assert any(o.val_blocks != a.val_blocks for o in others)
+    # the same file in another folder (another clone, another user) splits alike: the draw
+    # mixes in the file name, not the path
+    elsewhere, *_ = _scene(tmp_path / "elsewhere" / "deeper")
+    for s in range(6):
+        here = tile_scene(0, scene, labels, CFG, LOCAL, seed=s)
+        there = tile_scene(0, elsewhere, labels, CFG, LOCAL, seed=s)
+        assert here.val_blocks == there.val_blocks
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "scene_uri"} for r in rows]  # noqa: E731
+        assert strip(here.rows) == strip(there.rows)
 
 
 def test_validation_blocks_are_contiguous_and_leave_training_area() -> None:
