@@ -25,7 +25,6 @@ import pyarrow.parquet as pq
 
 from resseg_ray.config import DataConfig
 from resseg_ray.data.augment import augment_sample, draw_params
-from resseg_ray.data.idle_pause import install, install_if_loaded
 from resseg_ray.data.prepare import DatasetDescription
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.labels import IGNORE
@@ -37,10 +36,6 @@ if TYPE_CHECKING:  # Ray Data is imported where datasets are built, not with thi
     from ray.data import Dataset
 
 SPLITS = ("train", "val")
-
-# The SplitCoordinator actor that runs a loader dataset's executor imports this module when it
-# unpickles the dataset (its map function is :func:`load_samples`): pause its idle loop there.
-install_if_loaded()
 
 
 @dataclass(frozen=True)
@@ -257,8 +252,10 @@ def loader_dataset(rows: pa.Table, spec: SampleSpec, loader_batch: int, num_cpus
     augmentation of each row's ``epoch``: :func:`stream_rows`; else the centre crops)."""
     import ray
 
-    install()  # an executor that runs in this process does not spin either
+    from resseg_ray.data.idle_pause import install
+
     ctx = ray.data.DataContext.get_current()
+    install(ctx)  # the executor (in the SplitCoordinator with Ray Train) pauses when idle
     # Ray Data's per-operator resource reservation let only one loader task run at a time on
     # a 2-CPU node (measured: 280 -> 490 samples/s with it off); loaders are the only heavy
     # operator here, so let them use every free CPU.

@@ -15,42 +15,37 @@ class _Op:
         return self.active
 
 
-def _executor(go_on: bool) -> type:
-    class Executor:
-        steps = 0
-
-        def _scheduling_loop_step(self, topology: dict) -> bool:
-            type(self).steps += 1
-            return go_on
-
-    return Executor
+class _Executor:
+    def __init__(self, active: list[int]) -> None:
+        self._topology = {_Op(a): None for a in active}
 
 
 @pytest.mark.parametrize(
-    ("go_on", "active", "paused"),
+    ("active", "paused"),
     [
-        (True, [0, 0], True),  # backpressured: nothing running, the loop would spin
-        (True, [0, 2], False),  # a task runs: the loop already blocks in ray.wait
-        (False, [0, 0], False),  # the last step: no pause before the executor ends
+        ([0, 0], True),  # backpressured: nothing running, the loop would spin
+        ([0, 2], False),  # a task runs: the loop already blocks in ray.wait
     ],
 )
-def test_an_idle_step_sleeps_and_a_busy_or_last_one_does_not(monkeypatch, go_on, active, paused) -> None:
+def test_an_idle_step_sleeps_and_a_busy_one_does_not(monkeypatch, active, paused) -> None:
     slept: list[float] = []
     monkeypatch.setattr(idle_pause.time, "sleep", slept.append)
-    cls = _executor(go_on)
-    assert idle_pause.pause_idle_steps(cls) and idle_pause.pause_idle_steps(cls)  # idempotent
-    topology = {_Op(a): None for a in active}
-    assert cls()._scheduling_loop_step(topology) is go_on
-    assert cls.steps == 1  # the original step ran once, wrapped once
+    idle_pause.IdlePause().on_execution_step(_Executor(active))
     assert slept == ([idle_pause.PAUSE_S] if paused else [])
 
 
-def test_it_patches_the_installed_ray_where_ray_data_is_loaded() -> None:
-    """The pinned Ray has the method it wraps; ``install_if_loaded`` (run when the pipeline
-    module is imported, as a SplitCoordinator does when it unpickles a loader dataset) patches
-    it once Ray Data's executor is imported."""
-    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+def test_loader_datasets_carry_it_to_the_executor(ray_session) -> None:
+    """Registered once in the DataContext a loader dataset is built with, and called by the
+    pinned Ray's executor at every loop step of a real execution."""
+    import pyarrow as pa
+    import ray
 
-    idle_pause.install_if_loaded()
-    assert getattr(StreamingExecutor._scheduling_loop_step, "_resseg_idle_pause", False)
-    assert idle_pause.install()
+    from resseg_ray.data.idle_pause import IdlePause, install
+
+    ctx = ray.data.DataContext.get_current()
+    install(ctx)
+    install(ctx)
+    assert ctx.custom_execution_callback_classes.count(IdlePause) == 1
+    assert IdlePause in ctx.execution_callback_classes  # what the executor instantiates
+    rows = ray.data.from_arrow(pa.table({"x": list(range(64))})).map_batches(lambda b: b, batch_size=8)
+    assert sorted(r["x"] for r in rows.take_all()) == list(range(64))
