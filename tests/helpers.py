@@ -217,19 +217,15 @@ def _chromium(
     )
 
 
-def browser_text(url: str, profile: Path) -> str:
+def browser_text(url: str, profile: Path, screenshot: Path | None = None) -> str:
     """The text of a page as a real headless browser renders it (scripts run), whitespace
-    collapsed."""
+    collapsed; with ``screenshot``, also a PNG of it from the same browser run."""
     import html
     import re
 
-    dom = _chromium(url, profile / "text", "--dump-dom").stdout
+    shot = (f"--screenshot={screenshot}",) if screenshot is not None else ()
+    dom = _chromium(url, profile / "text", "--dump-dom", *shot).stdout
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
-
-
-def browser_screenshot(url: str, profile: Path, png: Path) -> None:
-    """A PNG of a page as a real headless browser renders it."""
-    _chromium(url, profile / "shot", f"--screenshot={png}")
 
 
 def points_geojson(path: Path) -> str:

@@ -9,7 +9,7 @@ from resseg_ray.config import load_config
 from resseg_ray.evaluation.scenes import scene_name
 from resseg_ray.experiments.compare_depths import compare_architectures
 from resseg_ray.train import tracking
-from tests.helpers import browser_screenshot, browser_text, run_script, small_train_overrides
+from tests.helpers import browser_text, run_script, small_train_overrides
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -59,15 +59,15 @@ def test_compare_logs_table_ii(small_demo, mlflow_server, tmp_path) -> None:
         assert f"| {arch} | cmp-{arch} | 1 | {100 * result.runs[arch].progress.best_val_f1:.2f} |" in note
     assert parent.data.tags[tracking.NOTE_TAG] == note
     url = tracking.experiment_url(mlflow_server, result.experiment_id)
-    text = browser_text(url, tmp_path / "browser")
+    png = tmp_path / "mlflow-experiment.png"
+    text = browser_text(url, tmp_path / "browser", screenshot=png)  # one browser run for both
     assert "matching run" in text and "Sort: test_mean_f1" in text, text[:2000]  # the runs table
     assert "Detect Issues" not in text  # not the GenAI overview
     glance = note.splitlines()[1].split(": ", 1)[1]  # prop18 F1 / accuracy; unet19 ...
     assert "Depth comparison" in text and glance in text
     for arch in result.runs:
         assert f"cmp-{arch}" in text
-    browser_screenshot(url, tmp_path / "browser", tmp_path / "mlflow-experiment.png")
-    assert (tmp_path / "mlflow-experiment.png").stat().st_size > 10_000
+    assert png.stat().st_size > 10_000
 
 
 def test_compare_job_rejects_unknown_architecture_before_starting_ray(tmp_path) -> None:
