@@ -8,13 +8,12 @@ blocks, whole scenes for chip datasets, or smaller blocks for a single small sce
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from resseg_ray.config import DataConfig
-from resseg_ray.data.tiling import SceneTiles, choose_validation_scenes, tile_scene
+from resseg_ray.data.tiling import SceneTiles, choose_validation_scenes, name_seed, tile_scene
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.scene import SceneInfo
 from resseg_ray.geo.storage import StorageSettings, scene_stem
@@ -138,8 +137,7 @@ def tile_and_split(
         if with_data < 2:
             return _shrink_blocks(infos, tiled, dc, tile, reason)
     # seeded by the file names, not the paths: the same chips split alike wherever they lie
-    key = f"{seed}:" + "\n".join(sorted(scene_stem(i.uri) for i in infos))
-    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    seed = name_seed(seed, sorted(scene_stem(i.uri) for i in infos))
     held = choose_validation_scenes([t.valid_pixels for t in tiled], dc.val_fraction, seed)
     tiled = [t.unsplit("val" if i in held else "train") for i, t in enumerate(tiled)]
     return tiled, Split("scenes", reason, tuple(infos[i].uri for i in sorted(held)))

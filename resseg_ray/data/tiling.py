@@ -190,6 +190,13 @@ def choose_validation_blocks(
     return chosen
 
 
+def name_seed(seed: int, names: list[str]) -> int:
+    """A split's random seed from ``run.seed`` and file names (never paths: the same files split
+    alike in any folder or clone)."""
+    key = f"{seed}:" + "\n".join(names)
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+
+
 def tile_scene(
     scene_id: int,
     scene: SceneInfo,
@@ -218,7 +225,7 @@ def tile_scene(
     bc = cfg.split_block // cell  # cells per block side
     nby, nbx = math.ceil(valid_n.shape[0] / bc), math.ceil(valid_n.shape[1] / bc)
     per_block = _block_sums(ii_valid, bc, nby, nbx)
-    seed = int.from_bytes(hashlib.sha256(f"{seed}:{scene_stem(scene.uri)}".encode()).digest()[:8], "little")
+    seed = name_seed(seed, [scene_stem(scene.uri)])
     # Only blocks wholly inside the scene can hold whole validation tiles.
     bi, bj = np.meshgrid(np.arange(nby), np.arange(nbx), indexing="ij")
     complete = ((bi + 1) * cfg.split_block <= scene.height) & ((bj + 1) * cfg.split_block <= scene.width)
