@@ -30,7 +30,9 @@ class IdlePause(ExecutionCallback):
 
     def on_execution_step(self, executor: Any) -> None:
         """Called by the executor after every step of its scheduling loop."""
-        topology = getattr(executor, "_topology", None) or {}
+        topology = getattr(executor, "_topology", None)
+        if topology is None:  # an executor laid out otherwise: leave its loop as it is
+            return
         if not any(op.num_active_tasks() for op in topology):
             time.sleep(PAUSE_S)
 
