@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -43,16 +45,24 @@ class Node:
 
 class LocalCluster:
     """A multi-node Ray cluster of local processes: ``url`` is its dashboard (job submission and
-    state API), ``env`` the environment a client needs (token authentication on)."""
+    state API), ``env`` the environment a client needs (token authentication on, with a token
+    of its own).
+
+    The test's own queries (job status and logs, actors, nodes) go to the dashboard's REST API
+    over HTTP: each ``ray`` CLI call costs about 1.7 s of CPU to import Ray, and polling with it
+    every second took most of a core from the training under test on a 2-core machine."""
 
     def __init__(self) -> None:
         self.temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: socket paths have a length limit
+        self.token = secrets.token_hex(32)  # what Ray's own token generator makes
         self.env = {
             **os.environ,
             "PATH": f"{BIN}:{os.environ['PATH']}",
             "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
             **FAST_FAILURE_DETECTION,
         }
+        self.env.pop("RAY_AUTH_TOKEN_PATH", None)
         self.env.pop("RAY_ADDRESS", None)
         self.gcs = ""
         self.url = ""
@@ -70,15 +80,16 @@ class LocalCluster:
         self.nodes.append(proc)
         return proc
 
-    def start_head(self, num_cpus: int = 2, attempts: int = 2) -> None:
-        """The head node (GCS, dashboard, job agent); returns once it accepts jobs.
+    def start_head(self, num_cpus: int = 2, attempts: int = 2, jobs: bool = False) -> None:
+        """The head node (GCS, dashboard); returns once its dashboard answers, and with
+        ``jobs`` once it also accepts job submissions.
 
         A head that does not come up is stopped and started again on fresh ports (a port
         found free can still be taken before the head binds it); after ``attempts`` tries
         the error carries the tail of the head's logs."""
         for attempt in range(1, attempts + 1):
             try:
-                self._start_head(num_cpus)
+                self._start_head(num_cpus, jobs)
                 return
             except TimeoutError as exc:
                 logs = self._log_tails()
@@ -87,7 +98,7 @@ class LocalCluster:
                     raise TimeoutError(f"{exc}\n--- head logs ---\n{logs}") from None
                 warnings.warn(f"test head did not come up, starting it again: {exc}\n{logs}", stacklevel=2)
 
-    def _start_head(self, num_cpus: int) -> None:
+    def _start_head(self, num_cpus: int, jobs: bool) -> None:
         port, dash = free_port(), free_port()
         self._start(
             [
@@ -105,19 +116,32 @@ class LocalCluster:
 
         def dashboard_up() -> bool:
             try:
-                return urllib.request.urlopen(self.url + "/api/version", timeout=2).status == 200
-            except urllib.error.HTTPError as exc:
-                return exc.code == 401  # up, and asking for the token
+                return self._get("/api/version") is not None
             except OSError:
                 return False
 
         poll(dashboard_up, timeout=120, interval=0.5, what="Ray dashboard of `ray start --head`")
-        poll(self._accepts_jobs, timeout=120, interval=1.0, what="job agent of `ray start --head`")
+        if jobs:
+            poll(self._accepts_jobs, timeout=120, interval=1.0, what="job agent of `ray start --head`")
+
+    def _request(self, path: str, body: dict | None = None, timeout: float = 30) -> object:
+        """The dashboard's JSON answer to a GET (or, with ``body``, a POST) of ``path``."""
+        request = urllib.request.Request(
+            self.url + path,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def _get(self, path: str) -> object:
+        return self._request(path)
 
     def _accepts_jobs(self) -> bool:  # the job agent starts after the dashboard
-        probe = self.ray("job", "submit", "--address", self.url, "--no-wait", "--", "python", "-c", "pass")
-        if probe.returncode != 0:  # poll() reports the last error when it gives up
-            raise RuntimeError(f"`ray job submit` exit {probe.returncode}: {probe.stderr[-1500:]}")
+        try:
+            self._request("/api/jobs/", {"entrypoint": "true"})
+        except urllib.error.HTTPError as exc:  # poll() reports the last error when it gives up
+            raise RuntimeError(f"job submission: HTTP {exc.code}: {exc.read()[-1500:]!r}") from None
         return True
 
     def _log_tails(self, lines: int = 15) -> str:
@@ -169,39 +193,40 @@ class LocalCluster:
         )
 
     def state(self, resource: str, *filters: str) -> list[dict]:
-        """``ray list <resource> --detail`` as records (the state API through the dashboard)."""
-        args = ["list", resource, "--address", self.url, "--format", "json", "--detail", "--limit", "1000"]
+        """The state API's detailed records of ``resource`` (``actors``, ``nodes``), each
+        filter ``key=value``; what ``ray list <resource> --detail`` shows."""
+        params: list[tuple[str, str]] = [("limit", "1000"), ("detail", "1")]
         for f in filters:
-            args += ["--filter", f]
-        out = self.ray(*args)
-        if out.returncode != 0:
-            raise RuntimeError(f"ray list {resource} failed: {out.stderr[-2000:]}")
-        if out.stdout.strip().startswith("No resource"):
-            return []
-        return json.loads(out.stdout)
+            key, value = f.split("=", 1)
+            params += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
+        answer = self._get(f"/api/v0/{resource}?{urllib.parse.urlencode(params)}")
+        assert isinstance(answer, dict)
+        if answer.get("result") is False:
+            raise RuntimeError(f"state API {resource}: {answer.get('msg')}")
+        return list(answer["data"]["result"]["result"])
 
     def job_status(self, job_id: str) -> str:
         """``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED`` or ``STOPPED`` (``UNKNOWN`` while
         the jobs API does not answer)."""
-        out = self.ray("job", "status", "--address", self.url, job_id)
-        text = (out.stdout + out.stderr).lower()
-        for state in ("succeeded", "failed", "stopped", "running", "pending"):
-            if (
-                f"job '{job_id.lower()}' {state}" in text
-                or f"status for job '{job_id.lower()}': {state}" in text
-            ):
-                return state.upper()
-        return "UNKNOWN"
+        try:
+            answer = self._get(f"/api/jobs/{urllib.parse.quote(job_id)}")
+        except OSError:
+            return "UNKNOWN"
+        return str(answer.get("status", "UNKNOWN")) if isinstance(answer, dict) else "UNKNOWN"
 
     def job_logs(self, job_id: str) -> str:
         """The job's driver output."""
-        return self.ray("job", "logs", "--address", self.url, job_id).stdout
+        try:
+            answer = self._get(f"/api/jobs/{urllib.parse.quote(job_id)}/logs")
+        except OSError as exc:
+            return f"(no logs: {exc})"
+        return str(answer.get("logs", "")) if isinstance(answer, dict) else ""
 
     def alive_nodes(self) -> list[dict]:
         """Nodes the cluster lists alive; none while the state API does not answer yet."""
         try:
             return self.state("nodes", "state=ALIVE")
-        except (RuntimeError, ValueError):
+        except (RuntimeError, ValueError, OSError, KeyError):
             return []
 
     def shutdown(self, remove_temp: bool = True) -> None:

@@ -28,7 +28,7 @@ def cluster():
     """Head (2 CPUs for the driver and Ray Data, no train slot) and two 1-CPU worker nodes."""
     c = LocalCluster()
     try:
-        c.start_head(num_cpus=2)
+        c.start_head(num_cpus=2, jobs=True)
         first = c.add_node(num_cpus=1, resources=SLOT)
         second = c.add_node(num_cpus=1, resources=SLOT)
         yield c, first, second
