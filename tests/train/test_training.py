@@ -120,52 +120,6 @@ def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server) -> No
     assert [m.step for m in c.get_metric_history(result.mlflow_run_id, "val_loss")] == [1, 2, 3]
 
 
-def test_worker_crash_is_survived_from_the_checkpoint(small_demo, mlflow_server, tmp_path) -> None:
-    def crashing_loop(config: dict) -> None:
-        """The production loop, whose last worker exits abruptly right after epoch 2 is
-        committed (once per run: not after a restart), so the restart point is deterministic."""
-        import os
-
-        import ray.train
-
-        from resseg_ray.train.loop import train_loop_per_worker
-
-        ctx = ray.train.get_context()
-        restored = ray.train.get_checkpoint() is not None
-        report = ray.train.report
-
-        def report_then_crash(metrics: dict, *args, **kwargs) -> None:
-            report(metrics, *args, **kwargs)
-            if (
-                metrics.get("epoch") == 2
-                and not restored
-                and ctx.get_world_rank() == ctx.get_world_size() - 1
-            ):
-                ray.train.get_all_reported_checkpoints(timeout_s=60)
-                os._exit(17)
-
-        ray.train.report = report_then_crash  # in this worker process only
-        train_loop_per_worker(config)
-
-    cfg = load_config(
-        None,
-        small_train_overrides(
-            small_demo.root,
-            str(tmp_path),
-            mlflow_server,
-            "crash",
-            **{"run.max_failures": 1, "mlflow.registered_model": "null"},
-        ),
-    )
-    result = run_training(cfg, log=lambda _: None, loop=crashing_loop)
-    assert result.progress.epochs_done == 3 and result.progress.restarts == 1
-    c = tracking.client(mlflow_server)
-    # epochs 1-2 before the crash, epoch 3 after: the run did not start over from epoch 0
-    assert [m.step for m in c.get_metric_history(result.mlflow_run_id, "val_loss")] == [1, 2, 3]
-    assert [m.value for m in c.get_metric_history(result.mlflow_run_id, "restarts")] == [0, 0, 1]
-    assert result.registered_version is None
-
-
 @pytest.mark.parametrize(
     ("override", "error", "match"),
     [
@@ -259,20 +213,45 @@ def test_unreadable_scene_data_fails_the_run_with_the_file_named(small_demo, mlf
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
-def test_the_same_seed_gives_the_same_run_and_another_seed_another(
+def _crashing_loop(config: dict) -> None:
+    """The production loop, whose last worker exits abruptly right after epoch 2 is committed
+    (once per run: not after a restart), so the restart point is deterministic."""
+    import os
+
+    import ray.train
+
+    from resseg_ray.train.loop import train_loop_per_worker
+
+    ctx = ray.train.get_context()
+    restored = ray.train.get_checkpoint() is not None
+    report = ray.train.report
+
+    def report_then_crash(metrics: dict, *args, **kwargs) -> None:
+        report(metrics, *args, **kwargs)
+        if metrics.get("epoch") == 2 and not restored and ctx.get_world_rank() == ctx.get_world_size() - 1:
+            ray.train.get_all_reported_checkpoints(timeout_s=60)
+            os._exit(17)
+
+    ray.train.report = report_then_crash  # in this worker process only
+    train_loop_per_worker(config)
+
+
+def test_the_same_seed_gives_the_same_run_even_across_a_worker_crash(
     trained, small_demo, mlflow_server, tmp_path
 ) -> None:
     """run.seed fixes the weights' initialisation, every worker's tiles and order and every
-    augmentation draw: a second 2-worker run with seed 0 repeats the first one's per-epoch
-    metrics (to 1e-6) and its weights exactly; seed 1 gives another run."""
+    augmentation draw: a second 2-worker run with seed 0, whose last worker dies right after
+    epoch 2 and which goes on from that checkpoint (epoch 3 not redone from scratch), repeats
+    the first one's per-epoch metrics (to 1e-6) and its weights exactly; seed 1 gives another
+    run. (One run checks both: a crash survived and the same run, as a user resuming expects.)"""
     import torch
 
     _, first = trained
 
-    def run(name: str, *extra: str):
+    def run(name: str, *extra: str, loop=None):
         overrides = small_train_overrides(small_demo.root, str(tmp_path / "runs"), mlflow_server, name)
         cfg = load_config(None, [*overrides, "mlflow.registered_model=null", *extra])
-        return run_training(cfg, log=lambda _: None)
+        return run_training(cfg, log=lambda _: None, loop=loop)
 
     def history(result) -> dict[str, list[float]]:
         c = tracking.client(mlflow_server)
@@ -282,7 +261,13 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_another(
     def weights(result) -> dict[str, torch.Tensor]:
         return load_bundle(result.bundle_uri).model.state_dict()
 
-    again = run("ddp-again")
+    again = run("ddp-again", "run.max_failures=1", loop=_crashing_loop)
+    assert again.progress.epochs_done == 3 and again.progress.restarts == 1
+    c = tracking.client(mlflow_server)
+    # epochs 1-2 before the crash, epoch 3 after: the run did not start over from epoch 0
+    assert [m.step for m in c.get_metric_history(again.mlflow_run_id, "val_loss")] == [1, 2, 3]
+    assert [m.value for m in c.get_metric_history(again.mlflow_run_id, "restarts")] == [0, 0, 1]
+    assert again.registered_version is None
     h1, h2 = history(first), history(again)
     assert len(h1["val_loss"]) == 3
     for key in h1:
