@@ -4,6 +4,8 @@ scenes (masks, probabilities, polygons, their STAC catalog)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -15,7 +17,7 @@ from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.stac_items import ModelProvenance, write_run_catalog
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import load_bundle, save_bundle
-from tests.helpers import free_port, poll, randomize_batchnorm
+from tests.helpers import CHROMIUM, free_port, poll, randomize_batchnorm
 from tests.serving.service import APP, BANDS, OVERLAP, TOKEN, WINDOW, image
 
 
@@ -160,3 +162,29 @@ def scene_ids(catalog: str) -> list[str]:
     import pystac
 
     return sorted(i.id for i in pystac.Catalog.from_file(catalog).get_items())
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium (Debian's, driven by Playwright) for the page tests of a module."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install chromium)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield b
+        b.close()

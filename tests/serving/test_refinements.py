@@ -1,14 +1,17 @@
-"""Refinements from the map page over real HTTP: the project's refinement of the served model
-on a scene's saved annotations, run by a Ray actor while the service keeps answering, with
-live progress, the refined model's map beside the served one (tiles, outlines, export), the
-refined model registered under its own alias; every refusal (401, 400, 409, 503, 404), a
-cancel, a failure that leaves the served map in place, and a record whose worker is gone."""
+"""Refinements from the map page over real HTTP and in a real Chromium: the project's
+refinement of the served model on a scene's saved annotations, run by a Ray actor while the
+service keeps answering, with live progress, the refined model's map beside the served one
+(tiles, outlines, export), the refined model registered under its own alias, a refinement of
+a refinement started from the page; every refusal (401, 400, 409, 503, 404), a cancel, a
+failure that leaves the served map in place, and a record whose worker is gone."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
+from pathlib import Path
 
 import httpx
 import morecantile
@@ -83,9 +86,13 @@ def test_refinement_requests_that_cannot_start_are_refused(service) -> None:
     assert r.status_code == 409 and "no saved annotated area" in r.json()["detail"]
 
 
-def test_a_refinement_runs_off_the_http_path_and_its_map_is_shown_beside_the_served_one(
-    service, refine_config
+def test_a_refinement_runs_off_the_http_path_its_map_is_shown_and_the_page_refines_it_further(
+    service, refine_config, browser
 ) -> None:
+    """A refinement started over HTTP, followed to its end (every field of its record, the
+    refined map beside the served one, the registry); then the mapper, on the page, shows that
+    refined map and refines it further with the page's Refine button (a second refinement
+    whose parent is the first one's model), and sees and exports the new map."""
     scene = httpx.get(f"{service}/v1/scenes/scene_0").json()
     bounds = scene["bounds"]
     mask_tile = TMS.tile((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, 19)
@@ -172,11 +179,59 @@ def test_a_refinement_runs_off_the_http_path_and_its_map_is_shown_beside_the_ser
         assert str(version.version) == done["registered_version"]
         assert version.run_id == done["mlflow_run_id"]
 
-    # a second refinement from the first one's model
-    r = httpx.post(url, json={"epochs": 1, "from": done["id"]}, headers=AUTH)
-    assert r.status_code == 202, r.text
-    second = _wait(service, "scene_0", r.json()["id"])
+    # the mapper, on the page, shows that refined map and refines it further
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(service + "/#scene=scene_0")
+    page.wait_for_selector("path.leaflet-interactive", timeout=60_000)
+    page.wait_for_function(
+        f"[...document.getElementById('map-version').options].some(o => o.value === '{done['id']}')"
+    )
+    page.select_option("#map-version", done["id"])
+    page.wait_for_function(
+        f"document.getElementById('status').textContent.includes('refined map {done['id']}')", timeout=60_000
+    )
+    page.fill("#refine-epochs", "2")
+    page.click("#refine-start")  # without the token: refused, and said
+    page.wait_for_function("document.getElementById('refine-state').textContent.includes('enter the token')")
+    page.fill("#token", TOKEN)
+    page.click("#refine-start")
+    page.wait_for_function(
+        "document.getElementById('refine-state').textContent.includes('training, epoch')", timeout=120_000
+    )
+    assert page.is_visible("#refine-cancel") and page.is_visible("#refine-progress")
+    try:
+        page.wait_for_function(
+            "document.getElementById('refine-state').textContent.includes(' is shown')", timeout=400_000
+        )
+    except Exception:
+        raise AssertionError(f"not refined: {page.inner_text('#refine-state')}; errors {errors}") from None
+    job = page.evaluate("state.map")
+    assert job.startswith("r") and job != done["id"] and page.input_value("#map-version") == job
+    assert not page.is_visible("#refine-cancel")
+    second = httpx.get(f"{url}/{job}").json()
     assert second["state"] == "succeeded" and second["parent"] == done["model"], second
+    assert second["from"] == done["id"] and len(second["history"]) == 2
+    page.wait_for_function(  # the new model's overlay and outlines
+        f"[...document.querySelectorAll('.leaflet-tile-loaded')].some(t => t.src.includes('map={job}'))",
+        timeout=60_000,
+    )
+    page.wait_for_function(f"document.getElementById('status').textContent.includes('refined map {job}')")
+    figures = page.inner_text("#refine-figures")
+    assert "held-out F1" in figures and "kept" in figures and "2 epochs" in figures, figures
+    assert f"from {done['id']}" in figures and "annotated pixels kept out of training" in figures
+    with page.expect_download(timeout=60_000) as download:  # the export of the map shown
+        page.click("#export-geojson")
+    assert download.value.suggested_filename == "scene_0_buildings.geojson"
+    exported = json.loads(Path(download.value.path()).read_text())
+    sources = [x["properties"]["source"] for x in exported["features"]]
+    assert sources.count("drawn") == 1 and sources.count("model") <= second["figures"]["buildings_after"]
+    page.select_option("#map-version", "")  # back to the served model's map: the toggle
+    page.wait_for_function("document.getElementById('status').textContent.endsWith('buildings')")
+    assert "map=" not in page.get_attribute("#export-osm", "href")
+    assert not errors, errors
+    page.close()
 
 
 def test_a_refinement_can_be_cancelled_and_one_that_fails_says_why(service) -> None:
