@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from resseg_ray.geo.labels import IGNORE
 
@@ -58,6 +56,11 @@ def _rotate_center(
     image: np.ndarray, label: np.ndarray, angle: float, crop: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rotate a (D, T, T) image and (T, T) label by ``angle`` about the centre; centre crop."""
+    # imported here: the loader tasks' processes (and Ray Data's coordinator, which imports this
+    # module with the task's function) start without PyTorch until a rotation needs it
+    import torch
+    import torch.nn.functional as F
+
     d, th, tw = image.shape
     c, s = math.cos(angle), math.sin(angle)
     # affine_grid maps output coords in [-1, 1] (over `crop` px) to input coords (over T px).

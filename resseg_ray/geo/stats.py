@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import dask
-import dask.array as da
 import numpy as np
 
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.scene import SceneInfo, read_window
 from resseg_ray.geo.storage import StorageSettings
+
+if TYPE_CHECKING:  # dask is imported where statistics are computed: loader tasks need none of it
+    import dask.array as da
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ def _read_float(info: SceneInfo, settings: StorageSettings, c: int, r: int, w: i
 
 def scene_array(info: SceneInfo, settings: StorageSettings, block: int = 1024) -> da.Array:
     """The scene as a lazy dask array of windowed reads, NaN where there is no data."""
+    import dask
+    import dask.array as da
+
     nb = len(info.bands)
     rows = []
     for r in range(0, info.height, block):
@@ -149,6 +154,9 @@ def compute_statistics(
             + ", ".join(f"{s.uri}: {len(s.bands)}" for s in scenes)
             + "; select the same bands for all with data.bands"
         )
+    import dask
+    import dask.array as da
+
     lazy = []
     for s in scenes:
         x = scene_array(s, settings, block)

@@ -22,7 +22,7 @@ from tests.rasters import write_tif
 def _chip(root: Path, name: str, w: int, h: int, seed: int, k: int) -> tuple[str, str]:
     """A 3-band uint8 chip of bright roofs on textured ground, and its label raster (0/1)."""
     rng = np.random.default_rng(seed)
-    img = rng.normal(70, 12, size=(3, h, w))
+    img = rng.standard_normal((3, h, w), dtype=np.float32) * 12 + 70  # float32: the 5000 px chip
     lab = np.zeros((h, w), np.uint8)
     for _ in range(max(1, w * h // 6000)):
         bw, bh = (int(v) for v in rng.integers(6, 24, size=2))
