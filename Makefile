@@ -68,7 +68,7 @@ test: setup $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=40
 
 lint: setup
 	$(PY) -m ruff check .
