@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 from resseg_ray.config import Config
 from resseg_ray.progress import without_lines
@@ -55,7 +56,9 @@ def log_model(
         shutil.copy2(chosen, bundle)
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            # MLflow's advice to give an input example (declined below, for its cost)
+            warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)
             model_info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=code.__file__,
