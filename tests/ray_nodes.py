@@ -116,7 +116,7 @@ class LocalCluster:
 
         def dashboard_up() -> bool:
             try:
-                return self._get("/api/version") is not None
+                return self._request("/api/version") is not None
             except OSError:
                 return False
 
@@ -133,9 +133,6 @@ class LocalCluster:
         )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
-
-    def _get(self, path: str) -> object:
-        return self._request(path)
 
     def _accepts_jobs(self) -> bool:  # the job agent starts after the dashboard
         try:
@@ -199,7 +196,7 @@ class LocalCluster:
         for f in filters:
             key, value = f.split("=", 1)
             params += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
-        answer = self._get(f"/api/v0/{resource}?{urllib.parse.urlencode(params)}")
+        answer = self._request(f"/api/v0/{resource}?{urllib.parse.urlencode(params)}")
         assert isinstance(answer, dict)
         if answer.get("result") is False:
             raise RuntimeError(f"state API {resource}: {answer.get('msg')}")
@@ -209,7 +206,7 @@ class LocalCluster:
         """``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED`` or ``STOPPED`` (``UNKNOWN`` while
         the jobs API does not answer)."""
         try:
-            answer = self._get(f"/api/jobs/{urllib.parse.quote(job_id)}")
+            answer = self._request(f"/api/jobs/{urllib.parse.quote(job_id)}")
         except OSError:
             return "UNKNOWN"
         return str(answer.get("status", "UNKNOWN")) if isinstance(answer, dict) else "UNKNOWN"
@@ -217,7 +214,7 @@ class LocalCluster:
     def job_logs(self, job_id: str) -> str:
         """The job's driver output."""
         try:
-            answer = self._get(f"/api/jobs/{urllib.parse.quote(job_id)}/logs")
+            answer = self._request(f"/api/jobs/{urllib.parse.quote(job_id)}/logs")
         except OSError as exc:
             return f"(no logs: {exc})"
         return str(answer.get("logs", "")) if isinstance(answer, dict) else ""
