@@ -394,7 +394,8 @@ class MlflowSection:
 
     tracking_uri: str | None = None
     """MLflow tracking URI; default ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
-    working directory."""
+    working directory. A new experiment of a SQLite store keeps its artifacts (bundles, logged
+    models) in ``mlruns/<experiment>`` beside the database file."""
     experiment: str = "resseg-ray"
     """Experiment the runs are grouped in."""
     registered_model: str | None = "resseg-buildings"

@@ -9,12 +9,14 @@ per-epoch metrics into the same run through :class:`EpochLogger`.
 from __future__ import annotations
 
 import os
+import re
 import time
 import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from resseg_ray import abort
@@ -57,6 +59,18 @@ def resolve_tracking_uri(cfg: MlflowSection, workdir: str) -> str:
     if not uri:
         return f"sqlite:///{os.path.abspath(os.path.join(workdir, 'mlflow.db'))}"
     return uri
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: ``mlruns/<experiment>``
+    beside the database file. MLflow's own default is ``./mlruns`` in whatever folder the job
+    runs from, so the models of a store kept elsewhere piled up, orphaned, in the current
+    folder (170 MB per run). None (the store's default) for servers and other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///") :]))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+    return Path(folder, "mlruns", safe).as_uri()
 
 
 def check_tracking(uri: str, timeout: float = 10.0) -> None:
@@ -133,7 +147,11 @@ def open_run(uri: str, experiment: str, run_name: str, storage: str, tags: Mappi
     (a resumed run), else created."""
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else c.create_experiment(experiment)
+    exp_id = (
+        exp.experiment_id
+        if exp is not None
+        else c.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
+    )
     if exp is None or KIND_TAG not in exp.tags:
         # MLflow 3's UI opens an experiment without a kind in its GenAI (traces) view
         c.set_experiment_tag(exp_id, KIND_TAG, MODEL_TRAINING)

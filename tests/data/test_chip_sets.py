@@ -113,6 +113,10 @@ def test_chip_set_prepares_with_the_defaults_and_trains(key, mode, block, tmp_pa
     )  # fmt: skip
     trained = run_training(load_config(None, overrides), log=lambda _: None)
     assert trained.progress.epochs_done == 1
+    # the run's artifacts live beside its SQLite store, not in the folder the job ran from
+    run_id = trained.mlflow_run_id
+    assert list((tmp_path / "mlruns").glob(f"*/{run_id}/artifacts/config.yaml"))
+    assert not list(Path.cwd().glob(f"mlruns/*/{run_id}"))
 
 
 def test_a_single_scene_too_small_for_any_block_says_why(tmp_path, ray_session) -> None:

@@ -74,7 +74,9 @@ def test_ddp_run_logs_params_metrics_artifacts_and_registers(
 
     fetched = resolve_bundle("models:/test-buildings@best", str(tmp_path), StorageSettings(), mlflow_server)
     assert load_bundle(fetched).info.extra["mlflow_run_id"] == result.mlflow_run_id
-    model = mlflow.pyfunc.load_model("models:/test-buildings@best")
+    # dst_path: MLflow otherwise leaves a copy of the model (57 MB) in a fresh /tmp folder
+    (tmp_path / "pyfunc").mkdir()
+    model = mlflow.pyfunc.load_model("models:/test-buildings@best", dst_path=str(tmp_path / "pyfunc"))
     prob = model.predict(np.full((1, 4, 40, 50), 300, np.float32))
     assert prob.shape == (1, 40, 50) and 0 <= prob.min() and prob.max() <= 1
     # the registry's model predicts what jobs/predict.py predicts on the same window
