@@ -162,15 +162,32 @@ def encode_bundle(
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         extra=dict(extra or {}),
     )
+    return encode_weights(model.state_dict(), info), info
+
+
+def encode_weights(state: Mapping[str, torch.Tensor], info: BundleInfo) -> bytes:
+    """The bundle file's bytes of a network's weights ``state`` (its state dict) described by
+    ``info``: what :func:`encode_bundle` writes, also used to rebuild a bundle whose weights a
+    checkpoint holds once (:mod:`resseg_ray.train.state`)."""
     try:
         meta = json.dumps(asdict(info), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise BundleError(f"bundle metadata is not plain JSON ({exc}); check the 'extra' fields") from exc
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
     from safetensors.torch import save
 
-    return save(tensors, metadata={_META_KEY: meta}), info
+    return save(tensors, metadata={_META_KEY: meta})
+
+
+def bundle_info_from_dict(raw: Mapping[str, Any], name: str = "<bundle metadata>") -> BundleInfo:
+    """The metadata ``asdict(info)`` gave back as a checked :class:`BundleInfo`."""
+    try:
+        info = BundleInfo(**raw)
+    except TypeError as exc:
+        raise BundleError(f"model bundle {name!r} has unexpected metadata fields ({exc})") from exc
+    check_info(info, name)
+    return info
 
 
 def _parse_header(path: str, data: bytes) -> dict[str, Any]:
@@ -228,13 +245,7 @@ def _read(path: str, header_only: bool) -> tuple[bytes, BundleInfo]:
 
 
 def _info(path: str, data: bytes) -> BundleInfo:
-    raw = _parse_header(path, data)
-    try:
-        info = BundleInfo(**raw)
-    except TypeError as exc:
-        raise BundleError(f"model bundle {path!r} has unexpected metadata fields ({exc})") from exc
-    check_info(info, path)
-    return info
+    return bundle_info_from_dict(_parse_header(path, data), path)
 
 
 def _is_int(v: object) -> bool:

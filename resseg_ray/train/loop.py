@@ -199,10 +199,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             with scratch_dir("ckpt") as tmp:
                 if rank == 0:
                     kept = ((loss_best, "val_loss"), (f1_best, "val_f1"), (t.select == "last", "last"))
-                    for flag, key in kept:
-                        if flag:
-                            _save_best(os.path.join(best_dir, BEST_FILES[key]), model, cfg, meta, metrics)
-                    write_checkpoint(tmp, progress, model, optimizer, scheduler, best_dir)
+                    current = [BEST_FILES[key] for flag, key in kept if flag]
+                    for name in current:
+                        _save_best(os.path.join(best_dir, name), model, cfg, meta, metrics)
+                    write_checkpoint(tmp, progress, model, optimizer, scheduler, best_dir, current)
                     ckpt = ray.train.Checkpoint.from_directory(tmp)
                     if logger is not None:
                         logger.log_metrics(metrics, step=epoch)

@@ -8,11 +8,12 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping
 
 from resseg_ray.config import Config
 from resseg_ray.progress import without_lines
 from resseg_ray.train import tracking
-from resseg_ray.train.state import BEST_FILES, PROGRESS_FILE, Progress
+from resseg_ray.train.state import PROGRESS_FILE, Progress
 
 BUNDLE_NAME = "model.resseg.safetensors"
 
@@ -25,12 +26,13 @@ def log_model(
     run_name: str,
     run_id: str,
     ckpt_dir: str,
+    bundles: Mapping[str, str],
     chosen: str,
     progress: Progress,
     register: bool = True,
 ) -> tuple[str | None, bool]:
-    """Log the bundles, the final model (pyfunc from code + signature) and, with ``register``,
-    register it."""
+    """Log the best bundles (``bundles``: file name -> path), ``ckpt_dir``'s progress, the final
+    model (pyfunc from code + signature) and, with ``register``, register it."""
     import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
@@ -41,10 +43,8 @@ def log_model(
 
     info = read_bundle_info(chosen)
     c = tracking.client(tracking_uri)
-    for name in BEST_FILES.values():
-        path = os.path.join(ckpt_dir, name)
-        if os.path.exists(path):
-            c.log_artifact(run_id, path, "bundles")
+    for path in bundles.values():
+        c.log_artifact(run_id, path, "bundles")
     c.log_artifact(run_id, os.path.join(ckpt_dir, PROGRESS_FILE))
     c.set_tag(run_id, "resseg.stop_reason", progress.stop_reason)
     signature = ModelSignature(

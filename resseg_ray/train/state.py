@@ -8,7 +8,11 @@ A checkpoint directory (one per epoch, under Ray Train's storage path) contains:
 - ``best_val_loss.resseg.safetensors`` / ``best_val_f1.resseg.safetensors``: model bundles
   of the best epochs so far (and ``last.resseg.safetensors``, the latest epoch's, when
   ``train.select`` is ``last``), carried from checkpoint to checkpoint so that keeping only
-  the latest checkpoints never loses the best models.
+  the latest checkpoints never loses the best models. A best bundle of the checkpoint's own
+  epoch is recorded by its metadata only (``<bundle name>.info.json``): its weights are
+  ``state.pt``'s model, so they are not written twice or three times (for prop18, 120 MB
+  less per improving epoch, locally and in the storage). :func:`best_bundles` gives them
+  all back as files.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
+from resseg_ray.geo.storage import StorageSettings, write_bytes
+from resseg_ray.models.bundle import bundle_info_from_dict, encode_weights, read_bundle_info
 
 STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"
@@ -115,6 +123,10 @@ class Progress:
         return cls(**d)
 
 
+INFO_SUFFIX = ".info.json"
+"""Suffix of the record standing for a best bundle whose weights are the checkpoint's model."""
+
+
 def write_checkpoint(
     directory: str,
     progress: Progress,
@@ -122,8 +134,11 @@ def write_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     best_dir: str,
+    current: Collection[str] = (),
 ) -> None:
-    """Write a checkpoint of the current state into ``directory`` (created)."""
+    """Write a checkpoint of the current state into ``directory`` (created), with the best
+    bundles of ``best_dir``; those named in ``current`` (saved from this epoch's weights) are
+    recorded by their metadata only."""
     os.makedirs(directory, exist_ok=True)
     torch.save(
         {
@@ -138,7 +153,12 @@ def write_checkpoint(
         f.write(progress.to_json())
     for name in BEST_FILES.values():
         src = os.path.join(best_dir, name)
-        if os.path.exists(src):
+        if not os.path.exists(src):
+            continue
+        if name in current:
+            with open(os.path.join(directory, name + INFO_SUFFIX), "w") as f:
+                json.dump(asdict(read_bundle_info(src)), f)
+        else:
             shutil.copy2(src, os.path.join(directory, name))
 
 
@@ -149,17 +169,38 @@ def read_checkpoint(
     scheduler: Any,
     best_dir: str,
 ) -> Progress:
-    """Restore model, optimiser and scheduler from ``directory``; copy its best bundles to ``best_dir``."""
+    """Restore model, optimiser and scheduler from ``directory``; its best bundles to ``best_dir``."""
     state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    os.makedirs(best_dir, exist_ok=True)
-    for name in BEST_FILES.values():
-        src = os.path.join(directory, name)
-        if os.path.exists(src):
-            shutil.copy2(src, os.path.join(best_dir, name))
+    best_bundles(directory, best_dir, state["model"])
     return Progress.from_json(state["progress"])
+
+
+def best_bundles(
+    directory: str, out_dir: str, weights: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, str]:
+    """The checkpoint's best bundles as files in ``out_dir`` (name -> path): copied, or rebuilt
+    from the checkpoint's model weights (``weights``, else read from ``state.pt``) and the
+    recorded metadata."""
+    os.makedirs(out_dir, exist_ok=True)
+    found: dict[str, str] = {}
+    for name in BEST_FILES.values():
+        src, dst = os.path.join(directory, name), os.path.join(out_dir, name)
+        if os.path.exists(src):
+            shutil.copy2(src, dst)
+        elif os.path.exists(src + INFO_SUFFIX):
+            with open(src + INFO_SUFFIX) as f:
+                info = bundle_info_from_dict(json.load(f), src + INFO_SUFFIX)
+            if weights is None:
+                path = os.path.join(directory, STATE_FILE)
+                weights = torch.load(path, map_location="cpu", weights_only=True)["model"]
+            write_bytes(dst, encode_weights(weights, info), StorageSettings())
+        else:
+            continue
+        found[name] = dst
+    return found
 
 
 def read_progress(directory: str) -> Progress:

@@ -40,10 +40,11 @@ from resseg_ray.geo.storage import (
     workdir,
     write_bytes,
 )
+from resseg_ray.scratch import scratch_dir
 from resseg_ray.train import tracking
 from resseg_ray.train.registry import BUNDLE_NAME, log_model
 from resseg_ray.train.resources import wait_for_resources
-from resseg_ray.train.state import BEST_FILES, Progress, read_progress
+from resseg_ray.train.state import BEST_FILES, Progress, best_bundles, read_progress
 
 DEMO_DATASET = "data/demo"
 #: Data settings that must equal the ones the dataset was prepared with.
@@ -443,23 +444,25 @@ def _finish(
 ) -> TrainResult:
     cfg = plan.cfg
     progress = read_progress(ckpt_dir)
-    chosen = os.path.join(ckpt_dir, BEST_FILES[cfg.train.select])
-    if not os.path.exists(chosen):
-        raise InputDataError(f"checkpoint {ckpt_dir} holds no {BEST_FILES[cfg.train.select]}")
-    bundle_uri = join_uri(run_dir, BUNDLE_NAME)
-    with open(chosen, "rb") as f:
-        write_bytes(bundle_uri, f.read(), plan.settings)
-
     c = tracking.client(plan.tracking_uri)
     tags = c.get_run(run.run_id).data.tags
     version = tags.get(tracking.VERSION_TAG)
     moved = False
-    if version is None:
-        version, moved = log_model(
-            cfg, plan.tracking_uri, plan.run_name, run.run_id, ckpt_dir, chosen, progress, register
-        )
-    else:
-        c.set_terminated(run.run_id, status="FINISHED")
+    bundle_uri = join_uri(run_dir, BUNDLE_NAME)
+    with scratch_dir("best") as best_dir:
+        bundles = best_bundles(ckpt_dir, best_dir)
+        chosen = bundles.get(BEST_FILES[cfg.train.select])
+        if chosen is None:
+            raise InputDataError(f"checkpoint {ckpt_dir} holds no {BEST_FILES[cfg.train.select]}")
+        with open(chosen, "rb") as f:
+            write_bytes(bundle_uri, f.read(), plan.settings)
+        if version is None:
+            version, moved = log_model(
+                cfg, plan.tracking_uri, plan.run_name, run.run_id, ckpt_dir, bundles, chosen, progress,
+                register,
+            )  # fmt: skip
+        else:
+            c.set_terminated(run.run_id, status="FINISHED")
     return TrainResult(
         run_name=plan.run_name,
         run_dir=run_dir,

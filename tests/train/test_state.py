@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
-from resseg_ray.models import build_model
-from resseg_ray.train.state import BEST_FILES, Progress, read_checkpoint, read_progress, write_checkpoint
+from resseg_ray.models import build_model, load_bundle, save_bundle
+from resseg_ray.train.state import (
+    BEST_FILES,
+    INFO_SUFFIX,
+    PROGRESS_FILE,
+    STATE_FILE,
+    Progress,
+    best_bundles,
+    read_checkpoint,
+    read_progress,
+    write_checkpoint,
+)
 
 
 def _m(epoch: int, loss: float, f1: float) -> dict[str, float]:
@@ -41,9 +52,16 @@ def test_checkpoint_round_trip_restores_model_optimizer_scheduler(tmp_path) -> N
     sched.step()
     best = tmp_path / "best"
     best.mkdir()
-    (best / BEST_FILES["val_f1"]).write_bytes(b"bundle bytes")
+    (best / BEST_FILES["val_f1"]).write_bytes(b"bundle bytes")  # an earlier epoch's: copied
+    # this epoch's best-loss bundle: recorded by its metadata, its weights being the model's
+    save_bundle(best / BEST_FILES["val_loss"], model, norm_mean=[1, 2, 3], norm_std=[4, 5, 6],
+                extra={"epoch": 2, "val_loss": 0.25})  # fmt: skip
     p = Progress(epochs_done=2, best_val_f1=0.7, history=[{"epoch": 1.0}])
-    write_checkpoint(str(tmp_path / "ckpt"), p, model, opt, sched, str(best))
+    ckpt = tmp_path / "ckpt"
+    write_checkpoint(str(ckpt), p, model, opt, sched, str(best), [BEST_FILES["val_loss"]])
+    assert sorted(f.name for f in ckpt.iterdir()) == sorted(
+        [STATE_FILE, PROGRESS_FILE, BEST_FILES["val_f1"], BEST_FILES["val_loss"] + INFO_SUFFIX]
+    )
 
     torch.manual_seed(1)
     model2 = build_model("prop18", in_bands=3)
@@ -59,6 +77,12 @@ def test_checkpoint_round_trip_restores_model_optimizer_scheduler(tmp_path) -> N
     mom = next(iter(opt.state.values()))["momentum_buffer"]
     assert torch.equal(next(iter(opt2.state.values()))["momentum_buffer"], mom)
     assert (best2 / BEST_FILES["val_f1"]).read_bytes() == b"bundle bytes"
+    # the rebuilt bundle is the one written at that epoch, byte for byte
+    original = (best / BEST_FILES["val_loss"]).read_bytes()
+    assert (best2 / BEST_FILES["val_loss"]).read_bytes() == original
+    again = best_bundles(str(ckpt), str(tmp_path / "best3"))  # the weights read from state.pt
+    assert Path(again[BEST_FILES["val_loss"]]).read_bytes() == original
+    assert load_bundle(again[BEST_FILES["val_loss"]]).info.extra == {"epoch": 2, "val_loss": 0.25}
 
 
 def _timed(epoch: int, loss: float, seconds: float) -> dict[str, float]:

@@ -13,6 +13,7 @@ from resseg_ray.config import load_config
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.models.bundle import load_bundle
 from resseg_ray.train import tracking
+from resseg_ray.train.state import BEST_FILES, INFO_SUFFIX, best_bundles
 from resseg_ray.train.trainer import run_training
 from tests.helpers import small_train_overrides
 
@@ -101,12 +102,20 @@ def test_ddp_run_logs_params_metrics_artifacts_and_registers(
     assert np.nanmax(np.abs(got - expected)) < 1e-5
 
 
-def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server) -> None:
+def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server, tmp_path) -> None:
     cfg, result = trained
     run_dir = Path(result.run_dir)
     kept = sorted(p.name for p in run_dir.glob("epoch_*"))
     assert kept == ["epoch_0002", "epoch_0003"]  # run.checkpoints_to_keep=2
-    assert (run_dir / "epoch_0003" / "best_val_loss.resseg.safetensors").exists()
+    # the best bundles travel in the last checkpoint: a bundle of its own epoch as metadata only
+    last = run_dir / "epoch_0003"
+    bundles = best_bundles(str(last), str(tmp_path / "best"))
+    epochs = {"val_loss": result.progress.best_val_loss_epoch, "val_f1": result.progress.best_val_f1_epoch}
+    for key, epoch in epochs.items():
+        name = BEST_FILES[key]
+        assert (last / name).exists() == (epoch != 3)
+        assert (last / (name + INFO_SUFFIX)).exists() == (epoch == 3)
+        assert load_bundle(bundles[name]).info.extra["epoch"] == epoch
     again = run_training(cfg, log=lambda _: None)
     assert again.resumed and again.mlflow_run_id == result.mlflow_run_id
     assert again.progress.epochs_done == 3 and again.registered_version == result.registered_version
