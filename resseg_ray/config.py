@@ -269,6 +269,12 @@ class TrainConfig:
     """A refinement's starting weights: ``parent`` (the model as given) or ``adapted`` (the
     parent with its BatchNorm statistics re-estimated on the scene, as ``finetune --adapt-bn``,
     which also forces it)."""
+    rehearsal_tiles: int = 0
+    """A refinement's rehearsal: this many training tiles of the parent's own dataset (the one
+    its bundle records), drawn once with ``run.seed``, trained on every epoch beside the
+    annotated area's tiles, normalised as the parent saw them, so the model keeps seeing what it
+    learned from. Never in the held-out blocks of the verdict. 0: off; when the parent's dataset
+    cannot be read the refinement says so and goes on without."""
     train_tiles_per_epoch: int | None = None
     """Use only the first N training tiles (in the seeded order) per epoch; default all."""
     val_tiles: int | None = None
@@ -302,6 +308,8 @@ class TrainConfig:
             raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.rehearsal_tiles < 0:
+            raise ConfigError(f"train.rehearsal_tiles must be >= 0, got {self.rehearsal_tiles}")
         if self.l2sp < 0:
             raise ConfigError(f"train.l2sp must be a strength >= 0, got {self.l2sp}")
         if not 0 < self.lr_gamma <= 1:

@@ -231,6 +231,7 @@ def refine_scene(
         norm_mean=list(info.norm_mean) if normalization == "pooled" else None,
         norm_std=list(info.norm_std) if normalization == "pooled" else None,
         parent_run_id=str(parent_run) if parent_run else None,
+        dataset=str(info.extra["dataset"]) if info.extra.get("dataset") else None,
     )
     result = run_training(rcfg, log, tags=tags, start_from=start, on_epoch=on_epoch, register=False)
     refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)

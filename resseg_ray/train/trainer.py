@@ -43,6 +43,7 @@ from resseg_ray.geo.storage import (
 from resseg_ray.scratch import scratch_dir
 from resseg_ray.train import tracking
 from resseg_ray.train.registry import BUNDLE_NAME, log_model
+from resseg_ray.train.rehearsal import add_rehearsal
 from resseg_ray.train.resources import wait_for_resources
 from resseg_ray.train.state import BEST_FILES, Progress, best_bundles, read_progress
 
@@ -87,6 +88,9 @@ class StartFrom:
     norm_std: list[float] | None = None
     parent_run_id: str | None = None
     """The parent model's MLflow run, recorded on the bundle."""
+    dataset: str | None = None
+    """The parent's training dataset (its bundle's ``dataset``): ``train.rehearsal_tiles`` come
+    from it."""
 
 
 @dataclass
@@ -277,6 +281,8 @@ def run_training(
     # order and the augmentation follow run.seed alone
     rows = split_rows(desc, plan.settings, cfg.run.seed, limits)
     spec = sample_spec(desc, cfg.data, plan.settings, augment=True, seed=cfg.run.seed, norm=norm)
+    if start_from is not None and cfg.train.rehearsal_tiles:
+        rows, spec = add_rehearsal(rows, spec, cfg, desc, plan.settings, start_from.dataset, log)
 
     run = tracking.open_run(
         plan.tracking_uri,

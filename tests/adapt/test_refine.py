@@ -33,7 +33,7 @@ def parent(small_demo, tmp_path_factory) -> str:
         norm_mean=list(stats.mean),
         norm_std=list(stats.std),
         band_names=["blue", "green", "red", "nir"],
-        extra={"normalization": "pooled", "mlflow_run_id": "parent-run-0"},
+        extra={"normalization": "pooled", "mlflow_run_id": "parent-run-0", "dataset": small_demo.root},
     )
     return str(path)
 
@@ -70,13 +70,16 @@ def test_refinement_trains_inside_the_area_and_scores_the_rest(
     cfg = load_config(
         None,
         [*overrides, *REFINE_DATA, "scaling.num_workers=1", "train.lr=0.0001", "train.select=last",
-         "train.min_gain=0"],
+         "train.min_gain=0", "train.rehearsal_tiles=2"],
     )  # fmt: skip
     said: list[str] = []
     result = refine_scene(
         cfg, parent, scene, AreaSpec(fraction=0.25), labels=labels, adapt_bn=True, log=said.append
     )
 
+    # rehearsal: tiles of the dataset the parent was trained on (its bundle's) beside the area's
+    assert any(line.startswith(f"rehearsal: 2 training tiles of the parent's dataset {small_demo.root}")
+               for line in said), said  # fmt: skip
     run_dir = tmp_path / "refine-test"
     with rasterio.open(run_dir / "labels" / f"{result.before.name}_evaluate_labels.tif") as e:
         evaluate = e.read(1)
