@@ -3,6 +3,7 @@
     python bench/refinement.py                         # 3 base models (seeds 0-2) x 3 scenes x 2 x 2
     python bench/refinement.py --seeds 1 --scenes 1 --fractions 0.07 --placements contiguous
     python bench/refinement.py --models runs/demo-prop18/model.resseg.safetensors
+    python bench/refinement.py --merge bench/results/refinement_*.json --out bench/results/all
 
 For each base model (``--models``, or ``--seeds N`` demo models trained with ``run.seed`` 0..N-1
 on ``--config``, reused when their run exists), each test scene of the dataset, each fraction
@@ -121,8 +122,67 @@ def summarize(rows: list[dict]) -> dict:
         "worst_gain_refined_always": min(raw) if raw else None,
         "drops_over_half_point_refined_always": sum(g < -0.5 for g in raw),
         "refined_kept": sum(r["kept"] == "refined" for r in rows),
+        # the verdict against an oracle that knew the rest of the scene: how often it kept the
+        # candidate that is best there, and the mean gain that oracle would have shipped
+        "kept_best_on_rest": sum(r[_F1[r["kept"]]] >= max(r[k] for k in _F1.values()) for r in rows),
+        "mean_gain_oracle": statistics.fmean(
+            100 * (max(r[k] for k in _F1.values()) - r["before_f1"]) for r in rows
+        )
+        if rows
+        else None,
         "mean_seconds": statistics.fmean(r["seconds"] for r in rows) if rows else None,
     }
+
+
+_F1 = {"parent": "before_f1", "adapted": "adapted_f1", "refined": "refined_f1"}
+
+
+def summaries(rows: list[dict], variants: list[str]) -> dict:
+    """Per variant: the summary of all cases, and by base model, area fraction and placement."""
+    out: dict = {}
+    for v in variants:
+        mine = [r for r in rows if r["variant"] == v]
+        out[v] = summarize(mine)
+        out[v]["min_gain_replayed"] = margin_sweep(mine)
+        for key in ("model", "fraction", "placement"):
+            values = sorted({_group(r, key) for r in mine})
+            out[v][f"by_{key}"] = {g: summarize([r for r in mine if _group(r, key) == g]) for g in values}
+    return out
+
+
+MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03)
+"""``train.min_gain`` values replayed on the measured cases (:func:`margin_sweep`)."""
+
+
+def margin_sweep(rows: list[dict]) -> dict[str, dict]:
+    """What each margin of :data:`MARGINS` would have shipped on these cases, replayed from
+    their held-out F1s (the verdict's rule, :func:`resseg_ray.adapt.gate.decide`) and scored
+    by their F1 on the rest of the scene: mean and worst gain, drops over half a point, and how
+    often it shipped the refined model."""
+    out = {}
+    for m in MARGINS:
+        gains, shipped = [], 0
+        for r in rows:
+            h = r["heldout"]["f1"]
+            if h["refined"] >= max(h["parent"], h["adapted"]) + m:
+                kept, shipped = "refined", shipped + 1
+            else:
+                kept = "adapted" if h["adapted"] > h["parent"] else "parent"
+            gains.append(100 * (r[_F1[kept]] - r["before_f1"]))
+        out[f"{100 * m:g} points"] = {
+            "mean_gain": statistics.fmean(gains) if gains else None,
+            "worst_gain": min(gains) if gains else None,
+            "drops_over_half_point": sum(g < -0.5 for g in gains),
+            "refined_kept": shipped,
+        }
+    return out
+
+
+def _group(row: dict, key: str) -> str:
+    """The group of a case: its model or placement, or its area fraction asked (7 % or 15 %)."""
+    if key == "fraction":  # suggested areas come out a little larger than asked
+        return "15 %" if row["fraction"] >= 0.11 else "7 %"
+    return str(row[key])
 
 
 def markdown(rows: list[dict], summary: dict, seconds: float) -> str:
@@ -141,7 +201,33 @@ def markdown(rows: list[dict], summary: dict, seconds: float) -> str:
             f"{100 * r['refined_f1']:.2f} | {r['kept']} | {100 * r['shipped_f1']:.2f} | "
             f"{100 * (r['shipped_f1'] - r['before_f1']):+.2f} | {r['seconds']:.0f} |"
         )
-    lines += ["", "```", json.dumps(summary, indent=1), "```", ""]
+    head = (
+        "| variant | cases | mean gain shipped | worst shipped | drops > 0.5 shipped | mean gain "
+        "refined always | worst refined always | refined kept | kept the best on the rest | mean "
+        "gain of an oracle | mean s |"
+    )
+    lines += ["", head, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for variant, summ in summary.items():
+        groups = [("all", summ)] + [
+            (g, sub) for key in ("model", "fraction", "placement") for g, sub in summ[f"by_{key}"].items()
+        ]
+        for g, x in groups:
+            lines.append(
+                f"| {variant}: {g} | {x['cases']} | {x['mean_gain_shipped']:+.2f} | "
+                f"{x['worst_gain_shipped']:+.2f} | {x['drops_over_half_point_shipped']} | "
+                f"{x['mean_gain_refined_always']:+.2f} | {x['worst_gain_refined_always']:+.2f} | "
+                f"{x['refined_kept']} | {x['kept_best_on_rest']} | {x['mean_gain_oracle']:+.2f} | "
+                f"{x['mean_seconds']:.0f} |"
+            )
+    lines += ["", "| variant | train.min_gain replayed | mean gain | worst | drops > 0.5 | refined kept |"]
+    lines.append("|---|---|---|---|---|---|")
+    for variant, summ in summary.items():
+        for m, x in summ["min_gain_replayed"].items():
+            lines.append(
+                f"| {variant} | {m} | {x['mean_gain']:+.2f} | {x['worst_gain']:+.2f} | "
+                f"{x['drops_over_half_point']} | {x['refined_kept']} |"
+            )
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -171,7 +257,18 @@ def main() -> None:
     p.add_argument("--prefix", default="bench-refine")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override of both configs")
     p.add_argument("--out", default=OUT, help="results path without suffix (.json and .md are written)")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="write one table of these results files' cases; run nothing",
+    )
     args = p.parse_args()
+    if args.merge:
+        rows = [r for path in args.merge for r in _read_rows(path)]
+        variants = list(dict.fromkeys(r["variant"] for r in rows))
+        print(write(args, rows, variants, sum(r["seconds"] for r in rows)))
+        return
     start = time.perf_counter()
     init_ray()
     models = base_models(args)
@@ -223,7 +320,7 @@ def main() -> None:
 
 def write(args: argparse.Namespace, rows: list[dict], variants: list[str], seconds: float) -> str:
     """The table and summary so far (after every case: a long run stopped keeps its figures)."""
-    summary = {v: summarize([r for r in rows if r["variant"] == v]) for v in variants}
+    summary = summaries(rows, variants)
     md = markdown(rows, summary, seconds)
     with open(args.out + ".md", "w") as f:
         f.write(md)
@@ -231,6 +328,11 @@ def write(args: argparse.Namespace, rows: list[dict], variants: list[str], secon
         args.out + ".json", {"machine": machine(), "args": vars(args), "summary": summary, "rows": rows}
     )
     return md
+
+
+def _read_rows(path: str) -> list[dict]:
+    with open(path) as f:
+        return json.load(f)["rows"]
 
 
 if __name__ == "__main__":
