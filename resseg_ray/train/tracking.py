@@ -61,14 +61,20 @@ def resolve_tracking_uri(cfg: MlflowSection, workdir: str) -> str:
     return uri
 
 
+def _sqlite_file(uri: str) -> str | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
+    return uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
+
+
 def artifact_location(uri: str, experiment: str) -> str | None:
     """Where a new experiment of a SQLite store keeps its artifacts: ``mlruns/<experiment>``
     beside the database file. MLflow's own default is ``./mlruns`` in whatever folder the job
     runs from, so the models of a store kept elsewhere piled up, orphaned, in the current
     folder (170 MB per run). None (the store's default) for servers and other stores."""
-    if not uri.startswith("sqlite:///"):
+    path = _sqlite_file(uri)
+    if path is None:
         return None
-    folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///") :]))
+    folder = os.path.dirname(os.path.abspath(path))
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
     return Path(folder, "mlruns", safe).as_uri()
 
@@ -89,8 +95,8 @@ def check_tracking(uri: str, timeout: float = 10.0) -> None:
                 "MLFLOW_TRACKING_URI to a reachable server or a sqlite:/// file"
             ) from None
         return
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///") :]
+    path = _sqlite_file(uri)
+    if path is not None:
         parent = os.path.dirname(os.path.abspath(path)) or "."
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
             raise TrackingError(
