@@ -76,10 +76,10 @@ lint: setup
 	$(PY) -m mypy
 
 bench: setup
-	$(PY) bench/model_throughput.py
-	$(PY) bench/data_pipeline.py
-	$(PY) bench/train_throughput.py
-	$(PY) bench/predict_scene.py
+	$(PY) -m bench.model_throughput
+	$(PY) -m bench.data_pipeline
+	$(PY) -m bench.train_throughput
+	$(PY) -m bench.predict_scene
 
 # Refresh constraints.txt from the current venv (after changing dependencies).
 lock: setup

@@ -9,8 +9,8 @@ crop, flips, normalisation; float32 4 x 256 x 256 images and labels) produced:
 3. the same with scenes and labels on an S3 endpoint (a moto server on 127.0.0.1, so
    this measures the S3 code path and HTTP overhead, not a WAN).
 
-    python bench/data_pipeline.py                        # demo data (prepared if absent)
-    python bench/data_pipeline.py --dataset data/demo --samples 1200 --no-s3
+    python -m bench.data_pipeline                        # demo data (prepared if absent)
+    python -m bench.data_pipeline --dataset data/demo --samples 1200 --no-s3
 
 Prints a table and writes JSON (default bench/results/data_pipeline.json). Goal of issue
 3: >= 150 samples/s per core from local disk. Figures only: nothing passes or fails here.
@@ -27,8 +27,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resseg_ray.config import load_config
 from resseg_ray.data.pipeline import build_datasets, iter_torch, load_samples, read_manifest, sample_spec

@@ -3,9 +3,9 @@ sessions that are lent a GPU machine. Each step is one of the project's benchmar
 own process with a deadline; a step that fails or runs out of time is recorded and the next
 one runs; the figures of every step go into one JSON.
 
-    python bench/gpu_check.py                        # on a GPU machine: writes bench/results/gpu_check.json
-    python bench/gpu_check.py --out $OUT/gpu_check.json --budget-s 450
-    python bench/gpu_check.py --device cpu --quick   # the same steps, tiny, on a CPU (a dry run)
+    python -m bench.gpu_check                        # on a GPU machine: writes bench/results/gpu_check.json
+    python -m bench.gpu_check --out $OUT/gpu_check.json --budget-s 450
+    python -m bench.gpu_check --device cpu --quick   # the same steps, tiny, on a CPU (a dry run)
 
 Steps (``--device cuda``):
 
@@ -27,7 +27,7 @@ may carry. So the check also has a torch-only step, ``ddp_<arch>``: training ste
 and device policy (bf16 autocast on CUDA). It and the ``model_*`` steps need only torch,
 safetensors, PyYAML and fsspec, all in that image:
 
-    PYTHONPATH=. python3 bench/gpu_check.py --out $OUT/gpu_check.json   # there: ddp_* and model_* run
+    python3 -m bench.gpu_check --out $OUT/gpu_check.json   # there: ddp_* and model_* run
 
 With ``--quick`` every step is shrunk (one architecture, small tiles and scenes, seconds of
 load) so that the orchestration itself can be checked on a CPU in a few minutes.
@@ -43,9 +43,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from results_io import machine, write_results
+from bench.results_io import machine, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -94,7 +92,6 @@ def ddp_steps(arch: str, device: str, quick: bool, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    sys.path.insert(0, ROOT)
     from resseg_ray.device import DevicePolicy
     from resseg_ray.models import build_model
 
@@ -151,18 +148,18 @@ def steps(device: str, quick: bool, tmp: str) -> list[tuple[str, list[str], str,
     out: list[tuple[str, list[str], str, float]] = []
     for arch in ["prop18"] if quick else ["prop18", "prop152"]:
         path = os.path.join(tmp, f"ddp_{arch}.json")
-        cmd = [PY, "bench/gpu_check.py", "--device", device, "--ddp-worker", arch, "--out", path]
+        cmd = [PY, "-m", "bench.gpu_check", "--device", device, "--ddp-worker", arch, "--out", path]
         out.append((f"ddp_{arch}", cmd + (["--quick"] if quick else []), path, 60.0))
     archs = ["prop18"] if quick else ["prop18", "prop152", "unet19"]
     size = ["--size", "128", "--batch", "2", "--repeats", "1"] if quick else ["--size", "512", "--batch", "8"]
     for precision in ["fp32", "bf16"] if quick else ["fp32", "bf16", "fp16"]:
         path = os.path.join(tmp, f"model_{precision}.json")
-        cmd = [PY, "bench/model_throughput.py", "--device", device, "--precision", precision,
+        cmd = [PY, "-m", "bench.model_throughput", "--device", device, "--precision", precision,
                "--archs", *archs, "--formats", "channels_last", *size, "--json", path]  # fmt: skip
         out.append((f"model_{precision}", cmd, path, 60.0 if quick else 75.0))
     if gpu:  # torch.compile where it may help: the GPU's bf16 path (inductor's CPU build is minutes)
         path = os.path.join(tmp, "model_bf16_compiled.json")
-        cmd = [PY, "bench/model_throughput.py", "--device", device, "--precision", "bf16", "--compile",
+        cmd = [PY, "-m", "bench.model_throughput", "--device", device, "--precision", "bf16", "--compile",
                "--archs", "prop18", "prop152", "--formats", "channels_last", *size,
                "--json", path]  # fmt: skip
         out.append(("model_bf16_compiled", cmd, path, 120.0))
@@ -177,14 +174,15 @@ def steps(device: str, quick: bool, tmp: str) -> list[tuple[str, list[str], str,
                 "train.batch_size=16",
                 "data.crop_size=256",
             ]
-        cmd = [PY, "bench/train_throughput.py", "--epochs", "2", "--tiles", "16" if quick else "256",
+        cmd = [PY, "-m", "bench.train_throughput", "--epochs", "2", "--tiles", "16" if quick else "256",
                *(x for s in sets for x in ("--set", s)), "--out", path]  # fmt: skip
         out.append((f"train_{arch}", cmd, path, 150.0 if quick else 100.0))
     path = os.path.join(tmp, "predict.json")
     scene = ["--width", "768", "--height", "640", "--arch", "prop18"] if quick else ["--arch", "prop152"]
     cmd = [
         PY,
-        "bench/predict_scene.py",
+        "-m",
+        "bench.predict_scene",
         "--device",
         device,
         *scene,
@@ -201,7 +199,8 @@ def steps(device: str, quick: bool, tmp: str) -> list[tuple[str, list[str], str,
     load = small if quick else full
     cmd = [
         PY,
-        "bench/serve_load.py",
+        "-m",
+        "bench.serve_load",
         *load,
         "--set",
         f"serve.use_gpu={'true' if gpu else 'false'}",

@@ -2,9 +2,9 @@
 the first overlay of an uploaded 2048 x 2048 scene, and a refinement on 7 % of a demo test
 scene from the click to the refined map (each stage's time).
 
-    make demo && python bench/map_page.py                 # the demo's model and maps
-    python bench/map_page.py --skip-refine --tiles 200
-    python bench/map_page.py --epochs 5                   # a shorter refinement
+    make demo && python -m bench.map_page                 # the demo's model and maps
+    python -m bench.map_page --skip-refine --tiles 200
+    python -m bench.map_page --epochs 5                   # a shorter refinement
 
 The service is ``build_app`` (the ingress and the model deployment) behind Serve's HTTP proxy
 on 127.0.0.1, serving the demo's model and its maps of the test scenes (``make demo``), with
@@ -38,10 +38,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from results_io import machine, write_results
+from bench.results_io import machine, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = "resseg-map-bench"

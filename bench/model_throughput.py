@@ -8,10 +8,10 @@ a same-run yardstick (oneDNN's convolution kernels can exceed it: figures above
 100 %). A conventional ResNet-18 U-Net with bilinear upsampling
 (bench/reference_unet.py) runs side by side with prop18.
 
-    python bench/model_throughput.py                      # all models, 512x512, batch 4
-    python bench/model_throughput.py --archs prop18 ref_unet_resnet18 --repeats 5
-    python bench/model_throughput.py --archs prop18 prop152 --runtimes torch openvino onnxruntime
-    python bench/model_throughput.py --bundle runs/demo-prop18/model.resseg.safetensors \
+    python -m bench.model_throughput                      # all models, 512x512, batch 4
+    python -m bench.model_throughput --archs prop18 ref_unet_resnet18 --repeats 5
+    python -m bench.model_throughput --archs prop18 prop152 --runtimes torch openvino onnxruntime
+    python -m bench.model_throughput --bundle runs/demo-prop18/model.resseg.safetensors \
         --runtimes torch openvino onnxruntime --json bench/results/runtimes_demo.json
 
 Prints a table and writes JSON (default bench/results/model_throughput.json).
@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -33,11 +32,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from reference_unet import ResNet18UNet
-from results_io import machine, write_results
-
+from bench.reference_unet import ResNet18UNet
+from bench.results_io import machine, write_results
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError
 from resseg_ray.models import build_model, list_models

@@ -1,12 +1,12 @@
 """The paper's experiments at CPU scale: Table II, Table III, BatchNorm adaptation and where
 to annotate, on the demo data (or any prepared dataset with test scenes).
 
-    python bench/paper_tables.py                      # demo data: prop18, prop34, unet19 8 min each
-    python bench/paper_tables.py --scenes 0           # Table III and where-to-annotate on all test scenes
-    python bench/paper_tables.py --quick              # a few minutes: prop18, 1 epoch, 1 scene
-    python bench/paper_tables.py --seeds 3            # Table II three times: mean and spread per depth
-    python bench/paper_tables.py --normalization per_scene   # the demo's own setting
-    python bench/paper_tables.py --archs prop18 prop50 prop152 unet19 unet35 --minutes 60 \\
+    python -m bench.paper_tables                      # demo data: prop18, prop34, unet19 8 min each
+    python -m bench.paper_tables --scenes 0           # Table III and where-to-annotate on all test scenes
+    python -m bench.paper_tables --quick              # a few minutes: prop18, 1 epoch, 1 scene
+    python -m bench.paper_tables --seeds 3            # Table II three times: mean and spread per depth
+    python -m bench.paper_tables --normalization per_scene   # the demo's own setting
+    python -m bench.paper_tables --archs prop18 prop50 prop152 unet19 unet35 --minutes 60 \\
         --set scaling.use_gpu=true                    # on a GPU
 
 The models are trained as the paper's: inputs standardised by the training scenes' pooled
@@ -37,14 +37,10 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from results_io import machine, write_results
-
+from bench.results_io import machine, write_results
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
 from resseg_ray.adapt.suggest import suggest_regions
 from resseg_ray.cli import init_ray

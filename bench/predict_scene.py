@@ -8,10 +8,10 @@ writer) in a fresh subprocess, whose peak RSS is read from the kernel. Model-onl
 throughput runs the same network on the same number of 512 px windows of random data
 in this process (no reading, no stitching, no writing).
 
-    python bench/predict_scene.py                        # prop18, D12 size and 4x, this device
-    python bench/predict_scene.py --arch prop152 --no-big --device cuda
-    python bench/predict_scene.py --no-big --actors 2      # also: one scene split across 2 actors
-    python bench/predict_scene.py --no-big --engines torch:fp32 openvino:fp32 openvino:bf16 auto:auto
+    python -m bench.predict_scene                        # prop18, D12 size and 4x, this device
+    python -m bench.predict_scene --arch prop152 --no-big --device cuda
+    python -m bench.predict_scene --no-big --actors 2      # also: one scene split across 2 actors
+    python -m bench.predict_scene --no-big --engines torch:fp32 openvino:fp32 openvino:bf16 auto:auto
 
 With ``--actors N`` the D12-size scene is also segmented on a local Ray instance by
 ``jobs/predict.py --actors``'s code path: once by one actor holding all CPUs (the scene
@@ -37,10 +37,7 @@ import numpy as np
 import rasterio
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from results_io import machine, write_results
-
+from bench.results_io import machine, write_results
 from resseg_ray.device import DevicePolicy, ray_runtime_env
 from resseg_ray.inference.windows import window_starts
 from resseg_ray.models import build_model

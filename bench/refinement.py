@@ -1,9 +1,9 @@
 """Does a refinement ever ship a worse map? Refinements of demo models on their test scenes.
 
-    python bench/refinement.py                         # 3 base models (seeds 0-2) x 3 scenes x 2 x 2
-    python bench/refinement.py --seeds 1 --scenes 1 --fractions 0.07 --placements contiguous
-    python bench/refinement.py --models runs/demo-prop18/model.resseg.safetensors
-    python bench/refinement.py --merge bench/results/refinement_*.json --out bench/results/all
+    python -m bench.refinement                         # 3 base models (seeds 0-2) x 3 scenes x 2 x 2
+    python -m bench.refinement --seeds 1 --scenes 1 --fractions 0.07 --placements contiguous
+    python -m bench.refinement --models runs/demo-prop18/model.resseg.safetensors
+    python -m bench.refinement --merge bench/results/refinement_*.json --out bench/results/all
 
 For each base model (``--models``, or ``--seeds N`` demo models trained with ``run.seed`` 0..N-1
 on ``--config``, reused when their run exists), each test scene of the dataset, each fraction
@@ -33,14 +33,10 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from results_io import machine, write_results
-
+from bench.results_io import machine, write_results
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
 from resseg_ray.adapt.suggest import suggest_regions
 from resseg_ray.cli import init_ray

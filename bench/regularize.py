@@ -10,8 +10,8 @@ within 5 degrees of a right angle (how square the outlines are), vertices per bu
 IoU of each regularized building with its unregularized outline, and seconds per scene.
 (A pixel outline's staircase counts as right angles: its vertex count tells it apart.)
 
-    python bench/regularize.py                   # the demo model on the demo's test scenes
-    python bench/regularize.py --model m.resseg.safetensors --scenes a.tif --labels a_labels.tif
+    python -m bench.regularize                   # the demo model on the demo's test scenes
+    python -m bench.regularize --model m.resseg.safetensors --scenes a.tif --labels a_labels.tif
 
 Prints a table and writes JSON (default bench/results/regularize.json).
 """
@@ -28,10 +28,7 @@ import time
 import numpy as np
 from shapely.geometry import shape
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from results_io import machine, write_results
-
+from bench.results_io import machine, write_results
 from resseg_ray.config import PredictSection
 from resseg_ray.evaluation.objects import matched_ious
 from resseg_ray.geo.storage import StorageSettings, scene_stem

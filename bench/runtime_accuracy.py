@@ -1,8 +1,8 @@
 """Accuracy of the inference runtimes: F1 and accuracy on a prepared dataset's test scenes and
 the share of mask pixels equal to fp32 PyTorch's, per runtime x precision, same run.
 
-    python bench/runtime_accuracy.py                     # the demo's model and test scenes
-    python bench/runtime_accuracy.py --model m.resseg.safetensors --dataset data/prepared \\
+    python -m bench.runtime_accuracy                     # the demo's model and test scenes
+    python -m bench.runtime_accuracy --model m.resseg.safetensors --dataset data/prepared \\
         --engines torch:fp32 openvino:bf16 auto:auto
 
 Goal of issue 20: ``auto`` within 0.2 points of fp32 PyTorch in F1 and accuracy, masks equal on
@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Iterator
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from results_io import machine, write_results
-
+from bench.results_io import machine, write_results
 from resseg_ray.config import PredictSection
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.evaluation.scenes import evaluate_scene

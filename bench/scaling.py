@@ -2,9 +2,9 @@
 workers / actors on this machine), projected for a GPU cluster with stated assumptions.
 Writes bench/scaling.md and bench/results/scaling.json.
 
-    python bench/scaling.py                     # from the existing result files (below)
-    python bench/scaling.py --measure           # re-run the three measurements first (~15 min on 2 cores)
-    python bench/scaling.py --nodes 16 --arch prop101 --price-gpu 1.0 --utilization 0.25
+    python -m bench.scaling                     # from the existing result files (below)
+    python -m bench.scaling --measure           # re-run the three measurements first (~15 min on 2 cores)
+    python -m bench.scaling --nodes 16 --arch prop101 --price-gpu 1.0 --utilization 0.25
 
 Measured (``--measure`` runs them; otherwise their JSON in bench/results is read):
 - training samples/s with 1 and with 2 DDP workers (``bench/train_throughput.py``,
@@ -32,9 +32,7 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from results_io import machine, write_results
+from bench.results_io import machine, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
@@ -42,13 +40,14 @@ D12 = (6000, 4500)  # the paper's first test scene, pixels
 GSD_M = 0.5
 
 MEASUREMENTS = {
-    "train_throughput.json": ["bench/train_throughput.py", "--set", "scaling.num_workers=1"],
+    "train_throughput.json": ["-m", "bench.train_throughput", "--set", "scaling.num_workers=1"],
     "train_throughput_2workers.json": [
-        "bench/train_throughput.py", "--set", "scaling.num_workers=2", "--set", "scaling.cpus_per_worker=0.5",
+        "-m", "bench.train_throughput", "--set", "scaling.num_workers=2",
+        "--set", "scaling.cpus_per_worker=0.5",
         "--out", "bench/results/train_throughput_2workers.json",
     ],
-    "predict_scene.json": ["bench/predict_scene.py", "--no-big", "--actors", "2"],
-    "model_throughput.json": ["bench/model_throughput.py"],
+    "predict_scene.json": ["-m", "bench.predict_scene", "--no-big", "--actors", "2"],
+    "model_throughput.json": ["-m", "bench.model_throughput"],
 }  # fmt: skip
 
 
@@ -57,7 +56,7 @@ def load(name: str) -> dict:
     path = os.path.join(RESULTS, name)
     if not os.path.isfile(path):
         cmd = " ".join(["python", *MEASUREMENTS[name]])
-        raise SystemExit(f"error: {path} is missing: run `{cmd}` (or bench/scaling.py --measure)")
+        raise SystemExit(f"error: {path} is missing: run `{cmd}` (or python -m bench.scaling --measure)")
     with open(path) as f:
         return json.load(f)
 
@@ -220,7 +219,7 @@ def render(s: dict, args: argparse.Namespace) -> str:
     cpus = m["machine"].get("cpus")
     return f"""# Scaling: measured on this machine, projected for a GPU cluster
 
-Written by `python bench/scaling.py` (figures from bench/results; `--measure` re-runs them).
+Written by `python -m bench.scaling` (figures from bench/results; `--measure` re-runs them).
 
 ## Measured here ({cpus} CPU cores, no GPU)
 

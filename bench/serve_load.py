@@ -1,9 +1,9 @@
 """Load on the Serve application: throughput and latency percentiles of ``POST /v1/segment``
 at several concurrencies and image sizes, with window batching on and off.
 
-    python bench/serve_load.py                       # 512 and 2048 px, c = 1, 8, 32, batch 1 vs 8
-    python bench/serve_load.py --sizes 512 --concurrency 8 --duration 20
-    python bench/serve_load.py --model runs/demo-prop18/model.resseg.safetensors --set serve.use_gpu=true
+    python -m bench.serve_load                       # 512 and 2048 px, c = 1, 8, 32, batch 1 vs 8
+    python -m bench.serve_load --sizes 512 --concurrency 8 --duration 20
+    python -m bench.serve_load --model runs/demo-prop18/model.resseg.safetensors --set serve.use_gpu=true
 
 The service is the real application (``build_app``: the FastAPI ingress and the batching
 model deployment) behind Serve's HTTP proxy on 127.0.0.1, deployed once per batch size
@@ -26,15 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from results_io import machine, write_results
+from bench.results_io import machine, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = "resseg-load"

@@ -6,9 +6,9 @@ every epoch: ``samples_per_s_per_worker`` and ``data_wait_fraction`` (time block
 next batch / time of the training epoch). The first epoch includes pipeline start-up; the
 later ones are the steady state.
 
-    python bench/train_throughput.py                                  # demo config, prop18, this device
-    python bench/train_throughput.py --set model.arch=prop50 --set data.crop_size=256
-    python bench/train_throughput.py --set scaling.use_gpu=true --set scaling.cpus_per_worker=4
+    python -m bench.train_throughput                                  # demo config, prop18, this device
+    python -m bench.train_throughput --set model.arch=prop50 --set data.crop_size=256
+    python -m bench.train_throughput --set scaling.use_gpu=true --set scaling.cpus_per_worker=4
 
 Prints a table and writes JSON (default bench/results/train_throughput.json). Goal of
 issue 4: data wait below 10 % of the step time. Figures only: nothing passes or fails.
@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from results_io import machine, write_results
-
+from bench.results_io import machine, write_results
 from resseg_ray.cli import init_ray
 from resseg_ray.config import load_config
 from resseg_ray.train.trainer import run_training

@@ -62,7 +62,7 @@ def test_the_gpu_checks_torch_only_steps_run_on_the_gpu_image(tmp_path) -> None:
 
     out = tmp_path / "gpu_check.json"
     proc = subprocess.run(
-        [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--quick", "--out", str(out),
+        [sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--quick", "--out", str(out),
          "--only", "ddp_prop18", "model_fp32", "train_prop18"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=_gpu_image_env(tmp_path),
     )  # fmt: skip
