@@ -21,7 +21,8 @@ from contextlib import contextmanager
 _NAME = re.compile(r"^resseg-[a-z]+-h([A-Za-z0-9]*)-pid(\d+)-")
 
 
-def _host() -> str:
+def host_tag() -> str:
+    """This host's name as it appears in scratch folder names (letters and digits, at most 40)."""
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40]
 
 
@@ -37,7 +38,7 @@ def _alive(pid: int) -> bool:
 
 def sweep_orphans() -> None:
     """Remove the scratch folders in the temporary folder of this host's dead processes."""
-    root, host = tempfile.gettempdir(), _host()
+    root, host = tempfile.gettempdir(), host_tag()
     try:
         names = os.listdir(root)
     except OSError:
@@ -54,7 +55,7 @@ def make_scratch_dir(kind: str) -> str:
     if not kind.isalpha() or not kind.islower():
         raise ValueError(f"scratch kind must be lowercase letters, got {kind!r}")
     sweep_orphans()
-    return tempfile.mkdtemp(prefix=f"resseg-{kind}-h{_host()}-pid{os.getpid()}-")
+    return tempfile.mkdtemp(prefix=f"resseg-{kind}-h{host_tag()}-pid{os.getpid()}-")
 
 
 @contextmanager

@@ -420,10 +420,10 @@ def test_a_failed_prepare_leaves_no_half_prepared_dataset(scene, tmp_path, capsy
     from resseg_ray.config import load_config
     from resseg_ray.errors import InputDataError
     from resseg_ray.geo.storage import StorageSettings
-    from resseg_ray.train.trainer import _load_or_prepare
+    from resseg_ray.train.trainer import load_or_prepare
 
     with pytest.raises(InputDataError, match="is not a prepared dataset"):
-        _load_or_prepare(load_config(None, [f"train.dataset={out}"]), StorageSettings(), print)
+        load_or_prepare(load_config(None, [f"train.dataset={out}"]), StorageSettings(), print)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def test_a_killed_process_leaves_nothing_once_the_next_scratch_folder_is_made() 
         assert dead_path.exists()
 
         with scratch.scratch_dir("ckpt") as mine:
-            assert Path(mine).name.startswith(f"resseg-ckpt-h{scratch._host()}-pid{os.getpid()}-")
+            assert Path(mine).name.startswith(f"resseg-ckpt-h{scratch.host_tag()}-pid{os.getpid()}-")
             assert not dead_path.exists()  # the killed process's folder is gone
             assert live_path.exists() and (live_path / "bundle.bin").exists()
             assert other_host.exists() and unrelated.exists()

@@ -382,7 +382,7 @@ def predict_scenes_on_ray(
     abort.doing(f"segmenting {len(scene_uris)} scenes on Ray (finished outputs and parts under {out_dir})")
     options = options or output_options(predict, settings)
     info = bundle_info_from_bytes(bundle_bytes)
-    key = _fingerprint(bundle_bytes, predict)
+    key = parts_fingerprint(bundle_bytes, predict)
     min_parts = actors // len(scene_uris) if split_mpx > 0 and 0 < len(scene_uris) < actors else 1
     plan_task = ray.remote(num_cpus=1)(plan_scene)
     refs = [
@@ -421,10 +421,10 @@ def predict_scenes_on_ray(
             )
             .take_all()
         )
-    return _collect(plans, rows, out_dir, settings, options)
+    return collect_reports(plans, rows, out_dir, settings, options)
 
 
-def _collect(
+def collect_reports(
     plans: dict[str, ScenePlan],
     rows: list[dict],
     out_dir: str,
@@ -487,7 +487,7 @@ def _collect(
     return [reports[u] for u in plans]
 
 
-def _fingerprint(bundle_bytes: bytes, predict: PredictSection) -> str:
+def parts_fingerprint(bundle_bytes: bytes, predict: PredictSection) -> str:
     """Short hash of everything that decides a part's rasters: the model and the options."""
     h = hashlib.sha256(bundle_bytes)
     h.update(json.dumps(to_dict(predict), sort_keys=True).encode())

@@ -43,7 +43,7 @@ class CpuInfo:
         return {"cpu": self.model, "cpu_flags": " ".join(self.flags), "bf16_units": self.bf16_units or "none"}
 
 
-def _parse_cpuinfo(text: str) -> CpuInfo:
+def parse_cpuinfo(text: str) -> CpuInfo:
     model, flags = "", set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
@@ -62,6 +62,6 @@ def cpu_info() -> CpuInfo:
     """This machine's CPU (read once from ``/proc/cpuinfo``; elsewhere, no flags known)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return _parse_cpuinfo(f.read())
+            return parse_cpuinfo(f.read())
     except OSError:
         return CpuInfo(platform.processor() or platform.machine(), ())

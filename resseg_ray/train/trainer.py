@@ -150,9 +150,9 @@ def _check_scenes(desc: DatasetDescription, settings: StorageSettings) -> None:
         open_scene(scene["label_uri"], settings, bands=[1])
 
 
-def _load_or_prepare(
-    cfg: Config, settings: StorageSettings, log: Callable[[str], None]
-) -> DatasetDescription:
+def load_or_prepare(cfg: Config, settings: StorageSettings, log: Callable[[str], None]) -> DatasetDescription:
+    """The prepared dataset ``train.dataset`` names; the demo's is prepared on first use, any
+    other missing one is an error saying how to prepare it."""
     root = resolve_uri(cfg.train.dataset)
     if not exists(join_uri(root, DATASET_FILE), settings):
         if cfg.train.dataset.rstrip("/") != DEMO_DATASET:
@@ -180,7 +180,7 @@ def plan_training(cfg: Config, log: Callable[[str], None] = print) -> TrainingPl
     settings = StorageSettings.resolve(cfg.storage)
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow, workdir())
     tracking.check_tracking(tracking_uri)
-    desc = _load_or_prepare(cfg, settings, log)
+    desc = load_or_prepare(cfg, settings, log)
     _check_data_config(cfg, desc)
     _check_scenes(desc, settings)
     name = cfg.run.name or f"{cfg.model.arch}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}"

@@ -159,7 +159,7 @@ def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
 
     # a part staged by an earlier (interrupted) run is reused, not recomputed
     out = str(tmp_path / "resumed")
-    from resseg_ray.inference.batch import _fingerprint
+    from resseg_ray.inference.batch import parts_fingerprint
 
     plan = plan_scene(
         uri,
@@ -170,7 +170,7 @@ def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
         False,
         0.01,
         1,
-        _fingerprint(data, predict),
+        parts_fingerprint(data, predict),
     )
     assert len(plan.parts) == 7 and plan.norm is not None
     first = plan.parts[0]
@@ -194,7 +194,7 @@ def test_a_split_scene_whose_assembly_fails_is_reported_failed(tmp_path, bundle_
     is reported failed with the reason, never as segmented, and it has no outputs."""
     from pathlib import Path
 
-    from resseg_ray.inference.batch import _collect, _fingerprint, predict_part
+    from resseg_ray.inference.batch import collect_reports, parts_fingerprint, predict_part
     from resseg_ray.models.bundle import load_bundle, read_bundle_info
 
     uri, _ = two_band_scene(tmp_path, h=300, w=90, name="big.tif")
@@ -203,7 +203,15 @@ def test_a_split_scene_whose_assembly_fails_is_reported_failed(tmp_path, bundle_
     options = output_options(predict)
     out = str(tmp_path / "out")
     plan = plan_scene(
-        uri, read_bundle_info(bundle_path), predict, out, LOCAL, False, 0.005, 1, _fingerprint(data, predict)
+        uri,
+        read_bundle_info(bundle_path),
+        predict,
+        out,
+        LOCAL,
+        False,
+        0.005,
+        1,
+        parts_fingerprint(data, predict),
     )
     assert len(plan.parts) >= 2 and plan.norm is not None
     predictor = ScenePredictor(load_bundle(bundle_path), predict)
@@ -214,7 +222,7 @@ def test_a_split_scene_whose_assembly_fails_is_reported_failed(tmp_path, bundle_
                      "skipped": False, "error": "", "start": 0.0, "end": 1.0})  # fmt: skip
     staged = sorted(Path(plan.staging).glob("*_mask.tif"))
     staged[1].unlink()
-    (report,) = _collect({uri: plan}, rows, out, LOCAL, options)
+    (report,) = collect_reports({uri: plan}, rows, out, LOCAL, options)
     assert report.error is not None and staged[1].name in report.error, report
     assert report.outputs == {}
     assert not (tmp_path / "out" / "big_mask.tif").exists()

@@ -17,7 +17,7 @@ from resseg_ray.errors import ConfigError
 from resseg_ray.models import build_model
 from resseg_ray.runtime import cpu as cpu_module
 from resseg_ray.runtime import select as sel
-from resseg_ray.runtime.cpu import CpuInfo, _parse_cpuinfo
+from resseg_ray.runtime.cpu import CpuInfo, parse_cpuinfo
 from resseg_ray.runtime.engines import TorchEngine
 from resseg_ray.runtime.onnx_graph import model_digest
 from resseg_ray.runtime.select import Choice, EngineFactory, GuardedEngine, RuntimeFallback, select_engine
@@ -112,10 +112,10 @@ def test_model_digest_follows_the_weights(net) -> None:
 
 def test_cpu_flags_decide_the_bf16_units() -> None:
     text = "model name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
-    amx = _parse_cpuinfo(text)
+    amx = parse_cpuinfo(text)
     assert amx.model == "Intel Xeon" and amx.bf16_units == "amx"
-    assert _parse_cpuinfo("model name: AMD EPYC\nflags: avx2 avx512_bf16\n").bf16_units == "avx512_bf16"
-    assert _parse_cpuinfo("model name: old\nflags: sse2 avx2 fma\n").bf16_units is None
+    assert parse_cpuinfo("model name: AMD EPYC\nflags: avx2 avx512_bf16\n").bf16_units == "avx512_bf16"
+    assert parse_cpuinfo("model name: old\nflags: sse2 avx2 fma\n").bf16_units is None
 
 
 @pytest.mark.parametrize(
