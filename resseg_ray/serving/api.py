@@ -50,6 +50,7 @@ from resseg_ray.jsondoc import load_json
 from resseg_ray.models.bundle import BundleInfo
 from resseg_ray.serving.annotations import AnnotationStore, validate_annotations
 from resseg_ray.serving.export import EXPORT_FORMATS, export_buildings
+from resseg_ray.serving.lru import LRU
 from resseg_ray.serving.refinements import (
     ACTIVE,
     JOB_ID,
@@ -97,6 +98,10 @@ async def _without_server_paths(request: Request, exc: HTTPException) -> JSONRes
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+SUGGESTIONS_KEPT = 64
+"""Suggestion answers a replica keeps (each a small GeoJSON; one per scene and parameters)."""
+ENDED_KEPT = 256
+"""Ended refinements' records a replica keeps in memory (the store on disk holds them all)."""
 MEDIA = {"mask": "image/tiff", "prob": "image/tiff", "geojson": "application/geo+json"}
 _SEGMENT = re.compile(r"[A-Za-z0-9!_.*'()=+,;@&$ -]+")
 
@@ -326,13 +331,15 @@ class SegmentAPI:
         self._slots: asyncio.Semaphore | None = None
         self._waiting = 0
         self.annotations = AnnotationStore(self.cfg.annotations_dir)
-        self._suggested: dict[tuple[str, float, int], bytes] = {}
+        self._suggested: LRU[tuple[str, float, int], bytes] = LRU(SUGGESTIONS_KEPT)
+        """Suggestions computed, by scene and parameters (a client may vary the parameters)."""
         self.refine = refine
         """The refinements' configuration (a :class:`~resseg_ray.config.Config` as a dict)."""
         self.refinements = RefinementStore(self.cfg.refine_dir)
         self._runners: dict[tuple[str, str], object] = {}
         """Handles of the refinement actors this replica started (kept while they run)."""
-        self._ended: dict[tuple[str, str], dict] = {}
+        self._ended: LRU[tuple[str, str], dict] = LRU(ENDED_KEPT)
+        """Records of ended refinements (they no longer change; evicted ones are read again)."""
         self.uploads = UploadStore(self.cfg.scenes_dir)
         PRIVATE_ROOTS.update(
             os.path.abspath(d)
@@ -416,12 +423,13 @@ class SegmentAPI:
         """A refinement's current record (404 when there is none); ended ones are kept in memory."""
         if not JOB_ID.fullmatch(job):
             raise HTTPException(404, f"no refinement {job!r}; refinement ids are r1, r2, ...")
-        if (scene_id, job) in self._ended:
-            return self._ended[(scene_id, job)]
+        ended = self._ended.get((scene_id, job))
+        if ended is not None:
+            return ended
         try:
             record = current_record(self.refinements, scene_id, job)
             if record.get("state") not in ACTIVE:
-                self._ended[(scene_id, job)] = record
+                self._ended.put((scene_id, job), record)
                 self._runners.pop((scene_id, job), None)
             return record
         except KeyError:
@@ -689,14 +697,16 @@ class SegmentAPI:
         if not 0 < fraction <= 0.5 or not 32 <= region <= 2048:
             raise HTTPException(400, "fraction must be in (0, 0.5] and region from 32 to 2048 pixels")
         key = (scene_id, round(fraction, 4), region)
-        if key not in self._suggested:
+        body = self._suggested.get(key)
+        if body is None:
             info = await self._bundle_info()
             try:
                 collection = await asyncio.to_thread(self._suggest, scene, info, fraction, region)
             except Overloaded:
                 return busy("the model replicas are overloaded; retry shortly")
-            self._suggested[key] = json.dumps(collection).encode()
-        return Response(self._suggested[key], media_type="application/geo+json")
+            body = json.dumps(collection).encode()
+            self._suggested.put(key, body)
+        return Response(body, media_type="application/geo+json")
 
     def _suggest(self, scene: MapScene, info: BundleInfo, fraction: float, region: int) -> dict:
         """Run in a worker thread: the entropy ranking of ``jobs/suggest_annotation.py``, its
