@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 
-.PHONY: setup demo test lint bench lock clean
+.PHONY: setup demo test lint docs bench lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(PY):
 # (Re)install when the dependency files change. torch==2.13.0 is pinned in pyproject.toml;
 # constraints.txt pins the rest of the tested, `pip check`-clean set.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test,docs]'
 	$(PY) -m pip check
 	touch $(STAMP) $(BASE_STAMP)
 
@@ -68,7 +68,13 @@ test: setup $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
+	$(MAKE) --no-print-directory docs
 	$(PY) -m pytest -q --durations=40
+
+# The manual (docs/, Sphinx + MyST), warnings as errors: its configuration reference and API
+# pages are generated from the code at each build (docs/_ext). Open docs/_build/html/index.html.
+docs: setup
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 lint: setup
 	$(PY) -m ruff check .
@@ -90,4 +96,4 @@ lock: setup
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) runs data mlflow.db mlruns .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs data mlflow.db mlruns .pytest_cache .ruff_cache docs/_build docs/_generated docs/api

@@ -1,4 +1,4 @@
-"""Screenshots of the map page for the README, taken by the test browser (Debian's chromium
+"""Screenshots of the map page for the README and the manual, taken by the test browser (Debian's chromium
 through Playwright) from a service on the demo's outputs: run after `make demo`.
 
     .venv/bin/python docs/screenshots.py          # docs/map-page.png, map-mask.png, map-refined.png

@@ -154,12 +154,13 @@ class DataConfig:
     split: str = "auto"
     """How validation is held out: ``blocks`` (square blocks of every scene, the paper's
     way for large scenes), ``scenes`` (whole scenes, for datasets of many small chips) or
-    ``auto`` (blocks, unless they would leave a scene without a training tile: then scenes)."""
+    ``auto`` (blocks, unless they would leave a scene without a training tile or the dataset
+    without a validation tile: then scenes, or smaller blocks for a single scene)."""
     val_fraction: float = 0.2
     """Fraction of the valid area held out for validation: of each scene (blocks) or of all
     scenes together (scenes)."""
     split_block: int = 728
-    """Side of the square blocks the validation area is made of (pixels)."""
+    """Side of the square blocks the validation area is made of (pixels, at least ``tile_size``)."""
     max_nodata_fraction: float = 0.5
     """Tiles with more no-data pixels than this fraction are dropped."""
     stats_block: int = 1024
@@ -227,7 +228,8 @@ class TrainConfig:
     """Optimisation (paper Sec. III-C/D, IV-B) and what is trained on."""
 
     dataset: str = "data/demo"
-    """Prepared dataset (``jobs/prepare.py --out``): a folder or s3:// prefix."""
+    """Prepared dataset (``jobs/prepare.py --out``): a folder or s3:// prefix. The demo's
+    (``data/demo``) is prepared on first use."""
     epochs: int = 200
     """Maximum number of epochs (early stopping usually ends training sooner)."""
     batch_size: int = 8
@@ -252,8 +254,9 @@ class TrainConfig:
     or ``last`` (the last epoch's: a fixed schedule, as the paper's refinement)."""
     time_budget_minutes: float | None = None
     """Stop once another epoch would take the time spent training and validating past this many
-    minutes (start-up and checkpoints not counted): a fixed compute budget, e.g. to compare
-    architectures at equal training time. Default: no budget, ``epochs`` and ``patience`` decide."""
+    minutes (start-up and checkpoints not counted, restarts included; a re-run with a larger
+    budget goes on): an emergency deadline, or equal training time per architecture
+    (``bench/paper_tables.py --minutes``). Default: no budget, ``epochs`` and ``patience`` decide."""
     freeze_bn: bool = False
     """Keep BatchNorm layers in inference mode while training: their running statistics stay
     the starting model's (or the scene's, after ``--adapt-bn``) instead of drifting towards the
@@ -378,10 +381,12 @@ class RunSection:
     checkpoints_to_keep: int = 2
     """Epoch checkpoints kept (the best models travel inside each, so older ones can go)."""
     seed: int = 0
-    """The one seed of everything random (``--seed``): the weights' initialisation, which tiles
-    and in which order each epoch and each worker sees, every augmentation draw, ``prepare``'s
-    train/validation split, the placement of random and suggested annotation areas. Two runs
-    with the same seed and configuration on CPU give the same metrics and weights."""
+    """The one seed of everything random (``--seed`` on prepare, train, finetune and
+    compare_depths): the weights' initialisation, which tiles and in which order each epoch and
+    each worker sees, every augmentation draw, ``prepare``'s train/validation split, the
+    placement of random and suggested annotation areas. Two runs with the same seed and
+    configuration on CPU give the same metrics (to 1e-6) and weights; GPU kernels may still
+    differ from run to run."""
 
     def __post_init__(self) -> None:
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", self.name):

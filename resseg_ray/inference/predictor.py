@@ -114,7 +114,7 @@ def window_row_count(height: int, window: int, overlap: int) -> int:
 
 def warn_if_far(info: BundleInfo, scene: SceneInfo, settings: StorageSettings) -> None:
     """Warn, naming the bands, when a sample of the scene is far from the training
-    normalisation (|mean difference| > 3 training std, or std off by 3x)."""
+    normalisation (a mean more than 3 training std away, or a std off by 3x)."""
     sample = _sample_pixels(scene, settings)
     if sample.shape[1] < 100:
         return

@@ -144,9 +144,9 @@ def regularize(
     polygons: list[BaseGeometry], crs: rasterio.crs.CRS | None, pixel: float
 ) -> list[BaseGeometry]:
     """Polygons squared by buildingregulariser (edges parallel or perpendicular to each
-        building's main direction, 45° where the outline clearly has it), one per input; in a
-        geographic CRS the work is done in the local UTM zone. Tolerances scale with the pixel:
-        outlines are simplified by a pixel and parallel edges closer than two pixels merged (on the
+    building's main direction, 45° where the outline clearly has it), one per input; in a
+    geographic CRS the work is done in the local UTM zone. Tolerances scale with the pixel:
+    outlines are simplified by a pixel and parallel edges closer than two pixels merged (on the
     demo's test scenes: 0.5 points of object F1 lost for 80 % right-angle corners, bench/regularize.py)."""
     if not polygons:
         return []

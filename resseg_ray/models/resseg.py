@@ -21,7 +21,7 @@ class DeconvBlock(nn.Module):
     torch's own ConvTranspose2d: with channels_last and the allocator tuning of
     :mod:`resseg_ray.device` it measured as fast on CPU as an exact rewrite into one
     2x2 convolution per output phase (inference) and 12 % faster to train, so the
-    rewrite was dropped (figures in the README, "Benchmarks").
+    rewrite was dropped (figures in the manual, docs/benchmarks).
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:

@@ -1,0 +1,30 @@
+"""Sphinx configuration of the resseg-ray manual (``make docs``; built with warnings as errors
+inside ``make test``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext"))
+
+project = "resseg-ray"
+author = "the resseg-ray developers"
+copyright = "2026, the resseg-ray developers"  # Sphinx's name for it
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "config_reference",
+    "api_pages",
+]
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+exclude_patterns = ["_build", "_generated", "screenshots.py"]
+myst_heading_anchors = 3
+myst_enable_extensions = ["colon_fence"]
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+html_theme = "alabaster"
+html_title = "resseg-ray"
+html_static_path: list[str] = []
