@@ -34,6 +34,7 @@ from resseg_ray.models.base import SegmentationNet
 from resseg_ray.models.bundle import load_bundle_bytes, save_bundle
 from resseg_ray.models.registry import build_model
 from resseg_ray.scratch import scratch_dir
+from resseg_ray.train.epoch_feed import publish
 from resseg_ray.train.quicklook import render_quicklook
 from resseg_ray.train.state import BEST_FILES, Progress, read_checkpoint, write_checkpoint
 from resseg_ray.train.tracking import EpochLogger
@@ -211,6 +212,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                             png = render_quicklook(images, labels, probs, band_names=meta["band_names"])
                             logger.log_bytes(png, f"quicklook/val_epoch_{epoch:03d}.png")
                 ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
+            if rank == 0 and meta.get("epoch_queue") is not None:  # the job's progress line, once
+                publish(meta["epoch_queue"], meta["run_id"], epoch, metrics)  # the epoch is saved
             if progress.finished:
                 break
 

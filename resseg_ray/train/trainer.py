@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import math
 import os
 import tempfile
 import time
@@ -42,6 +41,7 @@ from resseg_ray.geo.storage import (
 )
 from resseg_ray.scratch import scratch_dir
 from resseg_ray.train import tracking
+from resseg_ray.train.epoch_feed import epoch_queue, take
 from resseg_ray.train.registry import BUNDLE_NAME, log_model
 from resseg_ray.train.rehearsal import add_rehearsal
 from resseg_ray.train.resources import wait_for_resources
@@ -299,6 +299,7 @@ def run_training(
     _log_inputs(run, cfg, desc)
 
     run_dir = join_uri(plan.storage, plan.run_name)
+    queue = epoch_queue()
     abort.doing(f"training run {plan.run_name} (checkpoints under {run_dir})")
     storage_path, storage_fs = _storage(plan.storage, plan.settings)
     stats = desc.statistics.pooled
@@ -313,6 +314,7 @@ def run_training(
         "manifest_sha256": desc.raw.get("manifest_sha256", ""),
         "rows": ray.put(rows),
         "sample_spec": spec,
+        "epoch_queue": queue,
     }
     if start_from is not None:
         meta["init_bundle"] = ray.put(start_from.bundle_bytes)
@@ -339,7 +341,9 @@ def run_training(
         ),
     )
     try:
-        result = _fit_showing_epochs(trainer, plan.tracking_uri, run.run_id, cfg.train.epochs, on_epoch)
+        result = _fit_showing_epochs(
+            trainer, queue, plan.tracking_uri, run.run_id, cfg.train.epochs, on_epoch
+        )
     except BaseException:
         tracking.client(plan.tracking_uri).set_terminated(run.run_id, status="FAILED")
         raise
@@ -352,18 +356,21 @@ def run_training(
 
 def _fit_showing_epochs(
     trainer: Any,
+    queue: Any,
     tracking_uri: str,
     run_id: str,
     epochs: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Any:
-    """``trainer.fit()``, with a progress line (or bar) per epoch from the metrics rank 0 logs to
-    MLflow: losses, validation F1, time, ETA (at most: early stopping may end sooner)."""
+    """``trainer.fit()``, with a progress line (or bar) per epoch as rank 0 reports it on
+    ``queue`` (:mod:`~resseg_ray.train.epoch_feed`): losses, validation F1, time, ETA (at most:
+    early stopping may end sooner)."""
     import threading
+
+    from ray.exceptions import RayError
 
     from resseg_ray.progress import Progress
 
-    c = tracking.client(tracking_uri)
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
@@ -372,38 +379,29 @@ def _fit_showing_epochs(
         except BaseException as exc:  # re-raised in the caller's thread
             outcome["error"] = exc
 
-    def history(key: str) -> dict[int, float]:
-        try:
-            return {m.step: m.value for m in c.get_metric_history(run_id, key)}
-        except Exception:  # the store is busy or away: the next poll catches up
-            return {}
-
-    seen = len(history("val_loss"))
+    # a resumed run's bar starts at the epochs it already has (asked once)
+    seen = len(tracking.client(tracking_uri).get_metric_history(run_id, "val_loss"))
     thread = threading.Thread(target=fit, name="resseg-fit", daemon=True)
     thread.start()
     with Progress("epoch", epochs, start=seen) as bar:
 
-        def show() -> None:
+        def show(wait: float) -> None:
             nonlocal seen
-            val = history("val_loss")
-            new = sorted(s for s in val if s > seen)
-            if not new:
-                return
-            train, f1 = history("train_loss"), history("val_f1")
-            for step in new:
+            for f in take(queue, run_id, wait):
+                if f.epoch <= seen:
+                    continue
                 if on_epoch is not None:
-                    losses = {"train_loss": train.get(step, math.nan), "val_loss": val[step]}
-                    on_epoch(step, {**losses, "val_f1": f1.get(step, math.nan)})
-                bar.step(
-                    f"train loss {train.get(step, float('nan')):.4f}, val loss {val[step]:.4f}, "
-                    f"val F1 {f1.get(step, float('nan')):.4f}"
-                )
-            seen = new[-1]
+                    figures = {"train_loss": f.train_loss, "val_loss": f.val_loss, "val_f1": f.val_f1}
+                    on_epoch(f.epoch, figures)
+                bar.step(f"train loss {f.train_loss:.4f}, val loss {f.val_loss:.4f}, val F1 {f.val_f1:.4f}")
+                seen = f.epoch
 
-        while thread.is_alive():
-            thread.join(2.0)
-            show()
-        show()
+        try:
+            while thread.is_alive():
+                show(0.5)
+            show(0.0)  # what rank 0 reported last, before the run ended
+        except RayError:  # the queue went with the Ray instance: the run says what happened
+            thread.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
