@@ -2,6 +2,7 @@
 through Playwright) from a service on the demo's outputs: run after `make demo`.
 
     .venv/bin/python docs/screenshots.py          # docs/map-page.png, map-mask.png, map-refined.png
+    .venv/bin/python docs/screenshots.py --mlflow # docs/mlflow-comparison.png only
 
 The refinement screenshot annotates 7 % of test_01 with its true footprints (as
 ``bench/map_page.py`` does), refines for ``--epochs`` (default 5) from the page and shows
@@ -30,6 +31,50 @@ def tiles_loaded(page) -> None:
     )
 
 
+def mlflow_comparison(out: str = "docs/mlflow-comparison.png") -> None:
+    """The demo's MLflow experiment as ``compare_depths.py``'s link opens it (model training view,
+    runs by test mean F1, the comparison in its description), from an ``mlflow server`` on the
+    demo's store (``mlflow.db``), in the test browser."""
+    import subprocess
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    from resseg_ray.config import load_config
+    from resseg_ray.train import tracking
+    from tests.helpers import CHROMIUM, free_port, poll
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    exe = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    server = subprocess.Popen(
+        [exe, "server", "--backend-store-uri", "sqlite:///mlflow.db", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        poll(lambda: urllib.request.urlopen(url + "/health", timeout=1).status == 200, timeout=90,
+             interval=0.5, what="mlflow server")  # fmt: skip
+        name = load_config("configs/demo.yaml").mlflow.experiment
+        experiment = tracking.client(url).get_experiment_by_name(name)
+        if experiment is None:
+            raise SystemExit(f"error: no MLflow experiment {name!r} in mlflow.db: run make demo first")
+        link = tracking.experiment_url(url, experiment.experiment_id)
+        assert link is not None
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(link)
+            page.wait_for_selector("text=Depth comparison", timeout=60_000)
+            page.wait_for_load_state("networkidle")  # the runs table's rows come after the description
+            page.screenshot(path=out)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     import argparse
     import tempfile
@@ -37,12 +82,15 @@ def main() -> None:
     import httpx
     import yaml
 
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from map_page import annotations_of
+    from bench.map_page import annotations_of
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=5, help="epochs of the refinement shown")
+    p.add_argument("--mlflow", action="store_true", help="only the MLflow comparison screenshot")
     args = p.parse_args()
+    if args.mlflow:
+        mlflow_comparison()
+        return
     tmp = tempfile.mkdtemp(prefix="resseg-screenshots-")
     import ray
     from playwright.sync_api import sync_playwright
