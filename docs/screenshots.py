@@ -66,7 +66,11 @@ def mlflow_comparison(out: str = "docs/mlflow-comparison.png") -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(link)
             page.wait_for_selector("text=Depth comparison", timeout=60_000)
-            page.wait_for_load_state("networkidle")  # the runs table's rows come after the description
+            runs = tracking.client(url).search_runs([experiment.experiment_id], max_results=5)
+            names = [r.info.run_name for r in runs]
+            page.wait_for_function(  # the runs table's rows come after the description
+                "names => names.every(n => document.body.innerText.includes(n))", arg=names, timeout=60_000
+            )
             page.screenshot(path=out)
             browser.close()
     finally:
