@@ -120,7 +120,6 @@ def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
 
     from resseg_ray.inference.batch import predict_scenes_on_ray
     from resseg_ray.inference.outputs import SceneWriter, part_uris
-    from resseg_ray.models.bundle import read_bundle_info
 
     uri, _ = two_band_scene(tmp_path, h=700, w=90, name="big.tif")
     data = Path(bundle_path).read_bytes()
@@ -159,19 +158,7 @@ def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
 
     # a part staged by an earlier (interrupted) run is reused, not recomputed
     out = str(tmp_path / "resumed")
-    from resseg_ray.inference.batch import parts_fingerprint
-
-    plan = plan_scene(
-        uri,
-        read_bundle_info(bundle_path),
-        predict,
-        out,
-        LOCAL,
-        False,
-        0.01,
-        1,
-        parts_fingerprint(data, predict),
-    )
+    plan = _plan_split(uri, bundle_path, predict, out, split_mpx=0.01)
     assert len(plan.parts) == 7 and plan.norm is not None
     first = plan.parts[0]
 
@@ -189,30 +176,31 @@ def test_a_huge_scene_is_split_across_actors_exactly_and_resumably(
     assert again.skipped
 
 
+def _plan_split(uri: str, bundle_path: str, predict, out: str, split_mpx: float):
+    """``plan_scene`` as ``jobs/predict.py --split-mpx`` plans a scene (no overwrite, at least
+    one part), keyed by the bundle's and the options' fingerprint."""
+    from pathlib import Path
+
+    from resseg_ray.inference.batch import parts_fingerprint
+    from resseg_ray.models.bundle import read_bundle_info
+
+    key = parts_fingerprint(Path(bundle_path).read_bytes(), predict)
+    return plan_scene(uri, read_bundle_info(bundle_path), predict, out, LOCAL, False, split_mpx, 1, key)
+
+
 def test_a_split_scene_whose_assembly_fails_is_reported_failed(tmp_path, bundle_path, ray_session) -> None:
     """All parts staged, then one lost before assembly (a full disk, a deleted file): the scene
     is reported failed with the reason, never as segmented, and it has no outputs."""
     from pathlib import Path
 
-    from resseg_ray.inference.batch import collect_reports, parts_fingerprint, predict_part
-    from resseg_ray.models.bundle import load_bundle, read_bundle_info
+    from resseg_ray.inference.batch import collect_reports, predict_part
+    from resseg_ray.models.bundle import load_bundle
 
     uri, _ = two_band_scene(tmp_path, h=300, w=90, name="big.tif")
-    data = Path(bundle_path).read_bytes()
     predict = PredictSection(window=64, overlap=16, device="cpu")
     options = output_options(predict)
     out = str(tmp_path / "out")
-    plan = plan_scene(
-        uri,
-        read_bundle_info(bundle_path),
-        predict,
-        out,
-        LOCAL,
-        False,
-        0.005,
-        1,
-        parts_fingerprint(data, predict),
-    )
+    plan = _plan_split(uri, bundle_path, predict, out, split_mpx=0.005)
     assert len(plan.parts) >= 2 and plan.norm is not None
     predictor = ScenePredictor(load_bundle(bundle_path), predict)
     rows = []
