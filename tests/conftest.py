@@ -150,6 +150,9 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        # no job runner: it starts a dozen huey consumers (~20 CPU-seconds) for GenAI jobs
+        # the project never submits
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
     try:
