@@ -23,7 +23,8 @@ def pages() -> dict[str, list[str]]:
         name = f"resseg_ray.{info.name}"
         if info.ispkg:
             sub = __import__(name, fromlist=["__path__"])
-            mods = [f"{name}.{m.name}" for m in pkgutil.iter_modules(sub.__path__) if not m.ispkg]
+            # modules and nested packages (serving.routes) alike, at any depth
+            mods = [m.name for m in pkgutil.walk_packages(sub.__path__, prefix=f"{name}.")]
             out[info.name] = [name, *sorted(mods)]
         else:
             out[CORE].append(name)

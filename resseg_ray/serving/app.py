@@ -88,7 +88,7 @@ def model_uri(cfg: Config) -> str:
 
 def build_app(cfg: Config) -> Application:
     """The application: the ``SegmentAPI`` ingress bound to an autoscaled ``SegmentModel``."""
-    from resseg_ray.serving.api import SegmentAPI
+    from resseg_ray.serving.ingress import SegmentAPI
     from resseg_ray.serving.model import SegmentModel
 
     s = cfg.serve

@@ -1,6 +1,6 @@
 """The model deployment: one network per replica, windows from any requests batched together.
 
-The ingress (:mod:`resseg_ray.serving.api`) cuts each image into normalised windows and
+The ingress (:mod:`resseg_ray.serving.ingress`) cuts each image into normalised windows and
 sends them here one by one; ``@serve.batch`` groups the windows waiting on a replica into
 one forward pass (up to ``serve.max_batch_size``), so concurrent requests share batches.
 """

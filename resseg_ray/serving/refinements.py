@@ -33,6 +33,7 @@ from typing import Any
 
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.storage import StorageSettings, write_bytes
+from resseg_ray.serving.records import ACTIVE, RefinementState
 
 __all__ = [
     "ACTIVE",
@@ -53,8 +54,6 @@ __all__ = [
 
 JOB_ID = re.compile(r"r[1-9][0-9]{0,5}")
 """What a refinement id may be (``r1``, ``r2``, ... per scene; checked on every request path)."""
-ACTIVE = ("queued", "running")
-"""States of a refinement that has not ended (the others: succeeded, failed, cancelled)."""
 ACTOR_PREFIX = "resseg-refine-"
 
 
@@ -275,7 +274,7 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
         threads = cfg.scaling.torch_threads or max(1, math.floor(cfg.scaling.cpus_per_worker))
         torch.set_num_threads(threads)
         folder = store.job_dir(spec.scene_id, spec.job)
-        update(state="running", stage="training", started=_now(), waiting=cpu_shortage(cfg))
+        update(state=RefinementState.RUNNING, stage="training", started=_now(), waiting=cpu_shortage(cfg))
         area, buildings, drawn = annotation_inputs(spec.annotations, os.path.join(folder, "inputs"))
         name = f"map-{spec.scene_id}-{spec.job}"
         rcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name, storage_path=folder))
@@ -338,12 +337,14 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
                 100 * _changed_fraction(spec.parent_mask, report.outputs["mask"], settings), 3
             )
         stages["total"] = round(time.perf_counter() - started, 2)
-        update(state="succeeded", stage="done", finished=_now(), outputs=outputs, figures=figures)
+        update(
+            state=RefinementState.SUCCEEDED, stage="done", finished=_now(), outputs=outputs, figures=figures
+        )
         say(verdict.line())
         say(f"refinement {spec.job} of {spec.scene_id} ended in {stages['total']:.0f} s")
     except Exception as exc:
         stages["total"] = round(time.perf_counter() - started, 2)
-        update(state="failed", stage="done", finished=_now(), error=failure_message(exc))
+        update(state=RefinementState.FAILED, stage="done", finished=_now(), error=failure_message(exc))
         say(f"refinement {spec.job} of {spec.scene_id} failed: {record['error']}")
     return record
 
@@ -404,7 +405,7 @@ def current_record(store: RefinementStore, scene_id: str, job: str) -> dict[str,
     record = store.load(scene_id, job)  # it may have ended between the two reads
     if record.get("state") in ACTIVE:
         record.update(
-            state="failed",
+            state=RefinementState.FAILED,
             finished=_now(),
             error="the refinement stopped before it ended (the service restarted or its worker "
             "died); start it again",
@@ -430,7 +431,7 @@ def cancel_refinement(
         time.sleep(0.1)
     record = store.load(scene_id, job)
     if record.get("state") in ACTIVE:
-        record.update(state="cancelled", stage="done", finished=_now(), error=None)
+        record.update(state=RefinementState.CANCELLED, stage="done", finished=_now(), error=None)
         store.write(scene_id, job, record)
     return record
 
@@ -440,7 +441,7 @@ def new_record(
 ) -> dict[str, Any]:
     """The first record of a refinement (queued)."""
     return {
-        "state": "queued",
+        "state": RefinementState.QUEUED,
         "stage": "queued",
         "created": _now(),
         "annotation_version": annotation_version,

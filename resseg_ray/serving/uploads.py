@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from resseg_ray.geo.storage import StorageSettings, write_bytes
+from resseg_ray.serving.records import SceneState
 
 __all__ = ["PRIVATE_ROOTS", "SlotsFull", "UploadStore", "scene_id_for", "to_cog", "without_paths"]
 
@@ -130,7 +131,7 @@ class UploadStore:
         """Claim ``scene_id`` (FileExistsError when it is taken) and write its first record."""
         os.makedirs(self.folder, exist_ok=True)
         os.mkdir(self.scene_dir(scene_id))
-        self.write(scene_id, {"id": scene_id, "state": "segmenting", "created": _now(), **record})
+        self.write(scene_id, {"id": scene_id, "state": SceneState.SEGMENTING, "created": _now(), **record})
 
     def load(self, scene_id: str) -> dict[str, Any]:
         """An added scene's record; KeyError when there is none. A record left segmenting
@@ -140,10 +141,12 @@ class UploadStore:
                 record: dict[str, Any] = json.load(f)
         except (FileNotFoundError, NotADirectoryError):
             raise KeyError(scene_id) from None
-        if record.get("state") == "segmenting":
+        if record.get("state") == SceneState.SEGMENTING:
             age = _dt.datetime.now(_dt.UTC) - _dt.datetime.fromisoformat(record["created"])
             if age.total_seconds() > STALE_AFTER_S:
-                record.update(state="failed", error="the service stopped while it segmented; add it again")
+                record.update(
+                    state=SceneState.FAILED, error="the service stopped while it segmented; add it again"
+                )
         return record
 
     def write(self, scene_id: str, record: dict[str, Any]) -> None:
@@ -158,7 +161,10 @@ class UploadStore:
             if name != "scene.json":
                 path = os.path.join(folder, name)
                 shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
-        self.write(scene_id, {**record, "state": "failed", "finished": _now(), "error": without_paths(error)})
+        self.write(
+            scene_id,
+            {**record, "state": SceneState.FAILED, "finished": _now(), "error": without_paths(error)},
+        )
 
     def remove(self, scene_id: str) -> None:
         """Remove an added scene and everything it made."""
@@ -166,7 +172,7 @@ class UploadStore:
 
     def finish(self, scene_id: str, record: dict[str, Any], **changes: Any) -> dict[str, Any]:
         """Record the scene as ready."""
-        record = {**record, **changes, "state": "ready", "finished": _now()}
+        record = {**record, **changes, "state": SceneState.READY, "finished": _now()}
         self.write(scene_id, record)
         return record
 

@@ -322,6 +322,27 @@ def test_the_api_is_documented_on_an_openapi_page_that_needs_no_internet(service
         assert needed in operations, needed
     for path in ("/v1/scenes", "/v1/scenes/{scene_id}/annotations", "/v1/scenes/{scene_id}/refinements"):
         assert "application/json" in spec["paths"][path]["post"]["requestBody"]["content"], path
+    # the JSON answers are typed models, with their fields described on the page
+    schemas = spec["components"]["schemas"]
+
+    def answer(method: str, path: str, status: str = "200") -> str:
+        ref = spec["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+        return ref["$ref"].rsplit("/", 1)[1]
+
+    assert answer("get", "/v1/scenes") == "SceneList"
+    assert answer("get", "/v1/model") == "ModelInfo" and answer("get", "/healthz") == "Health"
+    assert answer("get", "/v1/scenes/{scene_id}/refinements") == "RefinementList"
+    assert answer("get", "/v1/scenes/{scene_id}/refinements/{job}") == "RefinementRecord"
+    assert answer("post", "/v1/scenes/{scene_id}/refinements", "202") == "RefinementRecord"
+    assert answer("post", "/v1/scenes/{scene_id}/annotations") == "AnnotationsSaved"
+    states = schemas["RefinementState"]["enum"]
+    assert states == ["queued", "running", "succeeded", "failed", "cancelled"]
+    assert schemas["SceneState"]["enum"] == ["segmenting", "ready", "failed"]
+    assert "model refined" in schemas["RefinementRecord"]["properties"]["parent"]["description"]
+    map_param = next(
+        p for p in spec["paths"]["/v1/scenes/{scene_id}/buildings"]["get"]["parameters"] if p["name"] == "map"
+    )
+    assert map_param["in"] == "query" and "refinement" in map_param["description"]
     page = browser.new_page()
     outside = offline(page, service)
     page.goto(service + "/docs")
