@@ -50,7 +50,7 @@ def shortage(cfg: Config, source: str = "") -> str | None:
 
 
 def wait_for_resources(
-    cfg: Config, log: Callable[[str], None], wait_s: float = 10.0, poll_s: float = 0.25
+    cfg: Config, log: Callable[[str], None], wait_s: float = 3.0, poll_s: float = 0.25
 ) -> str | None:
     """Give the instance up to ``wait_s`` seconds to free what the training reserves (polled);
     when it has not, say what the training waits for and how to run on the job's own Ray
