@@ -253,8 +253,11 @@ def test_the_same_seed_gives_the_same_run_even_across_a_worker_crash(
     """run.seed fixes the weights' initialisation, every worker's tiles and order and every
     augmentation draw: a second 2-worker run with seed 0, whose last worker dies right after
     epoch 2 and which goes on from that checkpoint (epoch 3 not redone from scratch), repeats
-    the first one's per-epoch metrics (to 1e-6) and its weights exactly; seed 1 gives another
-    run. (One run checks both: a crash survived and the same run, as a user resuming expects.)"""
+    the first one's per-epoch metrics (to 1e-6) and its weights exactly. (One run checks both:
+    a crash survived and the same run, as a user resuming expects.) That another seed draws
+    other tiles, order and augmentation is tested on the pipeline (tests/data/test_pipeline.py);
+    that it gives another whole run, by ``python -m bench.same_seed`` on the demo configuration
+    (a Ray Train start costs ~20 CPU-seconds here)."""
     import torch
 
     _, first = trained
@@ -286,6 +289,3 @@ def test_the_same_seed_gives_the_same_run_even_across_a_worker_crash(
     w1, w2 = weights(first), weights(again)
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
 
-    other = run("ddp-seed1", "run.seed=1", "train.epochs=1")
-    assert history(other)["train_loss"][0] != pytest.approx(h1["train_loss"][0], abs=1e-6, rel=0)
-    assert tracking.client(mlflow_server).get_run(other.mlflow_run_id).data.params["seed"] == "1"
