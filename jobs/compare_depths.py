@@ -1,57 +1,10 @@
 """Compare architectures like the paper's Table II: train each, evaluate on the test scenes.
 
-    python jobs/compare_depths.py --config configs/demo.yaml --archs prop18 prop34 unet19
-    python jobs/compare_depths.py --config configs/paper.yaml --set train.dataset=s3://bucket/prepared
-    ray job submit --working-dir . -- python jobs/compare_depths.py --config configs/paper.yaml
-
-Every architecture is a training run named <prefix>-<arch> in one MLflow experiment,
-nested under a parent run <prefix> holding the table; re-running resumes.
+``python jobs/compare_depths.py [options]`` is ``resseg compare-depths [options]``; the job is
+:mod:`resseg_ray.commands.compare_depths` (``--help`` lists its options).
 """
 
-from __future__ import annotations
-
-import argparse
-import dataclasses
-import os
-
-from resseg_ray.cli import add_seed_option, config_overrides, init_ray, predict_options, run_job
-from resseg_ray.config import load_config
-from resseg_ray.experiments.compare_depths import PAPER_ARCHS, compare_architectures
-from resseg_ray.train import tracking
-from resseg_ray.train.trainer import check_arch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.yaml"), help="YAML configuration")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], help="override, e.g. train.epochs=3"
-    )
-    p.add_argument("--archs", nargs="+", default=list(PAPER_ARCHS), help=f"default: {' '.join(PAPER_ARCHS)}")
-    p.add_argument("--prefix", default="compare", help="run names are <prefix>-<arch> (default compare)")
-    p.add_argument("--window", type=int, help="segmentation window of the test scenes (px, default 512)")
-    p.add_argument("--overlap", type=int, help="overlap of neighbouring windows (px, default 112)")
-    add_seed_option(p)
-    args = p.parse_args()
-    cfg = load_config(args.config, config_overrides(args))
-    for arch in args.archs:
-        check_arch(arch)
-    init_ray()
-    cfg = dataclasses.replace(cfg, predict=predict_options(args, cfg))
-    result = compare_architectures(cfg, args.archs, args.prefix)
-    print()
-    print(result.table)
-    print(f"MLflow: experiment {cfg.mlflow.experiment!r}, parent run {result.parent_run_id}")
-    for arch, run in result.runs.items():
-        print(f"  {arch:<8} run {run.mlflow_run_id}  bundle {run.bundle_uri}")
-    url = tracking.experiment_url(result.tracking_uri, result.experiment_id)
-    if url is None:  # a local store: the UI is one command away
-        url = tracking.experiment_url("http://127.0.0.1:5000", result.experiment_id)
-        print(f"MLflow UI: mlflow ui --backend-store-uri {result.tracking_uri}, then open")
-    print(f"  {url}")
-
+from resseg_ray.commands import run_command
 
 if __name__ == "__main__":
-    run_job(main, supervise=True)
+    run_command("compare-depths")

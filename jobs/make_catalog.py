@@ -1,62 +1,10 @@
 """Write a static STAC catalog of GeoTIFF scenes, shaped as the open-data event catalogs.
 
-    python jobs/make_catalog.py --scenes data/demo/scenes/test --out data/demo/stac \\
-        --collection demo-event --rgb 3 2 1
-    python jobs/make_catalog.py --scenes s3://bucket/post/*.tif --out s3://bucket/stac --collection quake
-
-``<out>/catalog.json`` -> ``<out>/<collection>/collection.json`` -> one item per scene in
-``<out>/<collection>/<stem>/``, with the scene as a cloud-optimised ``analytic`` asset and,
-with ``--rgb``, an 8-bit true-colour ``visual`` COG; projection and raster extensions; all
-checked with pystac's validate_all. Every job that takes scenes then takes the catalog.
+``python jobs/make_catalog.py [options]`` is ``resseg catalog [options]``; the job is
+:mod:`resseg_ray.commands.catalog` (``--help`` lists its options).
 """
 
-from __future__ import annotations
-
-import argparse
-import datetime as dt
-
-from resseg_ray.cli import run_job
-from resseg_ray.config import load_config
-from resseg_ray.errors import ConfigError
-from resseg_ray.geo.stac_write import check_scene_catalog_destination, validate_catalog, write_scene_catalog
-from resseg_ray.geo.storage import StorageSettings, expand_uris
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scenes", nargs="+", required=True, help="scene URIs, globs or folders/prefixes")
-    p.add_argument("--out", required=True, help="folder or s3:// prefix of the catalog")
-    p.add_argument(
-        "--collection", default="event", help="collection id, e.g. the event's name (default event)"
-    )
-    p.add_argument(
-        "--rgb", nargs=3, type=int, metavar=("R", "G", "B"), help="1-based bands of a visual asset"
-    )
-    p.add_argument("--datetime", help="acquisition time of the scenes, ISO 8601 (default: now, UTC)")
-    p.add_argument("--config", help="YAML configuration (its storage section is used)")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    args = p.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    settings = StorageSettings.resolve(cfg.storage)
-    when = None
-    if args.datetime:
-        try:
-            when = dt.datetime.fromisoformat(args.datetime)
-        except ValueError:
-            raise ConfigError(
-                f"--datetime {args.datetime!r} is not an ISO 8601 time, e.g. 2023-02-07T08:00Z"
-            ) from None
-        when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-    if not args.collection.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"--collection {args.collection!r}: use letters, digits, - and _ only")
-    if args.rgb is not None and min(args.rgb) < 1:
-        raise ConfigError(f"--rgb {args.rgb}: band indexes start at 1")
-    scenes = expand_uris(args.scenes, settings)
-    check_scene_catalog_destination(args.out, scenes, settings, args.collection)
-    href = write_scene_catalog(scenes, args.out, settings, args.collection, rgb=args.rgb, when=when)
-    count = validate_catalog(href, settings)
-    print(f"wrote {href}: {len(scenes)} items in collection {args.collection} ({count} STAC objects, valid)")
-
+from resseg_ray.commands import run_command
 
 if __name__ == "__main__":
-    run_job(main)
+    run_command("catalog")

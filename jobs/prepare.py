@@ -1,103 +1,10 @@
 """Prepare scenes for training: label rasters, normalisation statistics, tiles and manifest.
 
-    python jobs/prepare.py                      # build the demo set under ./data/demo
-    python jobs/prepare.py --scenes s3://bucket/scenes/ --footprints s3://bucket/buildings.gpkg \\
-        --test-scenes post/*.tif --test-footprints post/buildings.geojson --out s3://bucket/prepared
-    python jobs/prepare.py --scenes a.tif b.tif --labels a_labels.tif b_labels.tif --out data/mine \\
-        --set data.stride=100 --set data.val_fraction=0.25
+``python jobs/prepare.py [options]`` is ``resseg prepare [options]``; the job is
+:mod:`resseg_ray.commands.prepare` (``--help`` lists its options).
 """
 
-from __future__ import annotations
-
-import argparse
-import time
-
-from resseg_ray.cli import (
-    add_seed_option,
-    add_stac_options,
-    config_overrides,
-    init_ray,
-    run_job,
-    scene_inputs,
-)
-from resseg_ray.config import load_config
-from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
-from resseg_ray.demo import prepare_demo
-from resseg_ray.errors import ConfigError
-from resseg_ray.geo.storage import StorageSettings, exists, join_uri
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--scenes",
-        nargs="+",
-        help="training scene URIs, globs, folders/prefixes or STAC items/collections/catalogs "
-        "(default: the demo)",
-    )
-    p.add_argument("--footprints", nargs="+", help="building footprints: one file for all scenes or one each")
-    p.add_argument("--labels", nargs="+", help="ready-made label rasters (0/1/255), one per scene")
-    p.add_argument("--test-scenes", nargs="+", help="held-out test scenes (labels only, no tiles)")
-    p.add_argument("--test-footprints", nargs="+", help="footprints of the test scenes")
-    p.add_argument("--test-labels", nargs="+", help="label rasters of the test scenes")
-    p.add_argument("--out", default="data/demo", help="output folder or s3:// prefix (default data/demo)")
-    p.add_argument("--config", help="YAML configuration (sections storage, data)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], help="override, e.g. data.stride=100"
-    )
-    p.add_argument("--demo-scale", type=float, default=1.0, help="shrink the demo scenes (default 1.0)")
-    p.add_argument("--force", action="store_true", help="rebuild even when the output is complete")
-    p.add_argument("--no-ray", action="store_true", help="run in this process instead of on Ray")
-    add_stac_options(p)
-    add_seed_option(p)
-    args = p.parse_args()
-
-    cfg = load_config(args.config, config_overrides(args))
-    settings = StorageSettings.resolve(cfg.storage)
-    if not args.force and exists(join_uri(args.out, DATASET_FILE), settings):
-        print(f"{args.out} is already prepared ({DATASET_FILE} exists); --force rebuilds it")
-        return
-    start = time.perf_counter()
-    if args.scenes is None and (args.footprints or args.labels or args.test_scenes):
-        raise ConfigError("--footprints/--labels/--test-scenes need --scenes")
-    scenes = scene_inputs(args.scenes, args, cfg, settings).uris if args.scenes else None
-    tests = scene_inputs(args.test_scenes, args, cfg, settings).uris if args.test_scenes else None
-    if not args.no_ray:
-        init_ray()
-    if scenes is None:
-        print(
-            f"writing the demo scenes under {join_uri(args.out, 'scenes')} and preparing them ...", flush=True
-        )
-        result = prepare_demo(args.out, cfg, settings, args.demo_scale)
-    else:
-        result = prepare_dataset(
-            scenes,
-            args.out,
-            cfg,
-            footprints=args.footprints,
-            labels=args.labels,
-            test_scenes=tests,
-            test_footprints=args.test_footprints,
-            test_labels=args.test_labels,
-            settings=settings,
-        )
-    for s in result.scenes:
-        extra = f", {s.footprints} footprints" if s.footprints is not None else ""
-        if s.role == "train":
-            print(
-                f"  train {s.uri}: {s.width}x{s.height}, tiles {s.tiles_train} train / {s.tiles_val} val "
-                f"(dropped {s.dropped_nodata} no-data, {s.dropped_border} on the split border){extra}"
-            )
-        else:
-            print(f"  test  {s.uri}: {s.width}x{s.height}, labels {s.label_uri}{extra}")
-    pooled = result.statistics.pooled
-    print(f"  statistics {result.stats_uri}: mean {[round(m, 1) for m in pooled.mean]}")
-    print(f"               std {[round(v, 1) for v in pooled.std]}")
-    print(
-        f"prepared {result.dataset_uri} in {time.perf_counter() - start:.1f} s "
-        f"(manifest {result.manifest_uri})"
-    )
-
+from resseg_ray.commands import run_command
 
 if __name__ == "__main__":
-    run_job(main, supervise=True)
+    run_command("prepare")

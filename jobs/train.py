@@ -1,57 +1,10 @@
 """Train a segmentation network on Ray Train (DDP), tracked in MLflow.
 
-    python jobs/train.py                                   # the demo: prop18 on data/demo, CPU
-    python jobs/train.py --config configs/paper_prop152.yaml --set train.dataset=s3://bucket/prepared
-    python jobs/train.py --set model.arch=unet19 --set run.name=unet19-demo
-    RAY_AUTH_MODE=token ray job submit --working-dir . -- python jobs/train.py --config configs/demo.yaml
-
-Re-running with the same run.name resumes the run from its latest checkpoint.
+``python jobs/train.py [options]`` is ``resseg train [options]``; the job is
+:mod:`resseg_ray.commands.train` (``--help`` lists its options).
 """
 
-from __future__ import annotations
-
-import argparse
-import os
-
-from resseg_ray.cli import add_seed_option, config_overrides, init_ray, run_job
-from resseg_ray.config import load_config
-from resseg_ray.train.trainer import run_training
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--config",
-        default=os.path.join(ROOT, "configs", "demo.yaml"),
-        help="YAML configuration (default configs/demo.yaml)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="override, e.g. train.lr=0.001 (repeatable)",
-    )
-    add_seed_option(p)
-    args = p.parse_args()
-    cfg = load_config(args.config, config_overrides(args))
-    init_ray()
-    r = run_training(cfg)
-    prog = r.progress
-    print(
-        f"run {r.run_name}: {prog.epochs_done} epochs ({prog.stop_reason}), "
-        f"best val loss {prog.best_val_loss:.4f} (epoch {prog.best_val_loss_epoch}), "
-        f"best val F1 {prog.best_val_f1:.4f} (epoch {prog.best_val_f1_epoch}), {r.seconds:.0f} s"
-    )
-    print(f"  model bundle: {r.bundle_uri}")
-    print(f"  checkpoints:  {r.run_dir}")
-    print(f"  MLflow run:   {r.mlflow_run_id} at {r.tracking_uri}")
-    if r.registered_version:
-        alias = f", alias '{cfg.mlflow.alias}' now points to it" if r.alias_moved else ""
-        print(f"  registered:   {r.registered_model} version {r.registered_version}{alias}")
-
+from resseg_ray.commands import run_command
 
 if __name__ == "__main__":
-    run_job(main, supervise=True)
+    run_command("train")

@@ -1,4 +1,5 @@
-"""Shared plumbing of the jobs in ``jobs/``: user errors become one line and exit 2."""
+"""Shared plumbing of the commands (:mod:`resseg_ray.commands`, ``resseg <command>`` and the
+``jobs/*.py`` scripts): user errors become one line and exit 2."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
 from resseg_ray.progress import VERBOSE_ENV, quiet_libraries, verbose
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+"""The project's ``configs/`` folder (the default configurations of train, compare-depths and
+finetune) in a source checkout."""
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

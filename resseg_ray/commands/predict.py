@@ -1,0 +1,173 @@
+"""Segment whole scenes with a trained model: mask and probability COGs per scene.
+
+    python jobs/predict.py --model runs/demo-prop18/model.resseg.safetensors \\
+        --scenes data/demo/scenes/test/ --out runs/predictions
+    python jobs/predict.py --model models:/resseg-buildings@best --scenes s3://bucket/post/*.tif \\
+        --out s3://bucket/maps --window 512 --overlap 112 --blend linear
+
+Scenes whose outputs are complete are skipped (re-running resumes); a scene that fails
+is reported and the others go on; the exit status is 2 when any scene failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+
+from resseg_ray.cli import (
+    add_predictor_options,
+    add_stac_options,
+    bound_gdal_cache,
+    init_ray,
+    predict_options,
+    scene_inputs,
+)
+from resseg_ray.config import load_config
+from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.geo.conflation import existing_buildings
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.batch import predict_scenes, predict_scenes_on_ray
+from resseg_ray.inference.outputs import check_destination, output_options
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.stac_items import ModelProvenance, check_catalog_destination, write_run_catalog
+from resseg_ray.models.bundle import load_bundle_bytes
+from resseg_ray.models.source import fetch_bundle_bytes
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="bundle path, s3:// bundle, or models:/NAME@ALIAS")
+    p.add_argument(
+        "--scenes",
+        nargs="+",
+        default=[],
+        help="scene URIs, globs, folders/prefixes, or STAC items/collections/catalogs (.json, local, s3:// "
+        "or http(s)://)",
+    )
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    add_predictor_options(p, outputs=True)
+    add_stac_options(p)
+    p.add_argument("--overwrite", action="store_true", help="redo scenes whose outputs exist")
+    p.add_argument(
+        "--no-stac",
+        dest="stac",
+        action="store_false",
+        help="do not write the STAC items (<stem>_item.json) and catalog.json of the outputs",
+    )
+    p.add_argument(
+        "--actors",
+        type=int,
+        help="segment on Ray: a Ray Data actor pool of this many actors (default: in-process)",
+    )
+    p.add_argument("--gpus-per-actor", type=float, help="default 1 when the Ray cluster has GPUs, else 0")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs per actor (default 1)")
+    p.add_argument(
+        "--split-mpx",
+        type=float,
+        default=64.0,
+        help="with --actors: split scenes larger than this many megapixels (and every scene when "
+        "there are fewer scenes than actors) into row ranges segmented by different actors "
+        "(default 64; 0 never splits)",
+    )
+    p.add_argument("--config", help="YAML configuration (its storage and predict sections are used)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
+    args = p.parse_args(argv)
+    bound_gdal_cache()
+    cfg = load_config(args.config, args.overrides)
+    settings = StorageSettings.resolve(cfg.storage)
+    predict = predict_options(args, cfg)
+    if args.actors is not None and args.actors < 1:
+        raise ConfigError(f"--actors must be >= 1, got {args.actors}")
+    if not (math.isfinite(args.split_mpx) and args.split_mpx >= 0):
+        raise ConfigError(f"--split-mpx must be a finite number >= 0 (0: never split), got {args.split_mpx}")
+    if not (math.isfinite(args.cpus_per_actor) and args.cpus_per_actor > 0):
+        raise ConfigError(f"--cpus-per-actor must be a finite number > 0, got {args.cpus_per_actor}")
+    gpus = args.gpus_per_actor
+    if gpus is not None and not (math.isfinite(gpus) and gpus >= 0):
+        raise ConfigError(f"--gpus-per-actor must be a finite number >= 0, got {gpus}")
+    if not args.scenes and args.stac_search is None and cfg.stac.search is None:
+        raise ConfigError("give the scenes: --scenes (files, folders, STAC documents) and/or --stac-search")
+    inputs = scene_inputs(args.scenes, args, cfg, settings)
+    scenes = inputs.uris
+    # scenes that share a file name (an acquisition cut into quadkey folders) get distinct names
+    options = dataclasses.replace(output_options(predict, settings), names=inputs.output_names())
+    check_destination(args.out, scenes, options, settings)
+    if args.stac:
+        check_catalog_destination(args.out, scenes, options, settings)
+    if predict.existing is not None:  # read (and checked) once, before any scene is segmented
+        mapped = existing_buildings(predict.existing, settings)
+        print(f"{len(mapped.geometries)} buildings already mapped in {predict.existing}", flush=True)
+    bundle_bytes = fetch_bundle_bytes(args.model, settings)
+    bundle = load_bundle_bytes(bundle_bytes, args.model)
+    model = ModelProvenance.of(args.model, bundle_bytes, bundle.info)
+    if args.actors:
+        import ray
+
+        init_ray()
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        print(
+            f"segmenting {len(scenes)} scenes on Ray: {args.actors} actors x {gpus:g} GPU, "
+            f"{args.cpus_per_actor:g} CPU",
+            flush=True,
+        )
+        reports = predict_scenes_on_ray(
+            bundle_bytes,
+            predict,
+            scenes,
+            args.out,
+            settings,
+            args.overwrite,
+            actors=args.actors,
+            gpus_per_actor=gpus,
+            cpus_per_actor=args.cpus_per_actor,
+            split_mpx=args.split_mpx,
+            options=options,
+        )
+    else:
+        reports = predict_scenes(
+            ScenePredictor(bundle, predict), scenes, args.out, settings, options, overwrite=args.overwrite
+        )
+    done = [r for r in reports if r.error is None and not r.skipped]
+    failed = [r for r in reports if r.error is not None]
+    vectors, conflating = predict.wants_polygons, predict.existing is not None
+    extra = (f" {'buildings':>9}" if vectors else "") + (f" {'mapped':>7}" if conflating else "")
+    print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7} {'runtime':<16}{extra}  status")
+    for r in reports:
+        status = "failed" if r.error else "skipped" if r.skipped else "done"
+        counts = ""
+        if vectors:
+            counts = f" {_count(r.buildings):>9}" + (f" {_count(r.already_mapped):>7}" if conflating else "")
+        engine = r.engine or "-"
+        print(
+            f"{r.uri[-48:]:<48} {r.megapixels:7.2f} {r.seconds:8.1f} {r.mpx_per_s:7.2f} {engine:<16}{counts}"
+            f"  {status}"
+        )
+    if args.stac:
+        finished = [(r.uri, r.buildings, r.already_mapped, r.engine) for r in reports if r.error is None]
+        if finished:
+            href, count = write_run_catalog(args.out, finished, options, predict, model, inputs, settings)
+            print(f"STAC catalog {href}: {count} items, valid (pystac validate_all)")
+    if predict.existing is not None:
+        left = sum(r.already_mapped or 0 for r in done)
+        print(f"{left} predicted buildings left out as already mapped in {predict.existing}")
+    mpx, secs = sum(r.megapixels for r in done), sum(r.seconds for r in done)
+    print(
+        f"{len(done)} segmented ({mpx:.1f} Mpx in {secs:.1f} s), {len(reports) - len(done) - len(failed)} "
+        f"skipped, {len(failed)} failed; outputs under {args.out}"
+    )
+    if failed:
+        raise InputDataError(
+            f"{len(failed)} of {len(reports)} scenes failed: "
+            + "; ".join(f"{r.uri}: {r.error}" for r in failed)
+        )
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
+SUPERVISE = True
+"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""
