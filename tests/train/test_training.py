@@ -288,4 +288,3 @@ def test_the_same_seed_gives_the_same_run_even_across_a_worker_crash(
         assert h2[key] == pytest.approx(h1[key], abs=1e-6, rel=0), key
     w1, w2 = weights(first), weights(again)
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
-
