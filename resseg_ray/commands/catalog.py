@@ -1,8 +1,10 @@
 """Write a static STAC catalog of GeoTIFF scenes, shaped as the open-data event catalogs.
 
-    python jobs/make_catalog.py --scenes data/demo/scenes/test --out data/demo/stac \\
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg catalog --scenes data/demo/scenes/test --out data/demo/stac \\
         --collection demo-event --rgb 3 2 1
-    python jobs/make_catalog.py --scenes s3://bucket/post/*.tif --out s3://bucket/stac --collection quake
+    resseg catalog --scenes s3://bucket/post/*.tif --out s3://bucket/stac --collection quake
 
 ``<out>/catalog.json`` -> ``<out>/<collection>/collection.json`` -> one item per scene in
 ``<out>/<collection>/<stem>/``, with the scene as a cloud-optimised ``analytic`` asset and,

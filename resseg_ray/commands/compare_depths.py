@@ -1,8 +1,10 @@
 """Compare architectures like the paper's Table II: train each, evaluate on the test scenes.
 
-    python jobs/compare_depths.py --config configs/demo.yaml --archs prop18 prop34 unet19
-    python jobs/compare_depths.py --config configs/paper.yaml --set train.dataset=s3://bucket/prepared
-    ray job submit --working-dir . -- python jobs/compare_depths.py --config configs/paper.yaml
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg compare-depths --config configs/demo.yaml --archs prop18 prop34 unet19
+    resseg compare-depths --config configs/paper.yaml --set train.dataset=s3://bucket/prepared
+    ray job submit --working-dir . -- resseg compare-depths --config configs/paper.yaml
 
 Every architecture is a training run named <prefix>-<arch> in one MLflow experiment,
 nested under a parent run <prefix> holding the table; re-running resumes.

@@ -1,8 +1,10 @@
 """Evaluate building maps against labels: per scene and mean, like the paper's Table II.
 
-    python jobs/evaluate.py --masks runs/predictions/*_mask.tif --labels data/demo/labels/test_*_labels.tif
-    python jobs/evaluate.py --model runs/demo-prop18/model.resseg.safetensors --dataset data/demo
-    python jobs/evaluate.py --model models:/resseg-buildings@best --scenes a.tif b.tif \\
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg evaluate --masks runs/predictions/*_mask.tif --labels data/demo/labels/test_*_labels.tif
+    resseg evaluate --model runs/demo-prop18/model.resseg.safetensors --dataset data/demo
+    resseg evaluate --model models:/resseg-buildings@best --scenes a.tif b.tif \\
         --labels a_labels.tif b_labels.tif --mlflow-run RUN_ID --report table.md
 
 Label rasters hold 0 (ground), 1 (building) and 255 (ignored); jobs/prepare.py writes

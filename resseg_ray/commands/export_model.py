@@ -1,10 +1,12 @@
 """Build a network from the registry and write it as a model bundle, with a reload check.
 
-    python jobs/export_model.py --arch prop18 --out runs/demo/prop18.resseg.safetensors
-    python jobs/export_model.py --arch prop50 --pretrained resnet50.pth \\
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg export-model --arch prop18 --out runs/demo/prop18.resseg.safetensors
+    resseg export-model --arch prop50 --pretrained resnet50.pth \\
         --bands blue green red nir --mean 400 500 600 2000 --std 100 120 150 500 --out p50.resseg.safetensors
-    python jobs/export_model.py --arch prop18 --dataset data/demo --out runs/demo/prop18.resseg.safetensors
-    python jobs/export_model.py --list
+    resseg export-model --arch prop18 --dataset data/demo --out runs/demo/prop18.resseg.safetensors
+    resseg export-model --list
 """
 
 from __future__ import annotations

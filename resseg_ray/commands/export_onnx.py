@@ -1,9 +1,11 @@
 """Write a model bundle as a portable ONNX model: for QGIS's Deepness plugin, ONNX Runtime or
 any tool that reads ONNX. Checked in ONNX Runtime against PyTorch before it is written.
 
-    python jobs/export_onnx.py --model runs/demo-prop18/model.resseg.safetensors --out prop18.onnx
-    python jobs/export_onnx.py --model models:/buildings/3 --out b.onnx --input unit --resolution-cm 50
-    python jobs/export_onnx.py --model s3://models/p18.resseg.safetensors --out p18.onnx --window 256
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg export-onnx --model runs/demo-prop18/model.resseg.safetensors --out prop18.onnx
+    resseg export-onnx --model models:/buildings/3 --out b.onnx --input unit --resolution-cm 50
+    resseg export-onnx --model s3://models/p18.resseg.safetensors --out p18.onnx --window 256
 """
 
 from __future__ import annotations

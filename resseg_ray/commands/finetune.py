@@ -1,9 +1,11 @@
 """Refine a trained model on a hand-annotated part of a new scene (the paper's Table III).
 
-    python jobs/finetune.py --model runs/demo-prop18/model.resseg.safetensors \\
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg finetune --model runs/demo-prop18/model.resseg.safetensors \\
         --scene data/demo/scenes/test/test_01.tif --labels data/demo/labels/test_01_labels.tif \\
         --fraction 0.07
-    python jobs/finetune.py --model models:/resseg-buildings@best --scene s3://bucket/post/D12.tif \\
+    resseg finetune --model models:/resseg-buildings@best --scene s3://bucket/post/D12.tif \\
         --area annotated_area.geojson --footprints annotated_buildings.geojson \\
         --config configs/finetune_demo.yaml --set train.epochs=100 --adapt-bn
 

@@ -1,8 +1,10 @@
 """Segment whole scenes with a trained model: mask and probability COGs per scene.
 
-    python jobs/predict.py --model runs/demo-prop18/model.resseg.safetensors \\
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg predict --model runs/demo-prop18/model.resseg.safetensors \\
         --scenes data/demo/scenes/test/ --out runs/predictions
-    python jobs/predict.py --model models:/resseg-buildings@best --scenes s3://bucket/post/*.tif \\
+    resseg predict --model models:/resseg-buildings@best --scenes s3://bucket/post/*.tif \\
         --out s3://bucket/maps --window 512 --overlap 112 --blend linear
 
 Scenes whose outputs are complete are skipped (re-running resumes); a scene that fails

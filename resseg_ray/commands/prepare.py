@@ -1,9 +1,11 @@
 """Prepare scenes for training: label rasters, normalisation statistics, tiles and manifest.
 
-    python jobs/prepare.py                      # build the demo set under ./data/demo
-    python jobs/prepare.py --scenes s3://bucket/scenes/ --footprints s3://bucket/buildings.gpkg \\
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg prepare                      # build the demo set under ./data/demo
+    resseg prepare --scenes s3://bucket/scenes/ --footprints s3://bucket/buildings.gpkg \\
         --test-scenes post/*.tif --test-footprints post/buildings.geojson --out s3://bucket/prepared
-    python jobs/prepare.py --scenes a.tif b.tif --labels a_labels.tif b_labels.tif --out data/mine \\
+    resseg prepare --scenes a.tif b.tif --labels a_labels.tif b_labels.tif --out data/mine \\
         --set data.stride=100 --set data.val_fraction=0.25
 """
 

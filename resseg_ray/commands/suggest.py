@@ -1,8 +1,10 @@
 """Suggest where to annotate a scene first: the regions where the model is least certain.
 
-    python jobs/suggest_annotation.py --model runs/demo-prop18/model.resseg.safetensors \\
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg suggest --model runs/demo-prop18/model.resseg.safetensors \\
         --scene data/demo/scenes/test/test_01.tif --fraction 0.07 --out suggested.geojson
-    python jobs/finetune.py --model ... --scene ... --area suggested.geojson --footprints drawn.geojson
+    resseg finetune --model ... --scene ... --area suggested.geojson --footprints drawn.geojson
 
 Writes a GeoJSON of square regions (rank 1 = most uncertain: highest mean predictive
 entropy), together holding the requested fraction of the scene's valid pixels.

@@ -1,9 +1,11 @@
 """Train a segmentation network on Ray Train (DDP), tracked in MLflow.
 
-    python jobs/train.py                                   # the demo: prop18 on data/demo, CPU
-    python jobs/train.py --config configs/paper_prop152.yaml --set train.dataset=s3://bucket/prepared
-    python jobs/train.py --set model.arch=unet19 --set run.name=unet19-demo
-    RAY_AUTH_MODE=token ray job submit --working-dir . -- python jobs/train.py --config configs/demo.yaml
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg train                                   # the demo: prop18 on data/demo, CPU
+    resseg train --config configs/paper_prop152.yaml --set train.dataset=s3://bucket/prepared
+    resseg train --set model.arch=unet19 --set run.name=unet19-demo
+    RAY_AUTH_MODE=token ray job submit --working-dir . -- resseg train --config configs/demo.yaml
 
 Re-running with the same run.name resumes the run from its latest checkpoint.
 """
