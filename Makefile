@@ -11,17 +11,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # (Re)install when the dependency files change. torch==2.13.0 is pinned in pyproject.toml;
-# constraints.txt pins the rest of the tested, `pip check`-clean set. --no-compile: pip would
-# byte-compile all ~23,500 modules of the environment (about a minute of CPU here); Python
-# compiles the few thousand a job imports on first use instead.
+# constraints.txt pins the rest of the tested, `pip check`-clean set.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install --disable-pip-version-check --no-compile -c constraints.txt -e '.[test,docs]'
+	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test,docs]'
 	$(PY) -m pip check
 	touch $(STAMP) $(BASE_STAMP)
 
 # The demo needs the package only, not the test tools (playwright, mypy, moto, ...).
 $(BASE_STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install --disable-pip-version-check --no-compile -c constraints.txt -e .
+	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e .
 	$(PY) -m pip check
 	touch $(BASE_STAMP)
 
