@@ -316,7 +316,7 @@ function describe(job) {
 function showFigures(job) {
   const f = job.figures || {};
   const rows = [
-    ["refinement", `${job.id} (${job.epochs} epochs, from ${job.from || "the served model"})`],
+    ["refinement", `${job.id} (${job.epochs} epoch${job.epochs === 1 ? "" : "s"}, from ${job.from || "the served model"})`],
     ["annotated", `${fmt(f.area_percent, 1)} % of the scene, ${f.annotated_buildings} buildings`],
     ["held-out F1", `refined ${fmt(f.f1_heldout_refined)} · served ${fmt(f.f1_heldout_parent)} · BatchNorm re-estimated ${fmt(f.f1_heldout_adapted)} (${f.heldout_pixels} annotated pixels kept out of training)`],
     ["kept", job.decision ? job.decision.chosen : "?"],
