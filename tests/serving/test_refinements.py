@@ -297,7 +297,7 @@ def test_a_refinement_whose_worker_is_gone_is_reported_failed(tmp_path, ray_sess
 
 def test_a_refinement_that_cannot_get_its_cpus_says_so(ray_session) -> None:
     from resseg_ray.config import load_config
-    from resseg_ray.serving.refinements import cpu_shortage
+    from resseg_ray.serving.refine_runner import cpu_shortage
 
     assert (
         cpu_shortage(load_config(None, ["scaling.cpus_per_worker=0.1", "data.loader_num_cpus=0.1"])) is None

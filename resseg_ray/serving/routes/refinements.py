@@ -10,13 +10,12 @@ from fastapi.responses import JSONResponse
 from resseg_ray.errors import InputDataError
 from resseg_ray.jsondoc import load_json
 from resseg_ray.serving.records import RefinementList, RefinementRecord
+from resseg_ray.serving.refine_runner import RefinementSpec, start_refinement
 from resseg_ray.serving.refinements import (
-    RefinementSpec,
     cancel_refinement,
     new_record,
     parse_refine_request,
     running_refinements,
-    start_refinement,
 )
 from resseg_ray.serving.requests import read_body
 from resseg_ray.serving.routes.deps import scene_lookup, write_access
