@@ -198,7 +198,13 @@ def _wait_for(pid: int, path: str, gcs_grace_s: float) -> int:
             _open_runs.update(state.get("open_runs", {}))
             _doing[:] = state.get("doing", [])
             _cluster.update(state.get("cluster", {}))
+        # a stopping cluster's raylet and GCS may answer a moment after they ended the job:
+        # look again for the grace period before the status goes out as the job's own
+        deadline = time.monotonic() + gcs_grace_s
         stop_if_cluster_lost(gcs_grace_s)
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            stop_if_cluster_lost(gcs_grace_s)
     if code < 0:  # end the same way, so whoever started the job sees the signal
         try:
             signal.signal(-code, signal.SIG_DFL)
