@@ -172,7 +172,7 @@ class MapService:
             ) from None
         if not record.state.active:
             self._ended.put((scene_id, job), record)
-            self.runners.pop((scene_id, job), None)
+            self.forget(scene_id, job)
         return record
 
     def forget(self, scene_id: str, job: str) -> None:
