@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import time
 
 from bench.results_io import machine, write_results
 from resseg_ray.cli import init_ray
@@ -34,13 +35,14 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--tiles", type=int, default=240, help="training tiles per epoch")
+    p.add_argument("--val-tiles", default="32", help="validation tiles per epoch ('null': all)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "train_throughput.json"))
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="resseg-bench-") as tmp:
         overrides = [
             f"train.epochs={args.epochs}",
             f"train.train_tiles_per_epoch={args.tiles}",
-            "train.val_tiles=32",
+            f"train.val_tiles={args.val_tiles}",
             "train.patience=0",
             "train.quicklook_samples=0",
             f"run.name=bench-{os.getpid()}",
@@ -51,7 +53,9 @@ def main() -> None:
         ]
         cfg = load_config(args.config, overrides)
         init_ray()
+        start = time.perf_counter()
         result = run_training(cfg, log=lambda _: None)
+        wall = time.perf_counter() - start
 
     rows = [
         {
@@ -59,6 +63,7 @@ def main() -> None:
             "samples_per_s_per_worker": h["samples_per_s_per_worker"],
             "samples_per_s": h["samples_per_s"],
             "data_wait_fraction": h["data_wait_fraction"],
+            "val_seconds": h.get("val_seconds"),
         }
         for h in result.progress.history
     ]
@@ -70,6 +75,8 @@ def main() -> None:
         "batch_per_worker": cfg.train.batch_size,
         "workers": cfg.scaling.num_workers,
         "use_gpu": cfg.scaling.use_gpu,
+        "val_tiles": args.val_tiles,
+        "run_seconds": wall,
         "epochs": rows,
         "steady_samples_per_s_per_worker": sum(r["samples_per_s_per_worker"] for r in steady) / len(steady),
         "steady_data_wait_fraction": sum(r["data_wait_fraction"] for r in steady) / len(steady),
@@ -78,11 +85,13 @@ def main() -> None:
         f"{cfg.model.arch}, crop {cfg.data.crop_size}, batch {cfg.train.batch_size} x "
         f"{cfg.scaling.num_workers} worker(s), {'GPU' if cfg.scaling.use_gpu else 'CPU'}"
     )
-    print(f"{'epoch':>5} {'samples/s/worker':>17} {'data wait':>10}")
+    print(f"{'epoch':>5} {'samples/s/worker':>17} {'data wait':>10} {'validation':>11}")
     for r in rows:
         print(
-            f"{r['epoch']:>5} {r['samples_per_s_per_worker']:>17.2f} {100 * r['data_wait_fraction']:>9.1f}%"
+            f"{r['epoch']:>5} {r['samples_per_s_per_worker']:>17.2f} {100 * r['data_wait_fraction']:>9.1f}% "
+            f"{r['val_seconds'] or 0:>9.2f} s"
         )
+    print(f"whole run (start-up, {len(rows)} epochs, checkpoints): {wall:.1f} s")
     print(
         f"steady state: {summary['steady_samples_per_s_per_worker']:.2f} samples/s per worker, "
         f"data wait {100 * summary['steady_data_wait_fraction']:.1f}% of step time (goal < 10%)"

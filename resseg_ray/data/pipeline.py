@@ -97,14 +97,20 @@ def _rng_for(spec: SampleSpec, tile_id: str, epoch: int) -> np.random.Generator:
 
 
 def load_samples(batch: dict[str, np.ndarray], spec: SampleSpec) -> dict[str, np.ndarray]:
-    """Ray Data UDF: manifest rows -> ``{"image", "label"}`` training samples.
+    """Ray Data UDF: manifest rows -> ``{"image", "label"}`` samples (:func:`read_samples`),
+    in a loader task of its own core."""
+    import torch
+
+    torch.set_num_threads(1)  # one loader task per core; no oversubscription
+    return read_samples(batch, spec)
+
+
+def read_samples(batch: dict[str, np.ndarray], spec: SampleSpec) -> dict[str, np.ndarray]:
+    """Manifest rows -> ``{"image", "label"}`` samples, in the calling process.
 
     Training samples are augmented as the paper does, reading only the window each needs;
     validation samples are the centre crop of their tile.
     """
-    import torch
-
-    torch.set_num_threads(1)  # one loader task per core; no oversubscription
     n = len(batch["tile_id"])
     crop = spec.crop_size
     tile = int(batch["width"][0])
@@ -245,6 +251,32 @@ def epoch_streams(
 def worker_rows(rows: pa.Table, rank: int = 0, world: int = 1) -> pa.Table:
     """One worker's share of the validation rows (every row validated once across workers)."""
     return rows.take(pa.array(np.arange(rank, rows.num_rows, world)))
+
+
+def prefetched_samples(
+    rows: pa.Table, spec: SampleSpec, batch_size: int, ahead: int = 2
+) -> Iterator[dict[str, np.ndarray]]:
+    """The samples of ``rows`` in their order, ``batch_size`` at a time, read in this process
+    by a background thread that keeps up to ``ahead`` batches ready (GDAL reads release the
+    GIL, so reading overlaps the caller's forward passes).
+
+    Validation reads this way: its rows are few and the same every epoch, and training is
+    paused while it runs, so a Ray Data executor (an actor started per worker, an execution
+    per epoch) would cost more than it overlaps."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = [rows.slice(i, batch_size) for i in range(0, rows.num_rows, batch_size)]
+
+    def read(part: pa.Table) -> dict[str, np.ndarray]:
+        return read_samples({k: part[k].to_numpy(zero_copy_only=False) for k in part.column_names}, spec)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="resseg-val") as pool:
+        pending = [pool.submit(read, p) for p in parts[:ahead]]
+        for i in range(len(parts)):
+            batch = pending.pop(0).result()
+            if i + ahead < len(parts):
+                pending.append(pool.submit(read, parts[i + ahead]))
+            yield batch
 
 
 def loader_dataset(rows: pa.Table, spec: SampleSpec, loader_batch: int, num_cpus: float) -> Dataset:

@@ -14,6 +14,7 @@ from resseg_ray.data.pipeline import (
     epoch_streams,
     iter_torch,
     loader_dataset,
+    prefetched_samples,
     read_manifest,
     sample_spec,
     split_rows,
@@ -114,6 +115,27 @@ def test_a_stream_of_epochs_gives_each_epoch_as_its_own_dataset_would(small_demo
         share.column("tile_id").to_pylist() == epoch_rows(rows, 3, 2, 1, 2).column("tile_id").to_pylist()[:8]
     )
     assert set(share.column("epoch").to_pylist()) == {2}
+
+
+def test_validation_read_in_the_worker_equals_the_loader_dataset(small_demo) -> None:
+    """What a training worker validates on (``prefetched_samples``, read in its own process)
+    is what a Ray Data loader of the same rows gives: the same centre crops in the same order,
+    in batches of the given size with a short last one."""
+    desc = load_dataset(small_demo.root, LOCAL)
+    rows = worker_rows(split_rows(desc, LOCAL, 0, {})["val"], 1, 2)
+    assert rows.num_rows > 4
+    spec = sample_spec(desc, CFG.data, LOCAL, augment=False, seed=0)
+    batches = list(prefetched_samples(rows, spec, 4))
+    assert [len(b["image"]) for b in batches] == [4] * (rows.num_rows // 4) + (
+        [rows.num_rows % 4] if rows.num_rows % 4 else []
+    )
+    want = _all(loader_dataset(rows, spec, 5, 0.5))
+    for key in ("image", "label"):
+        np.testing.assert_array_equal(np.concatenate([b[key] for b in batches]), want[key])
+    stopped = prefetched_samples(rows, spec, 1, ahead=3)  # left early: its reader thread ends
+    next(stopped)
+    stopped.close()
+    assert list(prefetched_samples(rows.slice(0, 0), spec, 4)) == []
 
 
 def test_torch_batches_and_worker_shares(small_demo) -> None:
