@@ -33,7 +33,6 @@ run ``<prefix>-tables``. Figures only: it reports what it measures, nothing pass
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -201,7 +200,7 @@ def main() -> None:
             for f in args.fractions:
                 name = f"{args.prefix}-refine-{arch}-{scene_name(uri)}-{round(100 * f)}"
                 r = refine_scene(
-                    dataclasses.replace(rcfg, run=dataclasses.replace(rcfg.run, name=name)),
+                    rcfg.replace(run=rcfg.run.replace(name=name)),
                     bundles[arch], uri, AreaSpec(fraction=f), labels=lab, alias=f"{args.prefix}-refined",
                 )  # fmt: skip
                 gain = 100 * (r.after.metrics["f1"] - r.before.metrics["f1"])
@@ -219,9 +218,7 @@ def main() -> None:
     # all three on 128 px tiles: the suggested regions (--region 256 px squares, scattered) hold
     # too few whole 192 px tiles
     arch, f = args.refine_archs[0], args.fractions[0]
-    wcfg = dataclasses.replace(
-        rcfg, data=dataclasses.replace(rcfg.data, tile_size=128, stride=32, split_block=128)
-    )
+    wcfg = rcfg.replace(data=rcfg.data.replace(tile_size=128, stride=32, split_block=128))
     w_lines = ["| scene | area | F1 before (rest) | F1 after (rest) | F1 gain |", "|---|---|---|---|---|"]
     bundle = load_bundle(bundles[arch])
     with tempfile.TemporaryDirectory(prefix="resseg-suggest-") as tmp:
@@ -239,7 +236,7 @@ def main() -> None:
             ):
                 name = f"{args.prefix}-where-{label}-{arch}-{stem}-{round(100 * f)}"
                 r = refine_scene(
-                    dataclasses.replace(wcfg, run=dataclasses.replace(wcfg.run, name=name)),
+                    wcfg.replace(run=wcfg.run.replace(name=name)),
                     bundles[arch], uri, spec, labels=lab, alias=f"{args.prefix}-refined",
                 )  # fmt: skip
                 rows[label] = (r.before.metrics, r.after.metrics)

@@ -29,7 +29,6 @@ Writes bench/results/refinement.json and .md. Figures only: nothing passes or fa
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -72,7 +71,7 @@ def refine_case(
     """One refinement as ``jobs/finetune.py`` runs it, and its scores on the rest of the scene."""
     stem = scene_name(uri)
     name = f"{args.prefix}-{model}-{stem}-{round(100 * fraction)}-{placement}-{variant}"
-    cfg = dataclasses.replace(vcfg, run=dataclasses.replace(vcfg.run, name=name))
+    cfg = vcfg.replace(run=vcfg.run.replace(name=name))
     t0 = time.perf_counter()
     r = refine_scene(
         cfg, bundle_uri, uri, area, labels=labels, alias=f"{args.prefix}-refined", adapt_bn=adapt_bn

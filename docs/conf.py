@@ -23,6 +23,11 @@ exclude_patterns = ["_build", "_generated", "screenshots.py"]
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 autodoc_member_order = "bysource"
+# Sphinx 9's class documenter writes the string annotations it re-parses from third-party
+# sources back onto classes, among them pydantic's BaseModel; a model defined after that with
+# extra="allow" (MLflow's, imported by a later module) then fails to build
+# (sphinx-doc/sphinx#14337). The legacy documenter does not.
+autodoc_use_legacy_class_based = True
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": False, "exclude-members": "model_config"}
 html_theme = "alabaster"

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -15,18 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from resseg_ray import abort
-from resseg_ray.config import (
-    BLEND_MODES,
-    NORMALIZATIONS,
-    PRECISIONS,
-    PROB_DTYPES,
-    RUNTIMES,
-    STAC_ASSETS,
-    VECTOR_FORMATS,
-    Config,
-    PredictSection,
-    StacSection,
-)
+from resseg_ray.config import Config, PredictSection, StacSection
+from resseg_ray.config.flags import add_flags, given
 from resseg_ray.errors import ConfigError, user_error
 from resseg_ray.geo.stac import SceneInputs, resolve_scenes
 from resseg_ray.geo.storage import StorageSettings
@@ -201,13 +190,7 @@ def add_seed_option(p: argparse.ArgumentParser) -> None:
     :func:`config_overrides`)."""
     from resseg_ray.config import RunSection
 
-    p.add_argument(
-        "--seed",
-        type=int,
-        help=f"run.seed (default {RunSection.seed}): seeds the initial weights, every worker's tiles, "
-        "their order and augmentation, the split and random placements; the same seed and "
-        "configuration give the same run on CPU",
-    )
+    add_flags(p, RunSection, ["seed"])
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
@@ -216,106 +199,46 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     return [*getattr(args, "overrides", []), *extra]
 
 
+ENGINE_FIELDS = ("runtime", "precision")
+"""The ``predict`` fields that choose what runs the network."""
+PREDICTOR_FIELDS = (
+    "window",
+    "overlap",
+    "blend",
+    "batch_size",
+    "normalization",
+    "adapt_bn",
+    "bands",
+    "device",
+)
+"""The ``predict`` fields of every job that segments scenes, besides :data:`ENGINE_FIELDS`."""
+OUTPUT_FIELDS = (
+    "prob_dtype", "prob", "polygons", "min_area", "simplify", "wgs84", "osm", "vector_format",
+    "regularize", "existing", "existing_overlap",
+)  # fmt: skip
+"""The ``predict`` fields of what ``predict`` writes."""
+_PREDICT_FLAGS = {"existing": {"metavar": "FILE"}, "bands": {"metavar": "BAND"}}
+
+
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """``--runtime`` and ``--precision``: the ``predict`` section's engine fields (see
     :func:`add_predictor_options`, and ``jobs/finetune.py`` for its scoring)."""
-    p.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        help="what runs the network: torch, openvino or onnxruntime (CPU), or auto (default): the "
-        "fastest here whose masks agree with fp32 torch, measured once per model and machine",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="fp32, bf16 (CPUs with AMX/AVX512_BF16, GPUs), fp16 (GPUs) or auto (default: bf16 where "
-        "the device has bf16 units and the masks agree)",
-    )
+    add_flags(p, PredictSection, ENGINE_FIELDS)
 
 
 def add_predictor_options(p: argparse.ArgumentParser, outputs: bool = False) -> None:
     """The flags of the ``predict`` configuration section shared by the jobs that segment scenes
-    (windowing, normalisation, bands, device) and, with ``outputs``, ``jobs/predict.py``'s
+    (windowing, normalisation, bands, device, engine) and, with ``outputs``, ``jobs/predict.py``'s
     output and polygon flags. Each defaults to the configuration's value (see
     :func:`predict_options`)."""
-    d = PredictSection()
-    p.add_argument("--window", type=int, help=f"window side in pixels (default {d.window})")
-    p.add_argument("--overlap", type=int, help=f"overlap of neighbouring windows (default {d.overlap})")
-    p.add_argument("--blend", choices=BLEND_MODES, help=f"blending of overlaps (default {d.blend})")
-    p.add_argument("--batch-size", type=int, help=f"windows per forward pass (default {d.batch_size})")
-    p.add_argument("--normalization", choices=NORMALIZATIONS, help="default: as the model was trained")
-    p.add_argument(
-        "--adapt-bn",
-        action="store_const",
-        const=True,
-        help="re-estimate BatchNorm statistics on each scene's own windows first (label-free adaptation)",
-    )
-    p.add_argument(
-        "--bands",
-        nargs="+",
-        type=int,
-        help="1-based scene band indexes in the model's band order, e.g. 3 2 1 4 (default: the "
-        "scene's non-alpha bands)",
-    )
-    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    add_engine_options(p)
-    if not outputs:
-        return
-    p.add_argument(
-        "--prob-dtype", choices=PROB_DTYPES, help=f"probability raster type (default {d.prob_dtype})"
-    )
-    p.add_argument("--no-prob", dest="prob", action="store_const", const=False, help="write only the masks")
-    p.add_argument("--polygons", action="store_const", const=True, help="also write <stem>_buildings.geojson")
-    p.add_argument(
-        "--min-area", type=float, help=f"drop smaller polygons (CRS units², default {d.min_area:g})"
-    )
-    p.add_argument(
-        "--simplify", type=float, help=f"simplification tolerance (CRS units, default {d.simplify:g})"
-    )
-    p.add_argument(
-        "--wgs84", action="store_const", const=True, help="polygons in EPSG:4326 instead of the scene's CRS"
-    )
-    p.add_argument(
-        "--osm",
-        action="store_const",
-        const=True,
-        help="also write <stem>_buildings.osm for JOSM (EPSG:4326, never uploadable; implies --polygons)",
-    )
-    p.add_argument(
-        "--vector-format",
-        choices=VECTOR_FORMATS,
-        help="format of the building polygons: geojson, parquet (GeoParquet) or fgb (FlatGeobuf; "
-        f"parquet and fgb imply --polygons) (default {d.vector_format})",
-    )
-    p.add_argument(
-        "--regularize",
-        action="store_const",
-        const=True,
-        help="square the building outlines (right angles along each building's main directions)",
-    )
-    p.add_argument(
-        "--existing",
-        metavar="FILE",
-        help="buildings already mapped (GeoJSON, GeoPackage, FlatGeobuf, GeoParquet, Shapefile or OSM "
-        "XML, any CRS): predicted buildings that overlap them are left out (implies --polygons)",
-    )
-    p.add_argument(
-        "--existing-overlap",
-        type=float,
-        help="share of the smaller building's area above which a predicted building counts as "
-        f"already mapped (default {d.existing_overlap:g})",
-    )
+    names = (*PREDICTOR_FIELDS, *ENGINE_FIELDS, *(OUTPUT_FIELDS if outputs else ()))
+    add_flags(p, PredictSection, names, _PREDICT_FLAGS)
 
 
 def predict_options(args: argparse.Namespace, cfg: Config) -> PredictSection:
     """The configuration's ``predict`` section with the flags of :func:`add_predictor_options`
     that were given on top, validated once (a bad value is a ConfigError naming the flag)."""
-    given = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(PredictSection)
-        if getattr(args, f.name, None) is not None
-    }
-    return dataclasses.replace(cfg.predict, **given)
+    return cfg.predict.replace(**given(args, PredictSection))
 
 
 def predictor_from_args(args: argparse.Namespace, cfg: Config, settings: StorageSettings) -> ScenePredictor:
@@ -329,40 +252,19 @@ class StacSkipped(UserWarning):
     """A STAC item or link that was listed but not taken (printed as a warning line)."""
 
 
-_STAC_FLAGS = {
-    "stac_asset": "asset",
-    "stac_max_items": "max_items",
-    "stac_search": "search",
-    "bbox": "bbox",
-    "datetime": "datetime",
-    "collections": "collections",
-}
-
-
 def add_stac_options(p: argparse.ArgumentParser) -> None:
     """The flags of the ``stac`` configuration section: scenes may be STAC items, collections or
     catalogs (.json, local, s3:// or http(s)://), or the items of a STAC API search."""
-    p.add_argument(
-        "--stac-asset",
-        help=f"asset of each STAC item to segment (default: the first of {', '.join(STAC_ASSETS)} it has)",
-    )
-    p.add_argument("--stac-max-items", type=int, help="take at most this many STAC items")
-    p.add_argument("--stac-search", metavar="URL", help="also take the items a STAC API search returns")
-    p.add_argument(
-        "--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="--stac-search area in degrees"
-    )
-    p.add_argument("--datetime", help="--stac-search time: RFC 3339 instant or interval (a/b, open ends ..)")
-    p.add_argument("--collections", nargs="+", help="--stac-search only these collections")
+    extra: dict[str, dict[str, Any]] = {
+        "search": {"metavar": "URL"},
+        "bbox": {"nargs": 4, "metavar": ("W", "S", "E", "N")},
+    }
+    add_flags(p, StacSection, extra=extra)
 
 
 def stac_options(args: argparse.Namespace, cfg: Config) -> StacSection:
     """The configuration's ``stac`` section with :func:`add_stac_options`' flags on top, validated."""
-    given = {
-        field: getattr(args, flag)
-        for flag, field in _STAC_FLAGS.items()
-        if getattr(args, flag, None) is not None
-    }
-    return dataclasses.replace(cfg.stac, **given)
+    return cfg.stac.replace(**given(args, StacSection))
 
 
 def scene_inputs(

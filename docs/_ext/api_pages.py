@@ -12,8 +12,6 @@ from sphinx.application import Sphinx
 
 import resseg_ray
 
-DOCUMENTED_ELSEWHERE = {"resseg_ray.serving.records"}
-"""Modules shown by their docstring only (see :func:`_write`)."""
 CORE = "core"
 """The page of the package's top-level modules (configuration, errors, device, ...)."""
 
@@ -67,10 +65,7 @@ def _write(app: Sphinx) -> None:
             # autodoc writes reST: parsed as such inside MyST's eval-rst
             # a package's page shows its docstring only: its re-exported names are documented
             # once, in the module that defines them
-            # the serving records' pydantic models are documented on the service's OpenAPI page:
-            # autodoc of their fields broke MLflow's pydantic models imported after them
-            # ("The type annotation for __pydantic_extra__ must be dict[str, ...]")
-            bare = mod == f"resseg_ray.{page}" or mod in DOCUMENTED_ELSEWHERE
+            bare = mod == f"resseg_ray.{page}"
             options = ["   :no-members:"] if bare else []
             body += [f"## `{mod}`", "", "```{eval-rst}", f".. automodule:: {mod}", *options, "```", ""]
         _write_if_changed(os.path.join(folder, f"{page}.md"), "\n".join(body))

@@ -1,7 +1,8 @@
 """The configuration reference, generated from the config classes at each build.
 
 Every section of :class:`resseg_ray.config.Config` becomes a table of its fields: name, type,
-default and the field's docstring (the string literal under it in ``resseg_ray/config.py``),
+default and the field's docstring (the string literal under it in ``resseg_ray/config/``, which
+pydantic keeps as the field's description),
 written to ``docs/_generated/config_reference.md`` before Sphinx reads the sources, and
 included by ``configuration.md``. A field without a docstring fails the build: the reference
 cannot drift from the code, and no option goes undocumented.
@@ -9,12 +10,11 @@ cannot drift from the code, and no option goes undocumented.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import inspect
 import os
 import re
-import textwrap
+import types
+import typing
 from typing import Any
 
 from sphinx.application import Sphinx
@@ -23,26 +23,18 @@ from sphinx.errors import ExtensionError
 ROLE = re.compile(r":(\w+):`")
 
 
-def field_docs(cls: type) -> dict[str, tuple[str, str]]:
-    """Field name -> (annotation as written, docstring) of a dataclass, from its source."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    out: dict[str, tuple[str, str]] = {}
-    for node, after in zip(body, [*body[1:], None], strict=True):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            doc = ""
-            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-                doc = inspect.cleandoc(str(after.value.value))
-            out[node.target.id] = (ast.unparse(node.annotation), doc)
-    return out
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
+def _type(tp: Any) -> str:
+    """A field's type as the reader writes values: choices spelled out (``'auto' | 'blocks'``)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type(a) for a in typing.get_args(tp))}]"
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))
 
 
 def _cell(text: str) -> str:
@@ -70,24 +62,29 @@ def reference() -> str:
 
     lines = []
     missing = []
-    for section in dataclasses.fields(Config):
-        cls = section.type if isinstance(section.type, type) else type(_default(section))
-        docs = field_docs(cls)
+    for section, info in Config.model_fields.items():
+        cls = info.annotation
+        assert isinstance(cls, type)
         summary = (inspect.getdoc(cls) or "").split("\n\n")[0]
-        lines += [f"### `{section.name}`", "", _cell(summary), "", "| Field | Type | Default | Meaning |",
+        lines += [f"### `{section}`", "", _cell(summary), "", "| Field | Type | Default | Meaning |",
                   "|---|---|---|---|"]  # fmt: skip
-        for f in dataclasses.fields(cls):
-            annotation, doc = docs.get(f.name, ("", ""))
+        for name, f in cls.model_fields.items():  # type: ignore[attr-defined]
+            doc = inspect.cleandoc(f.description or "")
             if not doc:
-                missing.append(f"{section.name}.{f.name}")
+                missing.append(f"{section}.{name}")
+            flag = cls.flags.get(name)  # type: ignore[attr-defined]
+            if flag and f"``{flag}``" not in doc:
+                doc += f" Flag: ``{flag}``."
+            annotation = _type(f.annotation)
+            default = f.get_default(call_default_factory=True)
             lines.append(
-                f"| `{section.name}.{f.name}` | `{annotation.replace('|', chr(92) + '|')}` | "
-                f"{_value(_default(f)).replace('|', chr(92) + '|')} | {_cell(doc)} |"
+                f"| `{section}.{name}` | `{annotation.replace('|', chr(92) + '|')}` | "
+                f"{_value(default).replace('|', chr(92) + '|')} | {_cell(doc)} |"
             )
         lines.append("")
     if missing:
         fields = ", ".join(missing)
-        raise ExtensionError(f"config fields without a docstring in resseg_ray/config.py: {fields}")
+        raise ExtensionError(f"config fields without a docstring in resseg_ray/config/: {fields}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,6 @@ evaluator also scores the three on the rest of the scene.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -110,7 +109,7 @@ class RefineResult:
 
 def _predictor(bundle: ModelBundle, cfg: Config) -> ScenePredictor:
     # refinement scores with the predict options; BatchNorm adaptation is its own step here
-    return ScenePredictor(bundle, dataclasses.replace(cfg.predict, adapt_bn=False))
+    return ScenePredictor(bundle, cfg.predict.replace(adapt_bn=False))
 
 
 def refine_scene(
@@ -209,14 +208,13 @@ def refine_scene(
         start_bytes = adapted_bytes if from_adapted else parent_bytes
         log(f"refining {CANDIDATES['adapted' if from_adapted else 'parent']} (train.refine_start)")
 
-        data_cfg = dataclasses.replace(cfg.data, normalization=normalization)
-        rcfg = dataclasses.replace(
-            cfg,
+        data_cfg = cfg.data.replace(normalization=normalization)
+        rcfg = cfg.replace(
             data=data_cfg,
-            model=dataclasses.replace(cfg.model, arch=info.architecture, pretrained=None),
-            train=dataclasses.replace(cfg.train, dataset=join_uri(run_dir, "data")),
-            run=dataclasses.replace(cfg.run, name=name),
-            mlflow=dataclasses.replace(cfg.mlflow, alias=alias or "refined-" + stem.replace(".", "_")),
+            model=cfg.model.replace(arch=info.architecture, pretrained=None),
+            train=cfg.train.replace(dataset=join_uri(run_dir, "data")),
+            run=cfg.run.replace(name=name),
+            mlflow=cfg.mlflow.replace(alias=alias or "refined-" + stem.replace(".", "_")),
         )
         prepare_dataset(  # tiles wholly inside the annotated area (the area raster)
             [scene.uri], rcfg.train.dataset, rcfg, labels=[written.refine_uri], settings=settings,

@@ -13,11 +13,11 @@ nested under a parent run <prefix> holding the table; re-running resumes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
 from resseg_ray.cli import CONFIGS, add_seed_option, config_overrides, init_ray, predict_options
-from resseg_ray.config import load_config
+from resseg_ray.config import PredictSection, load_config
+from resseg_ray.config.flags import add_flags
 from resseg_ray.experiments.compare_depths import PAPER_ARCHS, compare_architectures
 from resseg_ray.train import tracking
 from resseg_ray.train.trainer import check_arch
@@ -32,15 +32,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     )
     p.add_argument("--archs", nargs="+", default=list(PAPER_ARCHS), help=f"default: {' '.join(PAPER_ARCHS)}")
     p.add_argument("--prefix", default="compare", help="run names are <prefix>-<arch> (default compare)")
-    p.add_argument("--window", type=int, help="segmentation window of the test scenes (px, default 512)")
-    p.add_argument("--overlap", type=int, help="overlap of neighbouring windows (px, default 112)")
+    add_flags(p, PredictSection, ["window", "overlap"])  # the test scenes' segmentation
     add_seed_option(p)
     args = p.parse_args(argv)
     cfg = load_config(args.config, config_overrides(args))
     for arch in args.archs:
         check_arch(arch)
     init_ray()
-    cfg = dataclasses.replace(cfg, predict=predict_options(args, cfg))
+    cfg = cfg.replace(predict=predict_options(args, cfg))
     result = compare_architectures(cfg, args.archs, args.prefix)
     print()
     print(result.table)

@@ -18,12 +18,12 @@ refined-<scene>).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
 from resseg_ray.cli import (
     CONFIGS,
+    ENGINE_FIELDS,
     add_engine_options,
     add_seed_option,
     add_stac_options,
@@ -32,7 +32,8 @@ from resseg_ray.cli import (
     init_ray,
     one_scene,
 )
-from resseg_ray.config import load_config
+from resseg_ray.config import PredictSection, load_config
+from resseg_ray.config.flags import given
 from resseg_ray.device import DevicePolicy
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.runtime import candidates
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     args = p.parse_args(argv)
     bound_gdal_cache()
     cfg = load_config(args.config, config_overrides(args))
-    engine = {k: getattr(args, k) for k in ("runtime", "precision") if getattr(args, k) is not None}
-    cfg = dataclasses.replace(cfg, predict=dataclasses.replace(cfg.predict, **engine))
+    engine = {k: v for k, v in given(args, PredictSection).items() if k in ENGINE_FIELDS}
+    cfg = cfg.replace(predict=cfg.predict.replace(**engine))
     # the scoring's runtime and precision must run here: refused now, not after the training
     candidates(cfg.predict.runtime, cfg.predict.precision, DevicePolicy.resolve(cfg.predict.device).device)
     area = AreaSpec(args.area, args.fraction, args.placement, cfg.run.seed)

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from resseg_ray.config import DataConfig
+from resseg_ray.config import DataSection
 from resseg_ray.data.augment import augment_sample, draw_params
 from resseg_ray.data.prepare import DatasetDescription
 from resseg_ray.errors import ConfigError, InputDataError
@@ -142,7 +142,7 @@ def read_manifest(desc: DatasetDescription, settings: StorageSettings) -> pa.Tab
 
 def sample_spec(
     desc: DatasetDescription,
-    cfg: DataConfig,
+    cfg: DataSection,
     settings: StorageSettings,
     augment: bool,
     seed: int,
@@ -311,7 +311,7 @@ def loader_dataset(rows: pa.Table, spec: SampleSpec, loader_batch: int, num_cpus
 
 def build_datasets(
     desc: DatasetDescription,
-    cfg: DataConfig,
+    cfg: DataSection,
     settings: StorageSettings,
     seed: int = 0,
     splits: tuple[str, ...] = SPLITS,

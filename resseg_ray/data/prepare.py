@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from resseg_ray.config import Config, DataConfig, to_dict
+from resseg_ray.config import Config, DataSection, to_dict
 from resseg_ray.data.split import SceneGivesNoTiles, Split, run_all, tile_and_split
 from resseg_ray.data.tiling import SceneTiles, manifest_table
 from resseg_ray.errors import InputDataError
@@ -101,7 +101,7 @@ def _label_task(
     return labels, hits, [str(w.message) for w in caught if issubclass(w.category, FootprintsMissScene)]
 
 
-def _no_tiles_warning(info: SceneInfo, t: SceneTiles, dc: DataConfig) -> str:
+def _no_tiles_warning(info: SceneInfo, t: SceneTiles, dc: DataSection) -> str:
     if info.width < dc.tile_size or info.height < dc.tile_size:
         return (
             f"training scene {info.uri} ({info.width}x{info.height} px) gives no tile: it is smaller than "
@@ -115,7 +115,7 @@ def _no_tiles_warning(info: SceneInfo, t: SceneTiles, dc: DataConfig) -> str:
 
 
 def _no_training_tiles(
-    infos: list[SceneInfo], tiled: list[SceneTiles], dc: DataConfig, split: Split, area: bool
+    infos: list[SceneInfo], tiled: list[SceneTiles], dc: DataSection, split: Split, area: bool
 ) -> str:
     """What became of every tile when none is left to train on, and which option to change."""
     val = sum(len(t.rows) for t in tiled)
@@ -154,7 +154,7 @@ def _no_training_tiles(
     )
 
 
-def _no_validation_tiles(infos: list[SceneInfo], dc: DataConfig, split: Split) -> str:
+def _no_validation_tiles(infos: list[SceneInfo], dc: DataSection, split: Split) -> str:
     if split.mode == "scenes":
         return (
             f"no validation tiles: holding out whole scenes needs at least two training scenes with tiles "

@@ -7,12 +7,11 @@ blocks, whole scenes for chip datasets, or smaller blocks for a single small sce
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from resseg_ray.config import DataConfig
+from resseg_ray.config import DataSection
 from resseg_ray.data.tiling import SceneTiles, choose_validation_scenes, name_seed, tile_scene
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.scene import SceneInfo
@@ -67,7 +66,7 @@ class Split:
         return f"validation blocks, {self.reason}"
 
 
-def smaller_blocks(dc: DataConfig) -> list[int]:
+def smaller_blocks(dc: DataSection) -> list[int]:
     """Validation block sides ``auto`` tries on a single scene too small for ``split_block``:
     ``tile_size + k * stride`` below ``split_block``, largest first, down to ``tile_size``
     (such a block always holds a whole validation tile on the tile grid)."""
@@ -76,7 +75,9 @@ def smaller_blocks(dc: DataConfig) -> list[int]:
     return [b for b in sizes if b < dc.split_block]
 
 
-def _split_problem(infos: list[SceneInfo], tiled: list[SceneTiles], dc: DataConfig, block: int) -> str | None:
+def _split_problem(
+    infos: list[SceneInfo], tiled: list[SceneTiles], dc: DataSection, block: int
+) -> str | None:
     """Why the block split does not work for these scenes, or None when it does: a scene left
     without a training tile, or (with validation asked for) no validation tile at all."""
     starved = [info for info, t in zip(infos, tiled, strict=True) if t.val_blocks and not t.train_tiles]
@@ -100,7 +101,7 @@ def tile_and_split(
     infos: list[SceneInfo],
     labels: list[SceneInfo],
     regions: list[SceneInfo | None],
-    dc: DataConfig,
+    dc: DataSection,
     settings: StorageSettings,
     seed: int,
 ) -> tuple[list[SceneTiles], Split]:
@@ -111,7 +112,7 @@ def tile_and_split(
     scenes, or, with a single scene, tries smaller blocks (down to ``tile_size``) and says
     exactly why when even those do not fit."""
 
-    def tile(cfg: DataConfig) -> list[SceneTiles]:
+    def tile(cfg: DataSection) -> list[SceneTiles]:
         items = [
             (i, s, lab, cfg, settings, reg, seed)
             for i, (s, lab, reg) in enumerate(zip(infos, labels, regions, strict=True))
@@ -146,15 +147,15 @@ def tile_and_split(
 def _shrink_blocks(
     infos: list[SceneInfo],
     tiled: list[SceneTiles],
-    dc: DataConfig,
-    tile: Callable[[DataConfig], list[SceneTiles]],
+    dc: DataSection,
+    tile: Callable[[DataSection], list[SceneTiles]],
     reason: str,
 ) -> tuple[list[SceneTiles], Split]:
     """``auto`` on a single scene the configured blocks do not fit: the largest smaller block
     that leaves it training and validation tiles, else an error that says why."""
     tried = smaller_blocks(dc)
     for block in tried:
-        retiled = tile(dataclasses.replace(dc, split_block=block))
+        retiled = tile(dc.replace(split_block=block))
         if _split_problem(infos, retiled, dc, block) is None and any(t.train_tiles for t in retiled):
             return retiled, Split("blocks", f"{reason}; {block} px blocks instead", block=block)
     scene = next((i for i, t in zip(infos, tiled, strict=True) if t.valid_pixels), infos[0])

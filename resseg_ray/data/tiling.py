@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from resseg_ray.config import DataConfig
+from resseg_ray.config import DataSection
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.labels import BUILDING
 from resseg_ray.geo.scene import SceneInfo, read_window
@@ -201,7 +201,7 @@ def tile_scene(
     scene_id: int,
     scene: SceneInfo,
     labels: SceneInfo,
-    cfg: DataConfig,
+    cfg: DataSection,
     settings: StorageSettings,
     region: SceneInfo | None = None,
     seed: int = 0,

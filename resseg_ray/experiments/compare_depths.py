@@ -9,7 +9,6 @@ logged into each training run, so the MLflow UI's compare view shows Table II.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -127,10 +126,8 @@ def compare_architectures(
     evaluations: dict[str, Evaluation] = {}
     try:
         for arch in archs:
-            arch_cfg = dataclasses.replace(
-                cfg,
-                model=dataclasses.replace(cfg.model, arch=arch),
-                run=dataclasses.replace(cfg.run, name=f"{prefix}-{arch}"),
+            arch_cfg = cfg.replace(
+                model=cfg.model.replace(arch=arch), run=cfg.run.replace(name=f"{prefix}-{arch}")
             )
             log(f"== {arch}: training run {prefix}-{arch}")
             result = run_training(arch_cfg, log=log, tags={"mlflow.parentRunId": parent.run_id})

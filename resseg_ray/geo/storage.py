@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from fsspec import AbstractFileSystem
 
-from resseg_ray.config import StorageConfig
+from resseg_ray.config import StorageSection
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.http import HTTP_TIMEOUT_S, http_exists, http_get
 
@@ -45,9 +45,9 @@ class StorageSettings:
     disk or a URL), without sidecar files (``.aux.xml``, ``.ovr``)."""
 
     @classmethod
-    def resolve(cls, cfg: StorageConfig | None = None) -> StorageSettings:
+    def resolve(cls, cfg: StorageSection | None = None) -> StorageSettings:
         """Configuration fields first, then the standard AWS_* environment variables."""
-        cfg = cfg or StorageConfig()
+        cfg = cfg or StorageSection()
         endpoint = (
             cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         )

@@ -10,7 +10,6 @@ into a production config whose ``deployments`` section can change them without c
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
@@ -66,8 +65,8 @@ def refine_config(cfg: Config) -> Config:
         rcfg = load_config(path)
     except ConfigError as exc:
         raise ConfigError(f"serve.refine_config ({path}): {exc}") from None
-    mlflow = dataclasses.replace(rcfg.mlflow, tracking_uri=resolve_tracking_uri(rcfg.mlflow, os.getcwd()))
-    return dataclasses.replace(rcfg, mlflow=mlflow, storage=cfg.storage)
+    mlflow = rcfg.mlflow.replace(tracking_uri=resolve_tracking_uri(rcfg.mlflow, os.getcwd()))
+    return rcfg.replace(mlflow=mlflow, storage=cfg.storage)
 
 
 def model_uri(cfg: Config) -> str:
@@ -114,8 +113,7 @@ def build_app(cfg: Config) -> Application:
         {"runtime": s.runtime, "precision": s.precision, "window": cfg.predict.window},
     )
     serve_cfg = to_dict(
-        dataclasses.replace(
-            s,
+        s.replace(
             model=uri,
             map_catalogs=map_catalogs(cfg),
             annotations_dir=normalize_uri(s.annotations_dir),

@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 from ray import serve
 
-from resseg_ray.config import PredictSection, StorageConfig, from_dict
+from resseg_ray.config import PredictSection, StorageSection, from_dict
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.stac_items import ModelProvenance
@@ -40,7 +40,7 @@ class SegmentModel:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        settings = StorageSettings.resolve(from_dict(StorageConfig, storage))
+        settings = StorageSettings.resolve(from_dict(StorageSection, storage))
         with tempfile.TemporaryDirectory(prefix="resseg-serve-model-") as tmp:
             path = resolve_bundle(model_uri, tmp, settings)
             bundle = load_bundle(path)

@@ -7,7 +7,6 @@ each step, so that the page shows its progress.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -143,7 +142,7 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
         update(state=RefinementState.RUNNING, stage="training", started=now(), waiting=cpu_shortage(cfg))
         area, buildings, drawn = annotation_inputs(spec.annotations, os.path.join(folder, "inputs"))
         name = f"map-{spec.scene_id}-{spec.job}"
-        rcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name, storage_path=folder))
+        rcfg = cfg.replace(run=cfg.run.replace(name=name, storage_path=folder))
         t0 = time.perf_counter()
         result = refine_scene(
             rcfg,
@@ -187,7 +186,7 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
                 if verdict.ships
                 else load_bundle_bytes(result.adapted_bundle or b"", "the parent with BatchNorm re-estimated")
             )
-            options = dataclasses.replace(cfg.predict, prob=True, polygons=True, osm=False, adapt_bn=False)
+            options = cfg.predict.replace(prob=True, polygons=True, osm=False, adapt_bn=False)
             report = predict_scene(
                 ScenePredictor(chosen, options),
                 spec.imagery,

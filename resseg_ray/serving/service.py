@@ -20,7 +20,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from resseg_ray.adapt.suggest import suggest_regions
-from resseg_ray.config import PredictSection, ServeSection, StorageConfig, from_dict
+from resseg_ray.config import PredictSection, ServeSection, StorageSection, from_dict
 from resseg_ray.errors import InputDataError, ResSegError, failure_message
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.stac import SceneInputs
@@ -64,12 +64,12 @@ class MapService:
         self.model = model
         self.cfg: ServeSection = from_dict(ServeSection, serve_cfg)
         # uploads are not segmented with --adapt-bn (the weights live on the model replicas)
-        self.predict = dataclasses.replace(
-            from_dict(PredictSection, predict_cfg), batch_size=256, device="cpu", adapt_bn=False
+        self.predict = from_dict(PredictSection, predict_cfg).replace(
+            batch_size=256, device="cpu", adapt_bn=False
         )
         # whatever a request names is hostile: GeoTIFF only, no sidecars (see StorageSettings)
         self.settings = dataclasses.replace(
-            StorageSettings.resolve(from_dict(StorageConfig, storage)), untrusted=True
+            StorageSettings.resolve(from_dict(StorageSection, storage)), untrusted=True
         )
         self.refine = refine
         """The refinements' configuration (a :class:`~resseg_ray.config.Config` as a dict)."""
@@ -205,8 +205,8 @@ class MapService:
         of the ``fmt`` output (``mask``, ``prob`` or ``geojson``)."""
         check_image(uri, info, self.cfg.max_pixels, self.settings)
         # batch_size 256: a whole window row at once, its windows go out concurrently
-        options = dataclasses.replace(
-            self.predict, prob=fmt == "prob", polygons=fmt == "geojson", osm=False, vector_format="geojson"
+        options = self.predict.replace(
+            prob=fmt == "prob", polygons=fmt == "geojson", osm=False, vector_format="geojson"
         )
         predictor = ScenePredictor(info, options, forward=self.forward)
         out = os.path.join(tmp, "out")
@@ -264,8 +264,8 @@ class MapService:
         to_cog(source, image, self.settings)
         stages["store"] = round(time.perf_counter() - t0, 2)
         t1 = time.perf_counter()
-        options = dataclasses.replace(
-            self.predict, prob=True, polygons=True, osm=False, vector_format="geojson",
+        options = self.predict.replace(
+            prob=True, polygons=True, osm=False, vector_format="geojson",
             runtime=self.cfg.runtime, precision=self.cfg.precision,
         )  # fmt: skip
         predictor = ScenePredictor(info, options, forward=self.forward_waiting)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resseg_ray.config import DataConfig
+from resseg_ray.config import DataSection
 from resseg_ray.data.tiling import (
     choose_validation_blocks,
     choose_validation_scenes,
@@ -20,7 +20,7 @@ from resseg_ray.geo.storage import StorageSettings
 from tests.rasters import write_tif
 
 LOCAL = StorageSettings()
-CFG = DataConfig(
+CFG = DataSection(
     tile_size=40, stride=12, crop_size=32, split_block=80, val_fraction=0.2, max_nodata_fraction=0.5
 )
 
@@ -158,10 +158,10 @@ def test_a_scene_smaller_than_a_tile_gives_one_padded_tile(tmp_path) -> None:
     labels = open_scene(
         write_tif(tmp_path / "l.tif", np.zeros((1, 26, 30), np.uint8), nodata=255), LOCAL, bands=[1]
     )
-    tiles = tile_scene(0, scene, labels, DataConfig(**{**CFG.__dict__, "val_fraction": 0.0}), LOCAL)
+    tiles = tile_scene(0, scene, labels, DataSection(**{**CFG.__dict__, "val_fraction": 0.0}), LOCAL)
     (row,) = tiles.rows
     assert (row["col_off"], row["row_off"], row["width"]) == (-5, -7, 40)
     assert row["valid_fraction"] == pytest.approx(26 * 30 / 1600) and tiles.valid_pixels == 26 * 30
     data[:, :, :20] = 0  # two thirds of the chip itself no data: that is dropped, as anywhere
     scene = open_scene(write_tif(tmp_path / "chip2.tif", data, nodata=0), LOCAL)
-    assert not tile_scene(0, scene, labels, DataConfig(**{**CFG.__dict__, "val_fraction": 0.0}), LOCAL).rows
+    assert not tile_scene(0, scene, labels, DataSection(**{**CFG.__dict__, "val_fraction": 0.0}), LOCAL).rows

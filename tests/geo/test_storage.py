@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from resseg_ray.config import StorageConfig
+from resseg_ray.config import StorageSection
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.scene import open_scene, read_window
 from resseg_ray.geo.storage import (
@@ -28,11 +28,11 @@ def test_settings_come_from_config_then_standard_variables(monkeypatch) -> None:
     assert StorageSettings.resolve().endpoint_url == "http://127.0.0.1:9"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:10")
     assert StorageSettings.resolve().endpoint_url == "http://127.0.0.1:10"
-    s = StorageSettings.resolve(StorageConfig(endpoint_url="https://minio.example:9000"))
+    s = StorageSettings.resolve(StorageSection(endpoint_url="https://minio.example:9000"))
     opts = s.gdal_options()
     assert opts["AWS_S3_ENDPOINT"] == "minio.example:9000" and opts["AWS_HTTPS"] == "YES"
     with pytest.raises(ConfigError, match=r"storage\.endpoint_url"):
-        StorageSettings.resolve(StorageConfig(endpoint_url="minio:9000"))
+        StorageSettings.resolve(StorageSection(endpoint_url="minio:9000"))
 
 
 def test_scene_on_s3_reads_like_the_local_file(tmp_path, s3_bucket, s3_settings) -> None:

@@ -139,7 +139,7 @@ def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server, tmp_p
         ("train.dataset=/nonexistent/prepared", InputDataError, r"/nonexistent/prepared is not a prepared"),
         ("mlflow.tracking_uri=http://127.0.0.1:9", ConfigError, r"http://127.0.0.1:9 is unreachable"),
         ("train.batch_size=100000", InputDataError, r"training tiles.*fewer than one batch"),
-        ("train.select=best", ConfigError, r"train.select must be 'val_loss', 'val_f1' or 'last'"),
+        ("train.select=best", ConfigError, r"train.select must be one of val_loss, val_f1, last, got 'best'"),
     ],
 )
 def test_bad_input_fails_before_training(small_demo, mlflow_server, tmp_path, override, error, match) -> None:

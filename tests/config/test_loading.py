@@ -10,7 +10,7 @@ from resseg_ray.config import load_config
 from resseg_ray.errors import ConfigError
 from resseg_ray.models import list_models
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_extends_merges_field_by_field(tmp_path) -> None:
@@ -32,7 +32,12 @@ def test_extends_cycle_is_an_error(tmp_path) -> None:
     [
         ("train.lr=-0.1", "train.lr must be > 0"),
         ("train.select=val_iou", "train.select must be"),
-        ("train.refine_start=scene", "train.refine_start must be 'parent' or 'adapted'"),
+        ("train.refine_start=scene", "train.refine_start must be one of parent, adapted, got 'scene'"),
+        (
+            "predict.blend=cosin",
+            r"predict.blend \(--blend\) must be one of flat, linear, cosine, got 'cosin'; "
+            "did you mean 'cosine'",
+        ),
         ("train.l2sp=-1", "train.l2sp must be a strength >= 0"),
         ("train.l2sp=.inf", "train.l2sp must be a finite number"),
         ("scaling.num_workers=0", "scaling.num_workers must be >= 1"),
