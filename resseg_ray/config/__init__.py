@@ -93,7 +93,25 @@ __all__ = [
 ]
 
 
+RENAMED = {
+    "StorageConfig": "StorageSection",
+    "DataConfig": "DataSection",
+    "ModelConfig": "ModelSection",
+    "TrainConfig": "TrainSection",
+}
+"""Classes renamed to the one ``...Section`` convention: the old names still work, with a
+DeprecationWarning."""
+
+
 def __getattr__(name: str) -> Any:
+    if name in RENAMED:
+        import warnings
+
+        new = RENAMED[name]
+        warnings.warn(
+            f"resseg_ray.config.{name} is now {new}; import that instead", DeprecationWarning, stacklevel=2
+        )
+        return __getattr__(new)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'resseg_ray.config' has no attribute {name!r}")

@@ -75,3 +75,12 @@ def test_a_section_validated_alone_names_its_fields_as_in_a_file(data: object, m
     with pytest.raises(ConfigError) as err:
         from_dict(ServeSection, data)
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_renamed_sections_still_import_with_a_deprecation_warning() -> None:
+    import resseg_ray.config as config
+
+    with pytest.warns(DeprecationWarning, match="DataConfig is now DataSection"):
+        assert config.DataConfig is config.DataSection  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        config.NoSuchSection  # type: ignore[attr-defined]  # noqa: B018
