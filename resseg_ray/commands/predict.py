@@ -28,10 +28,11 @@ from resseg_ray.cli import (
 from resseg_ray.config import load_config
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.conflation import existing_buildings
-from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 from resseg_ray.inference.batch import predict_scenes, predict_scenes_on_ray
 from resseg_ray.inference.outputs import check_destination, output_options
 from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.report import PredictReport
 from resseg_ray.inference.stac_items import ModelProvenance, check_catalog_destination, write_run_catalog
 from resseg_ray.models.bundle import load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     add_predictor_options(p, outputs=True)
     add_stac_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo scenes whose outputs exist")
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write the run's report as JSON (each scene's outputs, time, runtime, buildings, "
+        "status; the totals) to this file or s3:// URI",
+    )
     p.add_argument(
         "--no-stac",
         dest="stac",
@@ -96,6 +103,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     # scenes that share a file name (an acquisition cut into quadkey folders) get distinct names
     options = dataclasses.replace(output_options(predict, settings), names=inputs.output_names())
     check_destination(args.out, scenes, options, settings)
+    if args.report:
+        check_output_file(args.report, settings, "--report", inputs=[*scenes, args.model])
     if args.stac:
         check_catalog_destination(args.out, scenes, options, settings)
     if predict.existing is not None:  # read (and checked) once, before any scene is segmented
@@ -132,43 +141,23 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         reports = predict_scenes(
             ScenePredictor(bundle, predict), scenes, args.out, settings, options, overwrite=args.overwrite
         )
-    done = [r for r in reports if r.error is None and not r.skipped]
-    failed = [r for r in reports if r.error is not None]
-    vectors, conflating = predict.wants_polygons, predict.existing is not None
-    extra = (f" {'buildings':>9}" if vectors else "") + (f" {'mapped':>7}" if conflating else "")
-    print(f"\n{'scene':<48} {'Mpx':>7} {'s':>8} {'Mpx/s':>7} {'runtime':<16}{extra}  status")
-    for r in reports:
-        status = "failed" if r.error else "skipped" if r.skipped else "done"
-        counts = ""
-        if vectors:
-            counts = f" {_count(r.buildings):>9}" + (f" {_count(r.already_mapped):>7}" if conflating else "")
-        engine = r.engine or "-"
-        print(
-            f"{r.uri[-48:]:<48} {r.megapixels:7.2f} {r.seconds:8.1f} {r.mpx_per_s:7.2f} {engine:<16}{counts}"
-            f"  {status}"
-        )
+    catalog, items = None, 0
     if args.stac:
         finished = [(r.uri, r.buildings, r.already_mapped, r.engine) for r in reports if r.error is None]
         if finished:
-            href, count = write_run_catalog(args.out, finished, options, predict, model, inputs, settings)
-            print(f"STAC catalog {href}: {count} items, valid (pystac validate_all)")
-    if predict.existing is not None:
-        left = sum(r.already_mapped or 0 for r in done)
-        print(f"{left} predicted buildings left out as already mapped in {predict.existing}")
-    mpx, secs = sum(r.megapixels for r in done), sum(r.seconds for r in done)
-    print(
-        f"{len(done)} segmented ({mpx:.1f} Mpx in {secs:.1f} s), {len(reports) - len(done) - len(failed)} "
-        f"skipped, {len(failed)} failed; outputs under {args.out}"
-    )
+            catalog, items = write_run_catalog(args.out, finished, options, predict, model, inputs, settings)
+    report = PredictReport(reports, args.out, predict.wants_polygons, predict.existing, catalog, items)
+    for line in report.lines():
+        print(line)
+    if args.report:
+        write_bytes(args.report, report.to_json().encode(), settings)
+        print(f"wrote {args.report}")
+    failed = report.of("failed")
     if failed:
         raise InputDataError(
             f"{len(failed)} of {len(reports)} scenes failed: "
             + "; ".join(f"{r.uri}: {r.error}" for r in failed)
         )
-
-
-def _count(n: int | None) -> str:
-    return "-" if n is None else str(n)
 
 
 SUPERVISE = True

@@ -5,6 +5,7 @@ and a split scene whose assembly fails reported as failed."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -42,10 +43,20 @@ def test_predict_job_goes_on_after_a_bad_scene_and_resumes(tmp_path, bundle_path
         "--overlap",
         "16",
     ]
-    proc = run_script("predict.py", *args)
+    refused = run_script("predict.py", *args, "--report", str(tmp_path))  # a folder: before any work
+    assert refused.returncode == 2 and "--report" in refused.stderr and "is a folder" in refused.stderr
+    assert not out.exists()
+    report = tmp_path / "report.json"
+    proc = run_script("predict.py", *args, "--report", str(report))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "1 of 3 scenes failed" in proc.stderr and "broken.tif" in proc.stderr
     assert "2 segmented" in proc.stdout
+    doc = json.loads(report.read_text())  # the typed report, failures included
+    assert doc["format"] == "resseg-predict-report/1" and (doc["segmented"], doc["failed"]) == (2, 1)
+    by_name = {os.path.basename(s["uri"]): s for s in doc["scenes"]}
+    assert by_name["broken.tif"]["status"] == "failed" and by_name["broken.tif"]["error"]
+    assert by_name["a.tif"]["status"] == "done" and by_name["a.tif"]["outputs"]["mask"].endswith("a_mask.tif")
+    assert doc["catalog"].endswith("catalog.json") and doc["catalog_items"] == 2
     rasters = ["a_mask.tif", "a_prob.tif", "b_mask.tif", "b_prob.tif"]
     stac = ["a_item.json", "b_item.json", "catalog.json"]  # the finished scenes only
     assert sorted(p.name for p in out.iterdir()) == sorted(rasters + stac)
