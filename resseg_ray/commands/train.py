@@ -17,6 +17,8 @@ import os
 
 from resseg_ray.cli import CONFIGS, add_seed_option, config_overrides, init_ray
 from resseg_ray.config import load_config
+from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
+from resseg_ray.train.report import report_json, summary_lines
 from resseg_ray.train.trainer import run_training
 
 
@@ -35,23 +37,25 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         default=[],
         help="override, e.g. train.lr=0.001 (repeatable)",
     )
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write the run's report as JSON (epochs and their metrics, best epochs, bundle, "
+        "checkpoints, MLflow run, registered version) to this file or s3:// URI",
+    )
     add_seed_option(p)
     args = p.parse_args(argv)
     cfg = load_config(args.config, config_overrides(args))
+    settings = StorageSettings.resolve(cfg.storage)
+    if args.report:
+        check_output_file(args.report, settings, "--report", inputs=[args.config])
     init_ray()
     r = run_training(cfg)
-    done = r.progress
-    print(
-        f"run {r.run_name}: {done.epochs_done} epochs ({done.stop_reason}), "
-        f"best val loss {done.best_val_loss:.4f} (epoch {done.best_val_loss_epoch}), "
-        f"best val F1 {done.best_val_f1:.4f} (epoch {done.best_val_f1_epoch}), {r.seconds:.0f} s"
-    )
-    print(f"  model bundle: {r.bundle_uri}")
-    print(f"  checkpoints:  {r.run_dir}")
-    print(f"  MLflow run:   {r.mlflow_run_id} at {r.tracking_uri}")
-    if r.registered_version:
-        alias = f", alias '{cfg.mlflow.alias}' now points to it" if r.alias_moved else ""
-        print(f"  registered:   {r.registered_model} version {r.registered_version}{alias}")
+    for line in summary_lines(r, cfg.mlflow.alias):
+        print(line)
+    if args.report:
+        write_bytes(args.report, report_json(r).encode(), settings)
+        print(f"wrote {args.report}")
 
 
 SUPERVISE = True

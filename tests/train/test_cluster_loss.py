@@ -4,6 +4,7 @@ cluster, it resumes from the last checkpoint."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -12,10 +13,10 @@ from tests.helpers import ROOT, small_train_overrides
 from tests.ray_nodes import LocalCluster
 
 
-def _train(cluster: LocalCluster, overrides: list[str]) -> subprocess.Popen:
+def _train(cluster: LocalCluster, overrides: list[str], *extra: str) -> subprocess.Popen:
     args = [a for o in overrides for a in ("--set", o)]
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "jobs" / "train.py"), *args],
+        [sys.executable, str(ROOT / "jobs" / "train.py"), *args, *extra],
         env={**cluster.env, "RAY_ADDRESS": cluster.gcs},
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -66,12 +67,17 @@ def test_a_lost_cluster_is_said_marked_failed_and_resumed(small_demo, tmp_path) 
         more = small_train_overrides(
             small_demo.root, str(tmp_path / "runs"), db, "lost", **{**common, "train.epochs": done + 1}
         )
-        job = _train(again, more)
+        job = _train(again, more, "--report", str(tmp_path / "report.json"))
         out, err = job.communicate(timeout=600)
     finally:
         again.shutdown()
     assert job.returncode == 0, err[-3000:]
     assert "resuming run lost" in out + err
+    report = json.loads((tmp_path / "report.json").read_text())  # the run's typed report
+    assert report["format"] == "resseg-train-report/1" and report["run_name"] == "lost"
+    assert report["resumed"] and report["mlflow_run_id"] == run.info.run_id
+    assert report["progress"]["epochs_done"] == done + 1 and report["registered_version"] is None
+    assert [h["epoch"] for h in report["progress"]["history"]][-1] == done + 1
     steps = [m.step for m in c.get_metric_history(run.info.run_id, "val_loss")]
     # from the last checkpoint: at most the epoch in flight when the cluster went is trained again
     assert sorted(set(steps)) == list(range(1, done + 2)) and len(steps) <= done + 2, steps

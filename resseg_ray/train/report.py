@@ -1,0 +1,50 @@
+"""The typed report of a training run (:class:`~resseg_ray.train.trainer.TrainResult`) as the
+``train`` command prints it, and as JSON (``resseg train --report``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resseg_ray.train.trainer import TrainResult
+
+FORMAT = "resseg-train-report/1"
+"""The ``format`` of the JSON report."""
+
+
+def summary_lines(r: TrainResult, alias: str) -> list[str]:
+    """The run in a few lines: epochs and why it stopped, the best epochs, where the bundle,
+    the checkpoints and the MLflow run are, and the registered version (``alias``: the
+    registry alias a better version moves)."""
+    done = r.progress
+    lines = [
+        f"run {r.run_name}: {done.epochs_done} epochs ({done.stop_reason}), "
+        f"best val loss {done.best_val_loss:.4f} (epoch {done.best_val_loss_epoch}), "
+        f"best val F1 {done.best_val_f1:.4f} (epoch {done.best_val_f1_epoch}), {r.seconds:.0f} s",
+        f"  model bundle: {r.bundle_uri}",
+        f"  checkpoints:  {r.run_dir}",
+        f"  MLflow run:   {r.mlflow_run_id} at {r.tracking_uri}",
+    ]
+    if r.registered_version:
+        moved = f", alias '{alias}' now points to it" if r.alias_moved else ""
+        lines.append(f"  registered:   {r.registered_model} version {r.registered_version}{moved}")
+    return lines
+
+
+def report_json(r: TrainResult) -> str:
+    """The run as a JSON document (:data:`FORMAT`): every field of the result, the progress
+    with each epoch's metrics; a value that is not finite (no best yet) is null."""
+    return json.dumps(_finite({"format": FORMAT, **asdict(r)}), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
