@@ -72,7 +72,7 @@ def reference() -> str:
             doc = inspect.cleandoc(f.description or "")
             if not doc:
                 missing.append(f"{section}.{name}")
-            flag = cls.flags.get(name)  # type: ignore[attr-defined]
+            flag = cls.flag(name)  # type: ignore[attr-defined]
             if flag and f"``{flag}``" not in doc:
                 doc += f" Flag: ``{flag}``."
             annotation = _type(f.annotation)

@@ -30,18 +30,18 @@ from resseg_ray.config.choices import (
 )
 
 if TYPE_CHECKING:
-    from resseg_ray.config.base import MOVED, Section, from_dict, to_dict
-    from resseg_ray.config.data import DataSection
-    from resseg_ray.config.loading import apply_override, load_config
-    from resseg_ray.config.mlflow import MlflowSection
-    from resseg_ray.config.model import ModelSection
-    from resseg_ray.config.predict import PredictSection
-    from resseg_ray.config.root import Config
-    from resseg_ray.config.run import RunSection
-    from resseg_ray.config.scaling import ScalingSection
-    from resseg_ray.config.serve import ServeSection
-    from resseg_ray.config.storage import StacSection, StorageSection
-    from resseg_ray.config.train import TrainSection
+    from resseg_ray.config.base import MOVED, Section, from_dict, to_dict  # noqa: F401
+    from resseg_ray.config.data import DataSection  # noqa: F401
+    from resseg_ray.config.loading import apply_override, load_config  # noqa: F401
+    from resseg_ray.config.mlflow import MlflowSection  # noqa: F401
+    from resseg_ray.config.model import ModelSection  # noqa: F401
+    from resseg_ray.config.predict import PredictSection  # noqa: F401
+    from resseg_ray.config.root import Config  # noqa: F401
+    from resseg_ray.config.run import RunSection  # noqa: F401
+    from resseg_ray.config.scaling import ScalingSection  # noqa: F401
+    from resseg_ray.config.serve import ServeSection  # noqa: F401
+    from resseg_ray.config.storage import StacSection, StorageSection  # noqa: F401
+    from resseg_ray.config.train import TrainSection  # noqa: F401
 
 _LAZY = {
     "MOVED": "base",
@@ -66,7 +66,6 @@ _LAZY = {
 
 __all__ = [
     "BLEND_MODES",
-    "MOVED",
     "NORMALIZATIONS",
     "PRECISIONS",
     "PROB_DTYPES",
@@ -74,22 +73,7 @@ __all__ = [
     "SPLIT_MODES",
     "STAC_ASSETS",
     "VECTOR_FORMATS",
-    "Config",
-    "DataSection",
-    "MlflowSection",
-    "ModelSection",
-    "PredictSection",
-    "RunSection",
-    "ScalingSection",
-    "Section",
-    "ServeSection",
-    "StacSection",
-    "StorageSection",
-    "TrainSection",
-    "apply_override",
-    "from_dict",
-    "load_config",
-    "to_dict",
+    *_LAZY,
 ]
 
 

@@ -50,13 +50,23 @@ class Section(BaseModel):
 
     section: ClassVar[str] = ""
     """The section's key in a configuration file (``""``: the whole configuration)."""
+    flagged: ClassVar[bool] = False
+    """Whether every field has a command-line flag (``--field-name`` unless :attr:`flags` says)."""
     flags: ClassVar[Mapping[str, str]] = {}
-    """A field's command-line flag, where the jobs have one: named in its error messages."""
+    """Fields whose flag is named otherwise, or the only fields with a flag (not :attr:`flagged`)."""
+
+    @classmethod
+    def flag(cls, name: str) -> str | None:
+        """The command-line flag of field ``name``, where the jobs have one (named in its error
+        messages, made by :mod:`~resseg_ray.config.flags`)."""
+        if name in cls.flags:
+            return cls.flags[name]
+        return "--" + name.replace("_", "-") if cls.flagged and name in cls.model_fields else None
 
     @classmethod
     def field_name(cls, name: str) -> str:
         """``section.field``, with its flag where it has one (``predict.window (--window)``)."""
-        flag = cls.flags.get(name)
+        flag = cls.flag(name)
         dotted = f"{cls.section}.{name}" if cls.section else name
         return f"{dotted} ({flag})" if flag else dotted
 
@@ -95,8 +105,9 @@ def config_error(cls: type[Section], exc: ValidationError, prefix: str = "") -> 
     loc = [p for p in first["loc"] if p != "[key]"]
     owner, name = _owner(cls, loc)
     where = _dotted(prefix, loc)
-    if owner is not None and name in owner.model_fields and owner.flags.get(name):
-        where = f"{where} ({owner.flags[name]})"
+    flag = owner.flag(name) if owner is not None and name is not None else None
+    if flag:
+        where = f"{where} ({flag})"
     value = first.get("input")
     kind = first["type"]
     if kind == "extra_forbidden":
@@ -151,5 +162,5 @@ def _dotted(prefix: str, loc: Sequence[int | str]) -> str:
 
 def to_dict(cfg: Section) -> dict[str, Any]:
     """The configuration (or a section) as plain data, for YAML and JSON artifacts and for
-    Ray workers, which build it back with :func:`validate`."""
+    Ray workers, which build it back with :func:`from_dict`."""
     return cfg.model_dump()

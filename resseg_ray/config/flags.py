@@ -1,8 +1,8 @@
 """Command-line flags made from configuration fields: one definition of each option.
 
-A field's flag is named by its section's :attr:`~resseg_ray.config.base.Section.flags` (else
-``--field-name``); its type, choices and number of values come from the field's annotation, its
-help from the field's docstring and default. :func:`given` reads back the flags a user gave,
+A field's flag is named by its section (:meth:`~resseg_ray.config.base.Section.flag`); its
+type, choices and number of values come from the field's annotation, its help from the
+field's docstring and default. :func:`given` reads back the flags a user gave,
 as changes to the section (validated by :meth:`~resseg_ray.config.base.Section.replace`, so a
 bad value is the section's own one-line error, naming the flag).
 """
@@ -23,8 +23,11 @@ _ROLE = re.compile(r":\w+:`~?(?:[\w.]*\.)?([^`]+)`")
 
 
 def flag_of(section: type[Section], name: str) -> str:
-    """The flag of field ``name``."""
-    return section.flags.get(name) or "--" + name.replace("_", "-")
+    """The flag of field ``name`` (:meth:`~resseg_ray.config.base.Section.flag`)."""
+    flag = section.flag(name)
+    if flag is None:  # a programming error: the section does not give this field a flag
+        raise ValueError(f"{section.__name__}.{name} has no command-line flag")
+    return flag
 
 
 def _dest(flag: str) -> str:
@@ -80,7 +83,8 @@ def given(args: argparse.Namespace, section: type[Section]) -> dict[str, Any]:
     """The fields of ``section`` whose flags were given, with their values."""
     out = {}
     for name in section.model_fields:
-        value = getattr(args, _dest(flag_of(section, name)), None)
+        flag = section.flag(name)
+        value = getattr(args, _dest(flag), None) if flag else None
         if value is not None:
             out[name] = value
     return out

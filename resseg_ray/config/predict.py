@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Self
+from collections.abc import Mapping
+from typing import ClassVar, Self
 
 from pydantic import model_validator
 
@@ -21,6 +22,8 @@ class PredictSection(Section):
     name (``--window``, ``--overlap``, ...) override these fields."""
 
     section = "predict"
+    flagged = True
+    flags: ClassVar[Mapping[str, str]] = {"prob": "--no-prob"}
 
     window: int = 512
     """Window side in pixels."""
@@ -109,7 +112,3 @@ class PredictSection(Section):
         """Whether building polygons are written (asked for, needed by ``osm``/``existing``, or in
         a format other than the default chosen)."""
         return self.polygons or self.osm or self.existing is not None or self.vector_format != "geojson"
-
-
-PredictSection.flags = {name: "--" + name.replace("_", "-") for name in PredictSection.model_fields}
-PredictSection.flags["prob"] = "--no-prob"

@@ -32,13 +32,11 @@ class StacSection(Section):
     search. Catalogs, collections and items themselves are given where scenes are (``--scenes``)."""
 
     section = "stac"
+    flagged = True
     flags: ClassVar[Mapping[str, str]] = {
         "asset": "--stac-asset",
         "max_items": "--stac-max-items",
         "search": "--stac-search",
-        "bbox": "--bbox",
-        "datetime": "--datetime",
-        "collections": "--collections",
     }
 
     asset: str | None = None

@@ -124,7 +124,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             logger = EpochLogger(meta["tracking_uri"], meta["run_id"])
         rows = ray.get(meta["rows"])
         spec: SampleSpec = meta["sample_spec"]
-        d = cfg.data
         val_spec = dataclasses.replace(spec, augment=False)
         val_rows = worker_rows(rows["val"], rank, world)  # read here each epoch (_validate)
         scaler = policy.grad_scaler()

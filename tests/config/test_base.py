@@ -84,3 +84,17 @@ def test_renamed_sections_still_import_with_a_deprecation_warning() -> None:
         assert config.DataConfig is config.DataSection  # type: ignore[attr-defined]
     with pytest.raises(AttributeError):
         config.NoSuchSection  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_every_public_name_resolves_and_flags_are_named_once() -> None:
+    import resseg_ray.config as config
+    from resseg_ray.config import RunSection
+    from resseg_ray.config.flags import flag_of
+
+    assert all(getattr(config, name) is not None for name in config.__all__)
+    assert (StacSection.flag("bbox"), StacSection.flag("asset")) == ("--bbox", "--stac-asset")
+    assert PredictSection.flag("vector_format") == "--vector-format"
+    assert PredictSection.flag("prob") == "--no-prob"
+    assert RunSection.flag("seed") == "--seed" and RunSection.flag("name") is None
+    with pytest.raises(ValueError, match=r"RunSection\.name has no command-line flag"):
+        flag_of(RunSection, "name")
