@@ -7,13 +7,12 @@ import argparse
 import logging
 import os
 import sys
-import threading
-import time
+import traceback
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from resseg_ray import abort
+from resseg_ray import jobstate, launcher
 from resseg_ray.config import Config, PredictSection, StacSection
 from resseg_ray.config.flags import add_flags, given
 from resseg_ray.errors import ConfigError, user_error
@@ -40,27 +39,34 @@ def run_job(main: Callable[[], object], supervise: bool = False) -> None:
     warnings (:func:`~resseg_ray.progress.quiet_libraries`) unless the command line has
     ``--verbose`` (every job takes it; it is removed before the job parses its arguments) or
     ``RESSEG_VERBOSE=1`` is set. With ``supervise`` (the jobs that attach to a Ray cluster), the
-    job runs in a child of this process, which says a lost cluster when Ray ends the job first
-    (:func:`resseg_ray.abort.supervise`).
+    job runs as the child of a launcher that says a lost cluster (:mod:`resseg_ray.launcher`);
+    the job records that its ``main`` returned, and leaves the traceback of an error it did not
+    expect to the launcher, which prints it unless the cluster's loss was its cause.
     """
+    if supervise:
+        launcher.supervise()  # on the command line as the user gave it: before --verbose goes
     warnings.formatwarning = _format_warning
     if "--verbose" in sys.argv[1:]:
         sys.argv.remove("--verbose")
         os.environ[VERBOSE_ENV] = "1"
-    if supervise:
-        abort.supervise()
     quiet_libraries()
     try:
         main()
     except Exception as exc:
         err = user_error(exc)
         if err is None:
-            abort.stop_if_cluster_lost()  # Ray's error of a lost cluster is said as the watchdog says it
-            raise
+            if not jobstate.launched():
+                jobstate.returned()
+                raise
+            jobstate.returned(traceback.format_exc())  # Ray's errors at a lost cluster, or a bug
+            raise SystemExit(1) from None
+        jobstate.returned()
         print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line
         raise SystemExit(2) from None
-    finally:
-        abort.returned()
+    except BaseException:  # SystemExit (--help, argparse's refusals), KeyboardInterrupt
+        jobstate.returned()
+        raise
+    jobstate.returned()
 
 
 def bound_gdal_cache(megabytes: int = 256) -> None:
@@ -101,7 +107,7 @@ def init_ray() -> None:
         joined = address not in (None, "", "local")
     quiet_libraries()  # Ray Data's context exists now
     print(cluster_line(joined), flush=True)
-    watch_cluster(ray.get_runtime_context().gcs_address, _local_raylet())
+    jobstate.attached(ray.get_runtime_context().gcs_address, _local_raylet())  # for the launcher
 
 
 def cluster_line(joined: bool) -> str:
@@ -133,56 +139,6 @@ def _local_raylet() -> str | None:
         return f"{node.node_ip_address}:{node.node_manager_port}"
     except Exception:
         return None
-
-
-def watch_cluster(
-    gcs_address: str,
-    raylet_address: str | None = None,
-    interval_s: float = 0.1,
-    gcs_grace_s: float = 6.0,
-    raylet_misses: int = 1,
-) -> threading.Thread:
-    """Watch the Ray cluster from a background thread and stop the job with one error line
-    saying what was lost and how to go on, its open MLflow runs marked FAILED
-    (:func:`resseg_ray.abort.cluster_lost`), before Ray itself ends the process without a word
-    (when Ray is first, a supervised job's parent says it: :func:`resseg_ray.abort.supervise`).
-
-    Two things are watched every ``interval_s``: the driver's own raylet (``raylet_address``)
-    and the GCS. Ray ends a driver at its first call after its raylet died, so a raylet that
-    does not answer ``raylet_misses`` times in a row stops the job at once; a GCS that does not
-    answer for ``gcs_grace_s`` does too (Ray would wait about 60 s, then exit). The interval is
-    short (a local connect each) and one refused connect to the raylet is enough (a live raylet's
-    kernel accepts the connection however busy it is): a driver that calls Ray in the gap is
-    ended by Ray with exit 1 and no word (seen in tests/train/test_cluster_loss.py at 0.5 s, and
-    in about one full test run of three at 0.2 s with two misses; once in CI at 0.1 s with one),
-    which is why the jobs that attach to a cluster are supervised by a parent process that says
-    it then (:func:`resseg_ray.abort.supervise`)."""
-    abort.attached(gcs_address, raylet_address)
-
-    def watch() -> None:
-        import ray
-
-        gcs_down_since: float | None = None
-        raylet_missed = 0
-        while True:
-            time.sleep(interval_s)
-            if not ray.is_initialized():  # the job shut Ray down itself
-                return
-            if raylet_address is not None:
-                raylet_missed = 0 if abort.reachable(raylet_address, interval_s) else raylet_missed + 1
-            if abort.reachable(gcs_address, interval_s):
-                gcs_down_since = None
-            elif gcs_down_since is None:
-                gcs_down_since = time.monotonic()
-            gcs_lost = gcs_down_since is not None and time.monotonic() - gcs_down_since >= gcs_grace_s
-            if gcs_lost or (raylet_missed >= raylet_misses and gcs_down_since is not None):
-                abort.cluster_lost(gcs_address)
-            elif raylet_missed >= raylet_misses:
-                abort.cluster_lost(gcs_address, raylet_address)
-
-    thread = threading.Thread(target=watch, daemon=True, name="resseg-cluster-watch")
-    thread.start()
-    return thread
 
 
 def add_seed_option(p: argparse.ArgumentParser) -> None:

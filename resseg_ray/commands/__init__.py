@@ -2,9 +2,10 @@
 package), and ``python jobs/<script>.py`` (the scripts ``ray job submit`` runs), which call the
 same code.
 
-Each command is a module here with ``main(argv, prog)`` and ``SUPERVISE`` (whether it runs
-under the supervisor that tells a lost Ray cluster from the job's own end). Only the chosen
-command's module is imported, so ``resseg --help`` and a mistyped command answer at once.
+Each command is a module here with ``main(argv, prog)``. Only the chosen command's module is
+imported, so ``resseg --help`` and a mistyped command answer at once; a command that uses Ray
+is started again first as the child of a launcher that watches its cluster
+(:mod:`resseg_ray.launcher`), before the job's heavy imports.
 """
 
 from __future__ import annotations
@@ -19,26 +20,40 @@ __all__ = ["COMMANDS", "Command", "main", "run_command"]
 
 @dataclass(frozen=True)
 class Command:
-    """One command: its module under :mod:`resseg_ray.commands`, its script under ``jobs/``
-    and what it does, in one line."""
+    """One command: its module under :mod:`resseg_ray.commands`, its script under ``jobs/``,
+    what it does, in one line, and whether it runs under the launcher (it uses Ray)."""
 
     module: str
     script: str
     summary: str
+    launched: bool = False
 
 
 COMMANDS: dict[str, Command] = {
     "prepare": Command(
-        "prepare", "prepare.py", "Prepare scenes for training: label rasters, statistics, tiles, manifest."
+        "prepare",
+        "prepare.py",
+        "Prepare scenes for training: label rasters, statistics, tiles, manifest.",
+        launched=True,
     ),
-    "train": Command("train", "train.py", "Train a network on Ray Train (DDP), tracked in MLflow."),
+    "train": Command(
+        "train", "train.py", "Train a network on Ray Train (DDP), tracked in MLflow.", launched=True
+    ),
     "compare-depths": Command(
-        "compare_depths", "compare_depths.py", "Train and evaluate architectures side by side (Table II)."
+        "compare_depths",
+        "compare_depths.py",
+        "Train and evaluate architectures side by side (Table II).",
+        launched=True,
     ),
-    "predict": Command("predict", "predict.py", "Segment whole scenes: mask, probability, polygons, JOSM."),
+    "predict": Command(
+        "predict", "predict.py", "Segment whole scenes: mask, probability, polygons, JOSM.", launched=True
+    ),
     "evaluate": Command("evaluate", "evaluate.py", "Score building maps against labels, per scene and mean."),
     "finetune": Command(
-        "finetune", "finetune.py", "Refine a model on an annotated part of a new scene (Table III)."
+        "finetune",
+        "finetune.py",
+        "Refine a model on an annotated part of a new scene (Table III).",
+        launched=True,
     ),
     "suggest": Command(
         "suggest", "suggest_annotation.py", "Suggest where to annotate first: the least certain regions."
@@ -65,11 +80,22 @@ def _usage() -> str:
 
 def run_command(name: str, argv: list[str] | None = None, prog: str | None = None) -> None:
     """Run command ``name`` on ``argv`` (default the process's arguments) as a job: one
-    ``error:`` line and exit 2 for a user's mistake (:func:`~resseg_ray.cli.run_job`)."""
+    ``error:`` line and exit 2 for a user's mistake (:func:`~resseg_ray.cli.run_job`). On the
+    process's own arguments, a command that uses Ray runs under the launcher."""
+    _run(name, argv, prog, launch=argv is None)
+
+
+def _run(name: str, argv: list[str] | None, prog: str | None, launch: bool) -> None:
+    command = COMMANDS[name]
+    launch = launch and command.launched
+    if launch:
+        from resseg_ray import launcher
+
+        launcher.supervise()  # returns in the job, before its heavy imports
     from resseg_ray.cli import run_job
 
-    module = importlib.import_module(f"{__name__}.{COMMANDS[name].module}")
-    run_job(lambda: module.main(argv, prog), supervise=module.SUPERVISE)
+    module = importlib.import_module(f"{__name__}.{command.module}")
+    run_job(lambda: module.main(argv, prog), supervise=launch)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,4 +110,4 @@ def main(argv: list[str] | None = None) -> None:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         print(f"error: {name!r} is not a resseg command{hint} (resseg --help lists them)", file=sys.stderr)
         raise SystemExit(2)
-    run_command(name, args[1:], prog=f"resseg {name}")
+    _run(name, args[1:], f"resseg {name}", launch=argv is None)

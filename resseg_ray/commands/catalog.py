@@ -58,7 +58,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     href = write_scene_catalog(scenes, args.out, settings, args.collection, rgb=args.rgb, when=when)
     count = validate_catalog(href, settings)
     print(f"wrote {href}: {len(scenes)} items in collection {args.collection} ({count} STAC objects, valid)")
-
-
-SUPERVISE = False
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

@@ -51,7 +51,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         url = tracking.experiment_url("http://127.0.0.1:5000", result.experiment_id)
         print(f"MLflow UI: mlflow ui --backend-store-uri {result.tracking_uri}, then open")
     print(f"  {url}")
-
-
-SUPERVISE = True
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

@@ -148,7 +148,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         metrics = [Metric(k, v, 0, 0) for k, v in ev.mlflow_metrics().items()]
         tracking.client(uri).log_batch(args.mlflow_run, metrics=metrics)
         print(f"logged {len(metrics)} metrics to MLflow run {args.mlflow_run} at {uri}")
-
-
-SUPERVISE = False
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

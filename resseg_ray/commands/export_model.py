@@ -99,7 +99,3 @@ def _check_flags(args: argparse.Namespace, n: int) -> None:
         raise ConfigError(f"--classes needs at least two distinct class names, got {args.classes}")
     if len(set(args.bands)) != n:
         raise ConfigError(f"--bands needs distinct band names, got {args.bands}")
-
-
-SUPERVISE = False
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

@@ -111,7 +111,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         f"classes agree on {100 * report.agreement:.3f} % of pixels ({report.seconds:.1f} s)"
     )
     print("metadata: " + ", ".join(f"{k}={v}" for k, v in report.metadata.items()))
-
-
-SUPERVISE = False
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

@@ -113,7 +113,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         f"MLflow run:    {r.mlflow_run_id}"
         + (f", registered version {r.registered_version}" if r.registered_version else ", nothing registered")
     )
-
-
-SUPERVISE = True
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

@@ -158,7 +158,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             f"{len(failed)} of {len(reports)} scenes failed: "
             + "; ".join(f"{r.uri}: {r.error}" for r in failed)
         )
-
-
-SUPERVISE = True
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

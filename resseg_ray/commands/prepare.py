@@ -99,7 +99,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         f"prepared {result.dataset_uri} in {time.perf_counter() - start:.1f} s "
         f"(manifest {result.manifest_uri})"
     )
-
-
-SUPERVISE = True
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

@@ -70,7 +70,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         )
     total = sum(f["properties"]["scene_fraction"] for f in collection["features"])
     print(f"{len(collection['features'])} regions, {100 * total:.1f} % of the scene; wrote {args.out}")
-
-
-SUPERVISE = False
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

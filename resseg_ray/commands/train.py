@@ -56,7 +56,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     if args.report:
         write_bytes(args.report, report_json(r).encode(), settings)
         print(f"wrote {args.report}")
-
-
-SUPERVISE = True
-"""Whether the job runs under :func:`~resseg_ray.cli.run_job`'s supervisor (it uses Ray)."""

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from resseg_ray import abort
+from resseg_ray import jobstate
 from resseg_ray.config import Config, PredictSection
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.errors import InputDataError
@@ -134,7 +134,7 @@ def compare_architectures(
             runs[arch] = result
             c.set_tag(result.mlflow_run_id, "mlflow.parentRunId", parent.run_id)
             log(f"== {arch}: evaluating {result.bundle_uri} on the test scenes")
-            abort.doing(f"evaluating {arch} ({result.run_name}, trained) on the test scenes")
+            jobstate.doing(f"evaluating {arch} ({result.run_name}, trained) on the test scenes")
             ev = evaluate_on_test_scenes(arch_cfg, result.bundle_uri)
             evaluations[arch] = ev
             from mlflow.entities import Metric

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from resseg_ray import abort
+from resseg_ray import jobstate
 from resseg_ray.config import PredictSection, to_dict
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import failure_message
@@ -379,7 +379,7 @@ def predict_scenes_on_ray(
     """
     import ray
 
-    abort.doing(f"segmenting {len(scene_uris)} scenes on Ray (finished outputs and parts under {out_dir})")
+    jobstate.doing(f"segmenting {len(scene_uris)} scenes on Ray (finished outputs and parts under {out_dir})")
     options = options or output_options(predict, settings)
     info = bundle_info_from_bytes(bundle_bytes)
     key = parts_fingerprint(bundle_bytes, predict)

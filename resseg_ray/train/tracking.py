@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resseg_ray import abort
+from resseg_ray import jobstate
 from resseg_ray.config import MlflowSection
 from resseg_ray.errors import ConfigError
 
@@ -169,10 +169,10 @@ def open_run(uri: str, experiment: str, run_name: str, storage: str, tags: Mappi
     if found:
         run_id = found[0].info.run_id
         c.update_run(run_id, status="RUNNING")
-        abort.run_opened(uri, run_id)
+        jobstate.run_opened(uri, run_id)
         return TrackedRun(uri, exp_id, run_id, resumed=True)
     run = c.create_run(exp_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, STORAGE_TAG: storage, **tags})
-    abort.run_opened(uri, run.info.run_id)
+    jobstate.run_opened(uri, run.info.run_id)
     return TrackedRun(uri, exp_id, run.info.run_id, resumed=False)
 
 

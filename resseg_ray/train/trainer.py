@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from resseg_ray import abort
+from resseg_ray import jobstate
 from resseg_ray.config import Config, to_dict
 from resseg_ray.data.pipeline import sample_spec, split_rows
 from resseg_ray.data.prepare import DATASET_FILE, DatasetDescription, load_dataset
@@ -300,7 +300,7 @@ def run_training(
 
     run_dir = join_uri(plan.storage, plan.run_name)
     queue = epoch_queue()
-    abort.doing(f"training run {plan.run_name} (checkpoints under {run_dir})")
+    jobstate.doing(f"training run {plan.run_name} (checkpoints under {run_dir})")
     storage_path, storage_fs = _storage(plan.storage, plan.settings)
     stats = desc.statistics.pooled
     meta = {

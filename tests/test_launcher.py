@@ -1,7 +1,8 @@
-"""A job attached to a Ray cluster runs under a parent process (resseg_ray.abort.supervise):
-when Ray's core worker ends the job with ``_exit(1)`` before the watchdog has spoken, the parent
-says what was lost, marks the job's MLflow runs FAILED and exits 2; any other end of the job is
-passed through as it was, and the parent passes SIGTERM on to the job."""
+"""A job attached to a Ray cluster runs as the child of a launcher (resseg_ray.launcher) that
+watches it from outside: when Ray's core worker ends the job with ``_exit(1)``, or the job's
+raylet or cluster goes away while it runs, the launcher says what was lost, marks the job's
+MLflow runs FAILED and exits 2; any other end of the job is passed through as it was, and the
+launcher passes SIGTERM on to the job."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from tests.helpers import ROOT
 
 JOB = """
 import os, signal, sys
-from resseg_ray import abort
+from resseg_ray import jobstate, launcher
+launcher.supervise()  # as resseg_ray.commands does: the job starts again under it, here
 from resseg_ray.cli import run_job
 
 how, gcs, raylet, db = sys.argv[1:5]
@@ -27,9 +29,11 @@ def main():
     if db != "-":
         from resseg_ray.train import tracking
         run = tracking.client(db).create_run(tracking.client(db).create_experiment("e"))
-        abort.run_opened(db, run.info.run_id)
-    abort.doing("training run lost (checkpoints under /x)")
-    abort.attached(gcs, None if raylet == "-" else raylet)
+        jobstate.run_opened(db, run.info.run_id)
+    jobstate.doing("training run lost (checkpoints under /x)")
+    jobstate.attached(gcs, None if raylet == "-" else raylet)
+    if how == "wait-term":  # the handler is in place before the test, told the job runs, signals
+        signal.signal(signal.SIGTERM, lambda *a: (print("job got SIGTERM", flush=True), os._exit(3)))
     print(f"job {os.getpid()} under {os.getppid()}", flush=True)
     if how == "ray-exit":  # what Ray's core worker does when the driver's raylet died
         os._exit(1)
@@ -39,8 +43,10 @@ def main():
         sys.exit(3)
     if how == "killed":
         os.kill(os.getpid(), signal.SIGKILL)
+    if how == "hang":  # what a driver does while Ray waits for a cluster that is gone
+        signal.alarm(60)  # a deadline: SIGALRM ends the job if the launcher never stops it
+        signal.pause()
     if how == "wait-term":
-        signal.signal(signal.SIGTERM, lambda *a: (print("job got SIGTERM", flush=True), os._exit(3)))
         signal.alarm(60)  # a deadline: SIGALRM ends the job if SIGTERM never comes
         signal.pause()
     print("done", flush=True)
@@ -124,23 +130,43 @@ def test_an_error_raised_when_the_cluster_is_gone_is_said_as_its_loss() -> None:
     assert line.startswith("error: the Ray cluster at ") and "went away while training" in line, line
 
 
-def test_a_killed_job_on_a_live_cluster_ends_its_supervisor_the_same_way(live_address) -> None:
+def test_a_killed_job_on_a_live_cluster_ends_its_launcher_the_same_way(live_address) -> None:
     proc = _job("killed", live_address, live_address)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, err
     assert "error:" not in err
 
 
-def test_sigterm_to_the_supervisor_reaches_the_job(live_address) -> None:
+def test_sigterm_to_the_launcher_reaches_the_job(live_address) -> None:
     proc = _job("wait-term", live_address, live_address)
     assert proc.stdout is not None
-    first = proc.stdout.readline()  # "job <pid> under <supervisor pid>": the job is running
-    job_pid, supervisor_pid = (int(w) for w in first.split()[1::2])
-    assert supervisor_pid == proc.pid and job_pid != proc.pid
-    proc.send_signal(signal.SIGTERM)  # to the supervisor only
+    first = proc.stdout.readline()  # "job <pid> under <launcher pid>": the job is running
+    job_pid, launcher_pid = (int(w) for w in first.split()[1::2])
+    assert launcher_pid == proc.pid and job_pid != proc.pid
+    proc.send_signal(signal.SIGTERM)  # to the launcher only
     out, err = proc.communicate(timeout=60)
     assert "job got SIGTERM" in out, err
     assert proc.returncode == 3, err
-    # the supervisor reaped the job before it exited: nothing is left running
+    # the launcher reaped the job before it exited: nothing is left running
     with pytest.raises(ProcessLookupError):
         os.kill(job_pid, 0)
+
+
+@pytest.mark.parametrize(
+    ("lost", "says"),
+    [
+        ("node", "error: the Ray node of this job (raylet 127.0.0.1:"),
+        ("cluster", "error: the Ray cluster at 127.0.0.1:"),
+    ],
+)
+def test_a_running_job_whose_raylet_or_cluster_is_gone_is_stopped(lost: str, says: str, live_address) -> None:
+    """Ray ends a driver at its first call after its raylet died, without a word, or leaves it
+    waiting a minute for a GCS: the launcher stops the job and says it (a lost raylet alone is
+    the job's node; with the GCS, the cluster)."""
+    gcs = live_address if lost == "node" else _closed_port_address()
+    proc = _job("hang", gcs, _closed_port_address())
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out + err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(says) and "went away while training run lost" in line, line
+    assert "re-run the same command" in line
