@@ -43,6 +43,9 @@ $(VENDOR)/.built: web/package.json web/package-lock.json
 
 setup: $(STAMP) $(VENDOR)/.built
 
+# The map page's ES modules, linted by ESLint (a devDependency in web/package.json).
+ESLINT := web/node_modules/.bin/eslint -c web/eslint.config.mjs --max-warnings 0 resseg_ray/serving/static/js
+
 # The browser tests (the MLflow UI page) need Debian's chromium; CI runs as root.
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
@@ -66,6 +69,7 @@ demo: $(BASE_STAMP)
 
 test: setup $(CHROMIUM)
 	$(PY) -m ruff check .
+	$(ESLINT)
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
 	$(MAKE) --no-print-directory docs
@@ -78,6 +82,7 @@ docs: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(ESLINT)
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
 

@@ -86,13 +86,16 @@ def test_the_page_and_its_javascript_are_served_by_the_service(service) -> None:
     page = httpx.get(service + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "static/vendor/leaflet/leaflet.js" in page.text and "http" not in page.text.split("<body>")[1]
+    assert '<script type="module" src="static/js/main.js">' in page.text
+    modules = ("main", "api", "dom", "state", "layers", "annotate", "refine")
     for path in (
         "static/vendor/leaflet/leaflet.js",
         "static/vendor/geoman/leaflet-geoman.min.js",
-        "static/map.js",
+        *(f"static/js/{m}.js" for m in modules),
     ):
         r = httpx.get(f"{service}/{path}")
-        assert r.status_code == 200 and len(r.content) > 1000, path
+        assert r.status_code == 200 and len(r.content) > 500, path
+        assert "javascript" in r.headers["content-type"], path  # a module script needs it
 
 
 def offline(page, service: str) -> list[str]:
