@@ -141,6 +141,12 @@ def _local_raylet() -> str | None:
         return None
 
 
+def json_report(path: str) -> bool:
+    """Whether ``--report PATH`` asks for the command's typed report as JSON (``.json``) rather
+    than its markdown table (the commands whose report was a table: evaluate, finetune)."""
+    return path.lower().endswith(".json")
+
+
 def add_seed_option(p: argparse.ArgumentParser) -> None:
     """``--seed``: ``run.seed``, the one seed of everything random in a run (see
     :func:`config_overrides`)."""

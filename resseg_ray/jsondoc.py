@@ -1,4 +1,5 @@
-"""JSON documents from users and clients, parsed with bounds: one error type, never a traceback.
+"""JSON documents: those from users and clients parsed with bounds (one error type, never a
+traceback), and the reports the commands write (:func:`dump_json`).
 
 ``json.loads`` of a document nested thousands of levels deep raises RecursionError, and code
 walking a parsed document recursively could too; :func:`load_json` refuses such documents,
@@ -11,7 +12,7 @@ from typing import Any
 
 from resseg_ray.errors import InputDataError
 
-__all__ = ["MAX_NESTING", "load_json"]
+__all__ = ["MAX_NESTING", "dump_json", "load_json"]
 
 MAX_NESTING = 64
 """Deepest nesting of arrays and objects accepted (GeoJSON MultiPolygons need 4)."""
@@ -45,3 +46,25 @@ def load_json(text: str | bytes, what: str) -> Any:
     if _too_deep(doc, MAX_NESTING):
         raise InputDataError(deep)
     return doc
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every float that is not finite (no best epoch yet, a score of nothing)
+    replaced by None, through dicts and lists; tuples become lists."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def dump_json(doc: Any) -> str:
+    """A report as JSON text: indented, values that are not finite as null (strict JSON, which
+    ``json.loads`` of any language reads), one final newline."""
+    import json
+
+    return json.dumps(finite(doc), indent=2, allow_nan=False) + "\n"

@@ -2,7 +2,7 @@
 
 Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
 
-    resseg compare-depths --config configs/demo.yaml --archs prop18 prop34 unet19
+    resseg compare-depths --config configs/demo.yaml --archs prop18 prop34 unet19 --report table2.json
     resseg compare-depths --config configs/paper.yaml --set train.dataset=s3://bucket/prepared
     ray job submit --working-dir . -- resseg compare-depths --config configs/paper.yaml
 
@@ -19,6 +19,8 @@ from resseg_ray.cli import CONFIGS, add_seed_option, config_overrides, init_ray,
 from resseg_ray.config import PredictSection, load_config
 from resseg_ray.config.flags import add_flags
 from resseg_ray.experiments.compare_depths import PAPER_ARCHS, compare_architectures
+from resseg_ray.experiments.report import comparison_json
+from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 from resseg_ray.train import tracking
 from resseg_ray.train.trainer import check_arch
 
@@ -32,12 +34,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     )
     p.add_argument("--archs", nargs="+", default=list(PAPER_ARCHS), help=f"default: {' '.join(PAPER_ARCHS)}")
     p.add_argument("--prefix", default="compare", help="run names are <prefix>-<arch> (default compare)")
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write the comparison as JSON (per architecture its training run and test scores, "
+        "the table, the MLflow runs) to this file or s3:// URI",
+    )
     add_flags(p, PredictSection, ["window", "overlap"])  # the test scenes' segmentation
     add_seed_option(p)
     args = p.parse_args(argv)
     cfg = load_config(args.config, config_overrides(args))
     for arch in args.archs:
         check_arch(arch)
+    settings = StorageSettings.resolve(cfg.storage)
+    if args.report:
+        check_output_file(args.report, settings, "--report", inputs=[args.config])
     init_ray()
     cfg = cfg.replace(predict=predict_options(args, cfg))
     result = compare_architectures(cfg, args.archs, args.prefix)
@@ -51,3 +62,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         url = tracking.experiment_url("http://127.0.0.1:5000", result.experiment_id)
         print(f"MLflow UI: mlflow ui --backend-store-uri {result.tracking_uri}, then open")
     print(f"  {url}")
+    if args.report:
+        write_bytes(args.report, comparison_json(result).encode(), settings)
+        print(f"wrote {args.report}")

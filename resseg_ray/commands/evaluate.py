@@ -6,6 +6,7 @@ Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
     resseg evaluate --model runs/demo-prop18/model.resseg.safetensors --dataset data/demo
     resseg evaluate --model models:/resseg-buildings@best --scenes a.tif b.tif \\
         --labels a_labels.tif b_labels.tif --mlflow-run RUN_ID --report table.md
+    resseg evaluate --masks runs/predictions/*_mask.tif --labels ... --report scores.json
 
 Label rasters hold 0 (ground), 1 (building) and 255 (ignored); jobs/prepare.py writes
 them. Pixels without input data or labelled 255 count for nothing.
@@ -20,12 +21,14 @@ from resseg_ray.cli import (
     add_predictor_options,
     add_stac_options,
     bound_gdal_cache,
+    json_report,
     predictor_from_args,
     scene_inputs,
 )
 from resseg_ray.config import load_config
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.errors import ConfigError
+from resseg_ray.evaluation.report import evaluation_json
 from resseg_ray.evaluation.scenes import Evaluation, evaluate_mask, evaluate_scenes, markdown_table
 from resseg_ray.geo.storage import StorageSettings, check_output_file, expand_uris, write_bytes
 
@@ -46,7 +49,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     )
     add_predictor_options(p)
     add_stac_options(p)
-    p.add_argument("--report", help="write the markdown table to this file or s3:// URI")
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write the markdown table to this file or s3:// URI; a FILE ending in .json gets the "
+        "report as JSON (per scene its metrics and confusion counts, the mean and all pixels)",
+    )
     p.add_argument("--mlflow-run", help="log test_<scene>_<metric> and test_mean_<metric> to this run")
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
@@ -140,7 +148,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     print()
     print(table)
     if args.report:
-        write_bytes(args.report, table.encode(), settings)
+        text = evaluation_json(ev, name) if json_report(args.report) else table
+        write_bytes(args.report, text.encode(), settings)
         print(f"wrote {args.report}")
     if args.mlflow_run:
         from mlflow.entities import Metric

@@ -7,7 +7,7 @@ Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
         --fraction 0.07
     resseg finetune --model models:/resseg-buildings@best --scene s3://bucket/post/D12.tif \\
         --area annotated_area.geojson --footprints annotated_buildings.geojson \\
-        --config configs/finetune_demo.yaml --set train.epochs=100 --adapt-bn
+        --config configs/finetune_demo.yaml --set train.epochs=100 --adapt-bn --report refine.json
 
 Trains only on tiles wholly inside the annotated area, evaluates the model before and
 after on the rest of the scene only, prints a Table III-style table, logs it to the
@@ -21,6 +21,7 @@ import argparse
 import os
 
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
+from resseg_ray.adapt.report import refine_json
 from resseg_ray.cli import (
     CONFIGS,
     ENGINE_FIELDS,
@@ -30,12 +31,13 @@ from resseg_ray.cli import (
     bound_gdal_cache,
     config_overrides,
     init_ray,
+    json_report,
     one_scene,
 )
 from resseg_ray.config import PredictSection, load_config
 from resseg_ray.config.flags import given
 from resseg_ray.device import DevicePolicy
-from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 from resseg_ray.runtime import candidates
 
 
@@ -63,7 +65,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         "(train.refine_start=adapted; configs/finetune_demo.yaml's default)",
     )
     p.add_argument("--alias", help="registry alias of the refined model (default refined-<scene>)")
-    p.add_argument("--report", help="also write the table to this markdown file")
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write the table to this markdown file or s3:// URI; a FILE ending in .json gets "
+        "the report as JSON (the area, the verdict and its held-out figures, the rest of the scene "
+        "scored per model, the bundle, the MLflow run)",
+    )
     p.add_argument(
         "--config",
         default=os.path.join(CONFIGS, "finetune_demo.yaml"),
@@ -83,7 +91,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     # the scoring's runtime and precision must run here: refused now, not after the training
     candidates(cfg.predict.runtime, cfg.predict.precision, DevicePolicy.resolve(cfg.predict.device).device)
     area = AreaSpec(args.area, args.fraction, args.placement, cfg.run.seed)
-    scene = one_scene(args.scene, args, cfg, StorageSettings.resolve(cfg.storage))
+    settings = StorageSettings.resolve(cfg.storage)
+    if args.report:  # before the training, not after it
+        inputs = [args.model, args.scene, *(f for f in (args.area, args.footprints, args.labels) if f)]
+        check_output_file(args.report, settings, "--report", inputs=[args.config, *inputs])
+    scene = one_scene(args.scene, args, cfg, settings)
     init_ray()
     r = refine_scene(
         cfg,
@@ -99,8 +111,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     print()
     print(table)
     if args.report:
-        with open(args.report, "w") as f:
-            f.write(table)
+        text = refine_json(r, args.model) if json_report(args.report) else table
+        write_bytes(args.report, text.encode(), settings)
     verdict = r.verdict  # its line was said as the refinement went (refine_scene's log)
     assert verdict is not None
     if verdict.ships:

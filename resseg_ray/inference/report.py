@@ -3,11 +3,11 @@ summary table the command prints, and the same as JSON (``resseg predict --repor
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from resseg_ray.inference.batch import SceneReport
+from resseg_ray.jsondoc import dump_json
 
 FORMAT = "resseg-predict-report/1"
 """The ``format`` of the JSON report."""
@@ -96,7 +96,7 @@ class PredictReport:
             "catalog_items": self.catalog_items,
             "existing": self.existing,
         }
-        return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+        return dump_json(doc)
 
 
 def _count(n: int | None) -> str:

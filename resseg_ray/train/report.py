@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from resseg_ray.jsondoc import dump_json
 
 if TYPE_CHECKING:
     from resseg_ray.train.trainer import TrainResult
@@ -37,14 +37,4 @@ def summary_lines(r: TrainResult, alias: str) -> list[str]:
 def report_json(r: TrainResult) -> str:
     """The run as a JSON document (:data:`FORMAT`): every field of the result, the progress
     with each epoch's metrics; a value that is not finite (no best yet) is null."""
-    return json.dumps(_finite({"format": FORMAT, **asdict(r)}), indent=2, allow_nan=False) + "\n"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    return dump_json({"format": FORMAT, **asdict(r)})

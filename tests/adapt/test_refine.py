@@ -185,6 +185,9 @@ def test_bad_areas_fail_before_training_and_register_nothing(
     assert proc.returncode == 2 and "--fraction must be between 0 and 1" in proc.stderr
     proc = finetune(*base)
     assert proc.returncode == 2 and "--area POLYGONS or as --fraction" in proc.stderr
+    proc = finetune(*base, "--fraction", "0.07", "--report", str(tmp_path))  # checked before training
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: --report {tmp_path} is a folder; give a file name\n"
     # an area too small for one 64-px tile fails after its label rasters were written:
     # the run folder it created goes with them, nothing half-made is left
     proc = finetune(*base, "--fraction", "0.01")
@@ -207,7 +210,7 @@ def test_a_refinement_that_does_not_beat_its_parent_is_not_registered(
             f"run.storage_path={tmp_path}", "run.name=kept", "train.epochs=1", "train.min_gain=0.99",
             "scaling.cpus_per_worker=0.5", "data.loader_num_cpus=0.5"]  # fmt: skip
     args = ["--model", parent, "--scene", scene, "--labels", labels, "--fraction", "0.25",
-            *(x for o in sets for x in ("--set", o))]  # fmt: skip
+            "--report", str(tmp_path / "refine.json"), *(x for o in sets for x in ("--set", o))]  # fmt: skip
     proc = run_here("finetune.py", *args, capsys=capsys)
     assert proc.returncode == 0, proc.stderr[-2000:]
     kept = [line for line in proc.stdout.splitlines() if line.startswith("kept ")]
@@ -226,3 +229,8 @@ def test_a_refinement_that_does_not_beat_its_parent_is_not_registered(
     )
     assert run.data.tags["resseg.refine_kept"] in ("parent", "adapted")
     assert run.data.tags["resseg.refine_verdict"] == kept[0]
+    report = json.loads((tmp_path / "refine.json").read_text())  # the typed report says the same
+    assert report["format"] == "resseg-refine-report/1" and report["parent"] == parent
+    assert report["verdict"]["line"] == kept[0] and report["verdict"]["ships"] is False
+    assert report["verdict"]["chosen"] == run.data.tags["resseg.refine_kept"]
+    assert report["mlflow_run_id"] == run.info.run_id and report["registered_version"] is None

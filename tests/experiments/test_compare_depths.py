@@ -3,11 +3,14 @@ held-out test scene, nested under a parent run holding the Table II markdown."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from resseg_ray.config import load_config
 from resseg_ray.evaluation.scenes import scene_name
 from resseg_ray.experiments.compare_depths import compare_architectures
+from resseg_ray.experiments.report import comparison_json
 from resseg_ray.train import tracking
 from tests.helpers import browser_text, run_script, small_train_overrides
 
@@ -47,6 +50,12 @@ def test_compare_logs_table_ii(small_demo, mlflow_server, tmp_path) -> None:
         assert r.data.metrics["test_mean_f1"] == pytest.approx(result.evaluations[arch].mean()["f1"])
     parent = c.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
+    doc = json.loads(comparison_json(result))  # the typed report of `resseg compare-depths --report`
+    assert doc["format"] == "resseg-comparison-report/1" and doc["parent_run_id"] == result.parent_run_id
+    assert list(doc["archs"]) == ["prop18", "unet19"] and doc["table"] == result.table
+    for arch, entry in doc["archs"].items():
+        assert entry["run"]["mlflow_run_id"] == result.runs[arch].mlflow_run_id
+        assert entry["test"]["mean"]["f1"] == pytest.approx(result.evaluations[arch].mean()["f1"])
     assert {a.path for a in c.list_artifacts(result.parent_run_id)} == {"table2.md", "table2.json"}
 
     # the MLflow UI opens the experiment as model training with the comparison at a glance
