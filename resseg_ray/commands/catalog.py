@@ -23,8 +23,8 @@ from resseg_ray.geo.stac_write import check_scene_catalog_destination, validate_
 from resseg_ray.geo.storage import StorageSettings, expand_uris
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--scenes", nargs="+", required=True, help="scene URIs, globs or folders/prefixes")
     p.add_argument("--out", required=True, help="folder or s3:// prefix of the catalog")
@@ -37,7 +37,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--datetime", help="acquisition time of the scenes, ISO 8601 (default: now, UTC)")
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)
     when = None

@@ -25,8 +25,8 @@ from resseg_ray.train import tracking
 from resseg_ray.train.trainer import check_arch
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=os.path.join(CONFIGS, "demo.yaml"), help="YAML configuration")
     p.add_argument(
@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     )
     add_flags(p, PredictSection, ["window", "overlap"])  # the test scenes' segmentation
     add_seed_option(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
     cfg = load_config(args.config, config_overrides(args))
     for arch in args.archs:
         check_arch(arch)

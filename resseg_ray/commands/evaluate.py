@@ -33,8 +33,8 @@ from resseg_ray.evaluation.scenes import Evaluation, evaluate_mask, evaluate_sce
 from resseg_ray.geo.storage import StorageSettings, check_output_file, expand_uris, write_bytes
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--masks", nargs="+", help="existing masks (0/1, 255 no data), in the order of --labels")
     p.add_argument("--model", help="bundle path, s3:// bundle or models:/ URI: segment --scenes first")
@@ -58,7 +58,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--mlflow-run", help="log test_<scene>_<metric> and test_mean_<metric> to this run")
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
     bound_gdal_cache()
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)

@@ -22,8 +22,8 @@ from resseg_ray.inference.export import export_bundle
 from resseg_ray.models import describe_models
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description="Write a model bundle for a registered architecture.")
     p.add_argument("--arch", default="prop18", help="architecture name (see --list)")
     p.add_argument("--out", default="runs/demo/prop18.resseg.safetensors", help="bundle path to write")
@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         help="prepared dataset (jobs/prepare.py --out): take band names, normalisation and tile size from it",
     )
     p.add_argument("--list", action="store_true", help="list the architectures and exit")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
     if args.list:
         for name, text in describe_models().items():
             print(f"{name:<8} {text}")

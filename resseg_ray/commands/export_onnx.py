@@ -27,8 +27,8 @@ from resseg_ray.models.bundle import load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     d = PredictSection()
     p = argparse.ArgumentParser(
         prog=prog, description="Write a model bundle as an ONNX model (QGIS Deepness, ONNX Runtime)."
@@ -61,8 +61,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
     if args.overlap is None:
+        d = PredictSection()
         args.overlap = round(args.window * d.overlap / d.window)
     check_onnx_options(args.window, args.overlap, args.input, args.resolution_cm)
     if not args.out.endswith(".onnx"):

@@ -41,8 +41,8 @@ from resseg_ray.geo.storage import StorageSettings, check_output_file, write_byt
 from resseg_ray.runtime import candidates
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="parent bundle path, s3:// bundle or models:/ URI")
     p.add_argument("--scene", required=True, help="the scene to adapt to (local, s3://, or a STAC item)")
@@ -83,7 +83,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     add_engine_options(p)  # what runs the before/after scoring (predict.runtime, predict.precision)
     add_stac_options(p)
     add_seed_option(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
     bound_gdal_cache()
     cfg = load_config(args.config, config_overrides(args))
     engine = {k: v for k, v in given(args, PredictSection).items() if k in ENGINE_FIELDS}

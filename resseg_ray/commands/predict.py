@@ -38,8 +38,8 @@ from resseg_ray.models.bundle import load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="bundle path, s3:// bundle, or models:/NAME@ALIAS")
     p.add_argument(
@@ -82,7 +82,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     )
     p.add_argument("--config", help="YAML configuration (its storage and predict sections are used)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
     bound_gdal_cache()
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)

@@ -28,8 +28,8 @@ from resseg_ray.errors import ConfigError
 from resseg_ray.geo.storage import StorageSettings, exists, join_uri
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--scenes",
@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--no-ray", action="store_true", help="run in this process instead of on Ray")
     add_stac_options(p)
     add_seed_option(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
 
     cfg = load_config(args.config, config_overrides(args))
     settings = StorageSettings.resolve(cfg.storage)

@@ -29,8 +29,8 @@ from resseg_ray.geo.storage import StorageSettings, check_output_file, write_byt
 from resseg_ray.progress import tenths
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="bundle path, s3:// bundle or models:/ URI")
     p.add_argument("--scene", required=True, help="the scene to annotate (local, s3://, or a STAC item)")
@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     add_stac_options(p)
     p.add_argument("--config", help="YAML configuration (its storage section is used)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
     bound_gdal_cache()
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)

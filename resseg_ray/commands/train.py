@@ -22,8 +22,8 @@ from resseg_ray.train.report import report_json, summary_lines
 from resseg_ray.train.trainer import run_training
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse ``argv`` (default the process's arguments) and run the job."""
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--config",
@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         "checkpoints, MLflow run, registered version) to this file or s3:// URI",
     )
     add_seed_option(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    args = parser(prog).parse_args(argv)
     cfg = load_config(args.config, config_overrides(args))
     settings = StorageSettings.resolve(cfg.storage)
     if args.report:
