@@ -16,6 +16,7 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "config_reference",
+    "command_options",
     "api_pages",
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}

@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 
 from resseg_ray.config import load_config
+from resseg_ray.config.flags import add_config_options
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.stac_write import check_scene_catalog_destination, validate_catalog, write_scene_catalog
 from resseg_ray.geo.storage import StorageSettings, expand_uris
@@ -26,17 +27,35 @@ from resseg_ray.geo.storage import StorageSettings, expand_uris
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--scenes", nargs="+", required=True, help="scene URIs, globs or folders/prefixes")
-    p.add_argument("--out", required=True, help="folder or s3:// prefix of the catalog")
     p.add_argument(
-        "--collection", default="event", help="collection id, e.g. the event's name (default event)"
+        "--scenes",
+        nargs="+",
+        required=True,
+        metavar="SCENE",
+        help="scene URIs, globs, folders or s3:// prefixes",
     )
     p.add_argument(
-        "--rgb", nargs=3, type=int, metavar=("R", "G", "B"), help="1-based bands of a visual asset"
+        "--out",
+        required=True,
+        metavar="FOLDER",
+        help="folder or s3:// prefix of the catalog (not the scenes' own)",
     )
-    p.add_argument("--datetime", help="acquisition time of the scenes, ISO 8601 (default: now, UTC)")
-    p.add_argument("--config", help="YAML configuration (its storage section is used)")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument(
+        "--collection",
+        default="event",
+        metavar="ID",
+        help="id of the collection (letters, digits, - and _), e.g. the event's name (default event)",
+    )
+    p.add_argument(
+        "--rgb",
+        nargs=3,
+        type=int,
+        metavar=("R", "G", "B"),
+        help="also an 8-bit true-colour visual COG of these 1-based bands (each stretched between its "
+        "2nd and 98th percentile)",
+    )
+    p.add_argument("--datetime", help="acquisition time of the items, ISO 8601 (default: now, UTC)")
+    add_config_options(p, used="its storage section is used")
     return p
 
 

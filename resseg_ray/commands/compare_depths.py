@@ -15,9 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 
-from resseg_ray.cli import CONFIGS, add_seed_option, config_overrides, init_ray, predict_options
+from resseg_ray.cli import (
+    CONFIGS,
+    add_seed_option,
+    config_overrides,
+    init_ray,
+    predict_options,
+)
 from resseg_ray.config import PredictSection, load_config
-from resseg_ray.config.flags import add_flags
+from resseg_ray.config.flags import add_config_options, add_flags
 from resseg_ray.experiments.compare_depths import PAPER_ARCHS, compare_architectures
 from resseg_ray.experiments.report import comparison_json
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
@@ -28,17 +34,27 @@ from resseg_ray.train.trainer import check_arch
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=os.path.join(CONFIGS, "demo.yaml"), help="YAML configuration")
+    add_config_options(p, os.path.join(CONFIGS, "demo.yaml"))
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], help="override, e.g. train.epochs=3"
+        "--archs",
+        nargs="+",
+        default=list(PAPER_ARCHS),
+        metavar="ARCH",
+        help=f"architectures to train and compare (default all eight: {' '.join(PAPER_ARCHS)})",
     )
-    p.add_argument("--archs", nargs="+", default=list(PAPER_ARCHS), help=f"default: {' '.join(PAPER_ARCHS)}")
-    p.add_argument("--prefix", default="compare", help="run names are <prefix>-<arch> (default compare)")
+    p.add_argument(
+        "--prefix",
+        default="compare",
+        help="run names are <prefix>-<arch>; the parent run holding the table is <prefix> (default compare)",
+    )
     p.add_argument(
         "--report",
         metavar="FILE",
-        help="also write the comparison as JSON (per architecture its training run and test scores, "
-        "the table, the MLflow runs) to this file or s3:// URI",
+        help="also write the comparison as JSON (format resseg-comparison-report/1) to this file or s3:// "
+        "URI: the MLflow tracking_uri, experiment_id and parent_run_id; per architecture under archs its "
+        "training run (as train --report writes it) and its test scores (as evaluate --report FILE.json "
+        "writes them); the Table II markdown as table. A folder or the configuration file is refused "
+        "before any work",
     )
     add_flags(p, PredictSection, ["window", "overlap"])  # the test scenes' segmentation
     add_seed_option(p)

@@ -26,6 +26,7 @@ from resseg_ray.cli import (
     scene_inputs,
 )
 from resseg_ray.config import load_config
+from resseg_ray.config.flags import add_config_options
 from resseg_ray.data.prepare import load_dataset
 from resseg_ray.errors import ConfigError
 from resseg_ray.evaluation.report import evaluation_json
@@ -36,16 +37,36 @@ from resseg_ray.geo.storage import StorageSettings, check_output_file, expand_ur
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--masks", nargs="+", help="existing masks (0/1, 255 no data), in the order of --labels")
-    p.add_argument("--model", help="bundle path, s3:// bundle or models:/ URI: segment --scenes first")
-    p.add_argument("--scenes", nargs="+", help="scenes to segment with --model, in the order of --labels")
-    p.add_argument("--labels", nargs="+", help="label rasters, one per mask or scene")
-    p.add_argument("--dataset", help="prepared dataset: evaluate --model on its test scenes and labels")
+    p.add_argument(
+        "--masks",
+        nargs="+",
+        metavar="MASK",
+        help="score existing masks (0/1, 255 no data) against --labels, paired in order",
+    )
+    p.add_argument(
+        "--model",
+        help="bundle path, s3:// bundle or models:/ URI: segment --scenes (same windowing as predict) or "
+        "the test scenes of --dataset first, then score",
+    )
+    p.add_argument(
+        "--scenes",
+        nargs="+",
+        metavar="SCENE",
+        help="scenes to segment with --model, in the order of --labels",
+    )
+    p.add_argument(
+        "--labels", nargs="+", metavar="RASTER", help="label rasters (0/1/255), one per mask or scene"
+    )
+    p.add_argument(
+        "--dataset", metavar="FOLDER", help="prepared dataset: --model on its test scenes and their labels"
+    )
     p.add_argument("--name", help="row name in the table (default: the model's architecture, or 'masks')")
     p.add_argument(
         "--objects",
         action="store_true",
-        help="also object-level F1 (building polygons matched at IoU >= 0.5)",
+        help="object-level building F1 too, SpaceNet style: polygons of the mask and of the labels "
+        "(4-connected, >= 10 m²) matched one-to-one at IoU >= 0.5, largest predictions first; with "
+        "--model each predicted mask is kept in a temporary GeoTIFF for it",
     )
     add_predictor_options(p)
     add_stac_options(p)
@@ -53,11 +74,18 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--report",
         metavar="FILE",
         help="also write the markdown table to this file or s3:// URI; a FILE ending in .json gets the "
-        "report as JSON (per scene its metrics and confusion counts, the mean and all pixels)",
+        "report as JSON instead (format resseg-evaluation-report/1: the row's name; per scene its name, "
+        "uri, metrics, confusion counts (rows: true class, columns: predicted), seconds and megapixels; "
+        "the mean over scenes and the metrics pooled over all pixels; a metric of nothing is null). It "
+        "may not be one of the inputs or a folder (checked before any work)",
     )
-    p.add_argument("--mlflow-run", help="log test_<scene>_<metric> and test_mean_<metric> to this run")
-    p.add_argument("--config", help="YAML configuration (its storage section is used)")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument(
+        "--mlflow-run",
+        metavar="ID",
+        help="log test_<scene>_<metric> and test_mean_<metric> to this run (mlflow.tracking_uri or "
+        "MLFLOW_TRACKING_URI); an unknown run id stops the job before any work",
+    )
+    add_config_options(p, used="its storage section is used")
     return p
 
 

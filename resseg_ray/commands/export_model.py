@@ -25,22 +25,44 @@ from resseg_ray.models import describe_models
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description="Write a model bundle for a registered architecture.")
-    p.add_argument("--arch", default="prop18", help="architecture name (see --list)")
-    p.add_argument("--out", default="runs/demo/prop18.resseg.safetensors", help="bundle path to write")
+    p.add_argument("--arch", default="prop18", help="architecture name (--list shows all)")
     p.add_argument(
-        "--bands", nargs="+", default=["blue", "green", "red", "nir"], help="band names, in input order"
+        "--out",
+        default="runs/demo/prop18.resseg.safetensors",
+        metavar="FILE",
+        help="bundle to write (atomically)",
     )
-    p.add_argument("--classes", nargs="+", default=["ground", "building"], help="class names")
-    p.add_argument("--mean", nargs="+", type=float, help="per-band normalisation mean (default 0)")
+    p.add_argument(
+        "--bands",
+        nargs="+",
+        default=["blue", "green", "red", "nir"],
+        metavar="NAME",
+        help="band names in input order; their number is the input band count D",
+    )
+    p.add_argument(
+        "--classes",
+        nargs="+",
+        default=["ground", "building"],
+        metavar="NAME",
+        help="class names; their number is C",
+    )
+    p.add_argument(
+        "--mean", nargs="+", type=float, help="per-band normalisation mean recorded in the bundle (default 0)"
+    )
     p.add_argument("--std", nargs="+", type=float, help="per-band normalisation std (default 1)")
     p.add_argument(
-        "--pretrained", help="local torchvision ResNet state dict (.pth/.safetensors) for the encoder"
+        "--pretrained",
+        metavar="FILE",
+        help="local torchvision ResNet state dict (.pth or .safetensors) for the encoder; conv1 is adapted "
+        "to D bands",
     )
     p.add_argument("--tile-size", type=int, default=256, help="training tile size recorded in the bundle")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for the check)")
+    p.add_argument("--device", default="auto", help="device for the reload check: auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--dataset",
-        help="prepared dataset (jobs/prepare.py --out): take band names, normalisation and tile size from it",
+        metavar="FOLDER",
+        help="a prepared dataset (prepare --out): band names, pooled mean/std and tile size "
+        "(data.crop_size) come from it",
     )
     p.add_argument("--list", action="store_true", help="list the architectures and exit")
     return p

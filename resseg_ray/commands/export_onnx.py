@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from resseg_ray.config import PredictSection, load_config
+from resseg_ray.config.flags import add_config_options
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.stats import compute_statistics
@@ -34,33 +35,47 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog, description="Write a model bundle as an ONNX model (QGIS Deepness, ONNX Runtime)."
     )
     p.add_argument("--model", required=True, help="bundle path, s3:// bundle or models:/ URI")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--window", type=int, default=d.window, help=f"tile side in pixels (default {d.window})")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="the .onnx file; an existing file is kept unless --overwrite",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=d.window,
+        help="tile side in pixels: Deepness's tile_size, the graph's fixed height and width "
+        f"(default {d.window})",
+    )
     p.add_argument(
         "--overlap",
         type=int,
-        help=f"overlap of neighbouring tiles recorded for Deepness (default {d.overlap} of {d.window}, "
-        "the same share of other windows)",
+        help=f"overlap of neighbouring tiles, recorded for Deepness as tiles_overlap in percent (default "
+        f"{d.overlap} of {d.window}, the same share of other windows)",
     )
     p.add_argument(
         "--input",
         choices=ONNX_INPUTS,
         default="raw",
-        help="what the model takes: raw band values (default; normalisation folded in), unit: 8-bit "
-        "values / 255 as QGIS Deepness feeds them, or normalized values (normalisation in the metadata)",
+        help="what the model takes: raw, the scene's band values (the default; normalisation folded in); "
+        "unit, 8-bit values divided by 255 as QGIS Deepness feeds them (x 255 and normalisation folded "
+        "in; for 8-bit imagery); or normalized, values already normalised (the statistics in the metadata)",
     )
     p.add_argument(
-        "--resolution-cm", type=float, help="ground resolution of the training imagery, cm per pixel"
+        "--resolution-cm",
+        type=float,
+        help="ground resolution of the training imagery in cm per pixel (Deepness's resolution)",
     )
     p.add_argument(
         "--stats-from",
         metavar="SCENE",
-        help="fold this scene's own band statistics in instead of the training ones (for models trained "
-        "with per-scene normalisation: a model for that scene)",
+        help="fold this scene's own band statistics in instead of the bundle's training ones: for a model "
+        "trained with per-scene normalisation (the demo's), a model of that scene; without it such a "
+        "model is exported with a warning",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--config", help="YAML configuration (its storage section is used)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
+    add_config_options(p, used="its storage section is used")
     return p
 
 

@@ -35,7 +35,7 @@ from resseg_ray.cli import (
     one_scene,
 )
 from resseg_ray.config import PredictSection, load_config
-from resseg_ray.config.flags import given
+from resseg_ray.config.flags import add_config_options, given
 from resseg_ray.device import DevicePolicy
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 from resseg_ray.runtime import candidates
@@ -44,42 +44,63 @@ from resseg_ray.runtime import candidates
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="parent bundle path, s3:// bundle or models:/ URI")
-    p.add_argument("--scene", required=True, help="the scene to adapt to (local, s3://, or a STAC item)")
-    p.add_argument("--area", help="polygons of the annotated area (GeoJSON/GeoPackage/Shapefile, any CRS)")
+    p.add_argument("--model", required=True, help="the parent: bundle path, s3:// bundle or models:/ URI")
     p.add_argument(
-        "--fraction", type=float, help="experiments: annotate this fraction of the scene (e.g. 0.07, 0.15)"
+        "--scene", required=True, help="the new scene (local, s3://, or a STAC item; see --stac-asset)"
+    )
+    p.add_argument(
+        "--area",
+        metavar="FILE",
+        help="polygons of the annotated area (GeoJSON, GeoPackage, Shapefile; any CRS)",
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        metavar="F",
+        help="experiments, instead of --area: a square block holding F of the scene's valid pixels "
+        "(the paper: 0.07 small, 0.15 large)",
     )
     p.add_argument(
         "--placement",
         choices=("contiguous", "random"),
         default="contiguous",
-        help="with --fraction: a block at the top-left corner or at a random place drawn from --seed",
+        help="with --fraction: the block at the top-left corner (contiguous), or at a random place drawn "
+        "from --seed",
     )
-    p.add_argument("--footprints", help="building footprints drawn in the area (vector file, any CRS)")
-    p.add_argument("--labels", help="or a label raster of the scene (0/1/255; only the area is used)")
+    p.add_argument(
+        "--footprints",
+        metavar="FILE",
+        help="building footprints drawn in the area (any CRS); footprints not touching the area are "
+        "ignored with a warning",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="RASTER",
+        help="or a label raster of the scene (0/1/255); only its pixels inside the area are used",
+    )
     p.add_argument(
         "--adapt-bn",
         action="store_true",
-        help="refine the parent with BatchNorm statistics re-estimated on the scene "
-        "(train.refine_start=adapted; configs/finetune_demo.yaml's default)",
+        help="refine from the parent with BatchNorm statistics re-estimated on the scene "
+        "(train.refine_start=adapted, already the default of configs/finetune_demo.yaml; the "
+        "re-estimated parent is always scored as its own row)",
     )
-    p.add_argument("--alias", help="registry alias of the refined model (default refined-<scene>)")
+    p.add_argument(
+        "--alias",
+        help="registry alias of the refined version (default refined-<scene>; the parent's best is "
+        "never moved)",
+    )
     p.add_argument(
         "--report",
         metavar="FILE",
-        help="also write the table to this markdown file or s3:// URI; a FILE ending in .json gets "
-        "the report as JSON (the area, the verdict and its held-out figures, the rest of the scene "
-        "scored per model, the bundle, the MLflow run)",
+        help="also write the table to this markdown file or s3:// URI; a FILE ending in .json gets the "
+        "report as JSON instead (format resseg-refine-report/1: scene; parent, the --model given; area, "
+        "the fraction and pixels of the label rasters written; verdict: chosen, ships, the held-out f1 "
+        "and accuracy per candidate, pixels, blocks, min_gain, line; rest_of_scene, the metrics per "
+        "model scored there: parent, adapted, refined; bundle_uri, mlflow_run_id, "
+        "registered_version). A folder, an input or an unwritable place is refused before the training",
     )
-    p.add_argument(
-        "--config",
-        default=os.path.join(CONFIGS, "finetune_demo.yaml"),
-        help="YAML configuration (default configs/finetune_demo.yaml)",
-    )
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], help="override, e.g. train.epochs=100"
-    )
+    add_config_options(p, os.path.join(CONFIGS, "finetune_demo.yaml"))
     add_engine_options(p)  # what runs the before/after scoring (predict.runtime, predict.precision)
     add_stac_options(p)
     add_seed_option(p)

@@ -26,6 +26,7 @@ from resseg_ray.cli import (
     scene_inputs,
 )
 from resseg_ray.config import load_config
+from resseg_ray.config.flags import add_config_options
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.conflation import existing_buildings
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
@@ -41,23 +42,32 @@ from resseg_ray.models.source import fetch_bundle_bytes
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="bundle path, s3:// bundle, or models:/NAME@ALIAS")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="bundle path, s3:// bundle, or an MLflow models:/NAME@ALIAS, models:/NAME/VERSION or "
+        "runs:/ID/model (tracking server from MLFLOW_TRACKING_URI)",
+    )
     p.add_argument(
         "--scenes",
         nargs="+",
         default=[],
-        help="scene URIs, globs, folders/prefixes, or STAC items/collections/catalogs (.json, local, s3:// "
-        "or http(s)://)",
+        metavar="SCENE",
+        help="scene URIs, globs, folders or s3:// prefixes, and STAC items, collections or catalogs "
+        "(.json files, s3:// or http(s):// URLs; see Scenes from STAC); required unless --stac-search",
     )
-    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="output folder or s3:// prefix")
     add_predictor_options(p, outputs=True)
     add_stac_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo scenes whose outputs exist")
     p.add_argument(
         "--report",
         metavar="FILE",
-        help="also write the run's report as JSON (each scene's outputs, time, runtime, buildings, "
-        "status; the totals) to this file or s3:// URI",
+        help="also write the run's report as JSON (format resseg-predict-report/1) to this file or s3:// "
+        "URI: per scene its outputs, megapixels, seconds, Mpx/s, runtime, buildings, already mapped, "
+        "error and status (done, skipped, failed), and the run's totals and catalog. Written even when "
+        "a scene failed (the exit status is still 2); a folder, an input or an unwritable place is "
+        "refused before any work",
     )
     p.add_argument(
         "--no-stac",
@@ -68,10 +78,19 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--actors",
         type=int,
-        help="segment on Ray: a Ray Data actor pool of this many actors (default: in-process)",
+        metavar="N",
+        help="segment on Ray: a Ray Data actor pool of N actors, each loading the model once and taking "
+        "one scene at a time, on the cluster of RAY_ADDRESS, a running one, or a local one (default: "
+        "in this process)",
     )
-    p.add_argument("--gpus-per-actor", type=float, help="default 1 when the Ray cluster has GPUs, else 0")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs per actor (default 1)")
+    p.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        help="GPUs per actor (default 1 when the Ray cluster has GPUs, else 0)",
+    )
+    p.add_argument(
+        "--cpus-per-actor", type=float, default=1.0, help="CPUs per actor, also its torch threads (default 1)"
+    )
     p.add_argument(
         "--split-mpx",
         type=float,
@@ -80,8 +99,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         "there are fewer scenes than actors) into row ranges segmented by different actors "
         "(default 64; 0 never splits)",
     )
-    p.add_argument("--config", help="YAML configuration (its storage and predict sections are used)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="configuration override")
+    add_config_options(p, used="its storage and predict sections are used")
     return p
 
 

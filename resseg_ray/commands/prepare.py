@@ -22,6 +22,7 @@ from resseg_ray.cli import (
     scene_inputs,
 )
 from resseg_ray.config import load_config
+from resseg_ray.config.flags import add_config_options
 from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
 from resseg_ray.demo import prepare_demo
 from resseg_ray.errors import ConfigError
@@ -34,22 +35,44 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--scenes",
         nargs="+",
-        help="training scene URIs, globs, folders/prefixes or STAC items/collections/catalogs "
+        metavar="SCENE",
+        help="training scenes: URIs (/path, file://, s3://), globs (*.tif), folders or prefixes ending in / "
+        "(every .tif, .tiff, .vrt, .jp2, .img below) or STAC items, collections or catalogs "
         "(default: the demo)",
     )
-    p.add_argument("--footprints", nargs="+", help="building footprints: one file for all scenes or one each")
-    p.add_argument("--labels", nargs="+", help="ready-made label rasters (0/1/255), one per scene")
-    p.add_argument("--test-scenes", nargs="+", help="held-out test scenes (labels only, no tiles)")
-    p.add_argument("--test-footprints", nargs="+", help="footprints of the test scenes")
-    p.add_argument("--test-labels", nargs="+", help="label rasters of the test scenes")
-    p.add_argument("--out", default="data/demo", help="output folder or s3:// prefix (default data/demo)")
-    p.add_argument("--config", help="YAML configuration (sections storage, data)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], help="override, e.g. data.stride=100"
+        "--footprints",
+        nargs="+",
+        metavar="FILE",
+        help="building polygons (GeoJSON, GeoPackage, Shapefile, FlatGeobuf; any CRS): one file shared by "
+        "all scenes or one per scene",
     )
-    p.add_argument("--demo-scale", type=float, default=1.0, help="shrink the demo scenes (default 1.0)")
-    p.add_argument("--force", action="store_true", help="rebuild even when the output is complete")
-    p.add_argument("--no-ray", action="store_true", help="run in this process instead of on Ray")
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        metavar="RASTER",
+        help="instead of footprints: ready-made uint8 label rasters (0 ground, 1 building, 255 ignore), one "
+        "per scene, on each scene's exact grid",
+    )
+    p.add_argument(
+        "--test-scenes",
+        nargs="+",
+        metavar="SCENE",
+        help="held-out test scenes: their labels are made, no tiles, no statistics",
+    )
+    p.add_argument("--test-footprints", nargs="+", metavar="FILE", help="footprints of the test scenes")
+    p.add_argument("--test-labels", nargs="+", metavar="RASTER", help="label rasters of the test scenes")
+    p.add_argument("--out", default="data/demo", help="output folder or s3:// prefix (default data/demo)")
+    add_config_options(p, used="its storage and data sections are used")
+    p.add_argument(
+        "--demo-scale", type=float, default=1.0, help="shrink the demo scenes: 0.05 to 4 (default 1.0)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild although dataset.json exists (otherwise a complete output is kept)",
+    )
+    p.add_argument("--no-ray", action="store_true", help="run everything in this process instead of on Ray")
     add_stac_options(p)
     add_seed_option(p)
     return p

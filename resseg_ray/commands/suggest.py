@@ -24,6 +24,7 @@ from resseg_ray.cli import (
     predictor_from_args,
 )
 from resseg_ray.config import load_config
+from resseg_ray.config.flags import add_config_options
 from resseg_ray.geo.scene import PREDICT_BANDS, open_scene
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 from resseg_ray.progress import tenths
@@ -44,8 +45,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--wgs84", action="store_true", help="coordinates in EPSG:4326 instead of the scene's CRS")
     add_predictor_options(p)
     add_stac_options(p)
-    p.add_argument("--config", help="YAML configuration (its storage section is used)")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
+    add_config_options(p, used="its storage section is used")
     return p
 
 

@@ -17,6 +17,7 @@ import os
 
 from resseg_ray.cli import CONFIGS, add_seed_option, config_overrides, init_ray
 from resseg_ray.config import load_config
+from resseg_ray.config.flags import add_config_options
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 from resseg_ray.train.report import report_json, summary_lines
 from resseg_ray.train.trainer import run_training
@@ -25,23 +26,14 @@ from resseg_ray.train.trainer import run_training
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command's options (the docs' option table is made from them)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--config",
-        default=os.path.join(CONFIGS, "demo.yaml"),
-        help="YAML configuration (default configs/demo.yaml)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="override, e.g. train.lr=0.001 (repeatable)",
-    )
+    add_config_options(p, os.path.join(CONFIGS, "demo.yaml"))
     p.add_argument(
         "--report",
         metavar="FILE",
-        help="also write the run's report as JSON (epochs and their metrics, best epochs, bundle, "
-        "checkpoints, MLflow run, registered version) to this file or s3:// URI",
+        help="also write the run's report as JSON (format resseg-train-report/1) to this file or s3:// "
+        "URI: run name, resumed or not, seconds, the progress with every epoch's metrics and the best "
+        "epochs (a value not yet finite is null), bundle, checkpoints, MLflow run and registered version. "
+        "A folder or the configuration file itself is refused before any work",
     )
     add_seed_option(p)
     return p

@@ -10,6 +10,7 @@ bad value is the section's own one-line error, naming the flag).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import types
 import typing
@@ -88,3 +89,23 @@ def given(args: argparse.Namespace, section: type[Section]) -> dict[str, Any]:
         if value is not None:
             out[name] = value
     return out
+
+
+def add_config_options(p: argparse.ArgumentParser, default: str | None = None, used: str = "") -> None:
+    """``--config FILE`` (``default``: one of the project's ``configs/``; ``used``: which of its
+    sections the command reads, when not all) and ``--set SECTION.FIELD=VALUE``."""
+    text = "YAML configuration" + (f" (default configs/{os.path.basename(default)})" if default else "")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help=f"{text}{'; ' + used if used else ''}: see the configuration reference",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="SECTION.FIELD=VALUE",
+        action="append",
+        default=[],
+        help="override one field of the configuration, e.g. train.lr=0.001 (repeatable, after --config)",
+    )
