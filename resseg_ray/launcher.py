@@ -26,9 +26,25 @@ import time
 from typing import NoReturn
 
 from resseg_ray import jobstate
+from resseg_ray.errors import ConfigError
 from resseg_ray.jobstate import JobState
 
 _FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+GRACE_ENV = "RESSEG_CLUSTER_GRACE_S"
+"""Seconds a cluster's GCS may not answer before the job is stopped as lost (default 6): give a
+head that restarts slowly longer."""
+
+
+def grace_s() -> float:
+    """The grace of :data:`GRACE_ENV` (6 s when unset; an unusable value is an error line)."""
+    text = os.environ.get(GRACE_ENV, "6")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value < 3600):
+        raise ConfigError(f"{GRACE_ENV}={text!r}: give the seconds a GCS may not answer, 0 to 3600")
+    return value
 
 
 def reachable(address: str, timeout_s: float = 1.0) -> bool:
@@ -132,13 +148,19 @@ def _is_own_command_line() -> bool:
     return len(orig) >= len(argv) and orig[len(orig) - len(argv) + 1 :] == argv[1:]
 
 
-def supervise(poll_s: float = 0.25, gcs_grace_s: float = 6.0) -> None:
+def supervise(poll_s: float = 0.25) -> None:
     """Start this process's command line again as a job watched by this process, which then
-    exits as the job did (:func:`launch`). Returns at once in the job itself, and in a process
-    whose command line is not the job's (a job called from Python)."""
+    exits as the job did (:func:`launch`, with the grace of :data:`GRACE_ENV`). Returns at once
+    in the job itself, and in a process whose command line is not the job's (a job called from
+    Python)."""
     if jobstate.launched() or not _is_own_command_line():
         return
-    launch([sys.executable, *sys.orig_argv[1:]], poll_s, gcs_grace_s)
+    try:
+        grace = grace_s()
+    except ConfigError as exc:  # the one line the jobs say for a user's mistake
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    launch([sys.executable, *sys.orig_argv[1:]], poll_s, grace)
 
 
 def launch(argv: list[str], poll_s: float = 0.25, gcs_grace_s: float = 6.0) -> NoReturn:

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from resseg_ray.launcher import GRACE_ENV
 from resseg_ray.train import tracking
 from tests.helpers import ROOT
 
@@ -71,8 +72,10 @@ def live_address():
 
 
 def _job(how: str, gcs: str, raylet: str = "-", db: str = "-", **kw) -> subprocess.Popen:
+    # a GCS that does not answer for 1 s is lost (6 s by default): the same decisions, sooner
     return subprocess.Popen(
         [sys.executable, "-c", JOB, how, gcs, raylet, db],
+        env={**os.environ, GRACE_ENV: "1"},
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -170,3 +173,16 @@ def test_a_running_job_whose_raylet_or_cluster_is_gone_is_stopped(lost: str, say
     (line,) = err.strip().splitlines()
     assert line.startswith(says) and "went away while training run lost" in line, line
     assert "re-run the same command" in line
+
+
+def test_a_grace_that_is_not_a_number_of_seconds_is_one_error_line(live_address) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", JOB, "done", live_address, "-", "-"],
+        env={**os.environ, GRACE_ENV: "soon"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: {GRACE_ENV}='soon': give the seconds a GCS may not answer, 0 to 3600\n"
