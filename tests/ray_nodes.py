@@ -43,6 +43,18 @@ class Node:
     node_id: str
 
 
+def _accepts(address: str) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 class LocalCluster:
     """A multi-node Ray cluster of local processes: ``url`` is its dashboard (job submission and
     state API), ``env`` the environment a client needs (token authentication on, with a token
@@ -67,11 +79,22 @@ class LocalCluster:
         self.gcs = ""
         self.url = ""
         self.nodes: list[subprocess.Popen] = []
+        self.last_ports: dict[str, int] = {}
 
     def _start(self, args: list[str]) -> subprocess.Popen:
-        ports = [f"--{name}={free_port()}" for name in NODE_PORTS]
+        ports = {name: free_port() for name in NODE_PORTS}
+        self.last_ports = ports
+        # no log monitor: it streams workers' output to drivers, which these tests do not read
+        # (the jobs API's logs are the job's own file), and it polls the log folder all along
         proc = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--block", *args, *ports],
+            [
+                str(BIN / "ray"),
+                "start",
+                "--block",
+                "--include-log-monitor=false",
+                *args,
+                *(f"--{name}={port}" for name, port in ports.items()),
+            ],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -80,16 +103,20 @@ class LocalCluster:
         self.nodes.append(proc)
         return proc
 
-    def start_head(self, num_cpus: int = 2, attempts: int = 2, jobs: bool = False) -> None:
+    def start_head(
+        self, num_cpus: int = 2, attempts: int = 2, jobs: bool = False, dashboard: bool = True
+    ) -> None:
         """The head node (GCS, dashboard); returns once its dashboard answers, and with
-        ``jobs`` once it also accepts job submissions.
+        ``jobs`` once it also accepts job submissions. Without ``dashboard`` (a cluster only
+        drivers join, by its GCS address: no jobs or state API), once its GCS and raylet accept
+        connections.
 
         A head that does not come up is stopped and started again on fresh ports (a port
         found free can still be taken before the head binds it); after ``attempts`` tries
         the error carries the tail of the head's logs."""
         for attempt in range(1, attempts + 1):
             try:
-                self._start_head(num_cpus, jobs)
+                self._start_head(num_cpus, jobs, dashboard)
                 return
             except TimeoutError as exc:
                 logs = self._log_tails()
@@ -98,7 +125,7 @@ class LocalCluster:
                     raise TimeoutError(f"{exc}\n--- head logs ---\n{logs}") from None
                 warnings.warn(f"test head did not come up, starting it again: {exc}\n{logs}", stacklevel=2)
 
-    def _start_head(self, num_cpus: int, jobs: bool) -> None:
+    def _start_head(self, num_cpus: int, jobs: bool, dashboard: bool) -> None:
         port, dash = free_port(), free_port()
         self._start(
             [
@@ -108,11 +135,16 @@ class LocalCluster:
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dash}",
                 f"--temp-dir={self.temp}",
-                "--include-dashboard=true",
+                f"--include-dashboard={str(dashboard).lower()}",
                 f"--ray-client-server-port={free_port()}",
             ]
         )
-        self.gcs, self.url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+        self.gcs, self.url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}" if dashboard else ""
+        if not dashboard:
+            raylet = f"127.0.0.1:{self.last_ports['node-manager-port']}"
+            poll(lambda: _accepts(self.gcs) and _accepts(raylet), timeout=120, interval=0.25,
+                 what="GCS and raylet of `ray start --head`")  # fmt: skip
+            return
 
         def dashboard_up() -> bool:
             try:

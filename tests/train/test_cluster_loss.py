@@ -33,7 +33,7 @@ def test_a_lost_cluster_is_said_marked_failed_and_resumed(small_demo, tmp_path) 
     )
     cluster = LocalCluster()
     try:
-        cluster.start_head(num_cpus=2)
+        cluster.start_head(num_cpus=2, dashboard=False)
         gcs = cluster.gcs
         job = _train(cluster, overrides)
         assert job.stdout is not None
@@ -63,7 +63,7 @@ def test_a_lost_cluster_is_said_marked_failed_and_resumed(small_demo, tmp_path) 
     # the same command on a new cluster goes on from the last checkpoint (a shorter schedule)
     again = LocalCluster()
     try:
-        again.start_head(num_cpus=2)
+        again.start_head(num_cpus=2, dashboard=False)
         more = small_train_overrides(
             small_demo.root, str(tmp_path / "runs"), db, "lost", **{**common, "train.epochs": done + 1}
         )
@@ -115,7 +115,7 @@ def test_a_job_on_a_busy_instance_says_which_and_what_it_waits_for(small_demo, t
     cluster = LocalCluster()
     holder = job = None
     try:
-        cluster.start_head(num_cpus=1)
+        cluster.start_head(num_cpus=1, dashboard=False)
         holder = subprocess.Popen([sys.executable, "-c", HOLD, cluster.gcs], env=cluster.env,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
