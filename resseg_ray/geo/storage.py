@@ -2,10 +2,14 @@
 ``http(s)://`` for reading only (STAC catalogs and the COGs they list).
 
 Rasters are read by GDAL directly from their URI (``s3://`` becomes ``/vsis3/``); listing,
-small-file reads and uploads go through fsspec/s3fs. S3-compatible endpoints (MinIO, moto,
-Ceph) are set the standard way: ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` or the
-``storage.endpoint_url`` configuration field. Every output is written atomically: to a
-temporary local file first, then renamed (local) or uploaded in one PUT (S3).
+existence, small-file reads and deletions go through fsspec, local and S3 alike
+(:func:`filesystem`), and fail as one :class:`~resseg_ray.errors.InputDataError` naming the URI.
+What differs stays apart: the checks of a local destination (a probe file, a parent that is a
+file), and writes (a local file is fsync-ed, then renamed into place; an object is one PUT).
+S3-compatible endpoints (MinIO, moto, Ceph) are set the standard way:
+``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` or the ``storage.endpoint_url`` configuration
+field. Every output is written atomically: to a temporary local file first, then renamed
+(local) or uploaded in one PUT (S3).
 """
 
 from __future__ import annotations
@@ -168,7 +172,7 @@ def join_uri(base: str, *parts: str) -> str:
 
 
 def filesystem(uri: str, settings: StorageSettings) -> AbstractFileSystem:
-    """The fsspec filesystem serving ``uri``."""
+    """The fsspec filesystem serving ``uri`` (s3fs for ``s3://``, else the local one)."""
     if is_s3(uri):
         import s3fs
 
@@ -176,6 +180,37 @@ def filesystem(uri: str, settings: StorageSettings) -> AbstractFileSystem:
     from fsspec.implementations.local import LocalFileSystem
 
     return LocalFileSystem()
+
+
+def _fs_path(uri: str) -> str:
+    """What to hand to :func:`filesystem`'s methods for ``uri``."""
+    return uri if is_s3(uri) else local_path(uri)
+
+
+def _uri_of(found: str, pattern: str) -> str:
+    """A path fsspec listed for ``pattern`` as a URI of the same kind: ``s3://bucket/key``, or a
+    local path relative when the pattern was."""
+    if is_s3(pattern):
+        return "s3://" + found
+    return found if os.path.isabs(local_path(pattern)) else os.path.relpath(found)
+
+
+@contextlib.contextmanager
+def _said(uri: str, doing: str = "read") -> Iterator[None]:
+    """Storage errors of a block as one :class:`InputDataError` naming ``uri`` and what to do
+    (the project's own errors pass as they are)."""
+    try:
+        yield
+    except (InputDataError, ConfigError):
+        raise
+    except FileNotFoundError:
+        raise InputDataError(f"{uri} does not exist") from None
+    except IsADirectoryError:
+        raise InputDataError(f"{uri} is a directory, not a file") from None
+    except Exception as exc:
+        if is_s3(uri):
+            raise InputDataError(explain_s3_error(uri, exc)) from None
+        raise InputDataError(f"cannot {doing} {uri}: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -220,12 +255,8 @@ def exists(uri: str, settings: StorageSettings) -> bool:
     """Whether a file exists at ``uri``."""
     if is_http(uri):
         return http_exists(uri)
-    if not is_s3(uri):
-        return os.path.exists(local_path(uri))
-    try:
-        return bool(filesystem(uri, settings).exists(uri))
-    except Exception as exc:
-        raise InputDataError(explain_s3_error(uri, exc)) from None
+    with _said(uri):
+        return bool(filesystem(uri, settings).exists(_fs_path(uri)))
 
 
 def check_writable(uri: str, settings: StorageSettings, what: str = "the output folder") -> None:
@@ -263,37 +294,26 @@ def check_output_file(uri: str, settings: StorageSettings, what: str, inputs: Se
         raise ConfigError(
             f"{what} {uri} is also an input of this job; writing it would destroy it: choose another file"
         )
-    if not is_s3(uri) and Path(local_path(uri)).is_dir():
+    if is_s3(uri):
+        check_writable(uri.rsplit("/", 1)[0], settings, what)
+        return
+    path = Path(local_path(uri)).absolute()
+    if path.is_dir():
         raise ConfigError(f"{what} {uri} is a folder; give a file name")
-    parent = uri.rsplit("/", 1)[0] if is_s3(uri) else str(Path(local_path(uri)).absolute().parent)
-    if not is_s3(uri):
-        above = Path(parent)
-        while not above.exists() and above != above.parent:
-            above = above.parent
-        if above.exists() and not above.is_dir():
-            raise ConfigError(f"{what} {uri} cannot be written: {above} is a file, not a folder")
-    check_writable(parent, settings, what)
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        raise ConfigError(f"{what} {uri} cannot be written: {above} is a file, not a folder")
+    check_writable(str(path.parent), settings, what)
 
 
 def read_bytes(uri: str, settings: StorageSettings) -> bytes:
     """The whole content of a (small) file."""
     if is_http(uri):
         return http_get(uri)
-    try:
-        if is_s3(uri):
-            fs = filesystem(uri, settings)
-            return fs.cat_file(uri)
-        return Path(local_path(uri)).read_bytes()
-    except FileNotFoundError:
-        raise InputDataError(f"{uri} does not exist") from None
-    except IsADirectoryError:
-        raise InputDataError(f"{uri} is a directory, not a file") from None
-    except InputDataError:
-        raise
-    except Exception as exc:
-        if is_s3(uri):
-            raise InputDataError(explain_s3_error(uri, exc)) from None
-        raise InputDataError(f"cannot read {uri}: {exc}") from None
+    with _said(uri):
+        return bytes(filesystem(uri, settings).cat_file(_fs_path(uri)))
 
 
 def download(uri: str, dest_dir: str, settings: StorageSettings) -> str:
@@ -305,51 +325,39 @@ def download(uri: str, dest_dir: str, settings: StorageSettings) -> str:
     return dest
 
 
+def _may_be_folder(uri: str, suffixes: Sequence[str]) -> bool:
+    """Whether ``uri`` is worth asking whether it is a folder: a local path (cheap to ask), one
+    ending in ``/``, or an ``s3://`` key without a raster suffix (one request each, not one per
+    scene of a long list)."""
+    return not is_s3(uri) or uri.endswith("/") or not uri.lower().endswith(tuple(suffixes))
+
+
 def expand_uris(patterns: list[str], settings: StorageSettings, suffixes=RASTER_SUFFIXES) -> list[str]:
-    """Expand globs (``*``, ``?``, ``[``) and directory/prefix URIs (ending in ``/`` or an
-    existing local directory) into a sorted list of files with one of ``suffixes``.
+    """Expand globs (``*``, ``?``, ``[``) and folders or prefixes (a local folder, an ``s3://``
+    prefix) into a sorted list of files with one of ``suffixes`` below them, local and S3 alike
+    (fsspec). Local results keep the pattern's form (relative stays relative).
 
     Plain file URIs are kept as given (checked later, where they are opened).
     """
     out: list[str] = []
     for pattern in patterns:
         pattern = os.fspath(pattern)
-        if is_s3(pattern):
-            fs = filesystem(pattern, settings)
-            try:
-                if any(c in pattern for c in "*?["):
-                    found = ["s3://" + p for p in fs.glob(pattern)]
-                elif pattern.endswith("/"):
-                    found = ["s3://" + p for p in fs.find(pattern)]
-                    found = [f for f in found if f.lower().endswith(suffixes)]
-                else:
-                    found = [pattern]
-            except Exception as exc:
-                raise InputDataError(explain_s3_error(pattern, exc)) from None
-            if not found:
+        fs, path = filesystem(pattern, settings), _fs_path(pattern)
+        with _said(pattern, "list"):
+            if any(c in path for c in "*?["):
+                found = fs.glob(path)
+                if not found:
+                    raise InputDataError(f"{pattern} matches no files")
+            elif _may_be_folder(pattern, suffixes) and fs.isdir(path):
+                found = [f for f in fs.find(path) if f.lower().endswith(suffixes)]
+                if not found:
+                    raise InputDataError(f"{pattern} holds no files ending in {', '.join(suffixes)}")
+            elif pattern.endswith("/"):  # an S3 prefix with nothing under it
                 raise InputDataError(f"{pattern} matches no files")
-            out.extend(sorted(found))
-            continue
-        path = local_path(pattern)
-        if any(c in path for c in "*?["):
-            import glob
-
-            found = sorted(glob.glob(path, recursive=True))
-            if not found:
-                raise InputDataError(f"{pattern} matches no files")
-            out.extend(found)
-        elif os.path.isdir(path):
-            found = sorted(
-                os.path.join(root, f)
-                for root, _, files in os.walk(path)
-                for f in files
-                if f.lower().endswith(suffixes)
-            )
-            if not found:
-                raise InputDataError(f"directory {pattern} holds no files ending in {', '.join(suffixes)}")
-            out.extend(found)
-        else:
-            out.append(pattern)
+            else:
+                out.append(pattern)
+                continue
+        out.extend(sorted(_uri_of(f, pattern) for f in found))
     return out
 
 
@@ -400,33 +408,20 @@ def _umask() -> int:
 
 def remove_file(uri: str, settings: StorageSettings) -> None:
     """Delete one file or object (nothing when absent)."""
-    if is_s3(uri):
-        fs = filesystem(uri, settings)
-        try:
-            if fs.exists(uri):
-                fs.rm_file(uri)
-        except Exception as exc:
-            raise InputDataError(explain_s3_error(uri, exc)) from None
-        return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(local_path(uri))
+    fs, path = filesystem(uri, settings), _fs_path(uri)
+    with _said(uri, "delete"), contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
 
 
 def remove_tree(uri: str, settings: StorageSettings, drop_empty_parent: bool = False) -> None:
     """Delete a folder or prefix and everything under it (nothing when absent); with
     ``drop_empty_parent`` also its parent folder when that is left empty (S3 has no empty
     folders)."""
-    if is_s3(uri):
-        fs = filesystem(uri, settings)
-        try:
-            if fs.exists(uri):
-                fs.rm(uri, recursive=True)
-        except Exception as exc:
-            raise InputDataError(explain_s3_error(uri, exc)) from None
-        return
-    path = local_path(uri)
-    shutil.rmtree(path, ignore_errors=True)
-    if drop_empty_parent:
+    fs, path = filesystem(uri, settings), _fs_path(uri)
+    with _said(uri, "delete"):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    if drop_empty_parent and not is_s3(uri):  # S3 has no folders to leave behind
         with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(path.rstrip("/")))
 
@@ -440,7 +435,7 @@ def removed_on_failure(uris: Sequence[str], settings: StorageSettings) -> Iterat
     except BaseException:
         for uri in uris:
             with contextlib.suppress(Exception):
-                if is_s3(uri) or os.path.isdir(local_path(uri)):
+                if filesystem(uri, settings).isdir(_fs_path(uri)):
                     remove_tree(uri, settings)
                 else:
                     remove_file(uri, settings)

@@ -13,9 +13,13 @@ from resseg_ray.geo.scene import open_scene, read_window
 from resseg_ray.geo.storage import (
     StorageSettings,
     atomic_output,
+    exists,
     expand_uris,
     filesystem,
     read_bytes,
+    remove_file,
+    remove_tree,
+    removed_on_failure,
     write_bytes,
 )
 from tests.rasters import write_tif
@@ -68,6 +72,39 @@ def test_listing_globs_and_prefixes(tmp_path, s3_bucket, s3_settings) -> None:
         (tmp_path / "d" / name).write_bytes(b"x")
     assert [os.path.basename(p) for p in expand_uris([str(tmp_path / "d")], LOCAL)] == ["x.tif", "y.TIF"]
     assert len(expand_uris([f"file://{tmp_path}/d/*.tif"], LOCAL)) == 1
+
+
+def test_local_folders_and_s3_prefixes_behave_alike(tmp_path, s3_bucket, s3_settings, monkeypatch) -> None:
+    """One fsspec path for both: listing (a prefix without its slash too), existence, reads,
+    deletions and the clean-up of a failed block; a relative local pattern lists relative
+    paths, as a user typed it."""
+    monkeypatch.chdir(tmp_path)
+    for base in ("here", f"{s3_bucket}/here"):
+        for name in ("a.tif", "sub/b.tif", "notes.txt"):
+            write_bytes(f"{base}/{name}", b"x", s3_settings)
+        listed = [f"{base}/a.tif", f"{base}/sub/b.tif"]
+        assert expand_uris([f"{base}/"], s3_settings) == listed
+        assert expand_uris([base], s3_settings) == listed  # no trailing slash: the folder, S3 too
+        assert expand_uris([f"{base}/*.tif"], s3_settings) == listed[:1]
+        with pytest.raises(InputDataError, match=r"holds no files ending in \.jp2"):
+            expand_uris([f"{base}/"], s3_settings, suffixes=(".jp2",))
+        assert exists(f"{base}/a.tif", s3_settings) and not exists(f"{base}/z.tif", s3_settings)
+        remove_file(f"{base}/a.tif", s3_settings)
+        remove_file(f"{base}/a.tif", s3_settings)  # already gone: nothing to do
+        assert not exists(f"{base}/a.tif", s3_settings)
+        with pytest.raises(InputDataError, match="does not exist"):
+            read_bytes(f"{base}/a.tif", s3_settings)
+        with (
+            pytest.raises(RuntimeError),
+            removed_on_failure([f"{base}/sub", f"{base}/notes.txt"], s3_settings),
+        ):
+            raise RuntimeError("the block failed")
+        assert not exists(f"{base}/sub/b.tif", s3_settings) and not exists(f"{base}/notes.txt", s3_settings)
+        write_bytes(f"{base}/again/c.tif", b"x", s3_settings)
+        remove_tree(f"{base}/again", s3_settings, drop_empty_parent=False)
+        assert not exists(f"{base}/again/c.tif", s3_settings)
+        remove_tree(f"{base}/again", s3_settings)  # already gone: nothing to do
+    assert not (tmp_path / "here" / "again").exists()
 
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path, s3_bucket, s3_settings) -> None:
