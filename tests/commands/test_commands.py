@@ -46,6 +46,28 @@ def test_the_console_script_lists_the_commands_and_refuses_a_mistyped_one() -> N
     assert bare.returncode == 2 and "usage: resseg <command>" in bare.stdout
 
 
+def test_a_command_on_ray_runs_under_the_launcher_from_the_console_script(tmp_path) -> None:
+    """``resseg train`` starts itself again as the launcher's child (resseg_ray.launcher): the
+    launcher reads its grace (a bad one is its error line, before any job runs), the child
+    answers once. ``resseg catalog`` uses no Ray and runs without it."""
+    import os
+
+    from resseg_ray.launcher import GRACE_ENV
+
+    env = {**os.environ, GRACE_ENV: "soon"}
+    bad = subprocess.run(
+        [str(RESSEG), "train", "--help"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith(f"error: {GRACE_ENV}='soon'") and bad.stdout == ""
+    catalog = subprocess.run(
+        [str(RESSEG), "catalog", "--help"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert catalog.returncode == 0 and catalog.stdout.startswith("usage: resseg catalog ")
+    ok = subprocess.run([str(RESSEG), "train", "--help"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("usage: resseg train ") and ok.stdout.count("usage:") == 1
+
+
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_each_command_is_its_job_script(name: str, capsys) -> None:
     """``resseg <name> --help`` and ``python jobs/<script> --help`` list the same options: one
