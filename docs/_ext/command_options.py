@@ -37,7 +37,13 @@ def _default(action: argparse.Action) -> str:
     if action.required:
         return "(required)"
     d = action.default
-    if d is None or d is argparse.SUPPRESS or isinstance(d, bool) or d == [] or "default" in (action.help or ""):
+    if (
+        d is None
+        or d is argparse.SUPPRESS
+        or isinstance(d, bool)
+        or d == []
+        or "default" in (action.help or "")
+    ):
         return ""
     return f"(default `{d:g}`)" if isinstance(d, float) else f"(default `{d}`)"
 
@@ -53,7 +59,7 @@ def options_table(command: str) -> str:
     for action in p._actions:
         if isinstance(action, argparse._HelpAction):
             continue
-        text = action.help or ""
+        text = (action.help or "").replace("%%", "%")  # argparse's escape of a percent sign
         if not text.strip():
             missing.append(action.option_strings[0] if action.option_strings else action.dest)
         text = f"{text} {_default(action)}"

@@ -66,7 +66,8 @@ def add_flags(
     for name in names if names is not None else section.model_fields:
         flag = flag_of(section, name)
         tp = _plain(section.model_fields[name].annotation)
-        kwargs: dict[str, Any] = {"dest": _dest(flag), "help": help_text(section, name)}
+        # argparse %-formats help texts: a docstring's "80 %" must reach it as "80 %%"
+        kwargs: dict[str, Any] = {"dest": _dest(flag), "help": help_text(section, name).replace("%", "%%")}
         if tp is bool:
             kwargs.update(action="store_const", const=not flag.startswith("--no-"))
         elif typing.get_origin(tp) is typing.Literal:

@@ -144,7 +144,7 @@ def test_the_map_page_shows_the_scenes_imagery_and_overlay_in_a_real_browser(ser
             timeout=60_000,
         )
     except Exception:
-        n = page.evaluate("[document.querySelectorAll('.leaflet-tile-loaded').length, map.getZoom()]")
+        n = page.evaluate("[document.querySelectorAll('.leaflet-tile-loaded').length, resseg.map.getZoom()]")
         raise AssertionError(f"tiles loaded, zoom: {n}; responses {tiles[:6]}; errors {errors}") from None
     page.wait_for_selector("path.leaflet-interactive", timeout=30_000)  # the building outlines
     page.wait_for_function(
@@ -179,7 +179,7 @@ def _map_point(page, lat: float, lng: float) -> tuple[float, float]:
     """Page coordinates of a map position (for mouse events)."""
     box = page.locator("#map").bounding_box()
     p = page.evaluate(
-        f"(() => {{ const p = map.latLngToContainerPoint([{lat}, {lng}]); return [p.x, p.y]; }})()"
+        f"(() => {{ const p = resseg.map.latLngToContainerPoint([{lat}, {lng}]); return [p.x, p.y]; }})()"
     )
     return box["x"] + p[0], box["y"] + p[1]
 
@@ -206,11 +206,11 @@ def test_a_mapper_draws_an_area_and_buildings_accepts_one_and_saves(service, bro
     corners = [(0.05, 0.05), (0.05, 0.95), (0.95, 0.95), (0.95, 0.05), (0.05, 0.05)]
     for fy, fx in corners:
         page.mouse.click(*_map_point(page, lat(fy), lng(fx)))
-    page.wait_for_function("annotations.getLayers().length === 1")
+    page.wait_for_function("resseg.annotations.getLayers().length === 1")
     page.click("#draw-rectangle")  # a building the model missed: a rectangle of two clicks
     page.mouse.click(*_map_point(page, lat(0.40), lng(0.40)))
     page.mouse.click(*_map_point(page, lat(0.45), lng(0.46)))
-    page.wait_for_function("annotations.getLayers().length === 2")
+    page.wait_for_function("resseg.annotations.getLayers().length === 2")
     # accept a small predicted building near the middle: one click on a point inside it
     from shapely.geometry import Point, shape
 
@@ -226,7 +226,7 @@ def test_a_mapper_draws_an_area_and_buildings_accepts_one_and_saves(service, bro
     inside = geom.representative_point()
     target = (ident, inside.y, inside.x)
     page.mouse.click(*_map_point(page, target[1], target[2]))
-    page.wait_for_function(f"decisions.get({target[0]}) === 'accepted'")
+    page.wait_for_function(f"resseg.decisions.get({target[0]}) === 'accepted'")
     page.click("#save")  # without the token: refused, and said
     page.wait_for_function("document.getElementById('status').textContent.includes('enter the token')")
     page.fill("#token", TOKEN)
@@ -235,7 +235,7 @@ def test_a_mapper_draws_an_area_and_buildings_accepts_one_and_saves(service, bro
         page.wait_for_function("document.getElementById('status').textContent.startsWith('saved version')")
     except Exception:
         sent = page.evaluate(
-            "annotationDocument().features.map(f => [f.properties, JSON.stringify(f.geometry).length])"
+            "resseg.annotationDocument().features.map(f => [f.properties, JSON.stringify(f.geometry).length])"
         )
         raise AssertionError(
             f"not saved: {page.inner_text('#status')}; sent {sent}; errors {errors}"
@@ -250,7 +250,9 @@ def test_a_mapper_draws_an_area_and_buildings_accepts_one_and_saves(service, bro
     )
     page.reload()  # what was saved comes back
     page.wait_for_selector("path.leaflet-interactive", timeout=60_000)
-    page.wait_for_function("annotations.getLayers().length === 2 && decisions.size === 1", timeout=30_000)
+    page.wait_for_function(
+        "resseg.annotations.getLayers().length === 2 && resseg.decisions.size === 1", timeout=30_000
+    )
     assert "1 areas, 1 drawn and 1 accepted buildings" in page.inner_text("#annotation-count")
     with page.expect_download(timeout=60_000) as download:  # the export, as the mapper downloads it
         page.click("#export-osm")
@@ -296,7 +298,7 @@ def test_a_mapper_adds_a_scene_from_the_page(service, browser, tmp_path) -> None
         )
     except Exception:
         raise AssertionError(f"not added: {page.inner_text('#status')}; errors {errors}") from None
-    assert page.evaluate("state.scene.id") == "from-the-page"
+    assert page.evaluate("resseg.state.scene.id") == "from-the-page"
     assert page.locator("#scenes button.active").inner_text().startswith("from-the-page")
     page.wait_for_function(
         "[...document.querySelectorAll('.leaflet-tile-loaded')]"

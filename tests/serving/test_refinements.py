@@ -207,7 +207,7 @@ def test_a_refinement_runs_off_the_http_path_its_map_is_shown_and_the_page_refin
         )
     except Exception:
         raise AssertionError(f"not refined: {page.inner_text('#refine-state')}; errors {errors}") from None
-    job = page.evaluate("state.map")
+    job = page.evaluate("resseg.state.map")
     assert job.startswith("r") and job != done["id"] and page.input_value("#map-version") == job
     assert not page.is_visible("#refine-cancel")
     second = httpx.get(f"{url}/{job}").json()

@@ -6,8 +6,10 @@ import { getJSON, refused, send, sceneUrl } from "./api.js";
 import { $, status } from "./dom.js";
 import { decisionKey, map, state } from "./state.js";
 
-const annotations = L.featureGroup().addTo(map);
-const decisions = new Map();
+/** The areas and drawn buildings (Leaflet-Geoman layers). */
+export const annotations = L.featureGroup().addTo(map);
+/** The decisions on predicted buildings, by decisionKey. */
+export const decisions = new Map();
 const acceptedGeometry = new Map();
 let drawKind = null;
 
@@ -112,7 +114,8 @@ map.on("pm:remove", (e) => {
   countAnnotations();
 });
 
-function annotationDocument() {
+/** The annotations as the GeoJSON document the service keeps. */
+export function annotationDocument() {
   const features = annotations.getLayers().map((l) => ({ ...l.toGeoJSON(), properties: l.feature.properties }));
   for (const [key, decision] of decisions) {
     if (decision !== "accepted" || !acceptedGeometry.has(key)) continue;

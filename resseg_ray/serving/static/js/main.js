@@ -3,7 +3,15 @@
 // Everything comes from this service (/v1/scenes...); Leaflet and Leaflet-Geoman are shipped
 // with the page, so it works with no internet.
 
-import { loadAnnotations, saveAnnotations, startDrawing, toggleDeleting } from "./annotate.js";
+import {
+  annotationDocument,
+  annotations,
+  decisions,
+  loadAnnotations,
+  saveAnnotations,
+  startDrawing,
+  toggleDeleting,
+} from "./annotate.js";
 import { getJSON, refused, send, sceneUrl } from "./api.js";
 import { $, guarded, report, status } from "./dom.js";
 import {
@@ -133,5 +141,9 @@ async function main() {
   if (first) await selectScene(first);
   else status("no scenes");
 }
+
+// What the page shows and holds, for the browser console and the end-to-end tests: read it, the
+// page owns it.
+window.resseg = { map, state, annotations, decisions, annotationDocument };
 
 main().catch((e) => report(e));
