@@ -40,8 +40,9 @@ def run_job(main: Callable[[], object], supervise: bool = False) -> None:
     ``--verbose`` (every job takes it; it is removed before the job parses its arguments) or
     ``RESSEG_VERBOSE=1`` is set. With ``supervise`` (the jobs that attach to a Ray cluster), the
     job runs as the child of a launcher that says a lost cluster (:mod:`resseg_ray.launcher`);
-    the job records that its ``main`` returned, and leaves the traceback of an error it did not
-    expect to the launcher, which prints it unless the cluster's loss was its cause.
+    the job records that its ``main`` returned, and leaves its error line, or the traceback of
+    an error it did not expect, to the launcher, which prints it unless the cluster's loss was
+    its cause.
     """
     if supervise:
         launcher.supervise()  # on the command line as the user gave it: before --verbose goes
@@ -60,8 +61,12 @@ def run_job(main: Callable[[], object], supervise: bool = False) -> None:
                 raise
             jobstate.returned(traceback.format_exc())  # Ray's errors at a lost cluster, or a bug
             raise SystemExit(1) from None
-        jobstate.returned()
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line
+        line = "error: " + " ".join(str(err).split()) + "\n"  # one line
+        if jobstate.launched():  # the launcher says it, unless the cluster's loss is why
+            jobstate.returned(line)
+        else:
+            jobstate.returned()
+            sys.stderr.write(line)
         raise SystemExit(2) from None
     except BaseException:  # SystemExit (--help, argparse's refusals), KeyboardInterrupt
         jobstate.returned()

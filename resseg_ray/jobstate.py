@@ -37,8 +37,9 @@ class JobState:
     returned: bool = False
     """The job's ``main`` returned or raised: the status that follows is the job's own."""
     error: str | None = None
-    """The traceback of an error the job did not expect, printed by the launcher unless it was
-    the cluster's loss."""
+    """What the job would have printed as it ended with an error: its ``error:`` line (exit
+    status 2) or the traceback of an error it did not expect (1). The launcher prints it, unless
+    the cluster's loss was the cause."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -104,8 +105,9 @@ def attached(gcs_address: str, raylet_address: str | None) -> None:
 
 
 def returned(error: str | None = None) -> None:
-    """The job's ``main`` has returned or raised (``error``: the traceback of an error it did
-    not expect): whatever status follows is the job's own."""
+    """The job's ``main`` has returned or raised (``error``: its error line, or the traceback of
+    an error it did not expect, for the launcher to print): the status that follows is the
+    job's own, unless the cluster is gone."""
     _update(returned=True, error=error)
 
 

@@ -6,11 +6,12 @@ loss reliably from inside, so the jobs that use Ray (``train``, ``predict``, ``f
 ``compare-depths``, ``prepare``) are started again by :func:`supervise` as a child of the
 process the user started, which becomes their launcher. The job only records its state
 (:mod:`resseg_ray.jobstate`); the launcher reads it, looks at the job's raylet and GCS while
-the job runs, and when either is lost, or the job ended without returning from its work while
-they are, stops the job and says it in one line (:func:`say_lost`), its open MLflow runs
-marked FAILED, exit status 2. Every other end of the job, a signal included, is passed through
-as it was. SIGTERM, SIGHUP and SIGQUIT sent to the launcher reach the job (``ray job stop``
-and a terminal's Ctrl-C reach both).
+the job runs, and when either is lost, or the job ended without returning from its work or with
+an error while they are, stops the job and says it in one line (:func:`say_lost`), its open
+MLflow runs marked FAILED, exit status 2. Every other end of the job, a signal included, is
+passed through as it was; the job's own error line or traceback, which it leaves in its state,
+is printed by the launcher then. SIGTERM, SIGHUP and SIGQUIT sent to the launcher reach the
+job (``ray job stop`` and a terminal's Ctrl-C reach both).
 """
 
 from __future__ import annotations
@@ -187,7 +188,9 @@ def launch(argv: list[str], poll_s: float = 0.25, gcs_grace_s: float = 6.0) -> N
                 pass
     ended_from_outside = code not in (0, 2) and not state.returned and not forwarded
     if lost is None and (state.error is not None or ended_from_outside):
-        lost = _look_for(state, gcs_grace_s)  # ended by Ray, or by an error Ray raised?
+        # ended by Ray, or by an error Ray raised at a cluster going away? A job's own error
+        # line (status 2) is said after one look; anything else after the grace period
+        lost = _look_for(state, 0.0 if code == 2 else gcs_grace_s)
     if lost is not None:
         say_lost(lost, state)
     if state.error is not None:

@@ -40,6 +40,9 @@ def main():
         os._exit(1)
     if how == "bug":
         raise KeyError("a bug")
+    if how == "user-error":  # e.g. what Ray Data raises from a worker reading a tile as it goes
+        from resseg_ray.errors import InputDataError
+        raise InputDataError("s3://b/tile.tif does not exist")
     if how == "exit-3":
         sys.exit(3)
     if how == "killed":
@@ -113,6 +116,7 @@ def test_a_lost_node_is_told_from_a_lost_cluster(live_address) -> None:
         ("done", "gone", 0, ""),
         ("exit-3", "gone", 3, ""),  # the job's own status, even with the cluster gone
         ("bug", "live", 1, "KeyError: 'a bug'"),
+        ("user-error", "live", 2, "error: s3://b/tile.tif does not exist\n"),
     ],
 )
 def test_the_jobs_own_ends_pass_through(how: str, cluster: str, code: int, says: str, live_address) -> None:
@@ -122,11 +126,15 @@ def test_the_jobs_own_ends_pass_through(how: str, cluster: str, code: int, says:
     assert proc.returncode == code, err
     assert says in err and "went away" not in err
     assert out.strip().endswith("done") == (how == "done"), out
+    if how == "user-error":  # the job's one line, said once, by the launcher
+        assert err == says
 
 
-def test_an_error_raised_when_the_cluster_is_gone_is_said_as_its_loss() -> None:
-    """Ray raises all sorts of errors at a job whose cluster went away: the job says the loss."""
-    proc = _job("bug", _closed_port_address(), "-")
+@pytest.mark.parametrize("how", ["bug", "user-error"])
+def test_an_error_raised_when_the_cluster_is_gone_is_said_as_its_loss(how: str) -> None:
+    """Ray raises all sorts of errors at a job whose cluster went away, some of which a job
+    takes for its input's: the launcher says the loss, and only it."""
+    proc = _job(how, _closed_port_address(), "-")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     (line,) = err.strip().splitlines()
