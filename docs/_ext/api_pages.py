@@ -8,6 +8,7 @@ import os
 import pkgutil
 from typing import Any
 
+from generated import write_if_changed
 from sphinx.application import Sphinx
 
 import resseg_ray
@@ -32,13 +33,6 @@ def pages() -> dict[str, list[str]]:
     return out
 
 
-def _write_if_changed(path: str, text: str) -> None:
-    old = open(path).read() if os.path.exists(path) else None
-    if text != old:  # an unchanged file keeps Sphinx's cache of the page
-        with open(path, "w") as f:
-            f.write(text)
-
-
 def _write(app: Sphinx) -> None:
     folder = os.path.join(app.srcdir, "api")
     os.makedirs(folder, exist_ok=True)
@@ -57,7 +51,7 @@ def _write(app: Sphinx) -> None:
         "```",
         "",
     ]
-    _write_if_changed(os.path.join(folder, "index.md"), "\n".join(index))
+    write_if_changed(os.path.join(folder, "index.md"), "\n".join(index))
     for page in order:
         title = "Top-level modules" if page == CORE else f"resseg_ray.{page}"
         body = [f"# {title}", ""]
@@ -68,7 +62,7 @@ def _write(app: Sphinx) -> None:
             bare = mod == f"resseg_ray.{page}"
             options = ["   :no-members:"] if bare else []
             body += [f"## `{mod}`", "", "```{eval-rst}", f".. automodule:: {mod}", *options, "```", ""]
-        _write_if_changed(os.path.join(folder, f"{page}.md"), "\n".join(body))
+        write_if_changed(os.path.join(folder, f"{page}.md"), "\n".join(body))
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

@@ -15,12 +15,9 @@ import importlib
 import os
 from typing import Any
 
+from generated import cell, write_if_changed
 from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
-
-
-def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _flag(action: argparse.Action) -> str:
@@ -63,7 +60,7 @@ def options_table(command: str) -> str:
         if not text.strip():
             missing.append(action.option_strings[0] if action.option_strings else action.dest)
         text = f"{text} {_default(action)}"
-        lines.append(f"| {_flag(action)} | {_cell(text)} |")
+        lines.append(f"| {_flag(action)} | {cell(text)} |")
     if missing:
         raise ExtensionError(f"options of `resseg {command}` without a help text: {', '.join(missing)}")
     return "\n".join(lines) + "\n"
@@ -72,15 +69,10 @@ def options_table(command: str) -> str:
 def _write(app: Sphinx) -> None:
     from resseg_ray.commands import COMMANDS
 
-    folder = os.path.join(app.srcdir, "_generated", "options")
-    os.makedirs(folder, exist_ok=True)
     for command in COMMANDS:
-        path = os.path.join(folder, f"{command}.md")
-        text = options_table(command)
-        old = open(path).read() if os.path.exists(path) else None
-        if text != old:  # an unchanged file keeps Sphinx's cache of the page
-            with open(path, "w") as f:
-                f.write(text)
+        write_if_changed(
+            os.path.join(app.srcdir, "_generated", "options", f"{command}.md"), options_table(command)
+        )
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import types
 import typing
 from typing import Any
 
+from generated import cell, write_if_changed
 from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
-
-ROLE = re.compile(r":(\w+):`")
 
 
 def _type(tp: Any) -> str:
@@ -35,11 +33,6 @@ def _type(tp: Any) -> str:
     if tp is type(None):
         return "None"
     return getattr(tp, "__name__", str(tp))
-
-
-def _cell(text: str) -> str:
-    """Markdown table cell: one line, pipes escaped, reST roles as MyST roles."""
-    return ROLE.sub(r"{\1}`", " ".join(text.split())).replace("|", "\\|")
 
 
 def _value(v: Any) -> str:
@@ -66,7 +59,7 @@ def reference() -> str:
         cls = info.annotation
         assert isinstance(cls, type)
         summary = (inspect.getdoc(cls) or "").split("\n\n")[0]
-        lines += [f"### `{section}`", "", _cell(summary), "", "| Field | Type | Default | Meaning |",
+        lines += [f"### `{section}`", "", cell(summary), "", "| Field | Type | Default | Meaning |",
                   "|---|---|---|---|"]  # fmt: skip
         for name, f in cls.model_fields.items():  # type: ignore[attr-defined]
             doc = inspect.cleandoc(f.description or "")
@@ -79,7 +72,7 @@ def reference() -> str:
             default = f.get_default(call_default_factory=True)
             lines.append(
                 f"| `{section}.{name}` | `{annotation.replace('|', chr(92) + '|')}` | "
-                f"{_value(default).replace('|', chr(92) + '|')} | {_cell(doc)} |"
+                f"{_value(default).replace('|', chr(92) + '|')} | {cell(doc)} |"
             )
         lines.append("")
     if missing:
@@ -89,14 +82,7 @@ def reference() -> str:
 
 
 def _write(app: Sphinx) -> None:
-    folder = os.path.join(app.srcdir, "_generated")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "config_reference.md")
-    text = reference()
-    old = open(path).read() if os.path.exists(path) else None
-    if text != old:  # an unchanged file keeps Sphinx's cache of the page
-        with open(path, "w") as f:
-            f.write(text)
+    write_if_changed(os.path.join(app.srcdir, "_generated", "config_reference.md"), reference())
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
