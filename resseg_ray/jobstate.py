@@ -70,12 +70,6 @@ def launched() -> bool:
     return _path is not None
 
 
-def current() -> JobState:
-    """A copy of this process's state."""
-    with _lock:
-        return dataclasses.replace(_state, open_runs=dict(_state.open_runs))
-
-
 def _update(**changes: Any) -> None:
     global _state
     with _lock:
@@ -109,12 +103,6 @@ def returned(error: str | None = None) -> None:
     an error it did not expect, for the launcher to print): the status that follows is the
     job's own, unless the cluster is gone."""
     _update(returned=True, error=error)
-
-
-def activity() -> str:
-    """What the job was last doing (empty when it never said)."""
-    with _lock:
-        return _state.doing
 
 
 def read(path: str) -> JobState:

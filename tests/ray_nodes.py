@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from resseg_ray.launcher import reachable
 from tests.helpers import free_port, poll
 
 BIN = Path(sys.executable).parent
@@ -41,18 +42,6 @@ class Node:
 
     proc: subprocess.Popen
     node_id: str
-
-
-def _accepts(address: str) -> bool:
-    """Whether something accepts TCP connections at ``host:port``."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 class LocalCluster:
@@ -142,7 +131,7 @@ class LocalCluster:
         self.gcs, self.url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}" if dashboard else ""
         if not dashboard:
             raylet = f"127.0.0.1:{self.last_ports['node-manager-port']}"
-            poll(lambda: _accepts(self.gcs) and _accepts(raylet), timeout=120, interval=0.25,
+            poll(lambda: reachable(self.gcs) and reachable(raylet), timeout=120, interval=0.25,
                  what="GCS and raylet of `ray start --head`")  # fmt: skip
             return
 
