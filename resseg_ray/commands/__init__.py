@@ -49,6 +49,11 @@ COMMANDS: dict[str, Command] = {
         "predict", "predict.py", "Segment whole scenes: mask, probability, polygons, JOSM.", launched=True
     ),
     "evaluate": Command("evaluate", "evaluate.py", "Score building maps against labels, per scene and mean."),
+    "evaluate-damage": Command(
+        "evaluate_damage",
+        "evaluate_damage.py",
+        "Score damage maps as xView2 does: localization, damage, score.",
+    ),
     "finetune": Command(
         "finetune",
         "finetune.py",

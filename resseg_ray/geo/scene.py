@@ -63,10 +63,14 @@ class SceneInfo:
         return (abs(a.a), abs(a.e))
 
     def same_grid(self, other: SceneInfo) -> bool:
-        """True when both rasters share CRS, size and (to 1e-6 pixel) transform."""
+        """True when both rasters share CRS (or both have none), size and (to 1e-6 pixel)
+        transform."""
         if (self.width, self.height) != (other.width, other.height):
             return False
-        if rasterio.crs.CRS.from_user_input(self.crs) != rasterio.crs.CRS.from_user_input(other.crs):
+        if not self.crs or not other.crs:
+            if self.crs or other.crs:
+                return False
+        elif rasterio.crs.CRS.from_user_input(self.crs) != rasterio.crs.CRS.from_user_input(other.crs):
             return False
         tol = 1e-6 * max(self.resolution)
         return bool(np.allclose(self.transform, other.transform, rtol=0, atol=tol))
@@ -143,12 +147,15 @@ def open_scene(
     band_names: Sequence[str] | None = None,
     expected_bands: int | None = None,
     bands_option: str = "data.bands",
+    georeferenced: bool = True,
 ) -> SceneInfo:
     """Open a scene and describe it; check dtype, band selection and band count.
 
     ``bands`` are 1-based indexes in model input order (default: every non-alpha band), as
     the user gave them with ``bands_option`` (named in errors, e.g. ``--bands``).
-    ``expected_bands`` is the band count the configuration or model expects.
+    ``expected_bands`` is the band count the configuration or model expects. A raster
+    without a CRS is refused unless not ``georeferenced`` is asked (a pixel grid only, e.g.
+    a PNG mask to score: its CRS is then ``""``).
     """
     ds = _open(uri, settings)
     if ds.count < 1:
@@ -195,7 +202,7 @@ def open_scene(
             raise InputDataError(f"{uri}: {len(names)} band names given for {len(selected)} bands")
     else:
         names = tuple(ds.descriptions[b - 1] or f"band{b}" for b in selected)
-    if ds.crs is None:
+    if ds.crs is None and georeferenced:
         raise InputDataError(f"{uri} has no CRS; georeference it (e.g. gdal_edit.py -a_srs)")
     return SceneInfo(
         uri=uri,
@@ -203,7 +210,7 @@ def open_scene(
         height=ds.height,
         count=ds.count,
         dtype=dtype,
-        crs=ds.crs.to_wkt(),
+        crs=ds.crs.to_wkt() if ds.crs is not None else "",
         transform=tuple(ds.transform)[:6],
         nodata=ds.nodata,
         bands=selected,
