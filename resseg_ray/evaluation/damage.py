@@ -21,12 +21,10 @@ one class) takes the damage class that most of its pixels predicted as a buildin
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from rasterio.errors import NotGeoreferencedWarning
 
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, IGNORE, NUM_DAMAGE_VALUES
@@ -203,19 +201,17 @@ def score_pair(
     counts ``rows`` rows at a time, and with ``buildings`` each footprint too (pairs of at
     most :data:`MAX_BUILDING_PIXELS` pixels; larger ones get ``buildings=None``)."""
     start = time.perf_counter()
-    with warnings.catch_warnings():  # a plain pixel grid (a PNG mask) is allowed: no warning about it
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        pred, truth = _open_pair(pred_uri, truth_uri, settings)
-        counts = DamageCounts(_pixel_counts(pred, truth, settings, rows), None)
-        if counts.pixels.sum() == 0:
-            raise InputDataError(
-                f"{pred_uri}: no pixel to score: the prediction and the truth {truth_uri} share no valid "
-                f"pixel (one of them is no data, or {IGNORE}, everywhere); check the pair"
-            )
-        if buildings and truth.width * truth.height <= MAX_BUILDING_PIXELS:
-            p = _checked(*_band(pred, settings, 0, pred.height), pred.uri, "prediction")
-            t = _checked(*_band(truth, settings, 0, truth.height), truth.uri, "truth")
-            counts.buildings = building_counts(p, t)
+    pred, truth = _open_pair(pred_uri, truth_uri, settings)
+    counts = DamageCounts(_pixel_counts(pred, truth, settings, rows), None)
+    if counts.pixels.sum() == 0:
+        raise InputDataError(
+            f"{pred_uri}: no pixel to score: the prediction and the truth {truth_uri} share no valid "
+            f"pixel (one of them is no data, or {IGNORE}, everywhere); check the pair"
+        )
+    if buildings and truth.width * truth.height <= MAX_BUILDING_PIXELS:
+        p = _checked(*_band(pred, settings, 0, pred.height), pred.uri, "prediction")
+        t = _checked(*_band(truth, settings, 0, truth.height), truth.uri, "truth")
+        counts.buildings = building_counts(p, t)
     name = scene_stem(pred_uri).removesuffix(".png")
     for suffix in ("_damage", "_pred", "_prediction"):
         name = name.removesuffix(suffix)

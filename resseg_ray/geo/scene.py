@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from resseg_ray.errors import InputDataError
@@ -81,7 +82,9 @@ _cache: OrderedDict[tuple, rasterio.io.DatasetReader] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _open(uri: str, settings: StorageSettings) -> rasterio.io.DatasetReader:
+def open_dataset(uri: str, settings: StorageSettings) -> rasterio.io.DatasetReader:
+    """The rasterio dataset of ``uri``, opened once per process and thread (cached; do not
+    close it): what :func:`read_window` reads, for readers of another kind (a warped VRT)."""
     # Local files are keyed by (mtime, size) too: a file rewritten by another process is reopened.
     version: tuple = ()
     if not is_remote(uri):
@@ -99,7 +102,10 @@ def _open(uri: str, settings: StorageSettings) -> rasterio.io.DatasetReader:
             _cache.move_to_end(key)
             return ds
     try:
-        with gdal_env(settings):
+        # a raster without a CRS is refused (open_scene) or wanted (a plain mask to score):
+        # rasterio's warning about it says nothing to a user either way
+        with gdal_env(settings), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(gdal_path(uri), driver=settings.driver)
     except RasterioIOError as exc:
         raise InputDataError(_explain_open_error(uri, exc)) from None
@@ -157,7 +163,7 @@ def open_scene(
     without a CRS is refused unless not ``georeferenced`` is asked (a pixel grid only, e.g.
     a PNG mask to score: its CRS is then ``""``).
     """
-    ds = _open(uri, settings)
+    ds = open_dataset(uri, settings)
     if ds.count < 1:
         raise InputDataError(f"{uri} has no bands")
     dtype = ds.dtypes[0]
@@ -240,7 +246,7 @@ def read_window(
         return data, valid
     win = Window(c0, r0, c1 - c0, r1 - r0)
     ys, xs = slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off)
-    ds = _open(info.uri, settings)
+    ds = open_dataset(info.uri, settings)
     try:
         with gdal_env(settings):
             inner = ds.read(list(info.bands), window=win)
