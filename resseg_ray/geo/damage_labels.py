@@ -1,4 +1,5 @@
-"""Damage labels: the four damage classes of xBD / xView2 and their raster values.
+"""Damage labels: the four damage classes of xBD / xView2, their raster values, and damage
+rasters burned from building footprints that carry a damage field.
 
 A damage raster holds 0 (background), 1 ``no-damage``, 2 ``minor-damage``, 3
 ``major-damage``, 4 ``destroyed`` and 255 (no data: unlabelled, ``un-classified``, outside
@@ -7,7 +8,18 @@ the image). Declared here only; every stage imports them.
 
 from __future__ import annotations
 
-from resseg_ray.geo.labels import IGNORE
+from resseg_ray.errors import InputDataError
+from resseg_ray.geo.labels import (
+    IGNORE,
+    Footprints,
+    LabelReport,
+    rasterize_footprints,
+    scene_valid_mask,
+    warn_footprints_miss,
+    write_label_raster,
+)
+from resseg_ray.geo.scene import SceneInfo
+from resseg_ray.geo.storage import StorageSettings
 
 BACKGROUND = 0
 """Damage raster value of pixels that are not a building."""
@@ -19,7 +31,16 @@ NUM_DAMAGE_VALUES = len(DAMAGE_CLASSES) + 1
 UNCLASSIFIED = "un-classified"
 """xBD's subtype of buildings whose damage was not graded: no data, not a class."""
 
-__all__ = ["BACKGROUND", "DAMAGE_CLASSES", "IGNORE", "NUM_DAMAGE_VALUES", "UNCLASSIFIED", "damage_value"]
+__all__ = [
+    "BACKGROUND",
+    "DAMAGE_CLASSES",
+    "IGNORE",
+    "NUM_DAMAGE_VALUES",
+    "UNCLASSIFIED",
+    "damage_value",
+    "damage_values",
+    "make_damage_raster",
+]
 
 
 def damage_value(subtype: str) -> int:
@@ -34,3 +55,65 @@ def damage_value(subtype: str) -> int:
             f"unknown damage subtype {subtype!r}; expected one of {', '.join(DAMAGE_CLASSES)} "
             f"or {UNCLASSIFIED}"
         ) from None
+
+
+def damage_values(footprints: Footprints, field: str) -> list[int]:
+    """Each footprint's damage raster value from its ``field`` value: a subtype name of
+    :data:`DAMAGE_CLASSES` (any case, ``_`` or ``-``), its number 1..4, or ``un-classified``,
+    empty or missing (255: not graded). Anything else is an error naming the file, the field,
+    the value and how many footprints carry it."""
+    if footprints.values is None:
+        raise ValueError("footprints read without their damage field")
+    names = {name: i for i, name in enumerate(DAMAGE_CLASSES, 1)}
+    out: list[int] = []
+    odd: dict[str, int] = {}
+    for v in footprints.values:
+        if v is None or (isinstance(v, float) and v != v) or str(v).strip() == "":
+            out.append(IGNORE)
+            continue
+        key = str(v).strip().lower().replace("_", "-")
+        if key in names:
+            out.append(names[key])
+        elif key == UNCLASSIFIED:
+            out.append(IGNORE)
+        elif key in {"1", "2", "3", "4", "1.0", "2.0", "3.0", "4.0"}:
+            out.append(int(float(key)))
+        else:
+            odd[str(v)] = odd.get(str(v), 0) + 1
+            out.append(IGNORE)
+    if odd:
+        shown = ", ".join(f"{k!r} ({n})" for k, n in list(odd.items())[:5])
+        raise InputDataError(
+            f"footprints {footprints.uri}: field {field!r} holds values that are no damage class: {shown}; "
+            f"expected {', '.join(DAMAGE_CLASSES)} (or 1..4), or {UNCLASSIFIED}"
+        )
+    return out
+
+
+def make_damage_raster(
+    scene: SceneInfo, footprints: Footprints, field: str, out_uri: str, settings: StorageSettings
+) -> LabelReport:
+    """Burn footprints with their damage (``field``, :func:`damage_values`) onto ``scene``'s
+    grid as a damage raster (0 background, 1..4, 255 no data: not graded, or no scene data;
+    ungraded footprints burned last so no class claims their pixels) and write ``out_uri``."""
+    values = damage_values(footprints, field)
+    order = sorted(range(len(values)), key=lambda i: values[i] == IGNORE)
+    ordered = Footprints(footprints.uri, footprints.crs, [footprints.geometries[i] for i in order])
+    burned, hits = rasterize_footprints(scene, ordered, [values[i] for i in order])
+    if hits == 0:
+        warn_footprints_miss(footprints.uri, scene.uri)
+    valid = scene_valid_mask(scene, settings)
+    if not valid.any():
+        raise InputDataError(f"scene {scene.uri} has no valid pixels (all no-data)")
+    burned[~valid] = IGNORE
+    description = (
+        "0 background, " + ", ".join(f"{i} {n}" for i, n in enumerate(DAMAGE_CLASSES, 1)) + ", 255 no data"
+    )
+    write_label_raster(scene, burned, out_uri, settings, description)
+    return LabelReport(
+        scene_uri=scene.uri,
+        label_uri=out_uri,
+        footprints=hits,
+        building_pixels=int(((burned >= 1) & (burned <= len(DAMAGE_CLASSES))).sum()),
+        ignore_pixels=int((burned == IGNORE).sum()),
+    )

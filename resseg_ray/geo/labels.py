@@ -37,11 +37,13 @@ class FootprintsMissScene(UserWarning):
 
 @dataclass(frozen=True)
 class Footprints:
-    """Building polygons as GeoJSON-like geometries in ``crs``."""
+    """Building polygons as GeoJSON-like geometries in ``crs``; with ``values``, each one's
+    value of the attribute asked for (in the geometries' order)."""
 
     uri: str
     crs: str
     geometries: list[dict]
+    values: list[object] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,12 @@ class LabelReport:
     ignore_pixels: int
 
 
-def read_footprints(uri: str, settings: StorageSettings, what: str = "footprints") -> Footprints:
+def read_footprints(
+    uri: str, settings: StorageSettings, what: str = "footprints", attribute: str | None = None
+) -> Footprints:
     """Read polygons from a vector file of :data:`VECTOR_SUFFIXES` (local or s3://); a file of
-    geometries none of which is a polygon is refused (``what`` names the file's role)."""
+    geometries none of which is a polygon is refused (``what`` names the file's role). With
+    ``attribute``, each polygon's value of that field too (a file without it is refused)."""
     import shapely
 
     with tempfile.TemporaryDirectory(prefix="resseg-vec-") as tmp:
@@ -72,8 +77,15 @@ def read_footprints(uri: str, settings: StorageSettings, what: str = "footprints
                         raise InputDataError(f"{uri}: the shapefile's {ext} file is missing") from None
         if not os.path.exists(path):
             raise InputDataError(f"footprints {uri}: the file does not exist")
+        if attribute is not None:
+            if path.lower().endswith(".osm"):
+                raise InputDataError(
+                    f"{what} {uri}: an OSM file has no field {attribute!r} to read; give the buildings as "
+                    "GeoJSON, GeoPackage, FlatGeobuf, Shapefile or GeoParquet with that field"
+                )
+            _check_attribute(uri, path, attribute, what)
         try:
-            crs, geoms = _read_geometries(path)
+            crs, geoms, values = _read_geometries(path, attribute)
         except Exception as exc:
             raise InputDataError(
                 f"footprints {uri} cannot be read as vector data (GeoJSON, GeoPackage, Shapefile, "
@@ -84,24 +96,53 @@ def read_footprints(uri: str, settings: StorageSettings, what: str = "footprints
             crs = "EPSG:4326"  # RFC 7946: GeoJSON without a crs member is WGS 84
         else:
             raise InputDataError(f"footprints {uri} have no CRS; add a .prj / define the layer's CRS")
-    shapes = shapely.from_wkb([g for g in geoms if g is not None])
+    kept = [i for i, g in enumerate(geoms) if g is not None]
+    shapes = shapely.from_wkb([geoms[i] for i in kept])
     _check_coordinates(uri, CRS.from_user_input(crs), shapes)
-    polys = [
-        shapely.geometry.mapping(s)
-        for s in shapes
+    polygonal = [
+        j
+        for j, s in enumerate(shapes)
         if s is not None and not s.is_empty and s.geom_type in ("Polygon", "MultiPolygon")
     ]
+    polys = [shapely.geometry.mapping(shapes[j]) for j in polygonal]
     kinds = sorted({s.geom_type for s in shapes if s is not None and not s.is_empty})
     if kinds and not polys:
         raise InputDataError(
             f"{what} {uri} holds no polygons (only {', '.join(kinds)} geometries): buildings must be "
             "given as polygons (outlines), not points or lines"
         )
-    return Footprints(uri=uri, crs=CRS.from_user_input(crs).to_wkt(), geometries=polys)
+    return Footprints(
+        uri=uri,
+        crs=CRS.from_user_input(crs).to_wkt(),
+        geometries=polys,
+        values=None if values is None else [values[kept[j]] for j in polygonal],
+    )
 
 
-def _read_geometries(path: str) -> tuple[str | None, list[bytes | None]]:
-    """CRS and WKB geometries of a local vector file."""
+def _check_attribute(uri: str, path: str, attribute: str, what: str) -> None:
+    """Refuse a vector file without the field ``attribute`` (naming the fields it has)."""
+    import pyogrio
+
+    if path.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        fields = list(pq.read_schema(path).names)
+    else:
+        try:
+            fields = list(pyogrio.read_info(path)["fields"])
+        except Exception:
+            return  # unreadable: said by the read that follows
+    if attribute not in fields:
+        raise InputDataError(
+            f"{what} {uri} has no field {attribute!r} (its fields: {', '.join(fields) or 'none'}); "
+            "name the field that holds each building's damage"
+        )
+
+
+def _read_geometries(
+    path: str, attribute: str | None = None
+) -> tuple[str | None, list[bytes | None], list | None]:
+    """CRS, WKB geometries and (with ``attribute``) that field's values of a local vector file."""
     import pyogrio
 
     lower = path.lower()
@@ -109,7 +150,8 @@ def _read_geometries(path: str) -> tuple[str | None, list[bytes | None]]:
         import geopandas as gpd
 
         frame = gpd.read_parquet(path)
-        return (frame.crs.to_wkt() if frame.crs else None), list(frame.geometry.to_wkb())
+        values = None if attribute is None else frame[attribute].tolist()
+        return (frame.crs.to_wkt() if frame.crs else None), list(frame.geometry.to_wkb()), values
     if lower.endswith(".osm"):
         # buildings only; JOSM files number new objects with negative ids, which GDAL's own
         # node index refuses
@@ -120,9 +162,10 @@ def _read_geometries(path: str) -> tuple[str | None, list[bytes | None]]:
             )
         finally:
             pyogrio.set_gdal_config_options({"OSM_USE_CUSTOM_INDEXING": None})
-        return meta.get("crs") or "EPSG:4326", list(geoms)
-    meta, _, geoms, _ = pyogrio.raw.read(path, read_geometry=True, columns=[])
-    return meta.get("crs"), list(geoms)
+        return meta.get("crs") or "EPSG:4326", list(geoms), None
+    columns = [] if attribute is None else [attribute]
+    meta, _, geoms, fields = pyogrio.raw.read(path, read_geometry=True, columns=columns)
+    return meta.get("crs"), list(geoms), None if attribute is None else list(fields[0])
 
 
 def _check_coordinates(uri: str, crs: CRS, shapes: np.ndarray) -> None:
@@ -149,8 +192,12 @@ def _check_coordinates(uri: str, crs: CRS, shapes: np.ndarray) -> None:
             )
 
 
-def rasterize_footprints(info: SceneInfo, footprints: Footprints) -> tuple[np.ndarray, int]:
-    """Burn footprints onto the scene grid: uint8 0/1 array and the number that touch it."""
+def rasterize_footprints(
+    info: SceneInfo, footprints: Footprints, values: list[int] | None = None
+) -> tuple[np.ndarray, int]:
+    """Burn footprints onto the scene grid: a uint8 array of 0 and 1 (``values``: each
+    footprint's own value, burned in order, so a later one wins where they overlap) and the
+    number that touch it."""
     dst_crs = CRS.from_wkt(info.crs)
     src_crs = CRS.from_wkt(footprints.crs)
     geoms = footprints.geometries
@@ -160,11 +207,12 @@ def rasterize_footprints(info: SceneInfo, footprints: Footprints) -> tuple[np.nd
     right, bottom = info.affine @ (info.width, info.height)
     xmin, xmax = sorted((left, right))
     ymin, ymax = sorted((bottom, top))
-    inside = [g for g in geoms if _bbox_hits(g, xmin, ymin, xmax, ymax)]
+    burn = values if values is not None else [BUILDING] * len(geoms)
+    inside = [(g, v) for g, v in zip(geoms, burn, strict=True) if _bbox_hits(g, xmin, ymin, xmax, ymax)]
     if not inside:
         return np.zeros((info.height, info.width), np.uint8), 0
     burned = rasterio.features.rasterize(
-        ((g, BUILDING) for g in inside),
+        inside,
         out_shape=(info.height, info.width),
         transform=info.affine,
         fill=GROUND,
@@ -213,9 +261,16 @@ def scene_valid_mask(info: SceneInfo, settings: StorageSettings, strip: int = 10
     return valid
 
 
-def write_label_raster(info: SceneInfo, labels: np.ndarray, uri: str, settings: StorageSettings) -> None:
+def write_label_raster(
+    info: SceneInfo,
+    labels: np.ndarray,
+    uri: str,
+    settings: StorageSettings,
+    description: str = "0 ground, 1 building, 255 ignore",
+) -> None:
     """Write a uint8 label raster on the scene grid, atomically: a cloud-optimised GeoTIFF
-    (256 px tiles, deflate, nearest-neighbour overviews), nodata 255."""
+    (256 px tiles, deflate, nearest-neighbour overviews), nodata 255, ``description`` saying
+    what its values mean."""
     profile = {
         "driver": "COG",
         "width": info.width,
@@ -231,7 +286,7 @@ def write_label_raster(info: SceneInfo, labels: np.ndarray, uri: str, settings: 
     }
     with atomic_output(uri, settings, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(labels, 1)
-        dst.set_band_description(1, "0 ground, 1 building, 255 ignore")
+        dst.set_band_description(1, description)
 
 
 def make_label_raster(
