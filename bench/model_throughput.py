@@ -147,7 +147,7 @@ def runtime_rows(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", nargs="+", default=[*list_models(), REFERENCE])
+    parser.add_argument("--archs", nargs="+", default=[*list_models("buildings"), REFERENCE])
     parser.add_argument("--size", type=int, default=512, help="tile side in pixels (512)")
     parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass (4)")
     parser.add_argument("--bands", type=int, default=4)

@@ -11,6 +11,7 @@ from resseg_ray.errors import ConfigError
 from resseg_ray.models.base import ModelSpec, SegmentationNet
 from resseg_ray.models.resnet import RESNET_UNITS
 from resseg_ray.models.resseg import ResSegNet
+from resseg_ray.models.siamese import SiameseResSegNet
 from resseg_ray.models.unet import UNet
 
 
@@ -22,6 +23,9 @@ class Architecture:
     description: str
     factory: Callable[..., SegmentationNet]
     options: Mapping[str, Any]  # option name -> default
+    task: str = "buildings"
+    """What it maps: ``buildings`` (one image in, ground/building out) or ``damage`` (a pre
+    and a post image in, background and four damage classes out)."""
 
 
 def _prop(depth: int) -> Architecture:
@@ -32,6 +36,17 @@ def _prop(depth: int) -> Architecture:
         "+ deconvolutional decoder (paper)",
         factory=lambda spec, pool_kernel: ResSegNet(spec, depth, pool_kernel=pool_kernel),
         options={"pool_kernel": 2},
+    )
+
+
+def _damage(depth: int) -> Architecture:
+    return Architecture(
+        name=f"damage-prop{depth}",
+        description=f"Siamese damage network: one ResNet-{depth} encoder over the pre and post images, "
+        "features fused per level, the paper's decoder (background + 4 damage classes)",
+        factory=lambda spec, pool_kernel: SiameseResSegNet(spec, depth, pool_kernel=pool_kernel),
+        options={"pool_kernel": 2},
+        task="damage",
     )
 
 
@@ -49,15 +64,23 @@ _REGISTRY["unet35"] = Architecture(
     {},
 )
 
+_REGISTRY.update({a.name: a for a in (_damage(d) for d in sorted(RESNET_UNITS))})
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
-    return list(_REGISTRY)
+
+def list_models(task: str | None = None) -> list[str]:
+    """Names accepted by :func:`build_model`: all, or those of one ``task`` (``buildings``,
+    ``damage``)."""
+    return [name for name, arch in _REGISTRY.items() if task is None or arch.task == task]
 
 
 def describe_models() -> dict[str, str]:
     """Name -> one-line description of every registered architecture."""
     return {name: arch.description for name, arch in _REGISTRY.items()}
+
+
+def model_task(name: str) -> str:
+    """The task of a registered architecture (``buildings`` or ``damage``)."""
+    return _REGISTRY[name].task
 
 
 def _check_int(field: str, value: Any, minimum: int, hint: str) -> int:

@@ -44,10 +44,14 @@ class ResSegNet(SegmentationNet):
     gives C logits. Softmax is left to the loss / the caller.
     """
 
-    def __init__(self, spec: ModelSpec, depth: int, pool_kernel: int = 2) -> None:
+    def __init__(
+        self, spec: ModelSpec, depth: int, pool_kernel: int = 2, encoder_bands: int | None = None
+    ) -> None:
         super().__init__(spec)
         self.depth = depth
-        self.encoder = ResNetEncoder(depth, spec.in_bands, pool_kernel=pool_kernel)
+        # the encoder sees ``encoder_bands`` (default all input bands; one image of a pair in
+        # the Siamese network), the input branch every input band
+        self.encoder = ResNetEncoder(depth, encoder_bands or spec.in_bands, pool_kernel=pool_kernel)
         enc = self.encoder.out_channels
         widths = DECODER_WIDTHS_SHALLOW if depth <= 34 else DECODER_WIDTHS_DEEP
         skips = (enc[3], enc[2], enc[1], enc[0])
@@ -70,7 +74,11 @@ class ResSegNet(SegmentationNet):
         return [self.encoder]
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
-        c1, c2, c3, c4, c5 = self.encoder(x)
+        return self.decode(self.encoder(x), x)
+
+    def decode(self, features: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits from the encoder's five outputs (full resolution first) and the input."""
+        c1, c2, c3, c4, c5 = features
         y = c5
         for block, skip in zip(self.decoder[:4], (c4, c3, c2, c1), strict=True):
             y = torch.cat([block(y), skip], dim=1)

@@ -109,7 +109,7 @@ def check_arch(name: str) -> None:
     """A clear error naming model.arch when it is not a registered architecture."""
     from resseg_ray.models.registry import list_models
 
-    known = list_models()
+    known = list_models("buildings")
     if name not in known:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""

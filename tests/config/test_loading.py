@@ -73,7 +73,7 @@ def test_shipped_configs_load_and_cover_table_ii() -> None:
     assert (refine.train.refine_start, refine.train.freeze_bn) == ("adapted", True)
     assert (refine.train.lr, refine.train.l2sp, refine.train.min_gain) == (0.001, 10.0, 0.01)
     archs = {load_config(p).model.arch for p in CONFIGS.glob("paper_*.yaml")}
-    assert archs == set(list_models())
+    assert archs == set(list_models("buildings"))
 
 
 def test_worker_resources_reach_the_config() -> None:

@@ -9,7 +9,7 @@ from resseg_ray.models import build_from_spec, build_model, describe_models, lis
 
 
 def test_lists_every_paper_architecture() -> None:
-    assert list_models() == [
+    assert list_models("buildings") == [
         "prop18",
         "prop34",
         "prop50",
@@ -20,6 +20,9 @@ def test_lists_every_paper_architecture() -> None:
         "unet35",
     ]
     assert set(describe_models()) == set(list_models())
+    depths = (18, 34, 50, 101, 152, 200)
+    assert list_models("damage") == [f"damage-prop{d}" for d in depths]  # any depth of Table I
+    assert list_models() == list_models("buildings") + list_models("damage")
 
 
 def test_spec_round_trip() -> None:
