@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import rasterio.features
@@ -96,11 +97,27 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float)
 
 
 @dataclass
-class _Building:
-    polygon: Polygon  # in ground pixels (x right, y down)
+class Building:
+    """A simulated building: its outline in ground pixels (x right, y down), roof, height."""
+
+    polygon: Polygon
     roof: str
     height_m: float
     gabled: bool
+
+
+class GroundEffects(Protocol):
+    """What an event does to a place (:mod:`resseg_ray.demo.disasters`): how tall each building
+    still stands (for its shadow) and what the ground and roofs look like after it."""
+
+    def heights(self, buildings: list[Building]) -> list[float]:
+        """Each building's height in metres after the event."""
+        ...
+
+    def apply(self, refl: np.ndarray, cover: np.ndarray, ids: np.ndarray, buildings: list[Building]) -> None:
+        """Change the reflectance ``(4, H, W)`` and cover map in place, before shadows are cast;
+        ``ids`` holds each ground pixel's building index + 1 (0: none)."""
+        ...
 
 
 def _road_network(rng: np.random.Generator, w: int, h: int, land: Landscape) -> tuple[list, float]:
@@ -125,13 +142,13 @@ def _road_network(rng: np.random.Generator, w: int, h: int, land: Landscape) -> 
 
 def _buildings(
     rng: np.random.Generator, w: int, h: int, land: Landscape, angle: float, blocked, density: np.ndarray
-) -> list[_Building]:
+) -> list[Building]:
     """Buildings on a jittered lattice aligned with the road grid, avoiding roads and water."""
     smin, smax = (s / BASE_RES for s in land.building_size)
     lot = smax * 1.35 + 6
     diag = math.hypot(w, h)
     cx, cy = w / 2, h / 2
-    out: list[_Building] = []
+    out: list[Building] = []
     n = int(diag / lot) + 2
     ca, sa = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     for i in range(-n // 2, n // 2 + 1):
@@ -167,7 +184,7 @@ def _buildings(
             if poly.is_empty or not poly.is_valid or blocked.intersects(poly):
                 continue
             out.append(
-                _Building(
+                Building(
                     polygon=poly,
                     roof=str(rng.choice(land.roofs)),
                     height_m=float(rng.uniform(8, 16) if big else rng.uniform(3, 10)),
@@ -177,7 +194,8 @@ def _buildings(
     return out
 
 
-def _burn(shapes, shape: tuple[int, int], value=1, dtype="uint8") -> np.ndarray:
+def burn_shapes(shapes, shape: tuple[int, int], value=1, dtype="uint8") -> np.ndarray:
+    """``(geometry, value)`` pairs in ground pixels burned onto a zero array of ``shape``."""
     shapes = list(shapes)
     if not shapes:
         return np.zeros(shape, dtype=dtype)
@@ -207,8 +225,11 @@ def _cast_shadow(mask: np.ndarray, length_px: float, azimuth: float) -> np.ndarr
     return shadow
 
 
-def render_ground(spec: SceneSpec) -> tuple[np.ndarray, list[_Building], np.ndarray]:
-    """Simulate the ground at 0.5 m: reflectance (4, H, W), buildings, and a cover map."""
+def render_ground(
+    spec: SceneSpec, effects: GroundEffects | None = None
+) -> tuple[np.ndarray, list[Building], np.ndarray]:
+    """Simulate the ground at 0.5 m: reflectance (4, H, W), buildings, and a cover map; with
+    ``effects``, as an event left it (the place itself, drawn from ``spec.seed``, is the same)."""
     land = LANDSCAPES[spec.landscape]
     rng = np.random.default_rng(spec.seed)
     w, h = round(spec.width_m / BASE_RES), round(spec.height_m / BASE_RES)
@@ -243,12 +264,12 @@ def render_ground(spec: SceneSpec) -> tuple[np.ndarray, list[_Building], np.ndar
     refl[:] = soil * (1 - t1) + dry * t1
     refl[:] = refl * (1 - t2) + grass * t2
 
-    road_mask = _burn([(g, 1) for g in roads], shape).astype(bool)
+    road_mask = burn_shapes([(g, 1) for g in roads], shape).astype(bool)
     cover = np.zeros(shape, np.uint8)  # 0 land, 1 road, 2 water, 3 tree, 4 building, 5 shadow
     refl[:, road_mask] = np.asarray(SURFACES["asphalt"], np.float32)[:, None]
     # Pavements along the roads.
     curb = [g.buffer(2.0 / BASE_RES).difference(g) for g in roads]
-    curb_mask = _burn([(g, 1) for g in curb if not g.is_empty], shape).astype(bool) & ~road_mask
+    curb_mask = burn_shapes([(g, 1) for g in curb if not g.is_empty], shape).astype(bool) & ~road_mask
     refl[:, curb_mask] = np.asarray(SURFACES["pavement"], np.float32)[:, None]
     cover[road_mask] = 1
     refl[:, water] = np.asarray(SURFACES["water"], np.float32)[:, None]
@@ -265,20 +286,21 @@ def render_ground(spec: SceneSpec) -> tuple[np.ndarray, list[_Building], np.ndar
         for x, y, r, k in zip(tx, ty, radii, keep, strict=True)
         if k
     ]
-    tree_mask = _burn([(c, 1) for c in crowns], shape).astype(bool)
+    tree_mask = burn_shapes([(c, 1) for c in crowns], shape).astype(bool)
 
-    building_mask = _burn([(b.polygon, 1) for b in buildings], shape).astype(bool)
+    building_mask = burn_shapes([(b.polygon, 1) for b in buildings], shape).astype(bool)
     tree_mask &= ~building_mask
 
     # Shadows of buildings (by height group) and trees.
     tan_e = math.tan(math.radians(spec.sun_elevation))
     shadow = np.zeros(shape, bool)
-    for lo, hi in ((0, 5), (5, 9), (9, 99)):
-        group = [b.polygon for b in buildings if lo <= b.height_m < hi]
+    heights = [b.height_m for b in buildings] if effects is None else effects.heights(buildings)
+    for lo, hi in ((0.5, 5), (5, 9), (9, 99)):  # below 0.5 m (rubble) no shadow to speak of
+        group = [b.polygon for b, z in zip(buildings, heights, strict=True) if lo <= z < hi]
         if group:
-            mean_h = float(np.mean([b.height_m for b in buildings if lo <= b.height_m < hi]))
+            mean_h = float(np.mean([z for z in heights if lo <= z < hi]))
             shadow |= _cast_shadow(
-                _burn([(p, 1) for p in group], shape).astype(bool),
+                burn_shapes([(p, 1) for p in group], shape).astype(bool),
                 mean_h / tan_e / BASE_RES,
                 spec.sun_azimuth,
             )
@@ -290,8 +312,8 @@ def render_ground(spec: SceneSpec) -> tuple[np.ndarray, list[_Building], np.ndar
     cover[tree_mask] = 3
 
     # Roofs: material per building, gabled roofs with a lit and a shaded side.
+    ids = burn_shapes([(b.polygon, i + 1) for i, b in enumerate(buildings)], shape, dtype="int32")
     if buildings:
-        ids = _burn([(b.polygon, i + 1) for i, b in enumerate(buildings)], shape, dtype="int32")
         n = len(buildings)
         base = np.stack([np.asarray(ROOFS[b.roof], np.float32) for b in buildings]) * rng.uniform(
             0.85, 1.15, (n, 1)
@@ -318,6 +340,8 @@ def render_ground(spec: SceneSpec) -> tuple[np.ndarray, list[_Building], np.ndar
         factor = np.where(side, lit[k], 1.94 - lit[k])
         refl[:, ys, xs] = (base[k] * factor[:, None]).T
     cover[building_mask] = 4
+    if effects is not None:
+        effects.apply(refl, cover, ids, buildings)
     refl[:, shadow] = refl[:, shadow] * 0.32 + np.array([0.012, 0.01, 0.006, 0.004], np.float32)[:, None]
     cover[shadow] = 5
 

@@ -13,19 +13,27 @@ from rasterio.crs import CRS
 from shapely import affinity
 from shapely.geometry import mapping
 
-from resseg_ray.demo.landscape import BASE_RES, render_ground
+from resseg_ray.demo.landscape import BASE_RES, GroundEffects, render_ground
 from resseg_ray.demo.sensor import BAND_NAMES, SENSORS, image_with_sensor
 from resseg_ray.demo.specs import DemoSet, SceneSpec, default_demo
+from resseg_ray.geo.damage_labels import DAMAGE_CLASSES
 from resseg_ray.geo.storage import StorageSettings, atomic_output, join_uri, write_bytes
 
 
 def write_scene(
-    spec: SceneSpec, scene_uri: str, footprints_uri: str, settings: StorageSettings | None = None
+    spec: SceneSpec,
+    scene_uri: str,
+    footprints_uri: str,
+    settings: StorageSettings | None = None,
+    effects: GroundEffects | None = None,
 ) -> dict:
-    """Simulate one scene; write its GeoTIFF and its footprints GeoJSON. Returns a summary."""
+    """Simulate one scene (with ``effects``, after an event: its footprints then carry each
+    building's damage as ``subtype``); write its GeoTIFF and its footprints GeoJSON. Returns a
+    summary."""
     settings = settings or StorageSettings()
     sensor = SENSORS[spec.sensor]
-    refl, buildings, _ = render_ground(spec)
+    refl, buildings, _ = render_ground(spec, effects)
+    damage = getattr(effects, "grades", None)
     rng = np.random.default_rng(spec.seed + 1000)
     dn = image_with_sensor(refl, spec, sensor, rng)
     _, h, w = dn.shape
@@ -62,13 +70,10 @@ def write_scene(
     for i, b in enumerate(buildings):
         geom = mapping(affinity.affine_transform(b.polygon, to_map))
         geom = rasterio.warp.transform_geom(CRS.from_epsg(spec.epsg), CRS.from_epsg(4326), geom, precision=8)
-        features.append(
-            {
-                "type": "Feature",
-                "properties": {"id": i, "roof": b.roof, "height_m": round(b.height_m, 1)},
-                "geometry": geom,
-            }
-        )
+        props: dict[str, object] = {"id": i, "roof": b.roof, "height_m": round(b.height_m, 1)}
+        if damage:
+            props["subtype"] = DAMAGE_CLASSES[damage[i] - 1]
+        features.append({"type": "Feature", "properties": props, "geometry": geom})
     fc = {"type": "FeatureCollection", "features": features}
     write_bytes(footprints_uri, json.dumps(fc).encode(), settings)
     return {
