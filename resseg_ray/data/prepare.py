@@ -85,7 +85,7 @@ class PreparedDataset:
 
 
 def _label_task(
-    scene: SceneInfo, footprints_uri: str | None, label_uri: str, settings: StorageSettings
+    scene: SceneInfo, footprints_uri: str | None, label_uri: str, settings: StorageSettings, num_classes: int
 ) -> tuple[SceneInfo, int | None, list[str]]:
     """Rasterize (or check) one scene's labels; returns warnings instead of emitting them."""
     with warnings.catch_warnings(record=True) as caught:
@@ -97,7 +97,7 @@ def _label_task(
             hits: int | None = report.footprints
         else:
             hits = None
-        labels = check_label_raster(scene, label_uri, settings)
+        labels = check_label_raster(scene, label_uri, settings, num_classes)
     return labels, hits, [str(w.message) for w in caught if issubclass(w.category, FootprintsMissScene)]
 
 
@@ -197,6 +197,7 @@ def prepare_dataset(
         raise InputDataError("no training scenes given (--scenes)")
     out = normalize_uri(out)
     dc = cfg.data
+    num_classes = len(cfg.model.class_names)  # labels 0..num_classes - 1 (2: ground, building)
 
     def resolve(uris: list[str], fps: list[str] | None, lbls: list[str] | None, what: str):
         infos = [
@@ -213,7 +214,7 @@ def prepare_dataset(
             raise InputDataError(f"give {what} footprints or label rasters, not both")
         if not fps and not lbls:
             raise InputDataError(f"{what} scenes need --footprints (vector) or --labels (rasters)")
-        jobs: list[tuple[SceneInfo, str | None, str, StorageSettings]] = []
+        jobs: list[tuple[SceneInfo, str | None, str, StorageSettings, int]] = []
         for k, info in enumerate(infos):
             if fps:
                 if len(fps) not in (1, len(infos)):
@@ -222,14 +223,13 @@ def prepare_dataset(
                         "or one per scene"
                     )
                 fp = normalize_uri(fps[0] if len(fps) == 1 else fps[k])
-                jobs.append(
-                    (info, fp, join_uri(out, "labels", f"{scene_stem(info.uri)}_labels.tif"), settings)
-                )
+                label_uri = join_uri(out, "labels", f"{scene_stem(info.uri)}_labels.tif")
+                jobs.append((info, fp, label_uri, settings, num_classes))
             else:
                 assert lbls is not None
                 if len(lbls) != len(infos):
                     raise InputDataError(f"{len(lbls)} label rasters for {len(infos)} {what} scenes")
-                jobs.append((info, None, normalize_uri(lbls[k]), settings))
+                jobs.append((info, None, normalize_uri(lbls[k]), settings, num_classes))
         return infos, jobs
 
     train_infos, train_jobs = resolve(scenes, footprints, labels, "training")
@@ -274,7 +274,9 @@ def prepare_dataset(
                 check_label_raster(s, normalize_uri(r), settings)
                 for s, r in zip(train_infos, regions, strict=True)
             ]
-        tiled, split = tile_and_split(train_infos, train_labels, region_infos, dc, settings, cfg.run.seed)
+        tiled, split = tile_and_split(
+            train_infos, train_labels, region_infos, dc, settings, cfg.run.seed, num_classes
+        )
         rows = [r for t in tiled for r in t.rows]
         n_train = sum(r["split"] == "train" for r in rows)
         bar.step(f"{n_train} training and {len(rows) - n_train} validation tiles ({split.describe()})")

@@ -39,8 +39,9 @@ def _tile_task(
     settings: StorageSettings,
     region: SceneInfo | None,
     seed: int,
+    num_classes: int,
 ):
-    return tile_scene(i, scene, labels, cfg, settings, region, seed)
+    return tile_scene(i, scene, labels, cfg, settings, region, seed, num_classes)
 
 
 class SceneGivesNoTiles(UserWarning):
@@ -104,6 +105,7 @@ def tile_and_split(
     dc: DataSection,
     settings: StorageSettings,
     seed: int,
+    num_classes: int = 2,
 ) -> tuple[list[SceneTiles], Split]:
     """Tile every training scene and hold out validation as ``dc.split`` says.
 
@@ -114,7 +116,7 @@ def tile_and_split(
 
     def tile(cfg: DataSection) -> list[SceneTiles]:
         items = [
-            (i, s, lab, cfg, settings, reg, seed)
+            (i, s, lab, cfg, settings, reg, seed, num_classes)
             for i, (s, lab, reg) in enumerate(zip(infos, labels, regions, strict=True))
         ]
         return run_all(_tile_task, items, dc.loader_num_cpus)

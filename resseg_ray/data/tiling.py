@@ -96,9 +96,11 @@ def _cell_counts(
     cell: int,
     strip_cells: int = 64,
     region: SceneInfo | None = None,
+    num_classes: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Per-cell counts of valid pixels, of building pixels (over valid pixels) and, with a
-    ``region`` raster, of pixels inside the region (non-zero)."""
+    """Per-cell counts of valid pixels, of building pixels (any class above 0 of
+    ``num_classes``, over valid pixels) and, with a ``region`` raster, of pixels inside the
+    region (non-zero)."""
     ch, cw = math.ceil(scene.height / cell), math.ceil(scene.width / cell)
     valid_n = np.zeros((ch, cw), np.int32)
     build_n = np.zeros((ch, cw), np.int32)
@@ -108,14 +110,15 @@ def _cell_counts(
         h = min(strip, ch * cell - r)
         _, valid = read_window(scene, settings, 0, r, cw * cell, h)
         lab, lvalid = read_window(labels, settings, 0, r, cw * cell, h)
-        bad = np.setdiff1d(np.unique(lab[0][lvalid]), (0, 1, 255))
+        bad = np.setdiff1d(np.unique(lab[0][lvalid]), (*range(num_classes), 255))
         if bad.size:
+            what = "0 ground, 1 building" if num_classes == 2 else f"a class 0..{num_classes - 1}"
             raise InputDataError(
-                f"label raster {labels.uri} holds values {bad[:5].tolist()}; labels must be "
-                "0 ground, 1 building or 255 ignore"
+                f"label raster {labels.uri} holds values {bad[:5].tolist()}; labels must be {what} "
+                "or 255 ignore"
             )
         ok = valid & lvalid & (lab[0] != 255)
-        b = ok & (lab[0] == BUILDING)
+        b = ok & (lab[0] >= BUILDING)
         rows = slice(r // cell, (r + h) // cell)
         valid_n[rows] = ok.reshape(h // cell, cell, cw, cell).sum(axis=(1, 3))
         build_n[rows] = b.reshape(h // cell, cell, cw, cell).sum(axis=(1, 3))
@@ -205,13 +208,17 @@ def tile_scene(
     settings: StorageSettings,
     region: SceneInfo | None = None,
     seed: int = 0,
+    num_classes: int = 2,
 ) -> SceneTiles:
     """Cut one scene into tiles, split them spatially and measure their content; with a
     ``region`` raster on the scene grid, keep only tiles wholly inside its non-zero pixels.
     The validation blocks are drawn from ``seed`` (``run.seed``) and the scene's file name, not
-    its path: a dataset prepared in another folder or clone splits alike."""
+    its path: a dataset prepared in another folder or clone splits alike. Labels are classes
+    ``0..num_classes - 1`` (0 ground, any other a building) or 255."""
     cell = math.gcd(math.gcd(cfg.tile_size, cfg.stride), cfg.split_block)
-    valid_n, build_n, inside_n = _cell_counts(scene, labels, settings, cell, region=region)
+    valid_n, build_n, inside_n = _cell_counts(
+        scene, labels, settings, cell, region=region, num_classes=num_classes
+    )
     xs = tile_origins(scene.width, cfg.tile_size, cfg.stride)
     ys = tile_origins(scene.height, cfg.tile_size, cfg.stride)
     # Pad the cell grid so tiles hanging over the edge are covered (as no data).

@@ -310,8 +310,11 @@ def make_label_raster(
     )
 
 
-def check_label_raster(scene: SceneInfo, label_uri: str, settings: StorageSettings) -> SceneInfo:
-    """Open a ready-made label raster and check it shares the scene's grid and holds 0/1/255."""
+def check_label_raster(
+    scene: SceneInfo, label_uri: str, settings: StorageSettings, num_classes: int = 2
+) -> SceneInfo:
+    """Open a ready-made label raster and check it shares the scene's grid and holds classes
+    ``0..num_classes - 1`` (0 ground, 1 building) or 255."""
     labels = open_scene(label_uri, settings, bands=[1])
     problems = []
     if (labels.width, labels.height) != (scene.width, scene.height):
@@ -334,10 +337,11 @@ def check_label_raster(scene: SceneInfo, label_uri: str, settings: StorageSettin
         for r in range(0, ds.height, 1024):
             window = rasterio.windows.Window(0, r, ds.width, min(1024, ds.height - r))
             seen |= {int(v) for v in np.unique(ds.read(1, window=window))}
-    odd = sorted(seen - {GROUND, BUILDING, IGNORE})
+    odd = sorted(seen - {*range(num_classes), IGNORE})
     if odd:
+        classes = f"{GROUND} (ground), {BUILDING} (building)" if num_classes == 2 else f"0..{num_classes - 1}"
         raise InputDataError(
-            f"label raster {label_uri} holds values {odd[:5]}; labels must be {GROUND} (ground), "
-            f"{BUILDING} (building) or {IGNORE} (ignored). Reclassify it, or give footprints instead"
+            f"label raster {label_uri} holds values {odd[:5]}; labels must be {classes} or {IGNORE} "
+            "(ignored). Reclassify it, or give footprints instead"
         )
     return labels

@@ -120,6 +120,32 @@ def test_label_values_other_than_0_1_255_are_rejected(tmp_path) -> None:
         tile_scene(0, scene, labels, CFG, LOCAL)
 
 
+def test_damage_labels_tile_as_buildings_of_every_class(tmp_path) -> None:
+    """A damage raster (0 background, 1..4 the damage classes, 255): its building fraction
+    counts every class, and a value past the classes is refused."""
+    from resseg_ray.errors import InputDataError
+
+    scene, _, _, lab = _scene(tmp_path)
+    damage = np.where(lab == 1, (np.arange(lab.size).reshape(lab.shape) % 4 + 1), lab).astype(np.uint8)
+    buildings = open_scene(write_tif(tmp_path / "b.tif", lab[None], nodata=255), LOCAL, bands=[1])
+    graded = open_scene(write_tif(tmp_path / "d.tif", damage[None], nodata=255), LOCAL, bands=[1])
+    a, b = (
+        tile_scene(0, scene, buildings, CFG, LOCAL),
+        tile_scene(0, scene, graded, CFG, LOCAL, num_classes=5),
+    )
+    assert a.rows == [
+        {**r, "label_uri": a.rows[0]["label_uri"]} for r in b.rows
+    ]  # same tiles, same fractions
+    with pytest.raises(
+        InputDataError, match=r"d\.tif holds values \[2, 3, 4\]; labels must be 0 ground, 1 building"
+    ):
+        tile_scene(0, scene, graded, CFG, LOCAL)  # two classes: damage values are refused
+    damage[5, 5] = 5
+    odd = open_scene(write_tif(tmp_path / "o.tif", damage[None], nodata=255), LOCAL, bands=[1])
+    with pytest.raises(InputDataError, match=r"holds values \[5\]; labels must be a class 0..4 or 255"):
+        tile_scene(0, scene, odd, CFG, LOCAL, num_classes=5)
+
+
 @given(
     pixels=st.lists(st.integers(0, 10**6), min_size=2, max_size=40),
     fraction=st.floats(0.05, 0.6),
