@@ -1,0 +1,122 @@
+"""Damage data sets: pre/post pairs prepared for training as the building path prepares scenes.
+
+Each pair is written once as one raster on the pre scene's grid, the pre scene's bands then
+the post scene's (reprojected as :mod:`resseg_ray.geo.pairs` reads it; invalid where either
+lacks data), with its damage labels beside it (0 background, 1..4, 255). From there
+:func:`~resseg_ray.data.prepare.prepare_dataset` tiles, splits, measures and describes them as
+it does scenes, so the Siamese network trains on Ray Train like any network, and augmentation
+turns and flips both images of a tile together. Band statistics are per stacked band: the pre
+and the post sensor each get their own normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+
+from resseg_ray.config import Config
+from resseg_ray.data.prepare import PreparedDataset, prepare_dataset
+from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, make_damage_raster
+from resseg_ray.geo.labels import read_footprints
+from resseg_ray.geo.pairs import ScenePair, open_pair, read_pair_window
+from resseg_ray.geo.storage import StorageSettings, atomic_output, join_uri
+
+CLASS_NAMES = ["background", *DAMAGE_CLASSES]
+"""The damage network's classes, in label order."""
+
+
+@dataclass(frozen=True)
+class DamagePair:
+    """One place before and after an event, and its buildings with their damage."""
+
+    name: str
+    pre: str
+    post: str
+    footprints: str
+    """A vector file of the buildings, each with its damage in :attr:`field`."""
+    field: str = "subtype"
+
+
+def stack_pair(pair: ScenePair, out_uri: str, settings: StorageSettings, rows: int = 512) -> None:
+    """Write ``pair`` as one tiled GeoTIFF on the pre grid: pre bands, then post bands (named
+    ``pre:<band>`` and ``post:<band>``), one data type for both (the wider), an internal mask
+    of the pixels both scenes cover."""
+    dtype = np.result_type(np.dtype(pair.pre.dtype), np.dtype(pair.post.dtype))
+    if dtype.kind == "f" or dtype.itemsize > 2:
+        dtype = np.dtype("float32")
+    b = len(pair.pre.bands)
+    profile = {
+        "driver": "GTiff",
+        "width": pair.width,
+        "height": pair.height,
+        "count": 2 * b,
+        "dtype": dtype.name,
+        "transform": pair.pre.affine,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+    }
+    if pair.pre.crs:
+        profile["crs"] = CRS.from_wkt(pair.pre.crs)
+    names = [f"pre:{n}" for n in pair.pre.band_names] + [f"post:{n}" for n in pair.pre.band_names]
+    with (
+        atomic_output(out_uri, settings, suffix=".tif") as tmp,
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+        rasterio.open(tmp, "w", **profile) as dst,
+    ):
+        for r in range(0, pair.height, rows):
+            h = min(rows, pair.height - r)
+            pre, post, valid = read_pair_window(pair, settings, 0, r, pair.width, h)
+            window = rasterio.windows.Window(0, r, pair.width, h)
+            dst.write(np.concatenate([pre, post]).astype(dtype), window=window)
+            dst.write_mask(valid.astype(np.uint8) * 255, window=window)
+        for i, name in enumerate(names, start=1):
+            dst.set_band_description(i, name)
+        dst.update_tags(pre=pair.pre.uri, post=pair.post.uri, reprojected=str(pair.reprojected))
+
+
+def prepare_pairs(
+    pairs: list[DamagePair],
+    out: str,
+    cfg: Config,
+    test_pairs: list[DamagePair] | None = None,
+    settings: StorageSettings | None = None,
+) -> PreparedDataset:
+    """Stack each pair under ``out/pairs/``, burn its damage labels under ``out/labels/`` and
+    prepare them as a data set (``model.class_names`` must be :data:`CLASS_NAMES`)."""
+    from resseg_ray.errors import ConfigError
+
+    settings = settings or StorageSettings.resolve(cfg.storage)
+    if list(cfg.model.class_names) != CLASS_NAMES:
+        raise ConfigError(
+            f"model.class_names is {cfg.model.class_names}; a damage data set's classes are {CLASS_NAMES}"
+        )
+
+    def stacked(items: list[DamagePair]) -> tuple[list[str], list[str]]:
+        scenes, labels = [], []
+        for p in items:
+            pair = open_pair(p.pre, p.post, settings)
+            scene_uri = join_uri(out, "pairs", f"{p.name}_pair.tif")
+            stack_pair(pair, scene_uri, settings)
+            label_uri = join_uri(out, "labels", f"{p.name}_pair_labels.tif")
+            footprints = read_footprints(p.footprints, settings, attribute=p.field)
+            make_damage_raster(pair.pre, footprints, p.field, label_uri, settings)
+            scenes.append(scene_uri)
+            labels.append(label_uri)
+        return scenes, labels
+
+    scenes, labels = stacked(pairs)
+    test_scenes, test_labels = stacked(test_pairs or [])
+    return prepare_dataset(
+        scenes,
+        out,
+        cfg,
+        labels=labels,
+        test_scenes=test_scenes or None,
+        test_labels=test_labels or None,
+        settings=settings,
+    )
