@@ -28,7 +28,7 @@ from resseg_ray.experiments.compare_depths import PAPER_ARCHS, compare_architect
 from resseg_ray.experiments.report import comparison_json
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 from resseg_ray.train import tracking
-from resseg_ray.train.trainer import check_arch
+from resseg_ray.train.checks import check_arch
 
 
 def parser(prog: str | None = None) -> argparse.ArgumentParser:

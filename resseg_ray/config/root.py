@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from resseg_ray.config.base import Section
 from resseg_ray.config.data import DataSection
@@ -14,6 +16,7 @@ from resseg_ray.config.scaling import ScalingSection
 from resseg_ray.config.serve import ServeSection
 from resseg_ray.config.storage import StacSection, StorageSection
 from resseg_ray.config.train import TrainSection
+from resseg_ray.errors import ConfigError
 
 
 class Config(Section):
@@ -39,3 +42,13 @@ class Config(Section):
     """How scenes are segmented."""
     serve: ServeSection = Field(default_factory=ServeSection)
     """The segmentation service and the map page."""
+
+    @model_validator(mode="after")
+    def _check_across_sections(self) -> Self:
+        weights, classes = self.train.class_weights, self.model.class_names
+        if weights is not None and len(weights) != len(classes):
+            raise ConfigError(
+                f"train.class_weights has {len(weights)} weights for {len(classes)} classes "
+                f"(model.class_names: {', '.join(classes)}); give one per class"
+            )
+        return self

@@ -77,6 +77,9 @@ class TrainSection(Section):
     """``auto`` (bf16/fp16 autocast on GPU, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``."""
     channels_last: bool = True
     """Keep activations in channels-last layout (faster on CPU and on tensor cores)."""
+    class_weights: list[float] | None = None
+    """Weight of each class in the loss, in ``model.class_names`` order (default all 1): a
+    damage network weights its rare classes up, e.g. ``[1, 1, 3, 2, 2]``."""
     quicklook_samples: int = 4
     """Validation samples drawn in the quicklook PNG logged to MLflow (0: none)."""
     min_gain: float = 0.01
@@ -110,6 +113,8 @@ class TrainSection(Section):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise self.bad(name, ">= 1 (or null for all)", value)
+        if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
+            raise self.bad("class_weights", "a list of weights > 0, one per class", self.class_weights)
         if self.quicklook_samples < 0:
             raise self.bad("quicklook_samples", ">= 0", self.quicklook_samples)
         if not 0 <= self.min_gain < 1:

@@ -22,7 +22,8 @@ from resseg_ray.errors import InputDataError
 from resseg_ray.evaluation.scenes import Evaluation, markdown_table
 from resseg_ray.geo.storage import StorageSettings, resolve_uri, workdir
 from resseg_ray.train import tracking
-from resseg_ray.train.trainer import TrainResult, check_arch, run_training
+from resseg_ray.train.checks import check_arch
+from resseg_ray.train.trainer import TrainResult, run_training
 
 PAPER_ARCHS = ("prop18", "prop34", "prop50", "prop101", "prop152", "prop200", "unet19", "unet35")
 

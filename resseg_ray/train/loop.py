@@ -34,11 +34,12 @@ from resseg_ray.data.pipeline import (
 )
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError
+from resseg_ray.evaluation.damage import damage_metrics
 from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
 from resseg_ray.inference.batchnorm import set_batchnorm_eval
 from resseg_ray.models.base import SegmentationNet
 from resseg_ray.models.bundle import load_bundle_bytes, save_bundle
-from resseg_ray.models.registry import build_model
+from resseg_ray.models.registry import build_model, model_task
 from resseg_ray.scratch import scratch_dir
 from resseg_ray.train.epoch_feed import publish
 from resseg_ray.train.quicklook import render_quicklook
@@ -89,7 +90,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         load_pretrained_encoder(model.encoder, cfg.model.pretrained, meta["band_names"])
     if meta.get("init_bundle") is not None:  # refinement: start from the parent's weights
         model.load_state_dict(_bundle_state(ray.get(meta["init_bundle"])))
+    elif meta.get("init_buildings") is not None:  # a damage network from a building network
+        from resseg_ray.models.resseg import ResSegNet
+        from resseg_ray.models.siamese import SiameseResSegNet, init_from_buildings
+
+        buildings = load_bundle_bytes(ray.get(meta["init_buildings"]), "model.init_from").model
+        if not isinstance(model, SiameseResSegNet) or not isinstance(buildings, ResSegNet):
+            raise ConfigError("model.init_from starts a damage network from a building network (prop<depth>)")
+        init_from_buildings(model, buildings)
     t = cfg.train
+    weights = None if t.class_weights is None else torch.tensor(t.class_weights, dtype=torch.float32)
+    damage = model_task(cfg.model.arch) == "damage"
     frozen = freeze_modules(model.encoder_modules()) if t.freeze_encoder else []
     trained = [p for p in model.parameters() if p.requires_grad]
     # L2-SP: the weights training starts from, before any checkpoint is resumed
@@ -137,7 +148,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for epoch, batches in _epoch_batches(rows["train"], spec, cfg, rank, world, policy, progress):
             lr = optimizer.param_groups[0]["lr"]
             train = train_epoch(
-                net, itertools.islice(batches, steps), optimizer, scaler, policy, t.freeze_bn, frozen, pull
+                net,
+                itertools.islice(batches, steps),
+                optimizer,
+                scaler,
+                policy,
+                t.freeze_bn,
+                frozen,
+                pull,
+                weights,
             )
             val, quick = _validate(
                 net,
@@ -168,7 +187,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 .tolist()
             )
             counts = _allreduce(val["confusion"].to(policy.device)).cpu().numpy()
-            m = Confusion(counts, positive=1).metrics()
+            m = damage_metrics(counts) if damage else Confusion(counts, positive=1).metrics()
             metrics = {
                 "epoch": epoch,
                 "train_loss": totals[0] / max(totals[1], 1),
@@ -287,10 +306,12 @@ def train_epoch(
     freeze_bn: bool = False,
     frozen: list[torch.nn.Module] | None = None,
     pull: L2SP | None = None,
+    weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One pass of ``net`` over ``batches`` (:func:`torch_batches`):
     summed loss, batch and sample counts, seconds and seconds waited on data. ``freeze_bn`` keeps
-    every BatchNorm in inference mode, ``frozen`` those modules, ``pull`` adds L2-SP."""
+    every BatchNorm in inference mode, ``frozen`` those modules, ``pull`` adds L2-SP, ``weights``
+    weigh each class in the loss."""
     net.train()
     if freeze_bn:
         set_batchnorm_eval(net)
@@ -311,7 +332,8 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         with policy.autocast():
             logits = net(x)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE)
+        w = None if weights is None else weights.to(logits.device)
+        loss = F.cross_entropy(logits.float(), y, weight=w, ignore_index=IGNORE)
         if not (y != IGNORE).any():  # nothing labelled: keep DDP in step with a zero loss
             loss = logits.float().sum() * 0.0
         objective = loss + pull() if pull is not None else loss
@@ -353,7 +375,7 @@ def _validate(
             c = confusion_counts_torch(pred, y, logits.shape[1])
             confusion = c if confusion is None else confusion + c
             if len(kept) < keep:
-                prob = torch.softmax(logits, 1)[:, 1]
+                prob = 1.0 - torch.softmax(logits, 1)[:, 0]  # a building, of any class
                 for i in range(min(keep - len(kept), x.shape[0])):
                     kept.append((batch["image"][i].copy(), y[i].cpu().numpy(), prob[i].float().cpu().numpy()))
     if confusion is None:

@@ -12,7 +12,6 @@ model and registers it. Re-running with the same ``run.name`` resumes the run.
 from __future__ import annotations
 
 import datetime as _dt
-import difflib
 import os
 import tempfile
 import time
@@ -28,7 +27,6 @@ from resseg_ray.config import Config, to_dict
 from resseg_ray.data.pipeline import sample_spec, split_rows
 from resseg_ray.data.prepare import DATASET_FILE, DatasetDescription, load_dataset
 from resseg_ray.errors import ConfigError, InputDataError
-from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import (
     StorageSettings,
     exists,
@@ -41,6 +39,7 @@ from resseg_ray.geo.storage import (
 )
 from resseg_ray.scratch import scratch_dir
 from resseg_ray.train import tracking
+from resseg_ray.train.checks import check_arch, check_data_config, check_scenes, check_task
 from resseg_ray.train.epoch_feed import epoch_queue, take
 from resseg_ray.train.registry import BUNDLE_NAME, log_model
 from resseg_ray.train.rehearsal import add_rehearsal
@@ -48,16 +47,6 @@ from resseg_ray.train.resources import wait_for_resources
 from resseg_ray.train.state import BEST_FILES, Progress, best_bundles, read_progress
 
 DEMO_DATASET = "data/demo"
-#: Data settings that must equal the ones the dataset was prepared with.
-TILING_FIELDS = (
-    "tile_size",
-    "stride",
-    "split",
-    "val_fraction",
-    "split_block",
-    "max_nodata_fraction",
-    "bands",
-)
 
 
 @dataclass
@@ -105,51 +94,6 @@ class TrainingPlan:
     tracking_uri: str
 
 
-def check_arch(name: str) -> None:
-    """A clear error naming model.arch when it is not a registered architecture."""
-    from resseg_ray.models.registry import list_models
-
-    known = list_models("buildings")
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"model.arch {name!r} is not an architecture; {hint}known: {', '.join(known)}")
-
-
-def _check_data_config(cfg: Config, desc: DatasetDescription) -> None:
-    prepared = desc.raw.get("data", {})
-    ours = to_dict(cfg.data)
-    for name in TILING_FIELDS:
-        if name == "bands" and ours[name] is None:
-            continue
-        if name in prepared and prepared[name] != ours[name]:
-            raise ConfigError(
-                f"data.{name}={ours[name]!r} but {join_uri(desc.root, DATASET_FILE)} was prepared with "
-                f"{prepared[name]!r}; use the configuration the dataset was prepared with, or re-run "
-                "jobs/prepare.py --force with this one"
-            )
-    # every worker drops its last incomplete batch: fewer tiles than one batch per worker
-    # would train nothing at all, silently
-    n_train = int(desc.raw.get("tiles", {}).get("train", 0) or 0)
-    if cfg.train.train_tiles_per_epoch:
-        n_train = min(n_train, cfg.train.train_tiles_per_epoch)
-    per_worker = n_train // cfg.scaling.num_workers
-    if per_worker < cfg.train.batch_size:
-        raise InputDataError(
-            f"{desc.root} holds {n_train} training tiles, {per_worker} per worker: fewer than one batch "
-            f"(train.batch_size={cfg.train.batch_size}), so nothing would be trained. Give more data "
-            "(a larger annotated area), or lower data.tile_size / data.stride or train.batch_size"
-        )
-
-
-def _check_scenes(desc: DatasetDescription, settings: StorageSettings) -> None:
-    """Open every training scene and label raster (headers only): missing or unreadable
-    files fail here, not in a loader task minutes into training."""
-    for scene in desc.scenes("train"):
-        open_scene(scene["uri"], settings, bands=desc.bands)
-        open_scene(scene["label_uri"], settings, bands=[1])
-
-
 def load_or_prepare(cfg: Config, settings: StorageSettings, log: Callable[[str], None]) -> DatasetDescription:
     """The prepared dataset ``train.dataset`` names; the demo's is prepared on first use, any
     other missing one is an error saying how to prepare it."""
@@ -181,8 +125,9 @@ def plan_training(cfg: Config, log: Callable[[str], None] = print) -> TrainingPl
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow, workdir())
     tracking.check_tracking(tracking_uri)
     desc = load_or_prepare(cfg, settings, log)
-    _check_data_config(cfg, desc)
-    _check_scenes(desc, settings)
+    check_task(cfg, desc)
+    check_data_config(cfg, desc)
+    check_scenes(desc, settings)
     name = cfg.run.name or f"{cfg.model.arch}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}"
     return TrainingPlan(cfg, settings, desc, name, resolve_uri(cfg.run.storage_path), tracking_uri)
 
@@ -193,8 +138,10 @@ def _params(plan: TrainingPlan) -> dict[str, Any]:
     arch = cfg.model.arch
     return {
         "arch": arch,
-        "depth": int(arch[4:]),
-        "family": "resseg" if arch.startswith("prop") else "unet",
+        "depth": int(arch.rsplit("prop", 1)[-1].removeprefix("unet")),
+        "family": "damage" if arch.startswith("damage") else "resseg" if arch.startswith("prop") else "unet",
+        "init_from": cfg.model.init_from or "none",
+        "class_weights": ",".join(map(str, cfg.train.class_weights)) if cfg.train.class_weights else "none",
         "pretrained": os.path.basename(cfg.model.pretrained) if cfg.model.pretrained else "none",
         "in_bands": len(desc.band_names),
         "bands": ",".join(desc.band_names),
@@ -316,6 +263,12 @@ def run_training(
         "sample_spec": spec,
         "epoch_queue": queue,
     }
+    if cfg.model.init_from and start_from is None:  # the two-stage recipe: a building model first
+        from resseg_ray.models.source import fetch_bundle_bytes
+
+        meta["init_buildings"] = ray.put(
+            fetch_bundle_bytes(cfg.model.init_from, plan.settings, plan.tracking_uri)
+        )
     if start_from is not None:
         meta["init_bundle"] = ray.put(start_from.bundle_bytes)
         meta["parent_run_id"] = start_from.parent_run_id
