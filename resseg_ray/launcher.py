@@ -17,11 +17,11 @@ job (``ray job stop`` and a terminal's Ctrl-C reach both).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import NoReturn
@@ -29,6 +29,7 @@ from typing import NoReturn
 from resseg_ray import jobstate
 from resseg_ray.errors import ConfigError
 from resseg_ray.jobstate import JobState
+from resseg_ray.scratch import make_scratch_dir
 
 _FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 GRACE_ENV = "RESSEG_CLUSTER_GRACE_S"
@@ -165,15 +166,18 @@ def supervise(poll_s: float = 0.25) -> None:
 
 
 def launch(argv: list[str], poll_s: float = 0.25, gcs_grace_s: float = 6.0) -> NoReturn:
-    """Run ``argv`` as a job (its state in a temporary file it is told of by
+    """Run ``argv`` as a job (its state in a scratch folder's file it is told of by
     ``RESSEG_JOB_STATE``), watch it and its cluster, and exit as it did, or with the one line
     of :func:`say_lost` and status 2 when its cluster went away under it."""
-    fd, path = tempfile.mkstemp(prefix="resseg-job-", suffix=".json")
-    os.close(fd)
+    folder = make_scratch_dir("job")  # a killed launcher's is swept by the next one on the host
+    path = os.path.join(folder, "state.json")
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        job = subprocess.Popen(argv, env={**os.environ, jobstate.STATE_ENV: path})
+        launcher = os.getpid()
+        job = subprocess.Popen(
+            argv, env={**os.environ, jobstate.STATE_ENV: path}, preexec_fn=lambda: _end_with(launcher)
+        )
         forwarded: list[int] = []
         for sig in _FORWARDED:
             signal.signal(sig, lambda s, _f: _forward(job, s, forwarded))
@@ -181,11 +185,7 @@ def launch(argv: list[str], poll_s: float = 0.25, gcs_grace_s: float = 6.0) -> N
         lost, code = _watch(job, path, poll_s, gcs_grace_s)
         state = jobstate.read(path)
     finally:
-        for p in (path, path + ".tmp"):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        shutil.rmtree(folder, ignore_errors=True)
     ended_from_outside = code not in (0, 2) and not state.returned and not forwarded
     if lost is None and (state.error is not None or ended_from_outside):
         # ended by Ray, or by an error Ray raised at a cluster going away? A job's own error
@@ -231,6 +231,21 @@ def _look_for(state: JobState, gcs_grace_s: float) -> str | None:
         if lost is not None or time.monotonic() >= deadline or not state.gcs:
             return lost
         time.sleep(0.25)
+
+
+def _end_with(launcher: int) -> None:
+    """In the job's process, before it runs: the kernel kills it when its launcher dies, even
+    by SIGKILL, which the launcher cannot pass on (Linux's parent-death signal), so a job never
+    runs on, orphaned, after whoever started it killed it. (Elsewhere a job outlives a killed
+    launcher.)"""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != launcher:  # the launcher died before the line above
+        os._exit(1)
 
 
 def _forward(job: subprocess.Popen[bytes], sig: int, forwarded: list[int]) -> None:

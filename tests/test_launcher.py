@@ -163,6 +163,28 @@ def test_sigterm_to_the_launcher_reaches_the_job(live_address) -> None:
         os.kill(job_pid, 0)
 
 
+def test_a_job_whose_launcher_is_killed_ends_with_it(live_address) -> None:
+    """kill -9 of the launcher (the process the user or a scheduler started), which it cannot
+    pass on: the job does not run on, orphaned."""
+    from tests.helpers import poll
+
+    proc = _job("wait-term", live_address, live_address)
+    assert proc.stdout is not None
+    job_pid = int(proc.stdout.readline().split()[1])
+    proc.kill()
+    proc.wait(timeout=30)
+
+    def gone() -> bool:
+        try:
+            os.kill(job_pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{job_pid}/stat") as f:  # a zombie waiting for its new parent is gone too
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+    poll(gone, timeout=30, interval=0.1, what="the orphaned job to end")
+
+
 @pytest.mark.parametrize(
     ("lost", "says"),
     [
