@@ -147,7 +147,12 @@ def _is_own_command_line() -> bool:
     """Whether the process's command line is the one this job reads (``sys.argv``): not a job
     run inside another program (a test, a notebook), which must not be started again."""
     argv, orig = sys.argv, getattr(sys, "orig_argv", [])
-    return len(orig) >= len(argv) and orig[len(orig) - len(argv) + 1 :] == argv[1:]
+    if not argv or len(orig) < len(argv) or orig[len(orig) - len(argv) + 1 :] != argv[1:]:
+        return False
+    head = orig[: len(orig) - len(argv) + 1]  # the interpreter and what it ran: a script, -c CODE
+    if argv[0] == "-c":
+        return len(head) >= 3 and head[-2] == "-c"
+    return os.path.abspath(head[-1]) == os.path.abspath(argv[0])
 
 
 def supervise(poll_s: float = 0.25) -> None:

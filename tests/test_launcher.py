@@ -163,6 +163,21 @@ def test_sigterm_to_the_launcher_reaches_the_job(live_address) -> None:
         os.kill(job_pid, 0)
 
 
+def test_a_job_run_inside_another_program_is_never_started_again(monkeypatch) -> None:
+    """A job script run in this process with no arguments of its own (as ``runpy`` runs it in
+    tests, or a notebook does): its command line is not this process's, which must not be
+    started again (here: the whole pytest session)."""
+    from resseg_ray import launcher
+
+    def launch(*_a, **_k):
+        raise AssertionError("the test process would be started again")
+
+    monkeypatch.setattr(launcher, "launch", launch)
+    for argv in ([str(ROOT / "jobs" / "train.py")], ["-c"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        launcher.supervise()  # returns: nothing started
+
+
 def test_a_job_whose_launcher_is_killed_ends_with_it(live_address) -> None:
     """kill -9 of the launcher (the process the user or a scheduler started), which it cannot
     pass on: the job does not run on, orphaned."""
