@@ -48,6 +48,9 @@ COMMANDS: dict[str, Command] = {
     "predict": Command(
         "predict", "predict.py", "Segment whole scenes: mask, probability, polygons, JOSM.", launched=True
     ),
+    "damage": Command(
+        "damage", "damage.py", "Map which buildings are damaged, and how badly, from pre/post scenes."
+    ),
     "evaluate": Command("evaluate", "evaluate.py", "Score building maps against labels, per scene and mean."),
     "evaluate-damage": Command(
         "evaluate_damage",

@@ -1,0 +1,98 @@
+"""Map which buildings are damaged, and how badly, from pre- and post-event scenes.
+
+Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
+
+    resseg damage --pre before.tif --post after.tif --model runs/damage-prop18/model.resseg.safetensors \\
+        --out runs/damage
+    resseg damage --pre a_pre.tif b_pre.tif --post a_post.tif b_post.tif --model models:/resseg-damage@best \\
+        --out s3://bucket/event/damage --wgs84 --vector-format parquet
+
+Each pre scene is paired, in order, with a post scene of the same place (from any sensor: it is
+read on the pre scene's grid). Per pair ``<name>`` (the pre scene's file name, less ``_pre``) it
+writes ``<name>_damage.tif`` (0 background, 1 no-damage, 2 minor, 3 major, 4 destroyed, 255 no
+data; a COG), ``<name>_damage_prob.tif`` (each class's probability x 250, five bands),
+``<name>_damage_buildings.geojson`` (each building with its ``damage`` and ``confidence``) and
+``<name>_damage_summary.json`` (buildings per class), and prints the buildings per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from resseg_ray.cli import ENGINE_FIELDS, PREDICTOR_FIELDS, bound_gdal_cache, predict_options
+from resseg_ray.config import PredictSection, load_config
+from resseg_ray.config.flags import add_config_options, add_flags
+from resseg_ray.errors import ConfigError
+from resseg_ray.geo.storage import StorageSettings, check_writable, expand_uris, normalize_uri
+from resseg_ray.progress import Progress, tenths
+
+POLYGON_FIELDS = ("min_area", "simplify", "wgs84", "vector_format")
+"""The ``predict`` fields of the buildings' polygons that ``damage`` takes."""
+
+
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's options (the docs' option table is made from them)."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--pre", nargs="+", metavar="SCENE", required=True, help="pre-event scenes (files, globs, s3://)"
+    )
+    p.add_argument(
+        "--post", nargs="+", metavar="SCENE", required=True,
+        help="post-event scenes, one per --pre scene in the same order (any sensor, CRS or grid)",
+    )  # fmt: skip
+    p.add_argument(
+        "--model", required=True,
+        help="a damage model (damage-prop<depth>): bundle path, s3:// bundle or models:/ URI",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, metavar="FOLDER", help="output folder or s3:// prefix")
+    fields = [f for f in PREDICTOR_FIELDS if f != "bands"]
+    add_flags(p, PredictSection, [*fields, *ENGINE_FIELDS, *POLYGON_FIELDS])
+    add_config_options(p, used="its predict and storage sections are used")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default the process's arguments) and run the job."""
+    from resseg_ray.inference.damage import check_damage_model, map_damage, summary_line
+    from resseg_ray.inference.predictor import ScenePredictor
+    from resseg_ray.inference.vectorize import PolygonOptions
+    from resseg_ray.models.bundle import load_bundle_bytes
+    from resseg_ray.models.source import fetch_bundle_bytes
+
+    args = parser(prog).parse_args(argv)
+    bound_gdal_cache()
+    cfg = load_config(args.config, args.overrides)
+    settings = StorageSettings.resolve(cfg.storage)
+    options = predict_options(args, cfg)
+    pre, post = expand_uris(args.pre, settings), expand_uris(args.post, settings)
+    if len(pre) != len(post):
+        raise ConfigError(
+            f"--pre matched {len(pre)} scenes but --post {len(post)}; give one post scene per pre scene"
+        )
+    out = normalize_uri(args.out)
+    if out in {normalize_uri(u) for u in (*pre, *post)}:
+        raise ConfigError(f"--out {args.out} is one of the input scenes; give a folder")
+    check_writable(out, settings, "--out")
+    names = [_name(u) for u in pre]
+    if len(set(names)) != len(names):
+        raise ConfigError(
+            f"--pre scenes share file names ({names}); their outputs would overwrite each other"
+        )
+    predictor = ScenePredictor(
+        load_bundle_bytes(fetch_bundle_bytes(args.model, settings), args.model), options
+    )
+    check_damage_model(predictor, args.model)
+    polygons = PolygonOptions(min_area=options.min_area, simplify=options.simplify, wgs84=options.wgs84)
+    with Progress("pair", len(pre)) as bar:
+        for name, a, b in zip(names, pre, post, strict=True):
+            report = map_damage(
+                predictor, a, b, out, settings, name, polygons, options.vector_format, tenths(a)
+            )  # fmt: skip
+            bar.step(f"{summary_line(report)}, {report.megapixels:.1f} Mpx in {report.seconds:.0f} s")
+    print(f"wrote damage maps of {len(pre)} pair(s) under {out}")
+
+
+def _name(uri: str) -> str:
+    from resseg_ray.geo.storage import scene_stem
+
+    return scene_stem(uri).removesuffix("_pre")
