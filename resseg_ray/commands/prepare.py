@@ -7,6 +7,8 @@ Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
         --test-scenes post/*.tif --test-footprints post/buildings.geojson --out s3://bucket/prepared
     resseg prepare --scenes a.tif b.tif --labels a_labels.tif b_labels.tif --out data/mine \\
         --set data.stride=100 --set data.val_fraction=0.25
+    resseg prepare --scenes quake_pre.tif --post quake_post.tif --footprints quake_damage.geojson \\
+        --out data/damage                # a damage data set of pre/post pairs
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from resseg_ray.cli import (
     init_ray,
     scene_inputs,
 )
-from resseg_ray.config import load_config
+from resseg_ray.config import Config, load_config
 from resseg_ray.config.flags import add_config_options
-from resseg_ray.data.prepare import DATASET_FILE, prepare_dataset
+from resseg_ray.data.prepare import DATASET_FILE, PreparedDataset, prepare_dataset
 from resseg_ray.demo import prepare_demo
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.storage import StorageSettings, exists, join_uri
@@ -62,6 +64,22 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--test-footprints", nargs="+", metavar="FILE", help="footprints of the test scenes")
     p.add_argument("--test-labels", nargs="+", metavar="RASTER", help="label rasters of the test scenes")
+    p.add_argument(
+        "--post",
+        nargs="+",
+        metavar="SCENE",
+        help="a damage data set: the post-event scene of each --scenes scene (the pre-event one), in the "
+        "same order, from any sensor (read on the pre scene's grid); --footprints then carry each "
+        "building's damage in --damage-field",
+    )
+    p.add_argument("--test-post", nargs="+", metavar="SCENE", help="the post-event scenes of --test-scenes")
+    p.add_argument(
+        "--damage-field",
+        default="subtype",
+        metavar="FIELD",
+        help="the footprints' field holding each building's damage: no-damage, minor-damage, major-damage, "
+        "destroyed (any spelling, or 1..4), un-classified or empty for not graded (default subtype, xBD's)",
+    )
     p.add_argument("--out", default="data/demo", help="output folder or s3:// prefix (default data/demo)")
     add_config_options(p, used="its storage and data sections are used")
     p.add_argument(
@@ -94,7 +112,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     tests = scene_inputs(args.test_scenes, args, cfg, settings).uris if args.test_scenes else None
     if not args.no_ray:
         init_ray()
-    if scenes is None:
+    if args.post or args.test_post:
+        result = _prepare_pairs(args, scenes, tests, cfg, settings)
+    elif scenes is None:
         print(
             f"writing the demo scenes under {join_uri(args.out, 'scenes')} and preparing them ...", flush=True
         )
@@ -127,3 +147,47 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         f"prepared {result.dataset_uri} in {time.perf_counter() - start:.1f} s "
         f"(manifest {result.manifest_uri})"
     )
+
+
+def _prepare_pairs(
+    args: argparse.Namespace,
+    scenes: list[str] | None,
+    tests: list[str] | None,
+    cfg: Config,
+    settings: StorageSettings,
+) -> PreparedDataset:
+    """``--post``: the pre/post pairs prepared as a damage data set."""
+    from resseg_ray.data.pairs import DamagePair, prepare_pairs
+    from resseg_ray.geo.storage import expand_uris, scene_stem
+
+    if args.labels or args.test_labels:
+        raise ConfigError("--post takes building damage from --footprints, not --labels")
+
+    def pairs(pre: list[str] | None, post: list[str] | None, fps: list[str] | None, what: str) -> list:
+        if not pre and not post:
+            return []
+        posts = expand_uris(post or [], settings)
+        if not pre or len(posts) != len(pre):
+            raise ConfigError(
+                f"{what}: {len(pre or [])} pre-event scenes but {len(posts)} post-event ones; pair each"
+            )
+        if not fps or len(fps) not in (1, len(pre)):
+            raise ConfigError(
+                f"{what}: give the buildings with their damage (--footprints): one file, or one per pair"
+            )
+        return [
+            DamagePair(
+                scene_stem(a).removesuffix("_pre"),
+                a,
+                b,
+                fps[0] if len(fps) == 1 else fps[k],
+                args.damage_field,
+            )
+            for k, (a, b) in enumerate(zip(pre, posts, strict=True))
+        ]
+
+    train = pairs(scenes, args.post, args.footprints, "--scenes/--post")
+    if not train:
+        raise ConfigError("--test-post needs training pairs too: --scenes and --post")
+    test = pairs(tests, args.test_post, args.test_footprints, "--test-scenes/--test-post")
+    return prepare_pairs(train, args.out, cfg, test, settings)

@@ -87,14 +87,10 @@ def prepare_pairs(
     settings: StorageSettings | None = None,
 ) -> PreparedDataset:
     """Stack each pair under ``out/pairs/``, burn its damage labels under ``out/labels/`` and
-    prepare them as a data set (``model.class_names`` must be :data:`CLASS_NAMES`)."""
-    from resseg_ray.errors import ConfigError
-
+    prepare them as a data set (of the classes :data:`CLASS_NAMES`, whatever
+    ``model.class_names`` says: a damage network is trained with them)."""
     settings = settings or StorageSettings.resolve(cfg.storage)
-    if list(cfg.model.class_names) != CLASS_NAMES:
-        raise ConfigError(
-            f"model.class_names is {cfg.model.class_names}; a damage data set's classes are {CLASS_NAMES}"
-        )
+    cfg = cfg.replace(model=cfg.model.replace(class_names=CLASS_NAMES))
 
     def stacked(items: list[DamagePair]) -> tuple[list[str], list[str]]:
         scenes, labels = [], []

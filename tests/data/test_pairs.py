@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import rasterio
 
 from resseg_ray.config import load_config
 from resseg_ray.data.pairs import CLASS_NAMES, DamagePair, prepare_pairs
 from resseg_ray.demo.events import default_events, write_event
-from resseg_ray.errors import ConfigError
 
 SMALL = ["data.tile_size=128", "data.stride=64", "data.crop_size=96", "data.split_block=256"]
 
@@ -50,6 +48,33 @@ def test_demo_events_prepare_as_a_damage_data_set(tmp_path) -> None:
     assert values <= {0, 1, 2, 3, 4, 255} and len(values & {1, 2, 3, 4}) >= 3
 
 
-def test_a_damage_data_set_needs_the_damage_classes(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="a damage data set's classes are"):
-        prepare_pairs([], str(tmp_path), load_config(None, []))
+def test_prepare_takes_pairs_from_the_command_line(tmp_path, capsys) -> None:
+    from tests.helpers import run_here
+
+    train, _ = default_events(0.25)
+    a, b = (write_event(ev, str(tmp_path / "scenes")) for ev in train[:2])
+    sets = [x for s in SMALL for x in ("--set", s)]
+    out = tmp_path / "ds"
+    base = ["--scenes", a["pre"], b["pre"], "--post", a["post"], b["post"], "--no-ray", *sets]
+    proc = run_here(
+        "prepare.py", *base, "--footprints", a["damage"], b["damage"], "--out", str(out), capsys=capsys
+    )
+    assert proc.returncode == 0, proc.stderr
+    desc = json.loads((out / "dataset.json").read_text())
+    assert [s["uri"].rsplit("/", 1)[-1] for s in desc["scenes"]] == ["quake_01_pair.tif", "flood_01_pair.tif"]
+    assert len(desc["band_names"]) == 8 and desc["band_names"][4] == "post:blue"
+    bad = [
+        (
+            ["--scenes", a["pre"], "--post", a["post"], b["post"], "--footprints", a["damage"]],
+            "1 pre-event scenes but 2",
+        ),
+        (
+            [*base, "--labels", a["pre"], b["pre"]],
+            "--post takes building damage from --footprints, not --labels",
+        ),
+        ([*base[:6], "--footprints", a["damage"], a["damage"], a["damage"]], "one file, or one per pair"),
+    ]
+    for args, message in bad:
+        proc = run_here("prepare.py", *args, "--out", str(tmp_path / "bad"), "--no-ray", capsys=capsys)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert not (tmp_path / "bad").exists()
