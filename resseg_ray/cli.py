@@ -112,7 +112,8 @@ def init_ray() -> None:
         joined = address not in (None, "", "local")
     quiet_libraries()  # Ray Data's context exists now
     print(cluster_line(joined), flush=True)
-    jobstate.attached(ray.get_runtime_context().gcs_address, _local_raylet())  # for the launcher
+    if joined:  # for the launcher; an instance the job started ends with it: never a loss to say
+        jobstate.attached(ray.get_runtime_context().gcs_address, _local_raylet())
 
 
 def cluster_line(joined: bool) -> str:

@@ -163,6 +163,36 @@ def test_sigterm_to_the_launcher_reaches_the_job(live_address) -> None:
         os.kill(job_pid, 0)
 
 
+OWN_INSTANCE = """
+import sys
+from resseg_ray import launcher
+launcher.supervise()
+from resseg_ray.cli import init_ray, run_job
+from resseg_ray.errors import ConfigError
+
+def main():
+    init_ray()  # RAY_ADDRESS=local: an instance of its own, which ends with the job
+    raise ConfigError("data.tile_size=192 but the data set was prepared with 364")
+
+run_job(main, supervise=True)
+"""
+
+
+def test_a_job_that_fails_on_its_own_ray_instance_says_its_own_error() -> None:
+    """The instance a job started goes when the job ends: its error line is said, not a loss."""
+    proc = subprocess.run(
+        [sys.executable, "-c", OWN_INSTANCE], env={**os.environ, "RAY_ADDRESS": "local"}, cwd=ROOT,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: data.tile_size=192 but the data set was prepared with 364"
+    ), proc.stderr
+    assert "went away" not in proc.stderr and proc.stdout.startswith(
+        "Ray: started a Ray instance for this job"
+    )
+
+
 def test_a_job_run_inside_another_program_is_never_started_again(monkeypatch) -> None:
     """A job script run in this process with no arguments of its own (as ``runpy`` runs it in
     tests, or a notebook does): its command line is not this process's, which must not be
