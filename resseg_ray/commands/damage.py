@@ -53,7 +53,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Parse ``argv`` (default the process's arguments) and run the job."""
-    from resseg_ray.inference.damage import check_damage_model, map_damage, summary_line
+    from resseg_ray.inference.damage import check_damage_model, map_damage, pair_name, summary_line
     from resseg_ray.inference.predictor import ScenePredictor
     from resseg_ray.inference.vectorize import PolygonOptions
     from resseg_ray.models.bundle import load_bundle_bytes
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     if out in {normalize_uri(u) for u in (*pre, *post)}:
         raise ConfigError(f"--out {args.out} is one of the input scenes; give a folder")
     check_writable(out, settings, "--out")
-    names = [_name(u) for u in pre]
+    names = [pair_name(u) for u in pre]
     if len(set(names)) != len(names):
         raise ConfigError(
             f"--pre scenes share file names ({names}); their outputs would overwrite each other"
@@ -90,9 +90,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             )  # fmt: skip
             bar.step(f"{summary_line(report)}, {report.megapixels:.1f} Mpx in {report.seconds:.0f} s")
     print(f"wrote damage maps of {len(pre)} pair(s) under {out}")
-
-
-def _name(uri: str) -> str:
-    from resseg_ray.geo.storage import scene_stem
-
-    return scene_stem(uri).removesuffix("_pre")

@@ -26,7 +26,7 @@ from resseg_ray.cli import (
 from resseg_ray.config import Config, load_config
 from resseg_ray.config.flags import add_config_options
 from resseg_ray.data.prepare import DATASET_FILE, PreparedDataset, prepare_dataset
-from resseg_ray.demo import prepare_demo
+from resseg_ray.demo import prepare_damage_demo, prepare_demo
 from resseg_ray.errors import ConfigError
 from resseg_ray.geo.storage import StorageSettings, exists, join_uri
 
@@ -83,6 +83,12 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/demo", help="output folder or s3:// prefix (default data/demo)")
     add_config_options(p, used="its storage and data sections are used")
     p.add_argument(
+        "--demo-damage",
+        action="store_true",
+        help="build the demo's disasters instead (pre/post pairs of an earthquake, a flood and a fire to "
+        "train on, a storm and an earthquake by other sensors to test on) as a damage data set",
+    )
+    p.add_argument(
         "--demo-scale", type=float, default=1.0, help="shrink the demo scenes: 0.05 to 4 (default 1.0)"
     )
     p.add_argument(
@@ -112,7 +118,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     tests = scene_inputs(args.test_scenes, args, cfg, settings).uris if args.test_scenes else None
     if not args.no_ray:
         init_ray()
-    if args.post or args.test_post:
+    if args.demo_damage:
+        if scenes is not None or args.post:
+            raise ConfigError("--demo-damage builds the demo's own pairs: drop --scenes and --post")
+        print(f"writing the demo's disasters under {join_uri(args.out, 'scenes')} and preparing them ...")
+        result = prepare_damage_demo(args.out, cfg, settings, args.demo_scale)
+    elif args.post or args.test_post:
         result = _prepare_pairs(args, scenes, tests, cfg, settings)
     elif scenes is None:
         print(

@@ -25,3 +25,23 @@ def prepare_demo(out: str, cfg: Config, settings: StorageSettings, scale: float 
         test_footprints=[s["footprints"] for s in summary["test"]],
         settings=settings,
     )
+
+
+def prepare_damage_demo(
+    out: str, cfg: Config, settings: StorageSettings, scale: float = 1.0
+) -> PreparedDataset:
+    """Write the demo's disasters under ``out/scenes`` (:func:`~resseg_ray.demo.events.default_events`:
+    an earthquake, a flood and a fire to train on, a storm and an earthquake by other sensors to
+    test on) and prepare them into ``out`` as a damage data set."""
+    from resseg_ray.data.pairs import DamagePair, prepare_pairs
+    from resseg_ray.demo.events import default_events, write_event
+
+    if not 0.05 <= scale <= 4:
+        raise ConfigError(f"--demo-scale must be in [0.05, 4], got {scale}")
+    train, test = default_events(scale)
+
+    def pairs(events) -> list[DamagePair]:
+        written = [write_event(ev, join_uri(out, "scenes"), settings) for ev in events]
+        return [DamagePair(w["name"], w["pre"], w["post"], w["damage"]) for w in written]
+
+    return prepare_pairs(pairs(train), out, cfg, pairs(test), settings)

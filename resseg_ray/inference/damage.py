@@ -57,6 +57,11 @@ class DamageReport:
     engine: str = ""
 
 
+def pair_name(pre_uri: str) -> str:
+    """A pair's name in its outputs' file names: the pre scene's file name less ``_pre``."""
+    return scene_stem(pre_uri).removesuffix("_pre")
+
+
 def damage_uris(out_dir: str, name: str, vector_format: str = "geojson") -> dict[str, str]:
     """The outputs of the pair ``name`` under ``out_dir``."""
     return {
@@ -91,7 +96,7 @@ def map_damage(
     """Map one pair's damage under ``out_dir`` (:func:`damage_uris`); ``name`` defaults to the
     pre scene's file name."""
     start = time.perf_counter()
-    name = name or scene_stem(pre_uri).removesuffix("_pre")
+    name = name or pair_name(pre_uri)
     uris = damage_uris(out_dir, name, vector_format)
     pair = open_pair(pre_uri, post_uri, settings, expected_bands=predictor.info.in_bands // 2)
     tmp = make_scratch_dir("damage")

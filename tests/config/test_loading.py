@@ -74,6 +74,11 @@ def test_shipped_configs_load_and_cover_table_ii() -> None:
     assert (refine.train.lr, refine.train.l2sp, refine.train.min_gain) == (0.001, 10.0, 0.01)
     archs = {load_config(p).model.arch for p in CONFIGS.glob("paper_*.yaml")}
     assert archs == set(list_models("buildings"))
+    from resseg_ray.data.pairs import CLASS_NAMES
+
+    damage = load_config(CONFIGS / "damage_demo.yaml")  # make demo-damage
+    assert damage.model.arch == "damage-prop18" and damage.model.class_names == CLASS_NAMES
+    assert damage.train.select == "val_f1" and len(damage.train.class_weights or []) == len(CLASS_NAMES)
 
 
 def test_worker_resources_reach_the_config() -> None:

@@ -78,3 +78,25 @@ def test_prepare_takes_pairs_from_the_command_line(tmp_path, capsys) -> None:
         proc = run_here("prepare.py", *args, "--out", str(tmp_path / "bad"), "--no-ray", capsys=capsys)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_the_demo_disasters_prepare_as_a_damage_data_set(tmp_path, capsys) -> None:
+    from tests.helpers import run_here
+
+    sets = [x for s in SMALL for x in ("--set", s)]
+    out = tmp_path / "demo-damage"
+    args = ["--demo-damage", "--demo-scale", "0.2", "--out", str(out), "--no-ray", *sets]
+    proc = run_here("prepare.py", *args, capsys=capsys)
+    assert proc.returncode == 0, proc.stderr
+    desc = json.loads((out / "dataset.json").read_text())
+    roles = {s["uri"].rsplit("/", 1)[-1].removesuffix("_pair.tif"): s["role"] for s in desc["scenes"]}
+    assert roles == {
+        "quake_01": "train",
+        "flood_01": "train",
+        "fire_01": "train",
+        "storm_01": "test",
+        "quake_02": "test",
+    }
+    assert (out / "scenes" / "storm_01_post.tif").exists() and (
+        out / "labels" / "storm_01_pair_labels.tif"
+    ).exists()
