@@ -45,6 +45,13 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="a damage model (damage-prop<depth>): bundle path, s3:// bundle or models:/ URI",
     )  # fmt: skip
     p.add_argument("--out", required=True, metavar="FOLDER", help="output folder or s3:// prefix")
+    p.add_argument(
+        "--no-stac",
+        dest="stac",
+        action="store_false",
+        help="write no STAC item per pair (<name>_damage_item.json: the outputs as assets, the pre and "
+        "post scenes, the model and the buildings per class; none for pairs without a CRS)",
+    )
     fields = [f for f in PREDICTOR_FIELDS if f != "bands"]
     add_flags(p, PredictSection, [*fields, *ENGINE_FIELDS, *POLYGON_FIELDS])
     add_config_options(p, used="its predict and storage sections are used")
@@ -54,6 +61,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Parse ``argv`` (default the process's arguments) and run the job."""
     from resseg_ray.inference.damage import check_damage_model, map_damage, pair_name, summary_line
+    from resseg_ray.inference.damage_stac import write_damage_item
     from resseg_ray.inference.predictor import ScenePredictor
     from resseg_ray.inference.vectorize import PolygonOptions
     from resseg_ray.models.bundle import load_bundle_bytes
@@ -88,5 +96,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             report = map_damage(
                 predictor, a, b, out, settings, name, polygons, options.vector_format, tenths(a)
             )  # fmt: skip
+            if args.stac:
+                write_damage_item(report, out, args.model, settings)
             bar.step(f"{summary_line(report)}, {report.megapixels:.1f} Mpx in {report.seconds:.0f} s")
     print(f"wrote damage maps of {len(pre)} pair(s) under {out}")

@@ -69,6 +69,12 @@ def test_a_pair_is_mapped_into_damage_outputs_on_the_pre_grid(storm, tmp_path, c
     assert summary["total"] == len(damage) and summary["model"] == "damage-prop18"
     assert all(0 <= f["properties"]["confidence"] <= 1 for f in doc["features"])
     assert f"{name}: {len(damage)} buildings (" in proc.stdout
+    item = json.loads((out / f"{name}_damage_item.json").read_text())  # validated when written
+    assert set(item["assets"]) == {"damage", "probability", "buildings", "summary"}
+    assert item["assets"]["damage"]["href"] == f"./{name}_damage.tif"
+    assert item["properties"]["resseg_ray:buildings"] == summary["buildings"]
+    assert item["properties"]["resseg_ray:post"] == storm["post"]
+    assert item["assets"]["probability"]["raster:bands"][0]["scale"] == pytest.approx(1 / 250)
 
 
 def test_a_buildings_damage_is_the_class_most_of_its_pixels_carry(tmp_path) -> None:

@@ -1,0 +1,100 @@
+"""STAC out for damage: a STAC item per mapped pair, ``<out>/<name>_damage_item.json``.
+
+The item's footprint and projection are the damage raster's (the pre scene's grid); its assets
+are the damage-class COG, the class probabilities (raster extension, scale 1/250), the
+buildings and the summary, with relative hrefs so the folder can be moved or uploaded as it
+is; its properties say which pre and post scenes and which model made it, and how many
+buildings each damage class holds. It is checked against the shipped schemas, offline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pystac
+
+from resseg_ray import __version__
+from resseg_ray.geo.damage_labels import DAMAGE_CLASSES
+from resseg_ray.geo.stac_write import OfflineValidator, add_raster_asset, raster_item
+from resseg_ray.geo.storage import StorageSettings, join_uri, write_bytes
+from resseg_ray.inference.damage import DamageReport
+from resseg_ray.inference.outputs import PROB_SCALE
+
+PREFIX = "resseg_ray:"
+_VECTOR_MEDIA = {
+    "geojson": "application/geo+json",
+    "parquet": "application/vnd.apache.parquet",
+    "fgb": "application/vnd.flatgeobuf",
+}
+
+
+def damage_item_uri(out_dir: str, name: str) -> str:
+    """Where the STAC item of the pair ``name`` goes."""
+    return join_uri(out_dir, f"{name}_damage_item.json")
+
+
+def write_damage_item(
+    report: DamageReport, out_dir: str, model: str, settings: StorageSettings
+) -> str | None:
+    """Write (and validate) the STAC item of a mapped pair; its URI. Pairs on plain pixel grids
+    (no CRS) get none (None): a STAC item needs a place on Earth."""
+    import rasterio
+
+    from resseg_ray.geo.storage import gdal_env, gdal_path
+
+    uris = report.outputs
+    with gdal_env(settings), rasterio.open(gdal_path(uris["damage"])) as ds:
+        if ds.crs is None:
+            return None
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    props: dict[str, Any] = {
+        "created": now.isoformat().replace("+00:00", "Z"),
+        PREFIX + "pre": report.pre,
+        PREFIX + "post": report.post,
+        PREFIX + "model": model,
+        PREFIX + "version": __version__,
+        PREFIX + "buildings": dict(report.buildings),
+    }
+    item = raster_item(f"{report.name}-damage", uris["damage"], settings, now, props)
+    href = damage_item_uri(out_dir, report.name)
+    item.set_self_href(href)
+    damage = add_raster_asset(
+        item, "damage", _rel(uris["damage"]), uris["damage"], settings, "Damage class", ["data"]
+    )
+    damage.description = (
+        "0 background, " + ", ".join(f"{i} {c}" for i, c in enumerate(DAMAGE_CLASSES, 1)) + ", 255 no data"
+    )
+    prob = add_raster_asset(
+        item, "probability", _rel(uris["prob"]), uris["prob"], settings, "Class probabilities", ["data"]
+    )
+    from pystac.extensions.raster import RasterExtension
+
+    raster = RasterExtension.ext(prob)
+    bands = raster.bands or []
+    for band in bands:
+        band.scale, band.offset = 1.0 / PROB_SCALE, 0.0
+    raster.bands = bands
+    prob.description = (
+        f"one band per class (background, {', '.join(DAMAGE_CLASSES)}): probability x {PROB_SCALE}"
+    )
+    fmt = uris["buildings"].rsplit(".", 1)[-1]
+    buildings = pystac.Asset(
+        _rel(uris["buildings"]), "Buildings with their damage", media_type=_VECTOR_MEDIA[fmt]
+    )
+    buildings.roles = ["data"]
+    item.add_asset("buildings", buildings)
+    summary = pystac.Asset(
+        _rel(uris["summary"]), "Buildings per damage class", media_type=pystac.MediaType.JSON
+    )
+    summary.roles = ["metadata"]
+    item.add_asset("summary", summary)
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    OfflineValidator().validate(doc, pystac.STACObjectType.ITEM, doc["stac_version"], item.stac_extensions)
+    write_bytes(href, (json.dumps(doc, indent=2) + "\n").encode(), settings)
+    return href
+
+
+def _rel(uri: str) -> str:
+    return "./" + uri.rstrip("/").rsplit("/", 1)[-1]
