@@ -1,0 +1,163 @@
+"""Damage maps: how long a D12-size pair takes against building segmentation of the same size,
+and what label-free BatchNorm adaptation gives on the demo's unseen events.
+
+``time``: a pre scene of 6000 x 4500 pixels (4-band uint16, the paper's D12 size) and a post
+scene of the same place from another grid (0.55 m instead of 0.5 m), written into a temporary
+folder. In fresh subprocesses, with ``--runtime auto`` (``predict``'s choice): ``resseg
+predict``'s code path segments the pre scene with prop18, ``resseg damage``'s maps the pair
+with damage-prop18 (random weights: the time does not depend on them). Issue 31's goal: the
+damage map in at most 2.2x the segmentation's time.
+
+``scores``: the demo's damage model (``make demo-damage``) maps the held-out events of
+``data/demo-damage`` as it is and with its BatchNorm statistics re-estimated on each pair
+(``--adapt-bn``, label-free), scored as xView2 does. (Refinement on 7 % of the event is not
+built yet.)
+
+    python -m bench.damage time                      # D12 size on this machine
+    python -m bench.damage scores                    # after make demo-damage
+
+Prints a table and writes JSON (default bench/results/damage_<part>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import rasterio
+
+from bench.results_io import machine, write_results
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+from resseg_ray.cli import bound_gdal_cache
+bound_gdal_cache()
+from resseg_ray.config import PredictSection
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.models.bundle import load_bundle
+p = ScenePredictor(load_bundle({bundle!r}), PredictSection(normalization="pooled", runtime="auto"))
+t = time.perf_counter()
+engine = p.engine.describe()
+setup = time.perf_counter() - t
+t = time.perf_counter()
+if {post!r}:
+    from resseg_ray.inference.damage import map_damage
+    map_damage(p, {pre!r}, {post!r}, {out!r}, StorageSettings())
+else:
+    from resseg_ray.inference.batch import predict_scene
+    predict_scene(p, {pre!r}, {out!r}, StorageSettings(), overwrite=True)
+seconds = time.perf_counter() - t
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": seconds, "setup_s": setup, "engine": engine, "maxrss_mb": rss}}))
+"""
+
+
+def write_scene(path: str, width: int, height: int, res: float, seed: int) -> None:
+    """A 4-band uint16 scene with smooth structure plus noise over one place (UTM 33N)."""
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": 4, "dtype": "uint16",
+        "crs": "EPSG:32633", "transform": rasterio.Affine(res, 0, 452000, 0, -res, 5043000),
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "nodata": 0,
+    }  # fmt: skip
+    rng = np.random.default_rng(seed)
+    with rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, height, 512):
+            h = min(512, height - r)
+            yy, xx = np.mgrid[r : r + h, 0:width] * res
+            base = 400 + 200 * np.sin(xx / 18.0) * np.cos(yy / 26.0)
+            data = np.stack([base * (1 + 0.2 * b) + rng.normal(0, 30, base.shape) for b in range(4)])
+            window = rasterio.windows.Window(0, r, width, h)
+            dst.write(np.clip(data, 1, 65535).astype(np.uint16), window=window)
+
+
+def _child(bundle: str, pre: str, post: str, out: str) -> dict:
+    code = CHILD.format(root=ROOT_DIR, bundle=bundle, pre=pre, post=post, out=out)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def time_part(width: int, height: int) -> dict:
+    """Seconds of building segmentation and of a damage map of one pair of this size."""
+    from resseg_ray.data.pairs import CLASS_NAMES
+    from resseg_ray.models import build_model, save_bundle
+
+    with tempfile.TemporaryDirectory(prefix="resseg-bench-damage-") as d:
+        pre, post = os.path.join(d, "event_pre.tif"), os.path.join(d, "event_post.tif")
+        write_scene(pre, width, height, 0.5, 0)
+        write_scene(post, round(width * 0.5 / 0.55), round(height * 0.5 / 0.55), 0.55, 1)
+        bands = ["blue", "green", "red", "nir"]
+        b, dmg = os.path.join(d, "b.resseg.safetensors"), os.path.join(d, "d.resseg.safetensors")
+        save_bundle(
+            b, build_model("prop18", 4), norm_mean=[500.0] * 4, norm_std=[200.0] * 4, band_names=bands
+        )
+        save_bundle(
+            dmg, build_model("damage-prop18", 8, num_classes=5), norm_mean=[500.0] * 8, norm_std=[200.0] * 8,
+            band_names=[f"{w}:{n}" for w in ("pre", "post") for n in bands], class_names=CLASS_NAMES,
+        )  # fmt: skip
+        seg = _child(b, pre, "", os.path.join(d, "seg"))
+        damage = _child(dmg, pre, post, os.path.join(d, "damage"))
+    ratio = damage["seconds"] / seg["seconds"]
+    print(f"{'':<24} {'seconds':>8} {'setup s':>8} {'peak MB':>8}  engine")
+    for name, r in (("buildings (prop18)", seg), ("damage (damage-prop18)", damage)):
+        print(f"{name:<24} {r['seconds']:8.1f} {r['setup_s']:8.1f} {r['maxrss_mb']:8.0f}  {r['engine']}")
+    print(f"damage / buildings: {ratio:.2f}x (goal: at most 2.2x)")
+    return {"size": [width, height], "buildings": seg, "damage": damage, "ratio": ratio, "goal": 2.2}
+
+
+def scores_part(model: str, data: str) -> dict:
+    """The demo model's xView2 scores on the held-out pairs, as it is and with --adapt-bn."""
+    from resseg_ray.config import PredictSection
+    from resseg_ray.evaluation.damage import score_pairs
+    from resseg_ray.geo.storage import StorageSettings
+    from resseg_ray.inference.damage import map_damage
+    from resseg_ray.inference.predictor import ScenePredictor
+    from resseg_ray.models.bundle import load_bundle
+
+    settings = StorageSettings()
+    with open(os.path.join(data, "dataset.json")) as f:
+        tests = [s for s in json.load(f)["scenes"] if s["role"] == "test"]
+    names = [os.path.basename(s["uri"]).removesuffix("_pair.tif") for s in tests]
+    bundle = load_bundle(model)
+    out: dict = {"model": model, "pairs": names}
+    print(f"{'':<14} {'loc F1':>7} {'dmg F1':>7} {'score':>7} {'bldg acc':>8}")
+    for label, adapt in (("as trained", False), ("adapt-bn", True)):
+        p = ScenePredictor(bundle, PredictSection(adapt_bn=adapt, runtime="torch"))
+        with tempfile.TemporaryDirectory(prefix="resseg-bench-damage-") as d:
+            pairs = []
+            for name, s in zip(names, tests, strict=True):
+                pre = os.path.join(data, "scenes", f"{name}_pre.tif")
+                post = os.path.join(data, "scenes", f"{name}_post.tif")
+                r = map_damage(p, pre, post, d, settings, name)
+                pairs.append((r.outputs["damage"], s["label_uri"]))
+            m = score_pairs(pairs, settings).total().metrics()
+        out[label] = m
+        acc = m["building_accuracy"] or 0.0
+        cells = [100 * float(m[k] or 0.0) for k in ("localization_f1", "damage_f1", "score")]
+        print(f"{label:<14} " + " ".join(f"{v:7.2f}" for v in cells) + f" {100 * acc:8.2f}")
+    return out
+
+
+def main() -> None:
+    """Run one part and write its JSON."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("part", choices=["time", "scores"])
+    p.add_argument("--size", nargs=2, type=int, default=[6000, 4500], metavar=("W", "H"))
+    p.add_argument("--model", default="runs/demo-damage-prop18/model.resseg.safetensors")
+    p.add_argument("--data", default="data/demo-damage")
+    p.add_argument("--out", help="JSON path (default bench/results/damage_<part>.json)")
+    args = p.parse_args()
+    result = time_part(*args.size) if args.part == "time" else scores_part(args.model, args.data)
+    out = args.out or os.path.join(ROOT_DIR, "bench", "results", f"damage_{args.part}.json")
+    write_results(out, {"machine": machine(), **result})
+
+
+if __name__ == "__main__":
+    main()
