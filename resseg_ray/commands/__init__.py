@@ -81,7 +81,8 @@ def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = [f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items()]
     return (
-        "usage: resseg <command> [options]\n\nbuilding segmentation of satellite scenes on Ray\n\n"
+        "usage: resseg <command> [options]\n\n"
+        "buildings, and the damage to them, from satellite scenes, on Ray\n\n"
         "commands:\n" + "\n".join(lines) + "\n\n`resseg <command> --help` shows a command's options."
     )
 
