@@ -11,11 +11,13 @@ and the post sensor each get their own normalisation.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 
 from resseg_ray.config import Config
 from resseg_ray.data.prepare import PreparedDataset, prepare_dataset
@@ -54,20 +56,21 @@ def stack_pair(pair: ScenePair, out_uri: str, settings: StorageSettings, rows: i
         "height": pair.height,
         "count": 2 * b,
         "dtype": dtype.name,
-        "transform": pair.pre.affine,
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
         "compress": "deflate",
     }
-    if pair.pre.crs:
-        profile["crs"] = CRS.from_wkt(pair.pre.crs)
+    if pair.pre.crs:  # a plain pixel grid (xBD's PNGs) gets neither CRS nor transform
+        profile.update(crs=CRS.from_wkt(pair.pre.crs), transform=pair.pre.affine)
     names = [f"pre:{n}" for n in pair.pre.band_names] + [f"post:{n}" for n in pair.pre.band_names]
     with (
+        warnings.catch_warnings(),  # a plain pixel grid is wanted here: rasterio's warning says nothing
         atomic_output(out_uri, settings, suffix=".tif") as tmp,
         rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
         rasterio.open(tmp, "w", **profile) as dst,
     ):
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         for r in range(0, pair.height, rows):
             h = min(rows, pair.height - r)
             pre, post, valid = read_pair_window(pair, settings, 0, r, pair.width, h)

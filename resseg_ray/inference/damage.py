@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ import rasterio
 import rasterio.features
 import rasterio.shutil
 import rasterio.warp
+from rasterio.errors import NotGeoreferencedWarning
 from shapely.geometry import shape
 
 from resseg_ray.data.pairs import CLASS_NAMES, stack_pair
@@ -55,11 +57,15 @@ class DamageReport:
     megapixels: float = 0.0
     buildings: dict[str, int] = field(default_factory=dict)
     engine: str = ""
+    georeferenced: bool = True
+    """Whether the pair has a place on Earth (a CRS), not only a pixel grid."""
 
 
 def pair_name(pre_uri: str) -> str:
-    """A pair's name in its outputs' file names: the pre scene's file name less ``_pre``."""
-    return scene_stem(pre_uri).removesuffix("_pre")
+    """A pair's name in its outputs' file names: the pre scene's file name less ``_pre`` (or
+    xBD's ``_pre_disaster``) and its suffix."""
+    stem = scene_stem(pre_uri).removesuffix(".png")
+    return stem.removesuffix("_pre_disaster").removesuffix("_pre")
 
 
 def damage_uris(out_dir: str, name: str, vector_format: str = "geojson") -> dict[str, str]:
@@ -101,61 +107,65 @@ def map_damage(
     pair = open_pair(pre_uri, post_uri, settings, expected_bands=predictor.info.in_bands // 2)
     tmp = make_scratch_dir("damage")
     try:
-        stacked = os.path.join(tmp, "pair.tif")
-        stack_pair(pair, stacked, settings)
-        scene = open_scene(stacked, StorageSettings(), expected_bands=predictor.info.in_bands)
-        classes, probs = os.path.join(tmp, "damage.tif"), os.path.join(tmp, "prob.tif")
-        profile = {
-            "driver": "GTiff", "width": scene.width, "height": scene.height, "transform": scene.affine,
-            "tiled": True, "blockxsize": 256, "blockysize": 256, "dtype": "uint8", "nodata": IGNORE,
-        }  # fmt: skip
-        if scene.crs:
-            profile["crs"] = scene.crs
-        n = len(CLASS_NAMES)
-        with (
-            gdal_env(settings),
-            rasterio.open(classes, "w", count=1, **profile) as cls_ds,
-            rasterio.open(probs, "w", count=n, **profile) as prob_ds,
-        ):
-            for strip in predictor.strips(scene, StorageSettings()):
-                h = strip.probs.shape[1]
-                window = rasterio.windows.Window(0, strip.row, scene.width, h)
-                cls = strip.probs.argmax(0).astype(np.uint8)
-                cls[~strip.valid] = IGNORE
-                p = np.rint(np.clip(strip.probs, 0, 1) * PROB_SCALE).astype(np.uint8)
-                p[:, ~strip.valid] = IGNORE
-                cls_ds.write(cls, 1, window=window)
-                prob_ds.write(p, window=window)
-                if progress is not None:
-                    progress(strip.done(scene))
-            for i, label in enumerate(CLASS_NAMES, start=1):
-                prob_ds.set_band_description(i, f"P({label}) x {PROB_SCALE}")
-            cls_ds.set_band_description(
-                1, "0 background, " + ", ".join(f"{i} {c}" for i, c in enumerate(DAMAGE_CLASSES, 1))
+        with warnings.catch_warnings():  # a pair of plain images (xBD's PNGs): no CRS, as wanted
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            stacked = os.path.join(tmp, "pair.tif")
+            stack_pair(pair, stacked, settings)
+            scene = open_scene(  # a pair of plain images (xBD's PNGs) stays a plain pixel grid
+                stacked, StorageSettings(), expected_bands=predictor.info.in_bands, georeferenced=False
             )
-            for ds in (cls_ds, prob_ds):
-                ds.update_tags(**{SOURCE_TAG: pre_uri, "RESSEG_RAY_POST": post_uri})
-        collection, crs = damage_polygons(classes, probs, polygons or PolygonOptions(), tmp)
-        counts = {
-            c: sum(f["properties"]["damage"] == c for f in collection["features"]) for c in DAMAGE_CLASSES
-        }
-        provenance = {SOURCE_TAG: pre_uri}
-        with atomic_output(uris["buildings"], settings, suffix=vector_suffix(vector_format)) as dst:
-            write_vector(collection, crs, dst, provenance)
-        summary = {
-            "format": "resseg-damage-summary/1", "pre": pre_uri, "post": post_uri, "name": name,
-            "buildings": counts, "total": sum(counts.values()), "model": predictor.info.architecture,
-        }  # fmt: skip
-        write_bytes(uris["summary"], dump_json(summary).encode(), settings)
-        for key, path, resampling in (("prob", probs, "average"), ("damage", classes, "nearest")):
-            with atomic_output(uris[key], settings, suffix=".tif") as dst:
-                cog = {"compress": "DEFLATE", "predictor": "2", "overview_resampling": resampling}
-                rasterio.shutil.copy(path, dst, driver="COG", bigtiff="IF_SAFER", **cog)
+            classes, probs = os.path.join(tmp, "damage.tif"), os.path.join(tmp, "prob.tif")
+            profile = {
+                "driver": "GTiff", "width": scene.width, "height": scene.height,
+                "tiled": True, "blockxsize": 256, "blockysize": 256, "dtype": "uint8", "nodata": IGNORE,
+            }  # fmt: skip
+            if scene.crs:  # a plain pixel grid gets neither CRS nor transform
+                profile.update(crs=scene.crs, transform=scene.affine)
+            n = len(CLASS_NAMES)
+            with (
+                gdal_env(settings),
+                rasterio.open(classes, "w", count=1, **profile) as cls_ds,
+                rasterio.open(probs, "w", count=n, **profile) as prob_ds,
+            ):
+                for strip in predictor.strips(scene, StorageSettings()):
+                    h = strip.probs.shape[1]
+                    window = rasterio.windows.Window(0, strip.row, scene.width, h)
+                    cls = strip.probs.argmax(0).astype(np.uint8)
+                    cls[~strip.valid] = IGNORE
+                    p = np.rint(np.clip(strip.probs, 0, 1) * PROB_SCALE).astype(np.uint8)
+                    p[:, ~strip.valid] = IGNORE
+                    cls_ds.write(cls, 1, window=window)
+                    prob_ds.write(p, window=window)
+                    if progress is not None:
+                        progress(strip.done(scene))
+                for i, label in enumerate(CLASS_NAMES, start=1):
+                    prob_ds.set_band_description(i, f"P({label}) x {PROB_SCALE}")
+                cls_ds.set_band_description(
+                    1, "0 background, " + ", ".join(f"{i} {c}" for i, c in enumerate(DAMAGE_CLASSES, 1))
+                )
+                for ds in (cls_ds, prob_ds):
+                    ds.update_tags(**{SOURCE_TAG: pre_uri, "RESSEG_RAY_POST": post_uri})
+            collection, crs = damage_polygons(classes, probs, polygons or PolygonOptions(), tmp)
+            counts = {
+                c: sum(f["properties"]["damage"] == c for f in collection["features"]) for c in DAMAGE_CLASSES
+            }
+            provenance = {SOURCE_TAG: pre_uri}
+            with atomic_output(uris["buildings"], settings, suffix=vector_suffix(vector_format)) as dst:
+                write_vector(collection, crs, dst, provenance)
+            summary = {
+                "format": "resseg-damage-summary/1", "pre": pre_uri, "post": post_uri, "name": name,
+                "buildings": counts, "total": sum(counts.values()), "model": predictor.info.architecture,
+            }  # fmt: skip
+            write_bytes(uris["summary"], dump_json(summary).encode(), settings)
+            for key, path, resampling in (("prob", probs, "average"), ("damage", classes, "nearest")):
+                with atomic_output(uris[key], settings, suffix=".tif") as dst:
+                    cog = {"compress": "DEFLATE", "predictor": "2", "overview_resampling": resampling}
+                    rasterio.shutil.copy(path, dst, driver="COG", bigtiff="IF_SAFER", **cog)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return DamageReport(
         name, pre_uri, post_uri, uris, time.perf_counter() - start, pair.width * pair.height / 1e6, counts,
-        predictor.describe_engine().get("runtime", ""),
+        predictor.describe_engine().get("runtime", ""), bool(pair.pre.crs),
     )  # fmt: skip
 
 

@@ -40,14 +40,9 @@ def write_damage_item(
 ) -> str | None:
     """Write (and validate) the STAC item of a mapped pair; its URI. Pairs on plain pixel grids
     (no CRS) get none (None): a STAC item needs a place on Earth."""
-    import rasterio
-
-    from resseg_ray.geo.storage import gdal_env, gdal_path
-
+    if not report.georeferenced:
+        return None
     uris = report.outputs
-    with gdal_env(settings), rasterio.open(gdal_path(uris["damage"])) as ds:
-        if ds.crs is None:
-            return None
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     props: dict[str, Any] = {
         "created": now.isoformat().replace("+00:00", "Z"),

@@ -77,6 +77,44 @@ def test_a_pair_is_mapped_into_damage_outputs_on_the_pre_grid(storm, tmp_path, c
     assert item["assets"]["probability"]["raster:bands"][0]["scale"] == pytest.approx(1 / 250)
 
 
+def test_an_xbd_pair_of_plain_pngs_is_mapped(tmp_path, capsys) -> None:
+    """xBD as published: 1024 px RGB PNGs without a CRS, named <event>_<id>_pre|post_disaster."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for when in ("pre", "post"):
+        profile = {"driver": "PNG", "width": 1024, "height": 1024, "count": 3, "dtype": "uint8"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(
+                images / f"hurricane-harvey_00000012_{when}_disaster.png", "w", **profile
+            ) as dst:
+                dst.write(rng.integers(0, 256, (3, 1024, 1024), dtype=np.uint8))
+    model = tmp_path / "rgb.resseg.safetensors"
+    net = randomize_batchnorm(build_model("damage-prop18", in_bands=6, num_classes=5))
+    names = [f"{w}:{b}" for w in ("pre", "post") for b in ("red", "green", "blue")]
+    save_bundle(
+        model, net, norm_mean=[128.0] * 6, norm_std=[64.0] * 6, band_names=names, class_names=CLASS_NAMES
+    )
+    out = tmp_path / "out"
+    pre, post = (str(images / f"hurricane-harvey_00000012_{w}_disaster.png") for w in ("pre", "post"))
+    args = ["--pre", pre, "--post", post, "--model", str(model), "--out", str(out), "--runtime", "torch"]
+    proc = run_here(
+        "damage.py", *args, "--window", "256", "--overlap", "32", "--min-area", "4", capsys=capsys
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr  # a plain pixel grid is what xBD is: nothing to say
+    name = "hurricane-harvey_00000012"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(out / f"{name}_damage.tif") as c:
+            assert c.shape == (1024, 1024) and c.crs is None and (c.read(1) < 255).all()
+    assert (out / f"{name}_damage_summary.json").exists()
+    assert not (out / f"{name}_damage_item.json").exists()  # no place on Earth: no STAC item
+
+
 def test_a_buildings_damage_is_the_class_most_of_its_pixels_carry(tmp_path) -> None:
     classes = np.zeros((40, 60), np.uint8)
     classes[5:15, 5:15] = 3
