@@ -9,8 +9,6 @@ error that says what to do.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +19,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from resseg_ray.errors import InputDataError
-from resseg_ray.geo.scene import SceneInfo, open_dataset, open_scene, read_window
+from resseg_ray.geo.scene import SceneInfo, cached_handle, open_scene, open_uncached, read_window
 from resseg_ray.geo.storage import StorageSettings, gdal_env
 
 
@@ -114,36 +112,36 @@ def _overlap(pre: SceneInfo, post: SceneInfo) -> bool:
     return left < x1 and right > x0 and bottom < y1 and top > y0
 
 
-_vrts: OrderedDict[tuple, WarpedVRT] = OrderedDict()
-_vrts_lock = threading.Lock()
-_VRT_CACHE = 8
+class _Warped:
+    """A warped VRT that owns its source dataset (both closed together)."""
+
+    def __init__(self, pair: ScenePair, settings: StorageSettings) -> None:
+        self.src = open_uncached(pair.post.uri, settings)
+        with gdal_env(settings):
+            self.vrt = WarpedVRT(
+                self.src,
+                crs=rasterio.crs.CRS.from_wkt(pair.pre.crs),
+                transform=pair.pre.affine,
+                width=pair.pre.width,
+                height=pair.pre.height,
+                resampling=Resampling.bilinear,
+                add_alpha=True,
+            )
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.vrt.closed)
+
+    def close(self) -> None:
+        self.vrt.close()
+        self.src.close()
 
 
 def _warped(pair: ScenePair, settings: StorageSettings) -> WarpedVRT:
     """The post scene as a warped VRT on the pre scene's grid (one per thread and pair)."""
-    key: tuple = (pair.post.uri, pair.pre.crs, pair.pre.transform, pair.pre.width, pair.pre.height)
-    key += (settings, threading.get_ident())
-    with _vrts_lock:
-        vrt = _vrts.get(key)
-        if vrt is not None and not vrt.closed:
-            return vrt
-    src = open_dataset(pair.post.uri, settings)
-    with gdal_env(settings):
-        vrt = WarpedVRT(
-            src,
-            crs=rasterio.crs.CRS.from_wkt(pair.pre.crs),
-            transform=pair.pre.affine,
-            width=pair.pre.width,
-            height=pair.pre.height,
-            resampling=Resampling.bilinear,
-            add_alpha=True,
-        )
-    with _vrts_lock:
-        _vrts[key] = vrt
-        while len(_vrts) > _VRT_CACHE:
-            _, old = _vrts.popitem(last=False)
-            old.close()
-    return vrt
+    grid = (pair.pre.crs, pair.pre.transform, pair.pre.width, pair.pre.height)
+    handle = cached_handle(("warped", pair.post.uri, *grid, settings), lambda: _Warped(pair, settings))
+    return handle.vrt
 
 
 def read_pair_window(

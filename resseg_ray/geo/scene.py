@@ -13,8 +13,9 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -78,8 +79,28 @@ class SceneInfo:
 
 
 _CACHE_SIZE = 32
-_cache: OrderedDict[tuple, rasterio.io.DatasetReader] = OrderedDict()
+_cache: OrderedDict[tuple, Any] = OrderedDict()
 _cache_lock = threading.Lock()
+
+
+def cached_handle(key: tuple, opener: Callable[[], Any]) -> Any:
+    """The handle (anything with ``close()`` and ``closed``) that ``opener`` opens for ``key``,
+    opened once per process and thread: one GDAL dataset must not be read from two threads at
+    once (dask's threaded scheduler, loader threads). The least recently used of more than
+    :data:`_CACHE_SIZE` are closed."""
+    key = (*key, threading.get_ident())
+    with _cache_lock:
+        handle = _cache.get(key)
+        if handle is not None and not handle.closed:
+            _cache.move_to_end(key)
+            return handle
+    handle = opener()
+    with _cache_lock:
+        _cache[key] = handle
+        while len(_cache) > _CACHE_SIZE:
+            _, old = _cache.popitem(last=False)
+            old.close()
+    return handle
 
 
 def open_dataset(uri: str, settings: StorageSettings) -> rasterio.io.DatasetReader:
@@ -93,28 +114,19 @@ def open_dataset(uri: str, settings: StorageSettings) -> rasterio.io.DatasetRead
             version = (st.st_mtime_ns, st.st_size)
         except OSError:
             version = ()
-    # One handle per thread: a GDAL dataset must not be read from two threads at once
-    # (dask's threaded scheduler, loader threads).
-    key = (uri, settings, version, threading.get_ident())
-    with _cache_lock:
-        ds = _cache.get(key)
-        if ds is not None and not ds.closed:
-            _cache.move_to_end(key)
-            return ds
+    return cached_handle((uri, settings, version), lambda: open_uncached(uri, settings))
+
+
+def open_uncached(uri: str, settings: StorageSettings) -> rasterio.io.DatasetReader:
+    """Open ``uri`` as a new rasterio dataset (the caller closes it); a clear error when it cannot."""
     try:
         # a raster without a CRS is refused (open_scene) or wanted (a plain mask to score):
         # rasterio's warning about it says nothing to a user either way
         with gdal_env(settings), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(gdal_path(uri), driver=settings.driver)
+            return rasterio.open(gdal_path(uri), driver=settings.driver)
     except RasterioIOError as exc:
         raise InputDataError(_explain_open_error(uri, exc)) from None
-    with _cache_lock:
-        _cache[key] = ds
-        while len(_cache) > _CACHE_SIZE:
-            _, old = _cache.popitem(last=False)
-            old.close()
-    return ds
 
 
 def forget(uri: str | None = None) -> None:
