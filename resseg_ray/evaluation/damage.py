@@ -21,7 +21,7 @@ one class) takes the damage class that most of its pixels predicted as a buildin
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -166,15 +166,21 @@ def _open_pair(pred_uri: str, truth_uri: str, settings: StorageSettings) -> tupl
     return pred, truth
 
 
-def _pixel_counts(pred: SceneInfo, truth: SceneInfo, settings: StorageSettings, rows: int) -> np.ndarray:
-    cm = np.zeros((_N, _N), np.int64)
+def _strips(
+    pred: SceneInfo, truth: SceneInfo, settings: StorageSettings, rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The pair's checked values, ``rows`` rows at a time."""
     for r in range(0, truth.height, rows):
         h = min(rows, truth.height - r)
-        p = _checked(*_band(pred, settings, r, h), pred.uri, "prediction")
-        t = _checked(*_band(truth, settings, r, h), truth.uri, "truth")
-        keep = (p != IGNORE) & (t != IGNORE)
-        cm += np.bincount(t[keep].astype(np.int64) * _N + p[keep], minlength=_N * _N).reshape(_N, _N)
-    return cm
+        yield (
+            _checked(*_band(pred, settings, r, h), pred.uri, "prediction"),
+            _checked(*_band(truth, settings, r, h), truth.uri, "truth"),
+        )
+
+
+def _pixel_counts(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    keep = (p != IGNORE) & (t != IGNORE)
+    return np.bincount(t[keep].astype(np.int64) * _N + p[keep], minlength=_N * _N).reshape(_N, _N)
 
 
 def _band(info: SceneInfo, settings: StorageSettings, row: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,20 +216,22 @@ def score_pair(
     pred_uri: str, truth_uri: str, settings: StorageSettings, rows: int = 1024, buildings: bool = True
 ) -> PairScore:
     """Score one damage prediction against its truth (same grid; georeferenced or not): pixel
-    counts ``rows`` rows at a time, and with ``buildings`` each footprint too (pairs of at
-    most :data:`MAX_BUILDING_PIXELS` pixels; larger ones get ``buildings=None``)."""
+    counts ``rows`` rows at a time, or, with ``buildings``, each footprint too from the whole
+    rasters read once (pairs of at most :data:`MAX_BUILDING_PIXELS` pixels; larger ones are
+    read in strips and get ``buildings=None``)."""
     start = time.perf_counter()
     pred, truth = _open_pair(pred_uri, truth_uri, settings)
-    counts = DamageCounts(_pixel_counts(pred, truth, settings, rows), None)
+    whole = buildings and truth.width * truth.height <= MAX_BUILDING_PIXELS
+    counts = DamageCounts(np.zeros((_N, _N), np.int64), None)
+    for p, t in _strips(pred, truth, settings, truth.height if whole else rows):
+        counts.pixels += _pixel_counts(p, t)
+        if whole:
+            counts.buildings = building_counts(p, t)
     if counts.pixels.sum() == 0:
         raise InputDataError(
             f"{pred_uri}: no pixel to score: the prediction and the truth {truth_uri} share no valid "
             f"pixel (one of them is no data, or {IGNORE}, everywhere); check the pair"
         )
-    if buildings and truth.width * truth.height <= MAX_BUILDING_PIXELS:
-        p = _checked(*_band(pred, settings, 0, pred.height), pred.uri, "prediction")
-        t = _checked(*_band(truth, settings, 0, truth.height), truth.uri, "truth")
-        counts.buildings = building_counts(p, t)
     name = scene_stem(pred_uri).removesuffix(".png")
     for suffix in ("_damage", "_pred", "_prediction"):
         name = name.removesuffix(suffix)

@@ -220,4 +220,6 @@ def test_an_xbd_size_pair_scores_the_same_in_any_strips(tmp_path) -> None:
     whole = score_pair(p, t, StorageSettings(), rows=1024).counts
     strips = score_pair(p, t, StorageSettings(), rows=100).counts
     assert np.array_equal(whole.pixels, strips.pixels) and np.array_equal(whole.buildings, strips.buildings)
+    by_strips = score_pair(p, t, StorageSettings(), rows=100, buildings=False).counts  # read in strips
+    assert np.array_equal(by_strips.pixels, whole.pixels) and by_strips.buildings is None
     assert whole.metrics()["localization_f1"] == 1.0 and 0.3 < whole.metrics()["building_accuracy"] < 1.0
