@@ -19,7 +19,13 @@ from __future__ import annotations
 
 import argparse
 
-from resseg_ray.cli import ENGINE_FIELDS, PREDICTOR_FIELDS, bound_gdal_cache, predict_options
+from resseg_ray.cli import (
+    ENGINE_FIELDS,
+    PREDICTOR_FIELDS,
+    bound_gdal_cache,
+    predict_options,
+    predictor_from_args,
+)
 from resseg_ray.config import PredictSection, load_config
 from resseg_ray.config.flags import add_config_options, add_flags
 from resseg_ray.errors import ConfigError
@@ -62,10 +68,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Parse ``argv`` (default the process's arguments) and run the job."""
     from resseg_ray.inference.damage import check_damage_model, map_damage, pair_name, summary_line
     from resseg_ray.inference.damage_stac import write_damage_item
-    from resseg_ray.inference.predictor import ScenePredictor
     from resseg_ray.inference.vectorize import PolygonOptions
-    from resseg_ray.models.bundle import load_bundle_bytes
-    from resseg_ray.models.source import fetch_bundle_bytes
 
     args = parser(prog).parse_args(argv)
     bound_gdal_cache()
@@ -86,9 +89,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         raise ConfigError(
             f"--pre scenes share file names ({names}); their outputs would overwrite each other"
         )
-    predictor = ScenePredictor(
-        load_bundle_bytes(fetch_bundle_bytes(args.model, settings), args.model), options
-    )
+    predictor = predictor_from_args(args, cfg, settings)
     check_damage_model(predictor, args.model)
     polygons = PolygonOptions(min_area=options.min_area, simplify=options.simplify, wgs84=options.wgs84)
     with Progress("pair", len(pre)) as bar:

@@ -9,15 +9,7 @@ the image). Declared here only; every stage imports them.
 from __future__ import annotations
 
 from resseg_ray.errors import InputDataError
-from resseg_ray.geo.labels import (
-    IGNORE,
-    Footprints,
-    LabelReport,
-    rasterize_footprints,
-    scene_valid_mask,
-    warn_footprints_miss,
-    write_label_raster,
-)
+from resseg_ray.geo.labels import IGNORE, Footprints, LabelReport, make_label_raster
 from resseg_ray.geo.scene import SceneInfo
 from resseg_ray.geo.storage import StorageSettings
 
@@ -30,6 +22,10 @@ NUM_DAMAGE_VALUES = len(DAMAGE_CLASSES) + 1
 """Values a damage raster may hold besides :data:`IGNORE`: background and the four classes."""
 UNCLASSIFIED = "un-classified"
 """xBD's subtype of buildings whose damage was not graded: no data, not a class."""
+VALUES_TEXT = (
+    "0 background, " + ", ".join(f"{i} {c}" for i, c in enumerate(DAMAGE_CLASSES, 1)) + ", 255 no data"
+)
+"""What a damage raster's values mean, as its band description and its docs say it."""
 
 __all__ = [
     "BACKGROUND",
@@ -37,6 +33,7 @@ __all__ = [
     "IGNORE",
     "NUM_DAMAGE_VALUES",
     "UNCLASSIFIED",
+    "VALUES_TEXT",
     "damage_value",
     "damage_values",
     "make_damage_raster",
@@ -64,7 +61,6 @@ def damage_values(footprints: Footprints, field: str) -> list[int]:
     the value and how many footprints carry it."""
     if footprints.values is None:
         raise ValueError("footprints read without their damage field")
-    names = {name: i for i, name in enumerate(DAMAGE_CLASSES, 1)}
     out: list[int] = []
     odd: dict[str, int] = {}
     for v in footprints.values:
@@ -72,13 +68,12 @@ def damage_values(footprints: Footprints, field: str) -> list[int]:
             out.append(IGNORE)
             continue
         key = str(v).strip().lower().replace("_", "-")
-        if key in names:
-            out.append(names[key])
-        elif key == UNCLASSIFIED:
-            out.append(IGNORE)
-        elif key in {"1", "2", "3", "4", "1.0", "2.0", "3.0", "4.0"}:
+        if key in {"1", "2", "3", "4", "1.0", "2.0", "3.0", "4.0"}:
             out.append(int(float(key)))
-        else:
+            continue
+        try:
+            out.append(damage_value(key))
+        except ValueError:
             odd[str(v)] = odd.get(str(v), 0) + 1
             out.append(IGNORE)
     if odd:
@@ -99,21 +94,4 @@ def make_damage_raster(
     values = damage_values(footprints, field)
     order = sorted(range(len(values)), key=lambda i: values[i] == IGNORE)
     ordered = Footprints(footprints.uri, footprints.crs, [footprints.geometries[i] for i in order])
-    burned, hits = rasterize_footprints(scene, ordered, [values[i] for i in order])
-    if hits == 0:
-        warn_footprints_miss(footprints.uri, scene.uri)
-    valid = scene_valid_mask(scene, settings)
-    if not valid.any():
-        raise InputDataError(f"scene {scene.uri} has no valid pixels (all no-data)")
-    burned[~valid] = IGNORE
-    description = (
-        "0 background, " + ", ".join(f"{i} {n}" for i, n in enumerate(DAMAGE_CLASSES, 1)) + ", 255 no data"
-    )
-    write_label_raster(scene, burned, out_uri, settings, description)
-    return LabelReport(
-        scene_uri=scene.uri,
-        label_uri=out_uri,
-        footprints=hits,
-        building_pixels=int(((burned >= 1) & (burned <= len(DAMAGE_CLASSES))).sum()),
-        ignore_pixels=int((burned == IGNORE).sum()),
-    )
+    return make_label_raster(scene, ordered, out_uri, settings, [values[i] for i in order], VALUES_TEXT)

@@ -290,23 +290,29 @@ def write_label_raster(
 
 
 def make_label_raster(
-    scene: SceneInfo, footprints: Footprints, out_uri: str, settings: StorageSettings
+    scene: SceneInfo,
+    footprints: Footprints,
+    out_uri: str,
+    settings: StorageSettings,
+    values: list[int] | None = None,
+    description: str = "0 ground, 1 building, 255 ignore",
 ) -> LabelReport:
-    """Rasterize footprints onto ``scene``, mark its no-data pixels 255 and write ``out_uri``."""
-    burned, hits = rasterize_footprints(scene, footprints)
+    """Rasterize footprints onto ``scene`` (1, or each one's own ``values``: a damage class),
+    mark its no-data pixels 255 and write ``out_uri`` with ``description`` of its values."""
+    burned, hits = rasterize_footprints(scene, footprints, values)
     if hits == 0:
         warn_footprints_miss(footprints.uri, scene.uri)
     valid = scene_valid_mask(scene, settings)
     if not valid.any():
         raise InputDataError(f"scene {scene.uri} has no valid pixels (all no-data)")
     burned[~valid] = IGNORE
-    write_label_raster(scene, burned, out_uri, settings)
+    write_label_raster(scene, burned, out_uri, settings, description)
     return LabelReport(
         scene_uri=scene.uri,
         label_uri=out_uri,
         footprints=hits,
-        building_pixels=int((burned == BUILDING).sum()),
-        ignore_pixels=int((~valid).sum()),
+        building_pixels=int(((burned != GROUND) & (burned != IGNORE)).sum()),
+        ignore_pixels=int((burned == IGNORE).sum()),
     )
 
 

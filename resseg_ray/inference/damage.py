@@ -29,7 +29,7 @@ from shapely.geometry import shape
 
 from resseg_ray.data.pairs import CLASS_NAMES, stack_pair
 from resseg_ray.errors import ConfigError
-from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, IGNORE
+from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, IGNORE, VALUES_TEXT
 from resseg_ray.geo.pairs import open_pair
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings, atomic_output, gdal_env, join_uri, scene_stem, write_bytes
@@ -40,9 +40,6 @@ from resseg_ray.inference.vectorize import PolygonOptions, building_polygons
 from resseg_ray.jsondoc import dump_json
 from resseg_ray.models.registry import model_task
 from resseg_ray.scratch import make_scratch_dir
-
-OUTPUTS = ("damage", "prob", "buildings", "summary")
-"""What each pair gets, by key of :func:`damage_uris`."""
 
 
 @dataclass
@@ -140,9 +137,7 @@ def map_damage(
                         progress(strip.done(scene))
                 for i, label in enumerate(CLASS_NAMES, start=1):
                     prob_ds.set_band_description(i, f"P({label}) x {PROB_SCALE}")
-                cls_ds.set_band_description(
-                    1, "0 background, " + ", ".join(f"{i} {c}" for i, c in enumerate(DAMAGE_CLASSES, 1))
-                )
+                cls_ds.set_band_description(1, VALUES_TEXT)
                 for ds in (cls_ds, prob_ds):
                     ds.update_tags(**{SOURCE_TAG: pre_uri, "RESSEG_RAY_POST": post_uri})
             collection, crs = damage_polygons(classes, probs, polygons or PolygonOptions(), tmp)
@@ -224,7 +219,6 @@ def summary_line(report: DamageReport) -> str:
 
 
 __all__ = [
-    "OUTPUTS",
     "DamageReport",
     "check_damage_model",
     "damage_polygons",

@@ -16,7 +16,7 @@ from typing import Any
 import pystac
 
 from resseg_ray import __version__
-from resseg_ray.geo.damage_labels import DAMAGE_CLASSES
+from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, VALUES_TEXT
 from resseg_ray.geo.stac_write import OfflineValidator, add_raster_asset, raster_item
 from resseg_ray.geo.storage import StorageSettings, join_uri, write_bytes
 from resseg_ray.inference.damage import DamageReport
@@ -58,9 +58,7 @@ def write_damage_item(
     damage = add_raster_asset(
         item, "damage", _rel(uris["damage"]), uris["damage"], settings, "Damage class", ["data"]
     )
-    damage.description = (
-        "0 background, " + ", ".join(f"{i} {c}" for i, c in enumerate(DAMAGE_CLASSES, 1)) + ", 255 no data"
-    )
+    damage.description = VALUES_TEXT
     prob = add_raster_asset(
         item, "probability", _rel(uris["prob"]), uris["prob"], settings, "Class probabilities", ["data"]
     )

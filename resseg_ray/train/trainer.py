@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -138,7 +139,7 @@ def _params(plan: TrainingPlan) -> dict[str, Any]:
     arch = cfg.model.arch
     return {
         "arch": arch,
-        "depth": int(arch.rsplit("prop", 1)[-1].removeprefix("unet")),
+        "depth": int(re.findall(r"\d+", arch)[-1]),  # prop18, unet35, damage-prop50
         "family": "damage" if arch.startswith("damage") else "resseg" if arch.startswith("prop") else "unet",
         "init_from": cfg.model.init_from or "none",
         "class_weights": ",".join(map(str, cfg.train.class_weights)) if cfg.train.class_weights else "none",
