@@ -40,6 +40,7 @@ def log_model(
 
     import resseg_ray.train.mlflow_model as code
     from resseg_ray.models.bundle import read_bundle_info
+    from resseg_ray.models.registry import model_task
 
     info = read_bundle_info(chosen)
     c = tracking.client(tracking_uri)
@@ -86,10 +87,11 @@ def log_model(
     }
     c.set_tag(run_id, MODEL_URI_TAG, model_info.model_uri)
     c.set_tag(run_id, VERSION_TAGS_TAG, json.dumps(version_tags))
-    if not cfg.mlflow.registered_model or not register:
+    name = cfg.mlflow.registry_name(model_task(info.architecture))
+    if not name or not register:
         c.set_tag(run_id, tracking.VERSION_TAG, "not registered")
         return None, False
-    return register_run_model(tracking_uri, run_id, cfg.mlflow.registered_model, cfg.mlflow.alias)
+    return register_run_model(tracking_uri, run_id, name, cfg.mlflow.alias)
 
 
 MODEL_URI_TAG = "resseg.model_uri"

@@ -38,6 +38,7 @@ from resseg_ray.geo.storage import (
     workdir,
     write_bytes,
 )
+from resseg_ray.models.registry import model_task
 from resseg_ray.scratch import scratch_dir
 from resseg_ray.train import tracking
 from resseg_ray.train.checks import check_arch, check_data_config, check_scenes, check_task
@@ -428,7 +429,7 @@ def _finish(
         progress=progress,
         tracking_uri=plan.tracking_uri,
         mlflow_run_id=run.run_id,
-        registered_model=cfg.mlflow.registered_model,
+        registered_model=cfg.mlflow.registry_name(model_task(cfg.model.arch)),
         registered_version=version,
         alias_moved=moved,
         resumed=run.resumed,

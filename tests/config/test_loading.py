@@ -85,3 +85,12 @@ def test_worker_resources_reach_the_config() -> None:
     cfg = load_config(None, ["scaling.worker_resources={train_slot: 1}"])
     assert cfg.scaling.worker_resources == {"train_slot": 1.0}
     assert load_config(None).scaling.worker_resources == {}
+
+
+def test_a_network_registers_under_its_task_s_name() -> None:
+    """The default registry name follows the network's task, so a damage network never moves
+    the alias of the building models (models:/resseg-buildings@best stays a building model)."""
+    m = load_config(None).mlflow
+    assert m.registry_name("buildings") == "resseg-buildings" and m.registry_name("damage") == "resseg-damage"
+    assert load_config(None, ["mlflow.registered_model=mine"]).mlflow.registry_name("damage") == "mine"
+    assert load_config(None, ["mlflow.registered_model=null"]).mlflow.registry_name("damage") is None
