@@ -4,9 +4,9 @@ A refinement holds part of the annotated area out of training (the validation bl
 dataset: no training tile touches them). Before anything is registered or offered, three
 candidates are scored there, each by the project's one windowing path (only the window rows
 the blocks need): the parent, the parent with its BatchNorm statistics re-estimated on the
-scene, and the refined model. The refined model ships only when its F1 on those pixels beats
-both others by ``train.min_gain``; otherwise the better of the other two is kept, and the
-verdict says so with the figures.
+scene, and the refined model. The refined model ships only when its F1 on those pixels (a
+damage network's: the xView2 score) beats both others by ``train.min_gain``; otherwise the
+better of the other two is kept, and the verdict says so with the figures.
 """
 
 from __future__ import annotations
@@ -39,13 +39,16 @@ class Verdict:
     chosen: str
     """``refined``, ``adapted`` or ``parent`` (:data:`CANDIDATES`)."""
     f1: dict[str, float]
-    """F1 of the building class on the held-out annotated pixels, per candidate."""
+    """F1 of the building class (a damage network: the xView2 score) on the held-out annotated
+    pixels, per candidate."""
     accuracy: dict[str, float]
     pixels: int
     """Held-out annotated pixels scored."""
     blocks: int
     """Held-out blocks they lie in."""
     min_gain: float
+    measure: str = "F1"
+    """What :attr:`f1` holds, in words (:attr:`~resseg_ray.evaluation.metrics.Confusion.measure`)."""
 
     @property
     def ships(self) -> bool:
@@ -55,7 +58,10 @@ class Verdict:
     def line(self) -> str:
         """The verdict in one line, with the figures (for the CLI, the page and MLflow)."""
         f = {k: f"{100 * v:.1f}" for k, v in self.f1.items()}
-        where = f"F1 on {self.pixels} held-out annotated pixels ({self.blocks} blocks kept out of training)"
+        where = (
+            f"{self.measure} on {self.pixels} held-out annotated pixels ({self.blocks} blocks kept out of "
+            "training)"
+        )
         figures = f"refined {f['refined']}, parent {f['parent']}, BatchNorm re-estimated {f['adapted']}"
         if self.ships:
             return f"kept the refined model: {where}: {figures}"
@@ -74,6 +80,7 @@ class Verdict:
             "pixels": self.pixels,
             "blocks": self.blocks,
             "min_gain": self.min_gain,
+            "measure": self.measure,
             "line": self.line(),
         }
 
@@ -95,7 +102,7 @@ def score_held_out(
     inside = _block_mask(scene, blocks)
     r0 = min(b[1] for b in blocks)
     r1 = max(b[1] + b[3] for b in blocks)
-    confusion = Confusion.empty(predictor.info.num_classes)
+    confusion = Confusion.for_model(predictor.info.architecture, predictor.info.num_classes)
     for strip in predictor.strips(scene, settings, predictor.rows_part(scene.height, r0, r1)):
         h = strip.probs.shape[1]
         lab, lvalid = read_window(labels, settings, 0, strip.row, scene.width, h)
@@ -113,8 +120,9 @@ def _block_mask(scene: SceneInfo, blocks: Sequence[Sequence[int]]) -> np.ndarray
 
 
 def decide(scores: dict[str, Confusion], blocks: int, min_gain: float) -> Verdict:
-    """The refined model when its held-out F1 beats the parent's and the re-estimated parent's
-    by ``min_gain``; else the better of those two (the parent on a tie: nothing changed)."""
+    """The refined model when its held-out F1 (a damage network: xView2 score) beats the
+    parent's and the re-estimated parent's by ``min_gain``; else the better of those two (the
+    parent on a tie: nothing changed)."""
     metrics = {k: c.metrics() for k, c in scores.items()}
     f1 = {k: float(m["f1"]) for k, m in metrics.items()}
     accuracy = {k: float(m["accuracy"]) for k, m in metrics.items()}
@@ -126,4 +134,4 @@ def decide(scores: dict[str, Confusion], blocks: int, min_gain: float) -> Verdic
         chosen = "refined"
     else:
         chosen = "adapted" if f1["adapted"] > f1["parent"] else "parent"
-    return Verdict(chosen, f1, accuracy, pixels, blocks, min_gain)
+    return Verdict(chosen, f1, accuracy, pixels, blocks, min_gain, scores["refined"].measure)

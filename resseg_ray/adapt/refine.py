@@ -41,8 +41,9 @@ from resseg_ray.geo.storage import (
     removed_on_failure,
     write_bytes,
 )
+from resseg_ray.inference.damage import pair_name
 from resseg_ray.inference.predictor import ScenePredictor
-from resseg_ray.models.bundle import ModelBundle, encode_bundle, load_bundle_bytes
+from resseg_ray.models.bundle import BundleInfo, ModelBundle, encode_bundle, load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
 from resseg_ray.progress import tenths
 
@@ -93,9 +94,12 @@ class RefineResult:
     """Which model was kept, chosen on the annotated pixels kept out of training."""
     adapted_bundle: bytes | None = None
     """The parent with BatchNorm re-estimated on the scene (what ``verdict.chosen == 'adapted'`` keeps)."""
+    post: str | None = None
+    """A damage refinement's post-event scene (:attr:`scene` is then the pre-event one)."""
 
     def table(self) -> str:
-        """Table III-style markdown: F1 / accuracy on the rest of the scene, per model."""
+        """Table III-style markdown: F1 / accuracy on the rest of the scene, per model (a damage
+        network: the xView2 score, localization F1 and damage F1)."""
         named = [
             ("before refinement", self.before),
             ("BatchNorm re-estimated", self.adapted),
@@ -104,7 +108,7 @@ class RefineResult:
         rows = {name: Evaluation([score]) for name, score in named if score is not None}
         if not rows:
             return "(the rest of the scene was not scored: it has no labels)\n"
-        return markdown_table(rows)
+        return markdown_table(rows, _columns(next(iter(rows.values())).scenes[0]))
 
 
 def _predictor(bundle: ModelBundle, cfg: Config) -> ScenePredictor:
@@ -124,6 +128,8 @@ def refine_scene(
     log: Callable[[str], None] = print,
     score_rest: bool = True,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    post: str | None = None,
+    damage_field: str = "subtype",
 ) -> RefineResult:
     """Refine ``parent`` (bundle or models:/ URI) on the annotated part of ``scene_uri`` and
     score it, before and after, on the rest of the scene. ``cfg.train`` gives the refinement
@@ -133,8 +139,14 @@ def refine_scene(
 
     ``score_rest=False`` skips the scoring on the rest of the scene, for annotations that
     label the area only (the map page's: outside it nothing is known, so every building
-    there would count as a false positive); ``on_epoch`` sees each epoch's losses."""
+    there would count as a false positive); ``on_epoch`` sees each epoch's losses.
+
+    A damage network refines on a pair: ``scene_uri`` is the pre-event scene and ``post`` the
+    post-event one (read on the pre grid, stacked under the run folder); ``footprints`` then
+    carry each building's damage in ``damage_field`` (or ``labels`` is a damage raster, 0 to
+    4 and 255), and every score is the xView2 score."""
     from resseg_ray.geo.storage import resolve_uri
+    from resseg_ray.models.registry import model_task
     from resseg_ray.train.registry import register_run_model
     from resseg_ray.train.trainer import StartFrom, run_training
 
@@ -144,20 +156,28 @@ def refine_scene(
     parent_bytes = fetch_bundle_bytes(parent, settings)
     bundle = load_bundle_bytes(parent_bytes, parent)
     info = bundle.info
-    scene = open_scene(scene_uri, settings, bands=cfg.data.bands, expected_bands=info.in_bands)
-    area = area_spec.build(scene, settings)
-    if footprints is not None:
-        label_array = footprints_in_area(scene, read_footprints(footprints, settings), area)
-    else:
-        assert labels is not None
-        label_array = read_labels(scene, labels, settings)
-    name = cfg.run.name or f"refine-{scene_name(scene_uri)}-{info.architecture}"
+    damage = model_task(info.architecture) == "damage"
+    _check_inputs(cfg, parent, info.architecture, damage, post)
+    stem = scene_name(pair_name(scene_uri) if damage else scene_uri)
+    name = cfg.run.name or f"refine-{stem}-{info.architecture}"
     run_dir = join_uri(resolve_uri(cfg.run.storage_path), name)
     # what this call creates goes again if a step before training fails (a refused area, no
     # tiles); once training has started the folder is kept: a re-run resumes from it
     fresh = not exists(run_dir, settings)
+    given = scene_uri
     with removed_on_failure([run_dir] if fresh else [], settings):
-        stem = scene_name(scene_uri)
+        if post is not None:  # the pair as one scene (pre bands, then post), its damage raster
+            scene_uri, labels = _stacked_pair(
+                scene_uri, post, footprints, labels, damage_field, join_uri(run_dir, stem), info, settings
+            )
+            footprints = None
+        scene = open_scene(scene_uri, settings, bands=cfg.data.bands, expected_bands=info.in_bands)
+        area = area_spec.build(scene, settings)
+        if footprints is not None:
+            label_array = footprints_in_area(scene, read_footprints(footprints, settings), area)
+        else:
+            assert labels is not None
+            label_array = read_labels(scene, labels, settings)
         normalization = str(info.extra.get("normalization", "pooled"))
         written = write_area_labels(
             scene,
@@ -180,7 +200,7 @@ def refine_scene(
                 _predictor(model, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
                 progress=tenths(f"scoring {what} on {scene_uri}"),
             )  # fmt: skip
-            log(f"{row}: F1 {score.metrics['f1']:.4f}, accuracy {score.metrics['accuracy']:.4f}")
+            log(f"{row}: " + ", ".join(f"{k} {score.metrics[k]:.4f}" for k in _columns(score)))
             return score
 
         before = score_rest_with(bundle, "the parent", "before refinement") if score_rest else None
@@ -211,7 +231,9 @@ def refine_scene(
         data_cfg = cfg.data.replace(normalization=normalization)
         rcfg = cfg.replace(
             data=data_cfg,
-            model=cfg.model.replace(arch=info.architecture, pretrained=None),
+            model=cfg.model.replace(
+                arch=info.architecture, pretrained=None, class_names=list(info.class_names)
+            ),
             train=cfg.train.replace(dataset=join_uri(run_dir, "data")),
             run=cfg.run.replace(name=name),
             mlflow=cfg.mlflow.replace(alias=alias or "refined-" + stem.replace(".", "_")),
@@ -221,7 +243,9 @@ def refine_scene(
             regions=[written.area_uri] if written.area_uri else None,
         )  # fmt: skip
     parent_run = info.extra.get("mlflow_run_id")
-    tags = {"resseg.refined_scene": scene_uri, "resseg.area": area.source, "resseg.parent_model": parent}
+    tags = {"resseg.refined_scene": given, "resseg.area": area.source, "resseg.parent_model": parent}
+    if post is not None:
+        tags["resseg.refined_post"] = post
     if parent_run:
         tags["resseg.parent_run_id"] = str(parent_run)
     start = StartFrom(
@@ -244,17 +268,18 @@ def refine_scene(
     verdict = decide(scores, len(blocks), cfg.train.min_gain)
     log(verdict.line())
     version = None
-    if verdict.ships and rcfg.mlflow.registered_model:
+    registry = rcfg.mlflow.registry_name(model_task(info.architecture))
+    if verdict.ships and registry:
         version, _ = register_run_model(
             result.tracking_uri,
             result.mlflow_run_id,
-            rcfg.mlflow.registered_model,
+            registry,
             rcfg.mlflow.alias,
             {"heldout_f1": f"{verdict.f1['refined']:.6f}"},
         )
     after = score_rest_with(refined, "the refined model", "after refinement") if score_rest else None
     out = RefineResult(
-        scene_uri,
+        given,
         written,
         before,
         adapted,
@@ -264,9 +289,61 @@ def refine_scene(
         version,
         verdict,
         adapted_bytes,
+        post,
     )
     _log_scores(result.tracking_uri, result.mlflow_run_id, out)
     return out
+
+
+def _columns(score: SceneScore) -> tuple[str, ...]:
+    """The metrics a refinement reports: a damage network's xView2 figures, else F1 and accuracy."""
+    return ("score", "localization_f1", "damage_f1") if score.confusion.damage else ("f1", "accuracy")
+
+
+def _check_inputs(cfg: Config, parent: str, arch: str, damage: bool, post: str | None) -> None:
+    """A damage network refines on a pair, a building network on one scene."""
+    if damage and post is None:
+        raise ConfigError(
+            f"--model {parent} is a damage network ({arch}): it refines on a pair, give --pre and --post "
+            "(the scenes before and after the event)"
+        )
+    if not damage and post is not None:
+        raise ConfigError(
+            f"--model {parent} is a building network ({arch}): it refines on one scene (--scene); a pair "
+            "(--pre/--post) refines a damage network (damage-prop<depth>)"
+        )
+    if post is not None and cfg.data.bands is not None:
+        raise ConfigError(
+            f"data.bands={cfg.data.bands} selects bands of one scene; a pair is refined on every band of "
+            "both scenes (the damage network's): drop data.bands"
+        )
+
+
+def _stacked_pair(
+    pre: str,
+    post: str,
+    footprints: str | None,
+    labels: str | None,
+    field: str,
+    prefix: str,
+    info: BundleInfo,
+    settings: StorageSettings,
+) -> tuple[str, str]:
+    """Stack a pair (the post scene on the pre grid) as ``<prefix>_pair.tif`` and, from damage
+    footprints, burn its damage raster as ``<prefix>_damage_labels.tif``: (stacked scene, labels)."""
+    from resseg_ray.data.pairs import stack_pair
+    from resseg_ray.geo.damage_labels import make_damage_raster
+    from resseg_ray.geo.pairs import open_pair
+
+    pair = open_pair(pre, post, settings, expected_bands=info.in_bands // 2)
+    stacked = f"{prefix}_pair.tif"
+    stack_pair(pair, stacked, settings)
+    if footprints is not None:
+        labels = f"{prefix}_damage_labels.tif"
+        graded = read_footprints(footprints, settings, attribute=field)
+        make_damage_raster(pair.pre, graded, field, labels, settings)
+    assert labels is not None
+    return stacked, labels
 
 
 def _held_out_blocks(dataset: str, scene_uri: str, settings: StorageSettings) -> list[list[int]]:

@@ -19,6 +19,7 @@ FORMAT = "resseg-refine-report/1"
 
 def refine_json(r: RefineResult, parent: str) -> str:
     """The refinement of ``parent`` (the model given) as a JSON document (:data:`FORMAT`).
+    ``post`` is a damage refinement's post-event scene (``scene`` its pre-event one), else null.
     ``rest_of_scene`` holds the metrics of the scene outside the annotated area for each model
     scored there (``parent``, ``adapted``: BatchNorm re-estimated, ``refined``); it is empty
     when the scene has no labels there."""
@@ -30,6 +31,7 @@ def refine_json(r: RefineResult, parent: str) -> str:
         {
             "format": FORMAT,
             "scene": r.scene,
+            "post": r.post,
             "parent": parent,
             "area": asdict(r.area),
             "verdict": verdict,

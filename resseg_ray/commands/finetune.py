@@ -8,11 +8,17 @@ Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
     resseg finetune --model models:/resseg-buildings@best --scene s3://bucket/post/D12.tif \\
         --area annotated_area.geojson --footprints annotated_buildings.geojson \\
         --config configs/finetune_demo.yaml --set train.epochs=100 --adapt-bn --report refine.json
+    resseg finetune --model runs/demo-damage-prop18/model.resseg.safetensors \\
+        --pre data/demo-damage/scenes/storm_01_pre.tif --post data/demo-damage/scenes/storm_01_post.tif \\
+        --footprints data/demo-damage/scenes/storm_01_damage.geojson --fraction 0.15 \\
+        --config configs/finetune_damage_demo.yaml
 
 Trains only on tiles wholly inside the annotated area, evaluates the model before and
 after on the rest of the scene only, prints a Table III-style table, logs it to the
 refinement's MLflow run and registers the refined model as a new version (alias
-refined-<scene>).
+refined-<scene>) only when it beats its parent on annotated pixels kept out of training. A
+damage network refines on a pair (--pre, --post) with each building's damage, scored by
+the xView2 score.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from resseg_ray.cli import (
 from resseg_ray.config import PredictSection, load_config
 from resseg_ray.config.flags import add_config_options, given
 from resseg_ray.device import DevicePolicy
+from resseg_ray.errors import ConfigError
 from resseg_ray.geo.storage import StorageSettings, check_output_file, write_bytes
 from resseg_ray.runtime import candidates
 
@@ -46,7 +53,18 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="the parent: bundle path, s3:// bundle or models:/ URI")
     p.add_argument(
-        "--scene", required=True, help="the new scene (local, s3://, or a STAC item; see --stac-asset)"
+        "--scene",
+        help="the new scene (local, s3://, or a STAC item; see --stac-asset); a damage network: --pre",
+    )
+    p.add_argument(
+        "--pre",
+        metavar="SCENE",
+        help="a damage network (damage-prop<depth>), instead of --scene: the scene before the event",
+    )
+    p.add_argument(
+        "--post",
+        metavar="SCENE",
+        help="with --pre: the scene after the event, from any sensor (read on the pre scene's grid)",
     )
     p.add_argument(
         "--area",
@@ -76,7 +94,16 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--labels",
         metavar="RASTER",
-        help="or a label raster of the scene (0/1/255); only its pixels inside the area are used",
+        help="or a label raster of the scene (0/1/255; a pair's: 0 background, 1..4 damage, 255, on the pre "
+        "scene's grid); only its pixels inside the area are used",
+    )
+    p.add_argument(
+        "--damage-field",
+        default="subtype",
+        metavar="FIELD",
+        help="with --pre/--post and --footprints: the field holding each building's damage: no-damage, "
+        "minor-damage, major-damage, destroyed (any spelling, or 1..4), un-classified or empty for not "
+        "graded (default subtype, xBD's)",
     )
     p.add_argument(
         "--adapt-bn",
@@ -118,10 +145,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     candidates(cfg.predict.runtime, cfg.predict.precision, DevicePolicy.resolve(cfg.predict.device).device)
     area = AreaSpec(args.area, args.fraction, args.placement, cfg.run.seed)
     settings = StorageSettings.resolve(cfg.storage)
+    if (args.scene is None) == (args.pre is None) or (args.pre is None) != (args.post is None):
+        raise ConfigError(
+            "give the scene to refine on as --scene SCENE (a building network) or as --pre SCENE --post "
+            "SCENE (a damage network), one of the two"
+        )
     if args.report:  # before the training, not after it
-        inputs = [args.model, args.scene, *(f for f in (args.area, args.footprints, args.labels) if f)]
-        check_output_file(args.report, settings, "--report", inputs=[args.config, *inputs])
-    scene = one_scene(args.scene, args, cfg, settings)
+        scenes = (args.scene, args.pre, args.post, args.area, args.footprints, args.labels)
+        inputs = [args.config, args.model, *filter(None, scenes)]
+        check_output_file(args.report, settings, "--report", inputs=inputs)
+    scene = one_scene(args.scene or args.pre, args, cfg, settings)
+    post = one_scene(args.post, args, cfg, settings) if args.post else None
     init_ray()
     r = refine_scene(
         cfg,
@@ -132,6 +166,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         labels=args.labels,
         adapt_bn=args.adapt_bn,
         alias=args.alias,
+        post=post,
+        damage_field=args.damage_field,
     )
     table = r.table()
     print()

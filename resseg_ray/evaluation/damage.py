@@ -106,12 +106,13 @@ class DamageCounts:
 
 def damage_metrics(counts: np.ndarray) -> dict[str, float]:
     """A damage network's validation metrics from its ``5 x 5`` pixel confusion: ``f1`` is the
-    xView2 score (what ``train.select=val_f1`` keeps and early stopping watches), beside
-    ``localization_f1``, ``damage_f1``, each class's ``f1_<class>`` and pixel ``accuracy``."""
+    xView2 score (what ``train.select=val_f1`` keeps and early stopping watches; also as
+    ``score``), beside ``localization_f1``, ``damage_f1``, each class's ``f1_<class>`` and
+    pixel ``accuracy``."""
     m = DamageCounts(np.asarray(counts), None).metrics()
     total = float(np.asarray(counts).sum())
     out = {k: float(v) for k, v in m.items() if v is not None and not k.startswith("building")}
-    out["f1"] = out.pop("score")
+    out["f1"] = out["score"]
     out["accuracy"] = float(np.trace(counts)) / total if total else 0.0
     return out
 

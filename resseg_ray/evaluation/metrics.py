@@ -48,11 +48,21 @@ class Confusion:
 
     counts: np.ndarray
     positive: int = 1
+    damage: bool = False
+    """Whether the classes are a damage network's (background, then the four grades): its
+    :meth:`metrics` are then the xView2 score's (:func:`~resseg_ray.evaluation.damage.damage_metrics`)."""
 
     @classmethod
-    def empty(cls, num_classes: int = 2, positive: int = 1) -> Confusion:
+    def empty(cls, num_classes: int = 2, positive: int = 1, damage: bool = False) -> Confusion:
         """A confusion with no pixels."""
-        return cls(np.zeros((num_classes, num_classes), np.int64), positive)
+        return cls(np.zeros((num_classes, num_classes), np.int64), positive, damage)
+
+    @classmethod
+    def for_model(cls, architecture: str, num_classes: int) -> Confusion:
+        """An empty confusion scored as the network ``architecture``'s task is scored."""
+        from resseg_ray.models.registry import list_models
+
+        return cls.empty(num_classes, damage=architecture in list_models("damage"))
 
     @classmethod
     def of(cls, pred: np.ndarray, target: np.ndarray, num_classes: int = 2, positive: int = 1) -> Confusion:
@@ -60,7 +70,7 @@ class Confusion:
         return cls(confusion_counts(pred, target, num_classes), positive)
 
     def __add__(self, other: Confusion) -> Confusion:
-        return Confusion(self.counts + other.counts, self.positive)
+        return Confusion(self.counts + other.counts, self.positive, self.damage)
 
     def add(self, pred: np.ndarray, target: np.ndarray) -> None:
         """Accumulate another block of pixels in place."""
@@ -71,12 +81,22 @@ class Confusion:
         """Pixels counted (ignored ones excluded)."""
         return int(self.counts.sum())
 
+    @property
+    def measure(self) -> str:
+        """What ``metrics()["f1"]`` is, in words: the building class's F1, or the xView2 score."""
+        return "xView2 score" if self.damage else "F1"
+
     def metrics(self) -> dict[str, float]:
         """Building-class precision, recall, F1 and IoU; pixel accuracy; macro F1 over classes.
 
         A class absent from both labels and prediction scores 1 (nothing to find, nothing
-        wrongly found); a class that is only missed or only hallucinated scores 0.
+        wrongly found); a class that is only missed or only hallucinated scores 0. For a damage
+        network, the xView2 metrics instead, its score as ``f1`` (and ``score``).
         """
+        if self.damage:
+            from resseg_ray.evaluation.damage import damage_metrics
+
+            return damage_metrics(self.counts)
         cm = self.counts.astype(np.float64)
         total = cm.sum()
         per_class = [_prf(cm, c) for c in range(cm.shape[0])]

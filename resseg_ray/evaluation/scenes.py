@@ -54,7 +54,8 @@ class Evaluation:
 
     def pooled(self) -> dict[str, float]:
         """Metrics of all scenes' pixels together."""
-        total = Confusion.empty(self.scenes[0].confusion.counts.shape[0])
+        first = self.scenes[0].confusion
+        total = Confusion.empty(first.counts.shape[0], damage=first.damage)
         for s in self.scenes:
             total = total + s.confusion
         return total.metrics()
@@ -76,10 +77,17 @@ def scene_name(uri: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in scene_stem(uri))
 
 
-def _checked_labels(labels: np.ndarray, valid: np.ndarray, label_uri: str) -> np.ndarray:
-    """A copy of a block of label values, refused unless each is 0, 1 or 255 (ignored)."""
-    odd = np.setdiff1d(np.unique(labels[valid]), [0, 1, IGNORE])
+def _checked_labels(labels: np.ndarray, valid: np.ndarray, label_uri: str, classes: int = 2) -> np.ndarray:
+    """A copy of a block of label values, refused unless each is a class value (0 ground, 1
+    building; a damage network's 0 to 4) or 255 (ignored)."""
+    odd = np.setdiff1d(np.unique(labels[valid]), [*range(classes), IGNORE])
     if odd.size:
+        if classes > 2:
+            raise InputDataError(
+                f"label raster {label_uri} holds values {odd[:5].tolist()}; damage labels must be 0 "
+                f"(background) to {classes - 1} or {IGNORE} (ignored): burn them from footprints with "
+                "resseg prepare --post"
+            )
         raise InputDataError(
             f"label raster {label_uri} holds values {odd[:5].tolist()}; labels must be 0 (ground), "
             f"1 (building) or {IGNORE} (ignored): reclassify it, or rasterize footprints with jobs/prepare.py"
@@ -110,7 +118,8 @@ def evaluate_scene(
     labels = open_scene(label_uri, settings, bands=[1])
     if not scene.same_grid(labels):
         raise InputDataError(f"labels {label_uri} are not on the grid of {scene_uri}; re-run jobs/prepare.py")
-    confusion = Confusion.empty(predictor.info.num_classes)
+    info = predictor.info
+    confusion = Confusion.for_model(info.architecture, info.num_classes)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(SceneWriter(scene, OutputOptions(prob=False))) if objects else None
@@ -118,7 +127,7 @@ def evaluate_scene(
         for strip in predictor.strips(scene, settings, part):
             h = strip.probs.shape[1]
             lab, lvalid = read_window(labels, settings, 0, strip.row, scene.width, h)
-            target = _checked_labels(lab[0], lvalid, label_uri)
+            target = _checked_labels(lab[0], lvalid, label_uri, info.num_classes)
             target[~(strip.valid & lvalid)] = IGNORE
             confusion.add(strip.probs.argmax(0), target)
             if writer is not None:

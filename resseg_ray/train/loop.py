@@ -34,7 +34,6 @@ from resseg_ray.data.pipeline import (
 )
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError
-from resseg_ray.evaluation.damage import damage_metrics
 from resseg_ray.evaluation.metrics import IGNORE, Confusion, confusion_counts_torch
 from resseg_ray.inference.batchnorm import set_batchnorm_eval
 from resseg_ray.models.base import SegmentationNet
@@ -187,7 +186,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 .tolist()
             )
             counts = _allreduce(val["confusion"].to(policy.device)).cpu().numpy()
-            m = damage_metrics(counts) if damage else Confusion(counts, positive=1).metrics()
+            m = Confusion(counts, positive=1, damage=damage).metrics()
             metrics = {
                 "epoch": epoch,
                 "train_loss": totals[0] / max(totals[1], 1),
