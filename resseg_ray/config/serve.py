@@ -20,6 +20,13 @@ class ServeSection(Section):
     model: str | None = None
     """Bundle path, s3:// bundle or ``models:/`` URI; default the ``RESSEG_MODEL`` environment
     variable, else the demo's model ``runs/demo-prop18/model.resseg.safetensors``."""
+    damage_model: str | None = None
+    """A damage network (``damage-prop<depth>``) served at ``POST /v1/damage`` beside the building
+    model: bundle path, s3:// bundle or ``models:/`` URI (e.g. ``models:/resseg-damage@best``);
+    unset: ``/v1/damage`` answers 404."""
+    damage_replicas: int = 1
+    """Replicas of the damage network (``serve.cpus_per_replica`` CPUs or one GPU each), when
+    ``serve.damage_model`` is set."""
     allowed_prefixes: list[str] = Field(default_factory=list)
     """``s3://bucket/prefix/`` URIs a request may name (``{"uri": ...}``); empty: none allowed."""
     max_body_mb: float = 512.0
@@ -133,6 +140,8 @@ class ServeSection(Section):
             )
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"serve.torch_threads must be >= 1, got {self.torch_threads}")
+        if self.damage_replicas < 1:
+            raise ConfigError(f"serve.damage_replicas ({self.damage_replicas}) must be >= 1")
         if self.cpus_per_replica <= 0 or self.ingress_cpus < 0 or self.ingress_replicas < 1:
             raise ConfigError(
                 "serve.cpus_per_replica must be > 0, serve.ingress_cpus >= 0 and serve.ingress_replicas >= 1"

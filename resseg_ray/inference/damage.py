@@ -95,9 +95,11 @@ def map_damage(
     polygons: PolygonOptions | None = None,
     vector_format: str = "geojson",
     progress: Callable[[float], None] | None = None,
+    provenance: bool = True,
 ) -> DamageReport:
     """Map one pair's damage under ``out_dir`` (:func:`damage_uris`); ``name`` defaults to the
-    pre scene's file name."""
+    pre scene's file name. ``provenance=False`` keeps the inputs' paths out of every output (the
+    service's: a client must not learn the server's paths)."""
     start = time.perf_counter()
     name = name or pair_name(pre_uri)
     uris = damage_uris(out_dir, name, vector_format)
@@ -139,16 +141,18 @@ def map_damage(
                     prob_ds.set_band_description(i, f"P({label}) x {PROB_SCALE}")
                 cls_ds.set_band_description(1, VALUES_TEXT)
                 for ds in (cls_ds, prob_ds):
-                    ds.update_tags(**{SOURCE_TAG: pre_uri, "RESSEG_RAY_POST": post_uri})
+                    if provenance:
+                        ds.update_tags(**{SOURCE_TAG: pre_uri, "RESSEG_RAY_POST": post_uri})
             collection, crs = damage_polygons(classes, probs, polygons or PolygonOptions(), tmp)
             counts = {
                 c: sum(f["properties"]["damage"] == c for f in collection["features"]) for c in DAMAGE_CLASSES
             }
-            provenance = {SOURCE_TAG: pre_uri}
+            source = {SOURCE_TAG: pre_uri} if provenance else {}
             with atomic_output(uris["buildings"], settings, suffix=vector_suffix(vector_format)) as dst:
-                write_vector(collection, crs, dst, provenance)
+                write_vector(collection, crs, dst, source)
             summary = {
-                "format": "resseg-damage-summary/1", "pre": pre_uri, "post": post_uri, "name": name,
+                "format": "resseg-damage-summary/1", "pre": pre_uri if provenance else None,
+                "post": post_uri if provenance else None, "name": name,
                 "buildings": counts, "total": sum(counts.values()), "model": predictor.info.architecture,
             }  # fmt: skip
             write_bytes(uris["summary"], dump_json(summary).encode(), settings)

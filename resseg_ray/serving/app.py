@@ -73,26 +73,46 @@ def model_uri(cfg: Config) -> str:
     """The model to serve: ``serve.model``, else ``RESSEG_MODEL``, else the demo's; a local
     bundle that does not exist is a clear error saying how to get one."""
     uri = cfg.serve.model or os.environ.get("RESSEG_MODEL") or DEMO_MODEL
+    return _checked(
+        uri,
+        "no model bundle at {path}. Train the demo model with `make demo` (or `python jobs/train.py`), "
+        "or point RESSEG_MODEL (or serve.model) at a bundle file, an s3:// bundle or a "
+        "models:/NAME@ALIAS URI",
+    )
+
+
+def damage_model_uri(uri: str) -> str:
+    """``serve.damage_model`` as the replicas take it (a local bundle made absolute, and checked)."""
+    return _checked(
+        uri,
+        "serve.damage_model: no model bundle at {path}. Train one with `make demo-damage` (or `resseg "
+        "train --config configs/damage_demo.yaml`), or give an s3:// bundle or a models:/NAME@ALIAS URI",
+    )
+
+
+def _checked(uri: str, missing: str) -> str:
+    """A registry, run or s3:// URI as it is; a local bundle as an absolute path that exists
+    (else the error ``missing``, its ``{path}`` filled)."""
     if uri.startswith(("models:/", "runs:/")) or is_s3(uri):
         return uri
     path = normalize_uri(uri)
     if not os.path.isfile(path):
-        raise ConfigError(
-            f"no model bundle at {path}. Train the demo model with `make demo` (or "
-            "`python jobs/train.py`), or point RESSEG_MODEL (or serve.model) at a bundle "
-            "file, an s3:// bundle or a models:/NAME@ALIAS URI"
-        )
+        raise ConfigError(missing.format(path=path))
     return path
 
 
 def build_app(cfg: Config) -> Application:
-    """The application: the ``SegmentAPI`` ingress bound to an autoscaled ``SegmentModel``."""
+    """The application: the ``SegmentAPI`` ingress bound to an autoscaled ``SegmentModel`` (and,
+    with ``serve.damage_model``, to a ``DamageModel`` deployment of the damage network)."""
     from resseg_ray.serving.ingress import SegmentAPI
     from resseg_ray.serving.model import SegmentModel
 
     s = cfg.serve
     uri = model_uri(cfg)
     storage = to_dict(cfg.storage)
+    threads = s.torch_threads or max(1, math.floor(s.cpus_per_replica))
+    engine = {"runtime": s.runtime, "precision": s.precision, "window": cfg.predict.window}
+    actor = {"num_cpus": s.cpus_per_replica, "num_gpus": 1 if s.use_gpu else 0}
     # @serve.deployment turns the classes into Deployments (Ray's decorator is untyped)
     model = SegmentModel.options(  # type: ignore[attr-defined]
         autoscaling_config={
@@ -103,15 +123,20 @@ def build_app(cfg: Config) -> Application:
         },
         max_ongoing_requests=s.ongoing,
         max_queued_requests=s.max_queued_requests,
-        ray_actor_options={"num_cpus": s.cpus_per_replica, "num_gpus": 1 if s.use_gpu else 0},
-    ).bind(
-        uri,
-        storage,
-        s.max_batch_size,
-        s.batch_wait_timeout_s,
-        s.torch_threads or max(1, math.floor(s.cpus_per_replica)),
-        {"runtime": s.runtime, "precision": s.precision, "window": cfg.predict.window},
-    )
+        ray_actor_options=actor,
+    ).bind(uri, storage, s.max_batch_size, s.batch_wait_timeout_s, threads, engine, "buildings")
+    damage = None
+    if s.damage_model is not None:  # its own deployment: another network, other windows to batch
+        damage = SegmentModel.options(  # type: ignore[attr-defined]
+            name="DamageModel",
+            num_replicas=s.damage_replicas,
+            max_ongoing_requests=s.ongoing,
+            max_queued_requests=s.max_queued_requests,
+            ray_actor_options=actor,
+        ).bind(
+            damage_model_uri(s.damage_model), storage, s.max_batch_size, s.batch_wait_timeout_s, threads,
+            engine, "damage",
+        )  # fmt: skip
     serve_cfg = to_dict(
         s.replace(
             model=uri,
@@ -129,7 +154,7 @@ def build_app(cfg: Config) -> Application:
         max_ongoing_requests=s.ingress_max_ongoing_requests + s.ingress_max_queued_requests + MAP_REQUESTS,
         max_queued_requests=MAP_REQUESTS,
         ray_actor_options={"num_cpus": s.ingress_cpus},
-    ).bind(model, serve_cfg, to_dict(cfg.predict), storage, refine)
+    ).bind(model, serve_cfg, to_dict(cfg.predict), storage, refine, damage)
 
 
 def app_from_environment() -> Application:

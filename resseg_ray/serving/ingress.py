@@ -27,8 +27,9 @@ class SegmentAPI:
         predict_cfg: dict[str, Any],
         storage: dict[str, Any],
         refine: dict[str, Any],
+        damage_model: DeploymentHandle | None = None,
     ) -> None:
-        self.service = MapService(model, serve_cfg, predict_cfg, storage, refine)
+        self.service = MapService(model, serve_cfg, predict_cfg, storage, refine, damage_model)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The application of this replica's service (called by Serve after ``__init__``)."""

@@ -26,7 +26,8 @@ from resseg_ray.models.source import resolve_bundle
 @serve.deployment(name="SegmentModel")
 class SegmentModel:
     """A bundle's network on this replica's device (its GPU when it has one), run by the engine
-    of ``serve.runtime`` x ``serve.precision`` (``engine``: those and the window side)."""
+    of ``serve.runtime`` x ``serve.precision`` (``engine``: those and the window side); ``task``
+    is the network's (``buildings`` for ``/v1/segment``, ``damage`` for ``/v1/damage``)."""
 
     def __init__(
         self,
@@ -36,14 +37,24 @@ class SegmentModel:
         batch_wait_timeout_s: float,
         threads: int,
         engine: dict,
+        task: str = "buildings",
     ) -> None:
         import torch
+
+        from resseg_ray.errors import ConfigError
+        from resseg_ray.models.registry import model_task
 
         torch.set_num_threads(max(1, threads))
         settings = StorageSettings.resolve(from_dict(StorageSection, storage))
         with tempfile.TemporaryDirectory(prefix="resseg-serve-model-") as tmp:
             path = resolve_bundle(model_uri, tmp, settings)
             bundle = load_bundle(path)
+            arch = bundle.info.architecture
+            if model_task(arch) != task:  # a damage network at /v1/segment, or the reverse
+                option = "serve.damage_model" if task == "damage" else "serve.model (RESSEG_MODEL)"
+                raise ConfigError(
+                    f"{option}: {model_uri} is a {model_task(arch)} network ({arch}), not a {task} one"
+                )
             with open(path, "rb") as f:
                 self._provenance = ModelProvenance.of(model_uri, f.read(), bundle.info)
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -20,7 +20,16 @@ from resseg_ray.geo.storage import StorageSettings, gdal_env, read_bytes
 from resseg_ray.jsondoc import load_json
 from resseg_ray.models.bundle import BundleInfo
 
-__all__ = ["ImageRequest", "check_image", "check_uri", "image_request", "read_body", "request_scene"]
+__all__ = [
+    "PAIR",
+    "ImageRequest",
+    "check_image",
+    "check_uri",
+    "image_request",
+    "pair_request",
+    "read_body",
+    "request_scene",
+]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9!_.*'()=+,;@&$ -]+")
 ImageRequest = tuple[str | None, bytes]
@@ -113,17 +122,24 @@ async def read_body(request: Request, limit: int, idle_s: float = 10.0, total_s:
     return b"".join(chunks)
 
 
-async def multipart_file(request: Request, body: bytes) -> bytes:
-    from starlette.datastructures import UploadFile
+async def _form(request: Request, body: bytes, max_files: int):
+    """The parsed multipart ``body`` (400 when unreadable)."""
     from starlette.formparsers import MultiPartException, MultiPartParser
 
     async def stream():
         yield body
 
     try:
-        form = await MultiPartParser(request.headers, stream(), max_files=1, max_fields=10).parse()
+        return await MultiPartParser(request.headers, stream(), max_files=max_files, max_fields=10).parse()
     except MultiPartException as exc:
         raise HTTPException(400, f"unreadable multipart body: {exc.message}") from None
+
+
+async def multipart_file(request: Request, body: bytes) -> bytes:
+    """The one file of a multipart body, whatever its field's name (400 when there is none)."""
+    from starlette.datastructures import UploadFile
+
+    form = await _form(request, body, 1)
     files = [v for v in form.values() if isinstance(v, UploadFile)]
     if not files:
         raise HTTPException(400, "the multipart body holds no file; send the GeoTIFF as a file field")
@@ -132,9 +148,17 @@ async def multipart_file(request: Request, body: bytes) -> bytes:
     return data
 
 
-def check_image(uri: str, info: BundleInfo, max_pixels: int, settings: StorageSettings) -> None:
+def check_image(
+    uri: str, info: BundleInfo, max_pixels: int, settings: StorageSettings, role: str = "image"
+) -> None:
     """Header checks before any pixel is decoded: a raster (415), not too large (413), with
-    the model's band count (422); a missing S3 object is 404."""
+    the model's band count (422; a damage network's: half of it, per scene of the pair, whose
+    ``role`` (``pre`` or ``post``) the answer names); a missing S3 object is 404."""
+    bands = info.in_bands
+    names = list(info.band_names)
+    if role != "image":  # one scene of a pair: the pre (or post) half of the damage network's bands
+        bands //= 2
+        names = [n.split(":", 1)[-1] for n in names[:bands]]
     import rasterio
     from rasterio.errors import RasterioIOError
 
@@ -145,18 +169,71 @@ def check_image(uri: str, info: BundleInfo, max_pixels: int, settings: StorageSe
         if uri.startswith("s3://") and ("No such file" in str(exc) or "does not exist" in str(exc)):
             raise HTTPException(404, f"no readable object at {uri}") from None
         raise HTTPException(
-            415, f"the image is not a readable raster (send a GeoTIFF): {str(exc).splitlines()[0]}"
+            415, f"the {role} is not a readable raster (send a GeoTIFF): {str(exc).splitlines()[0]}"
         ) from None
     if width * height > max_pixels:
         raise HTTPException(
-            413, f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+            413, f"the {role} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
-    if count not in (info.in_bands, info.in_bands + 1):  # + 1: an alpha band
+    if count not in (bands, bands + 1):  # + 1: an alpha band
         raise HTTPException(
-            422,
-            f"the image has {count} bands but the model expects {info.in_bands} "
-            f"({', '.join(info.band_names)})",
+            422, f"the {role} has {count} bands but the model expects {bands} ({', '.join(names)})"
         )
+
+
+PAIR = ("pre", "post")
+"""The two images of a damage request, as its JSON keys and multipart fields name them."""
+
+
+async def pair_request(
+    request: Request, cfg: ServeSection, settings: StorageSettings
+) -> dict[str, ImageRequest]:
+    """The two images of ``/v1/damage``, by role (``pre``, ``post``): JSON ``{"pre": {...},
+    "post": {...}}`` whose members are what ``/v1/segment``'s JSON body may be (an allowed s3://
+    image or STAC item), or a multipart body with the files ``pre`` and ``post``; 400 otherwise."""
+    limit = int(cfg.max_body_mb * 1024 * 1024)
+    body = await read_body(request, limit, cfg.body_idle_timeout_s, cfg.body_timeout_s)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    shape = (
+        'send the pair as JSON {"pre": {"uri": "s3://..."}, "post": {"uri": "s3://..."}} or as the '
+        "multipart files pre and post"
+    )
+    if ctype == "application/json":
+        try:
+            doc = load_json(body, "the JSON body")
+        except InputDataError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), dict) for k in PAIR):
+            raise HTTPException(400, shape)
+        out: dict[str, ImageRequest] = {}
+        for role in PAIR:
+            uri = await asyncio.to_thread(request_scene, doc[role], cfg.allowed_prefixes, settings)
+            out[role] = (uri, b"")
+        return out
+    if ctype != "multipart/form-data":
+        raise HTTPException(400, shape)
+    files = await multipart_files(request, body, PAIR)
+    return {role: (None, data) for role, data in files.items()}
+
+
+async def multipart_files(request: Request, body: bytes, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The files ``names`` of a multipart body (400 when one is missing or empty)."""
+    from starlette.datastructures import UploadFile
+
+    form = await _form(request, body, len(names))
+    out = {}
+    try:
+        for name in names:
+            field = form.get(name)
+            data = await field.read() if isinstance(field, UploadFile) else b""
+            if not data:
+                raise HTTPException(
+                    400, f"the multipart body holds no file {name!r}; send the files {', '.join(names)}"
+                )
+            out[name] = data
+    finally:
+        await form.close()
+    return out
 
 
 async def image_request(request: Request, cfg: ServeSection, settings: StorageSettings) -> ImageRequest:

@@ -5,7 +5,9 @@ The HTTP routes (:mod:`resseg_ray.serving.routes`) are thin: they check what a r
 then call this. Images go through :func:`~resseg_ray.inference.batch.predict_scene`, the code
 ``jobs/predict.py`` runs, with a predictor whose network is the model deployment: the same
 windows, normalisation, blending and output writers, so an uploaded scene gives what
-``predict.py`` gives on it.
+``predict.py`` gives on it. Pairs (``/v1/damage``) go through ``resseg damage``'s
+:func:`~resseg_ray.inference.damage.map_damage` the same way, with the damage network's
+deployment (``serve.damage_model``).
 """
 
 import asyncio
@@ -26,6 +28,7 @@ from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.stac import SceneInputs
 from resseg_ray.geo.storage import StorageSettings, workdir
 from resseg_ray.inference.batch import predict_scene
+from resseg_ray.inference.damage import map_damage
 from resseg_ray.inference.outputs import output_options, output_uris
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.stac_items import ModelProvenance, write_run_catalog
@@ -60,8 +63,11 @@ class MapService:
         predict_cfg: dict[str, Any],
         storage: dict[str, Any],
         refine: dict[str, Any],
+        damage_model: DeploymentHandle | None = None,
     ) -> None:
         self.model = model
+        self.damage_model = damage_model
+        """The damage network's deployment (``serve.damage_model``), or None."""
         self.cfg: ServeSection = from_dict(ServeSection, serve_cfg)
         # uploads are not segmented with --adapt-bn (the weights live on the model replicas)
         self.predict = from_dict(PredictSection, predict_cfg).replace(
@@ -83,6 +89,7 @@ class MapService:
         """Handles of the refinement actors this replica started (kept while they run)."""
         self._ended: LRU[tuple[str, str], RefinementRecord] = LRU(ENDED_KEPT)
         self._info: BundleInfo | None = None
+        self._damage_info: BundleInfo | None = None
         self._provenance: ModelProvenance | None = None
         # images are limited here, not by the deployment's request limit, so the map page's
         # light requests (page, tiles, polygons) are not refused while images are segmented
@@ -102,6 +109,13 @@ class MapService:
         if self._info is None:
             self._info = await self.model.info.remote()
         return self._info
+
+    async def damage_info(self) -> BundleInfo:
+        """The damage network's metadata (asked of its deployment once)."""
+        assert self.damage_model is not None
+        if self._damage_info is None:
+            self._damage_info = await self.damage_model.info.remote()
+        return self._damage_info
 
     # -- scenes and refinements by id ---------------------------------------------------------
 
@@ -221,6 +235,24 @@ class MapService:
         with open(output_uris(out, uri, output_options(options))[key], "rb") as f:
             return f.read()
 
+    def damage(self, pre: str, post: str, tmp: str, fmt: str, info: BundleInfo) -> bytes:
+        """Run in a worker thread: checks of both images, then ``resseg damage``'s path with the
+        damage deployment; the bytes of the ``fmt`` output (``damage``: the class raster,
+        ``prob``, ``geojson``: the buildings with their damage, ``summary``)."""
+        for role, uri in (("pre", pre), ("post", post)):
+            check_image(uri, info, self.cfg.max_pixels, self.settings, role)
+        predictor = ScenePredictor(info, self.predict, forward=self.forward_damage)
+        try:
+            report = map_damage(predictor, pre, post, os.path.join(tmp, "out"), self.settings, "pair",
+                                provenance=False)  # fmt: skip
+        except InputDataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except ResSegError as exc:
+            raise HTTPException(400, str(exc)) from None
+        key = {"damage": "damage", "prob": "prob", "geojson": "buildings", "summary": "summary"}[fmt]
+        with open(report.outputs[key], "rb") as f:
+            return f.read()
+
     def suggest(self, scene: MapScene, info: BundleInfo, fraction: float, region: int) -> dict[str, Any]:
         """Run in a worker thread: the entropy ranking of ``jobs/suggest_annotation.py``, its
         windows segmented by the model deployment."""
@@ -303,7 +335,16 @@ class MapService:
 
     def forward(self, windows: np.ndarray) -> np.ndarray:
         """Each window to the model deployment (batched there with other requests' windows)."""
-        responses = [self.model.predict.remote(w) for w in windows]
+        return self._forward(self.model, windows)
+
+    def forward_damage(self, windows: np.ndarray) -> np.ndarray:
+        """:meth:`forward` to the damage network's deployment."""
+        assert self.damage_model is not None
+        return self._forward(self.damage_model, windows)
+
+    @staticmethod
+    def _forward(model: DeploymentHandle, windows: np.ndarray) -> np.ndarray:
+        responses = [model.predict.remote(w) for w in windows]
         try:
             return np.stack([r.result() for r in responses])
         except BackPressureError:

@@ -39,6 +39,27 @@ def bundle(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="package")
+def damage_bundle(tmp_path_factory) -> str:
+    """A random damage network (/v1/damage), its BatchNorm randomised so its maps hold each class."""
+    import torch
+
+    from resseg_ray.data.pairs import CLASS_NAMES
+
+    path = tmp_path_factory.mktemp("serve-damage") / "damage.resseg.safetensors"
+    torch.manual_seed(3)
+    save_bundle(
+        path,
+        randomize_batchnorm(build_model("damage-prop18", in_bands=8, num_classes=len(CLASS_NAMES))),
+        norm_mean=[1500.0] * 8,
+        norm_std=[800.0] * 8,
+        band_names=[f"pre:{b}" for b in BANDS] + [f"post:{b}" for b in BANDS],
+        class_names=CLASS_NAMES,
+        extra={"normalization": "pooled"},
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="package")
 def map_catalog(bundle, tmp_path_factory) -> str:
     """``jobs/predict.py``'s outputs (with polygons and the STAC catalog) of two scenes."""
     folder = tmp_path_factory.mktemp("maps")
@@ -111,8 +132,8 @@ REFINE_DIR: list[str] = []
 
 
 @pytest.fixture(scope="package")
-def service(bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_path_factory):
-    """The application on a free port, two model replicas (for the crash test)."""
+def service(bundle, damage_bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_path_factory):
+    """The application on a free port, two model replicas (for the crash test), a damage network."""
     from ray import serve
 
     from resseg_ray.serving.app import build_app
@@ -125,6 +146,7 @@ def service(bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_pa
         None,
         [
             f"serve.model={bundle}",
+            f"serve.damage_model={damage_bundle}",
             *WINDOW,
             "serve.max_batch_size=4",
             "serve.min_replicas=2",

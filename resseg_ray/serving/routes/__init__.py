@@ -1,5 +1,5 @@
 """The HTTP API as routers, one per area, composed by :func:`build_api` (titiler's factories):
-segment, scenes and tiles, annotations and export, refinements, and the page with what
+segment, damage, scenes and tiles, annotations and export, refinements, and the page with what
 describes the service. Each router is made for one :class:`~resseg_ray.serving.service.
 MapService`, the replica's state; the write token and the scene of a path are dependencies
 (:mod:`resseg_ray.serving.routes.deps`)."""
@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from resseg_ray import __version__
 from resseg_ray.serving.routes.annotations import annotations_router
+from resseg_ray.serving.routes.damage import damage_router
 from resseg_ray.serving.routes.meta import STATIC, meta_router
 from resseg_ray.serving.routes.refinements import refinements_router
 from resseg_ray.serving.routes.scenes import scenes_router
@@ -38,8 +39,9 @@ def build_api(service: MapService) -> FastAPI:
         version=__version__,
         description=(
             "Send a post-event GeoTIFF (or an allowed s3:// URI) and get a georeferenced building "
-            "mask, probability raster or building polygons back; browse the scenes the service "
-            "knows on the map page at /, their tiles and polygons under /v1/scenes."
+            "mask, probability raster or building polygons back; send a pre/post pair to /v1/damage "
+            "(with serve.damage_model) and get each building's damage; browse the scenes the "
+            "service knows on the map page at /, their tiles and polygons under /v1/scenes."
         ),
     )
     api.add_exception_handler(HTTPException, _without_server_paths)
@@ -47,6 +49,7 @@ def build_api(service: MapService) -> FastAPI:
     for router in (
         meta_router(service, TITLE),
         segment_router(service),
+        damage_router(service),
         scenes_router(service),
         annotations_router(service),
         refinements_router(service),

@@ -3,7 +3,7 @@ size limits and deadlines), described for the OpenAPI page."""
 
 from typing import Any
 
-__all__ = ["ANNOTATIONS", "IMAGE_REF", "REFINE", "body"]
+__all__ = ["ANNOTATIONS", "IMAGE_REF", "PAIR_BODY", "REFINE", "body"]
 
 IMAGE_REF: dict[str, Any] = {
     "type": "object",
@@ -14,6 +14,31 @@ IMAGE_REF: dict[str, Any] = {
         "asset": {"type": "string", "example": "visual"},
     },
 }
+PAIR_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["pre", "post"],
+                    "properties": {"pre": IMAGE_REF, "post": IMAGE_REF},
+                }
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["pre", "post"],
+                    "properties": {
+                        "pre": {"type": "string", "format": "binary"},
+                        "post": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+        },
+    }
+}
+"""``POST /v1/damage``'s body: the scenes before and after the event, as two images."""
 ANNOTATIONS: dict[str, Any] = {
     "type": "object",
     "description": "GeoJSON FeatureCollection (EPSG:4326) of Polygons/MultiPolygons; properties.kind is "
