@@ -83,15 +83,16 @@ class Confusion:
 
     @property
     def measure(self) -> str:
-        """What ``metrics()["f1"]`` is, in words: the building class's F1, or the xView2 score."""
-        return "xView2 score" if self.damage else "F1"
+        """What ``metrics()["f1"]`` is, in words: the building class's F1, or the xView2 score
+        over the damage grades present in the truth (:func:`~resseg_ray.evaluation.damage.damage_metrics`)."""
+        return "xView2 score of the grades present" if self.damage else "F1"
 
     def metrics(self) -> dict[str, float]:
         """Building-class precision, recall, F1 and IoU; pixel accuracy; macro F1 over classes.
 
         A class absent from both labels and prediction scores 1 (nothing to find, nothing
         wrongly found); a class that is only missed or only hallucinated scores 0. For a damage
-        network, the xView2 metrics instead, its score as ``f1`` (and ``score``).
+        network, the xView2 metrics instead (``f1``: the score over the grades present).
         """
         if self.damage:
             from resseg_ray.evaluation.damage import damage_metrics

@@ -83,9 +83,9 @@ def test_a_damage_network_is_refined_on_a_pair_and_judged_by_the_xview2_score(
     doc = json.loads(report.read_text())
     assert doc["scene"] == event["pre"] and doc["post"] == event["post"]
     verdict = doc["verdict"]
-    assert verdict["measure"] == "xView2 score" and verdict["f1"]["parent"] < 1e-5  # xView2: F1s + 1e-6
+    assert verdict["measure"] == "xView2 score of the grades present" and verdict["f1"]["parent"] < 1e-5
     assert verdict["chosen"] == "refined" and verdict["ships"] is True
-    assert verdict["line"].startswith("kept the refined model: xView2 score on ")
+    assert verdict["line"].startswith("kept the refined model: xView2 score of the grades present on ")
     assert verdict["line"] in proc.stdout
     rest = doc["rest_of_scene"]
     assert set(rest) == {"parent", "adapted", "refined"} and rest["parent"]["score"] < 1e-5

@@ -223,3 +223,26 @@ def test_an_xbd_size_pair_scores_the_same_in_any_strips(tmp_path) -> None:
     by_strips = score_pair(p, t, StorageSettings(), rows=100, buildings=False).counts  # read in strips
     assert np.array_equal(by_strips.pixels, whole.pixels) and by_strips.buildings is None
     assert whole.metrics()["localization_f1"] == 1.0 and 0.3 < whole.metrics()["building_accuracy"] < 1.0
+
+
+def test_models_are_chosen_on_the_grades_present() -> None:
+    """On held-out blocks where some grades are absent, the scorer's F1 of 0 for each of them
+    makes the damage F1 ~0 for any model; what chooses between models (``f1``) leaves them out,
+    and is the score itself when every grade is present."""
+    from resseg_ray.evaluation.damage import damage_metrics
+
+    counts = np.zeros((5, 5), np.int64)
+    counts[0, 0], counts[0, 1] = 90, 2  # background: 2 pixels taken for no-damage
+    counts[1, 1], counts[1, 2] = 6, 2  # no-damage: 6 right, 2 called minor
+    counts[2, 2], counts[2, 0] = 3, 1  # minor: 3 right, 1 missed; major and destroyed absent
+    m = damage_metrics(counts)
+    loc = 2 * 11 / (2 * 11 + 2 + 1)
+    f_no, f_minor = 2 * 6 / (12 + 0 + 2), 2 * 3 / (6 + 2 + 1)  # minor: 2 false positives, 1 missed
+    assert m["localization_f1"] == pytest.approx(loc)
+    assert m["f1_no-damage"] == pytest.approx(f_no) and m["f1_minor-damage"] == pytest.approx(f_minor)
+    assert m["damage_f1"] < 1e-5 and m["score"] == pytest.approx(0.3 * loc, abs=1e-5)
+    present = 2 / (1 / (f_no + 1e-6) + 1 / (f_minor + 1e-6))
+    assert m["f1"] == pytest.approx(0.3 * loc + 0.7 * present, abs=1e-6)
+    counts[3, 3] = counts[4, 4] = 5  # every grade present: the same as the score
+    m = damage_metrics(counts)
+    assert m["f1"] == pytest.approx(m["score"])
