@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import traceback
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from resseg_ray import jobstate, launcher
@@ -93,7 +95,8 @@ def init_ray() -> None:
 
     from resseg_ray.device import ray_runtime_env
 
-    if ray.is_initialized():
+    if ray.is_initialized():  # attached already (a notebook, a test): the job's output stays quiet
+        quiet_libraries()
         return
     # the workers' output (Ray Train's and Ray Data's INFO logs, TrainingReport dicts) stays in
     # Ray's log folder unless --verbose; what a user must know comes back as results (errors,
@@ -186,6 +189,57 @@ OUTPUT_FIELDS = (
 )  # fmt: skip
 """The ``predict`` fields of what ``predict`` writes."""
 _PREDICT_FLAGS = {"existing": {"metavar": "FILE"}, "bands": {"metavar": "BAND"}}
+
+
+@dataclass(frozen=True)
+class ActorPool:
+    """``--actors``, ``--gpus-per-actor``, ``--cpus-per-actor`` (:func:`add_actor_options`)."""
+
+    actors: int | None
+    gpus: float | None
+    cpus: float
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> ActorPool:
+        """The flags, checked (a one-line error for each bad value)."""
+        if args.actors is not None and args.actors < 1:
+            raise ConfigError(f"--actors must be >= 1, got {args.actors}")
+        if not (math.isfinite(args.cpus_per_actor) and args.cpus_per_actor > 0):
+            raise ConfigError(f"--cpus-per-actor must be a finite number > 0, got {args.cpus_per_actor}")
+        gpus = args.gpus_per_actor
+        if gpus is not None and not (math.isfinite(gpus) and gpus >= 0):
+            raise ConfigError(f"--gpus-per-actor must be a finite number >= 0, got {gpus}")
+        return cls(args.actors, gpus, args.cpus_per_actor)
+
+    def gpus_on(self) -> float:
+        """GPUs per actor on the Ray cluster this process is attached to (given, else 1 when
+        the cluster has GPUs)."""
+        import ray
+
+        if self.gpus is not None:
+            return self.gpus
+        return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def add_actor_options(p: argparse.ArgumentParser, what: str = "scene") -> None:
+    """``--actors N`` (work on a Ray Data actor pool, each actor loading the model once) and its
+    resources (:class:`ActorPool`)."""
+    p.add_argument(
+        "--actors",
+        type=int,
+        metavar="N",
+        help=f"work on Ray: a Ray Data actor pool of N actors, each loading the model once and taking "
+        f"one {what} at a time, on the cluster of RAY_ADDRESS, a running one, or a local one (default: "
+        "in this process)",
+    )
+    p.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        help="GPUs per actor (default 1 when the Ray cluster has GPUs, else 0)",
+    )
+    p.add_argument(
+        "--cpus-per-actor", type=float, default=1.0, help="CPUs per actor, also its torch threads (default 1)"
+    )
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:

@@ -39,9 +39,14 @@ def quiet_libraries() -> None:
 
     for name in ("mlflow", "ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    if not any(isinstance(f, _DropTokenEnabledNotice) for f in auth.filters):
-        auth.addFilter(_DropTokenEnabledNotice())  # the warning that it is *disabled* stays
+    notices = {  # logger: what it says that is no news to the job's user
+        "ray._private.authentication.authentication_token_setup": "Token authentication is enabled",
+        "ray.data._internal.progress": "Progress bars disabled",  # we disabled them
+    }
+    for name, text in notices.items():
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotice) for f in log.filters):
+            log.addFilter(_DropNotice(text))  # the warning that token authentication is *off* stays
     try:
         import ray.data
 
@@ -52,11 +57,16 @@ def quiet_libraries() -> None:
         pass
 
 
-class _DropTokenEnabledNotice(logging.Filter):
-    """Ray's notice, on every local start, that token authentication is on (the safe default)."""
+class _DropNotice(logging.Filter):
+    """Drops a library's notice that says nothing to the user: Ray's, on every local start, that
+    token authentication is on (the safe default); Ray Data's that progress bars are off."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Token authentication is enabled" not in record.getMessage()
+        return self.text not in record.getMessage()
 
 
 @contextlib.contextmanager

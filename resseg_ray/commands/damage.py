@@ -13,22 +13,28 @@ writes ``<name>_damage.tif`` (0 background, 1 no-damage, 2 minor, 3 major, 4 des
 data; a COG), ``<name>_damage_prob.tif`` (each class's probability x 250, five bands),
 ``<name>_damage_buildings.geojson`` (each building with its ``damage`` and ``confidence``) and
 ``<name>_damage_summary.json`` (buildings per class), and prints the buildings per class.
+With ``--actors N`` the pairs are mapped on Ray by N actors, each loading the model once; a
+pair that fails is said and the others go on.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from resseg_ray.cli import (
     ENGINE_FIELDS,
     PREDICTOR_FIELDS,
+    ActorPool,
+    add_actor_options,
     bound_gdal_cache,
+    init_ray,
     predict_options,
     predictor_from_args,
 )
 from resseg_ray.config import PredictSection, load_config
 from resseg_ray.config.flags import add_config_options, add_flags
-from resseg_ray.errors import ConfigError
+from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.storage import StorageSettings, check_writable, expand_uris, normalize_uri
 from resseg_ray.progress import Progress, tenths
 
@@ -58,6 +64,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="write no STAC item per pair (<name>_damage_item.json: the outputs as assets, the pre and "
         "post scenes, the model and the buildings per class; none for pairs without a CRS)",
     )
+    add_actor_options(p, "pair")
     fields = [f for f in PREDICTOR_FIELDS if f != "bands"]
     add_flags(p, PredictSection, [*fields, *ENGINE_FIELDS, *POLYGON_FIELDS])
     add_config_options(p, used="its predict and storage sections are used")
@@ -66,9 +73,17 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Parse ``argv`` (default the process's arguments) and run the job."""
-    from resseg_ray.inference.damage import check_damage_model, map_damage, pair_name, summary_line
+    from resseg_ray.inference.damage import (
+        DamageReport,
+        check_damage_model,
+        map_damage,
+        pair_name,
+        summary_line,
+    )
+    from resseg_ray.inference.damage_pool import map_pairs_on_ray
     from resseg_ray.inference.damage_stac import write_damage_item
     from resseg_ray.inference.vectorize import PolygonOptions
+    from resseg_ray.models.source import fetch_bundle_bytes
 
     args = parser(prog).parse_args(argv)
     bound_gdal_cache()
@@ -89,15 +104,42 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         raise ConfigError(
             f"--pre scenes share file names ({names}); their outputs would overwrite each other"
         )
+    pool = ActorPool.of(args)
     predictor = predictor_from_args(args, cfg, settings)
     check_damage_model(predictor, args.model)
     polygons = PolygonOptions(min_area=options.min_area, simplify=options.simplify, wgs84=options.wgs84)
-    with Progress("pair", len(pre)) as bar:
-        for name, a, b in zip(names, pre, post, strict=True):
-            report = map_damage(
-                predictor, a, b, out, settings, name, polygons, options.vector_format, tenths(a)
-            )  # fmt: skip
-            if args.stac:
-                write_damage_item(report, out, args.model, settings)
-            bar.step(f"{summary_line(report)}, {report.megapixels:.1f} Mpx in {report.seconds:.0f} s")
+
+    def said(report: DamageReport) -> str:
+        if args.stac:
+            write_damage_item(report, out, args.model, settings)
+        return f"{summary_line(report)}, {report.megapixels:.1f} Mpx in {report.seconds:.0f} s"
+
+    if pool.actors:
+        init_ray()
+        gpus = pool.gpus_on()
+        print(
+            f"mapping {len(pre)} pairs on Ray: {pool.actors} actors x {gpus:g} GPU, {pool.cpus:g} CPU",
+            flush=True,
+        )
+        outcomes = map_pairs_on_ray(
+            fetch_bundle_bytes(args.model, settings), options, list(zip(names, pre, post, strict=True)), out,
+            settings, polygons, options.vector_format, pool.actors, gpus, pool.cpus,
+        )  # fmt: skip
+        for o in outcomes:
+            for line in filter(None, o.warnings.splitlines()):
+                print(f"warning: {o.name}: {line}", file=sys.stderr)
+            print(f"{o.name}: {said(o.report)}" if o.report else f"{o.name}: failed: {o.error}", flush=True)
+        failed = [o for o in outcomes if o.report is None]
+        if failed:
+            why = "; ".join(f"{o.name}: {o.error}" for o in failed)
+            raise InputDataError(
+                f"{len(failed)} of {len(pre)} pairs failed ({why}); the other maps are under {out}"
+            )
+    else:
+        with Progress("pair", len(pre)) as bar:
+            for name, a, b in zip(names, pre, post, strict=True):
+                report = map_damage(
+                    predictor, a, b, out, settings, name, polygons, options.vector_format, tenths(a)
+                )  # fmt: skip
+                bar.step(said(report))
     print(f"wrote damage maps of {len(pre)} pair(s) under {out}")

@@ -18,6 +18,8 @@ import dataclasses
 import math
 
 from resseg_ray.cli import (
+    ActorPool,
+    add_actor_options,
     add_predictor_options,
     add_stac_options,
     bound_gdal_cache,
@@ -75,22 +77,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         action="store_false",
         help="do not write the STAC items (<stem>_item.json) and catalog.json of the outputs",
     )
-    p.add_argument(
-        "--actors",
-        type=int,
-        metavar="N",
-        help="segment on Ray: a Ray Data actor pool of N actors, each loading the model once and taking "
-        "one scene at a time, on the cluster of RAY_ADDRESS, a running one, or a local one (default: "
-        "in this process)",
-    )
-    p.add_argument(
-        "--gpus-per-actor",
-        type=float,
-        help="GPUs per actor (default 1 when the Ray cluster has GPUs, else 0)",
-    )
-    p.add_argument(
-        "--cpus-per-actor", type=float, default=1.0, help="CPUs per actor, also its torch threads (default 1)"
-    )
+    add_actor_options(p)
     p.add_argument(
         "--split-mpx",
         type=float,
@@ -110,15 +97,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     cfg = load_config(args.config, args.overrides)
     settings = StorageSettings.resolve(cfg.storage)
     predict = predict_options(args, cfg)
-    if args.actors is not None and args.actors < 1:
-        raise ConfigError(f"--actors must be >= 1, got {args.actors}")
+    pool = ActorPool.of(args)
     if not (math.isfinite(args.split_mpx) and args.split_mpx >= 0):
         raise ConfigError(f"--split-mpx must be a finite number >= 0 (0: never split), got {args.split_mpx}")
-    if not (math.isfinite(args.cpus_per_actor) and args.cpus_per_actor > 0):
-        raise ConfigError(f"--cpus-per-actor must be a finite number > 0, got {args.cpus_per_actor}")
-    gpus = args.gpus_per_actor
-    if gpus is not None and not (math.isfinite(gpus) and gpus >= 0):
-        raise ConfigError(f"--gpus-per-actor must be a finite number >= 0, got {gpus}")
     if not args.scenes and args.stac_search is None and cfg.stac.search is None:
         raise ConfigError("give the scenes: --scenes (files, folders, STAC documents) and/or --stac-search")
     inputs = scene_inputs(args.scenes, args, cfg, settings)
@@ -137,11 +118,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     bundle = load_bundle_bytes(bundle_bytes, args.model)
     model = ModelProvenance.of(args.model, bundle_bytes, bundle.info)
     if args.actors:
-        import ray
-
         init_ray()
-        if gpus is None:
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        gpus = pool.gpus_on()
         print(
             f"segmenting {len(scenes)} scenes on Ray: {args.actors} actors x {gpus:g} GPU, "
             f"{args.cpus_per_actor:g} CPU",

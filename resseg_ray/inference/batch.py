@@ -338,7 +338,7 @@ class _SceneActor:
             with warnings.catch_warnings(record=True) as caught:  # shown by the driver
                 warnings.simplefilter("always")
                 r = self._one(str(uri), int(index))
-            rows["warnings"].append("\n".join(dict.fromkeys(str(w.message) for w in caught)))
+            rows["warnings"].append(warning_lines(caught))
             rows["uri"].append(r.uri)
             rows["part"].append(int(index))
             rows["seconds"].append(r.seconds)
@@ -351,6 +351,14 @@ class _SceneActor:
             rows["already_mapped"].append(-1 if r.already_mapped is None else r.already_mapped)
             rows["engine"].append(r.engine)
         return rows
+
+
+def warning_lines(caught: list[warnings.WarningMessage]) -> str:
+    """What an actor passes on to the driver of the warnings a unit of work raised: each
+    message once, libraries' deprecation notes (for their own developers) left out."""
+    notes = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+    said = [w for w in caught if not issubclass(w.category, notes)]
+    return "\n".join(dict.fromkeys(str(w.message) for w in said))
 
 
 def predict_scenes_on_ray(

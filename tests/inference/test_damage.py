@@ -163,3 +163,38 @@ def test_bad_damage_runs_are_one_error_line_and_no_output(storm, tmp_path, capsy
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
         assert message in proc.stderr, proc.stderr
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_pairs_on_a_ray_actor_pool_give_the_maps_of_one_process(storm, tmp_path, capsys, ray_session) -> None:
+    """``--actors 2``: each pair mapped by an actor that loaded the model once, the same maps as
+    in this process; a pair that fails (no overlap) is said with its name, the others are
+    written, and the job ends with one error line and exit 2."""
+    import shutil
+
+    model = _bundle(tmp_path / "damage.resseg.safetensors")
+    shutil.copy(storm["pre"], tmp_path / "again_pre.tif")
+    shutil.copy(storm["post"], tmp_path / "again_post.tif")
+    shutil.copy(storm["pre"], tmp_path / "far_pre.tif")
+    far = write_tif(tmp_path / "far_post.tif", np.ones((4, 40, 40), np.uint16),
+                    origin=(ORIGIN[0] + 50_000, ORIGIN[1]))  # fmt: skip
+    common = ["--model", model, "--window", "128", "--overlap", "32", "--runtime", "torch", "--no-stac"]
+    one = ["--pre", storm["pre"], "--post", storm["post"], "--out", str(tmp_path / "one")]
+    proc = run_here("damage.py", *one, *common, capsys=capsys)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_here(
+        "damage.py", "--pre", storm["pre"], str(tmp_path / "again_pre.tif"), str(tmp_path / "far_pre.tif"),
+        "--post", storm["post"], str(tmp_path / "again_post.tif"), str(far),
+        "--out", str(tmp_path / "pool"), "--actors", "2", *common, capsys=capsys,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "mapping 3 pairs on Ray: 2 actors x 0 GPU, 1 CPU" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: 1 of 3 pairs failed (far: "), proc.stderr[-3000:]
+    assert "warning:" not in proc.stderr  # no library's deprecation notes passed on as the pairs' warnings
+    with rasterio.open(tmp_path / "one" / "storm_01_damage.tif") as one:
+        expected = one.read()
+    for name in ("storm_01", "again"):
+        with rasterio.open(tmp_path / "pool" / f"{name}_damage.tif") as pooled:
+            assert (pooled.read() == expected).all()
+        assert f"{name}: " in proc.stdout
+    assert not list((tmp_path / "pool").glob("far_*"))

@@ -1,0 +1,125 @@
+"""Pairs mapped on Ray (``resseg damage --actors N``): a Ray Data actor pool whose actors load
+the damage network once and map one pair at a time with :func:`~resseg_ray.inference.damage.
+map_damage`, as ``predict --actors`` segments scenes; every pair is tried, and the pairs that
+failed are said together at the end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from resseg_ray.config import PredictSection
+from resseg_ray.device import DevicePolicy
+from resseg_ray.errors import ResSegError
+from resseg_ray.geo.storage import StorageSettings
+from resseg_ray.inference.batch import warning_lines
+from resseg_ray.inference.damage import DamageReport, map_damage
+from resseg_ray.inference.predictor import ScenePredictor
+from resseg_ray.inference.vectorize import PolygonOptions
+
+__all__ = ["PairOutcome", "map_pairs_on_ray"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PairOutcome:
+    """One pair's map (``report``), or why it failed (``error``: one line), and its warnings."""
+
+    name: str
+    report: DamageReport | None
+    error: str = ""
+    warnings: str = ""
+
+
+class _PairActor:
+    """Ray Data actor: loads the damage network once, then maps the pairs it is handed."""
+
+    def __init__(
+        self,
+        bundle_ref: object,
+        predict: PredictSection,
+        out_dir: str,
+        settings: StorageSettings,
+        threads: int,
+        polygons: PolygonOptions,
+        vector_format: str,
+    ) -> None:
+        import ray
+        import torch
+
+        from resseg_ray.models.bundle import load_bundle_bytes
+
+        torch.set_num_threads(threads)
+        data = ray.get(bundle_ref) if isinstance(bundle_ref, ray.ObjectRef) else bundle_ref
+        assert isinstance(data, bytes)
+        # the actor's own device (its GPU when Ray gave it one), whatever predict.device says
+        self.predictor = ScenePredictor(load_bundle_bytes(data), predict, DevicePolicy.resolve())
+        self.args = (out_dir, settings, polygons, vector_format)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        out_dir, settings, polygons, vector_format = self.args
+        rows: dict[str, list[Any]] = {"name": [], "report": [], "error": [], "warnings": []}
+        for name, pre, post in zip(batch["name"], batch["pre"], batch["post"], strict=True):
+            with warnings.catch_warnings(record=True) as caught:  # shown by the driver
+                warnings.simplefilter("always")
+                try:
+                    r = map_damage(self.predictor, str(pre), str(post), out_dir, settings, str(name),
+                                   polygons, vector_format)  # fmt: skip
+                    report, error = json.dumps(dataclasses.asdict(r)), ""
+                except ResSegError as exc:  # the pair's own problem: said, the others go on
+                    report, error = "", str(exc)
+            rows["name"].append(str(name))
+            rows["report"].append(report)
+            rows["error"].append(error)
+            rows["warnings"].append(warning_lines(caught))
+        return rows
+
+
+def map_pairs_on_ray(
+    bundle_bytes: bytes,
+    predict: PredictSection,
+    pairs: Sequence[tuple[str, str, str]],
+    out_dir: str,
+    settings: StorageSettings,
+    polygons: PolygonOptions,
+    vector_format: str = "geojson",
+    actors: int = 1,
+    gpus_per_actor: float = 0,
+    cpus_per_actor: float = 1,
+) -> list[PairOutcome]:
+    """Map ``pairs`` (``(name, pre, post)``) under ``out_dir`` on a Ray Data actor pool of
+    ``actors`` actors; one outcome per pair, in the order given."""
+    import ray
+
+    items = [{"name": n, "pre": a, "post": b} for n, a, b in pairs]
+    rows = (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .map_batches(
+            _PairActor,
+            batch_size=1,
+            # one pair (seconds to minutes) per actor at a time: by default Ray Data queues
+            # several on the first actor ready while the others still start
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+            num_gpus=gpus_per_actor,
+            num_cpus=cpus_per_actor,
+            fn_constructor_kwargs={
+                "bundle_ref": ray.put(bundle_bytes),
+                "predict": predict,
+                "out_dir": out_dir,
+                "settings": settings,
+                "threads": max(1, int(cpus_per_actor)),
+                "polygons": polygons,
+                "vector_format": vector_format,
+            },
+        )
+        .take_all()
+    )
+    by_name = {str(r["name"]): r for r in rows}
+    out = []
+    for name, _, _ in pairs:
+        r = by_name[name]
+        report = DamageReport(**json.loads(r["report"])) if r["report"] else None
+        out.append(PairOutcome(name, report, str(r["error"]), str(r["warnings"])))
+    return out
