@@ -79,6 +79,11 @@ def test_shipped_configs_load_and_cover_table_ii() -> None:
     damage = load_config(CONFIGS / "damage_demo.yaml")  # make demo-damage
     assert damage.model.arch == "damage-prop18" and damage.model.class_names == CLASS_NAMES
     assert damage.train.select == "val_f1" and len(damage.train.class_weights or []) == len(CLASS_NAMES)
+    refine_damage = load_config(CONFIGS / "finetune_damage_demo.yaml")  # resseg finetune --pre --post
+    assert (
+        refine_damage.model.class_names == CLASS_NAMES
+        and refine_damage.train.min_gain == refine.train.min_gain
+    )
 
 
 def test_worker_resources_reach_the_config() -> None:
