@@ -9,7 +9,7 @@ from resseg_ray.config import PredictSection
 from resseg_ray.evaluation.metrics import Confusion
 from resseg_ray.evaluation.scenes import evaluate_mask
 from resseg_ray.geo.storage import StorageSettings
-from tests.helpers import run_script
+from tests.helpers import run_here, run_script
 from tests.rasters import write_tif
 
 
@@ -43,14 +43,15 @@ def test_evaluate_job_masks_report(tmp_path) -> None:
     assert "| model | a | b | mean |" in text and f"{100 * mean_f1:.2f} / " in text
 
 
-def test_evaluate_job_bad_pairings(tmp_path) -> None:
+def test_evaluate_job_bad_pairings(tmp_path, capsys) -> None:
     ma, la, _ = _pair(tmp_path, "a", 0)
     mb, _, _ = _pair(tmp_path, "b", 1, shape=(50, 50))
-    proc = run_script("evaluate.py", "--masks", ma, "--labels", la, la)
+    # in this process (the job runs as a user runs it in the tests above): no start-up per refusal
+    proc = run_here("evaluate.py", "--masks", ma, "--labels", la, la, capsys=capsys)
     assert proc.returncode == 2 and "--masks matched 1 files but --labels 2" in proc.stderr
-    proc = run_script("evaluate.py", "--masks", mb, "--labels", la)
+    proc = run_here("evaluate.py", "--masks", mb, "--labels", la, capsys=capsys)
     assert proc.returncode == 2 and "is not on the grid of labels" in proc.stderr
-    proc = run_script("evaluate.py")
+    proc = run_here("evaluate.py", capsys=capsys)
     assert proc.returncode == 2 and "nothing to evaluate" in proc.stderr
 
 

@@ -10,7 +10,7 @@ import rasterio
 
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import save_bundle
-from tests.helpers import run_script
+from tests.helpers import run_here, run_script
 from tests.rasters import two_band_scene
 
 
@@ -57,11 +57,12 @@ def test_a_precision_the_cpu_cannot_run_is_one_error_line_and_no_output(tmp_path
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_finetune_refuses_a_scoring_precision_the_cpu_lacks_before_any_training(tmp_path, bundle) -> None:
+def test_finetune_refuses_a_scoring_precision_the_cpu_lacks_before_any_training(
+    tmp_path, bundle, capsys
+) -> None:
     scene, _ = two_band_scene(tmp_path)
-    proc = run_script(
-        "finetune.py", "--model", bundle, "--scene", scene, "--labels", scene, "--precision", "fp16"
-    )
+    args = ["--model", bundle, "--scene", scene, "--labels", scene, "--precision", "fp16"]
+    proc = run_here("finetune.py", *args, capsys=capsys)  # a refusal: in this process, no start-up
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --precision fp16 is for CUDA GPUs"), proc.stderr
