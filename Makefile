@@ -83,15 +83,20 @@ demo-damage: $(BASE_STAMP)
 		--truth $(foreach e,$(DAMAGE_TEST),data/demo-damage/labels/$(e)_pair_labels.tif)
 
 # The set-up steps run side by side (pip is mostly one core; npm and apt-get wait on disk and
-# network), and so do the type check and the manual (one core each): about a minute less on a
-# fresh 2-core machine than one after the other.
+# network): about a minute less on a fresh 2-core machine than one after the other. The type
+# check and the manual (one core each, about a minute from a fresh clone) run beside the tests,
+# which leave a third of two cores idle (measured over a whole run, /proc/stat); their output
+# follows the tests', and either failing fails `make test`.
+CHECKS_LOG := $(VENV)/.test-checks.log
 test:
 	$(MAKE) --no-print-directory -j3 setup $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(ESLINT)
 	$(VENV)/bin/lint-imports
-	$(MAKE) --no-print-directory -j2 typecheck docs
-	$(PY) -m pytest -q --durations=40
+	@{ $(MAKE) --no-print-directory -j2 typecheck docs > $(CHECKS_LOG) 2>&1; echo $$? > $(CHECKS_LOG).rc; } & \
+	$(PY) -m pytest -q --durations=40; tests=$$?; wait; \
+	echo "--- make typecheck docs (beside the tests):"; cat $(CHECKS_LOG); checks=$$(cat $(CHECKS_LOG).rc); \
+	test $$tests -eq 0 && test $$checks -eq 0
 
 typecheck: setup
 	$(PY) -m mypy
