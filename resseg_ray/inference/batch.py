@@ -19,6 +19,7 @@ from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import failure_message
 from resseg_ray.geo.scene import PREDICT_BANDS, open_scene
 from resseg_ray.geo.storage import StorageSettings, exists, gdal_env, remove_tree
+from resseg_ray.inference.actor_pool import on_actor_pool, warning_lines
 from resseg_ray.inference.outputs import (
     OutputOptions,
     SceneWriter,
@@ -353,14 +354,6 @@ class _SceneActor:
         return rows
 
 
-def warning_lines(caught: list[warnings.WarningMessage]) -> str:
-    """What an actor passes on to the driver of the warnings a unit of work raised: each
-    message once, libraries' deprecation notes (for their own developers) left out."""
-    notes = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
-    said = [w for w in caught if not issubclass(w.category, notes)]
-    return "\n".join(dict.fromkeys(str(w.message) for w in said))
-
-
 def predict_scenes_on_ray(
     bundle_bytes: bytes,
     predict: PredictSection,
@@ -406,28 +399,22 @@ def predict_scenes_on_ray(
             units.extend({"uri": u, "part": k} for k in (range(len(plan.parts)) if plan.parts else [-1]))
     rows: list[dict[str, Any]] = []
     if units:
-        rows = (
-            ray.data.from_items(units, override_num_blocks=len(units))
-            .map_batches(
-                _SceneActor,
-                batch_size=1,
-                # one unit (a scene or part: seconds to minutes) per actor at a time: by default
-                # Ray Data queues several on the first actor ready while the others still start
-                compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
-                num_gpus=gpus_per_actor,
-                num_cpus=cpus_per_actor,
-                fn_constructor_kwargs={
-                    "bundle_ref": ray.put(bundle_bytes),
-                    "predict": predict,
-                    "out_dir": out_dir,
-                    "settings": settings,
-                    "overwrite": overwrite,
-                    "threads": max(1, int(cpus_per_actor)),
-                    "plans_ref": ray.put({u: p for u, p in plans.items() if p.parts}),
-                    "options": options,
-                },
-            )
-            .take_all()
+        rows = on_actor_pool(
+            units,
+            _SceneActor,
+            {
+                "bundle_ref": ray.put(bundle_bytes),
+                "predict": predict,
+                "out_dir": out_dir,
+                "settings": settings,
+                "overwrite": overwrite,
+                "threads": max(1, int(cpus_per_actor)),
+                "plans_ref": ray.put({u: p for u, p in plans.items() if p.parts}),
+                "options": options,
+            },
+            actors,
+            gpus_per_actor,
+            cpus_per_actor,
         )
     return collect_reports(plans, rows, out_dir, settings, options)
 

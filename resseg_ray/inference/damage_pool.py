@@ -15,7 +15,7 @@ from resseg_ray.config import PredictSection
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ResSegError
 from resseg_ray.geo.storage import StorageSettings
-from resseg_ray.inference.batch import warning_lines
+from resseg_ray.inference.actor_pool import on_actor_pool, warning_lines
 from resseg_ray.inference.damage import DamageReport, map_damage
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions
@@ -94,28 +94,16 @@ def map_pairs_on_ray(
     import ray
 
     items = [{"name": n, "pre": a, "post": b} for n, a, b in pairs]
-    rows = (
-        ray.data.from_items(items, override_num_blocks=len(items))
-        .map_batches(
-            _PairActor,
-            batch_size=1,
-            # one pair (seconds to minutes) per actor at a time: by default Ray Data queues
-            # several on the first actor ready while the others still start
-            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
-            num_gpus=gpus_per_actor,
-            num_cpus=cpus_per_actor,
-            fn_constructor_kwargs={
-                "bundle_ref": ray.put(bundle_bytes),
-                "predict": predict,
-                "out_dir": out_dir,
-                "settings": settings,
-                "threads": max(1, int(cpus_per_actor)),
-                "polygons": polygons,
-                "vector_format": vector_format,
-            },
-        )
-        .take_all()
-    )
+    kwargs = {
+        "bundle_ref": ray.put(bundle_bytes),
+        "predict": predict,
+        "out_dir": out_dir,
+        "settings": settings,
+        "threads": max(1, int(cpus_per_actor)),
+        "polygons": polygons,
+        "vector_format": vector_format,
+    }
+    rows = on_actor_pool(items, _PairActor, kwargs, actors, gpus_per_actor, cpus_per_actor)
     by_name = {str(r["name"]): r for r in rows}
     out = []
     for name, _, _ in pairs:
