@@ -300,12 +300,14 @@ def scene_inputs(
     return inputs
 
 
-def one_scene(pattern: str, args: argparse.Namespace, cfg: Config, settings: StorageSettings) -> str:
-    """The one scene of ``--scene`` (a raster, or a STAC item / document holding one scene)."""
+def one_scene(
+    pattern: str, args: argparse.Namespace, cfg: Config, settings: StorageSettings, flag: str = "--scene"
+) -> str:
+    """The one scene of ``flag`` (a raster, or a STAC item / document holding one scene)."""
     uris = scene_inputs([pattern], args, cfg, settings).uris
     if len(uris) != 1:
         raise ConfigError(
-            f"--scene {pattern} gives {len(uris)} scenes; this job adapts to one: give one raster or one "
+            f"{flag} {pattern} gives {len(uris)} scenes; this job adapts to one: give one raster or one "
             "STAC item (or --stac-max-items 1)"
         )
     return uris[0]

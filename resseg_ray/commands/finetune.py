@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         scenes = (args.scene, args.pre, args.post, args.area, args.footprints, args.labels)
         inputs = [args.config, args.model, *filter(None, scenes)]
         check_output_file(args.report, settings, "--report", inputs=inputs)
-    scene = one_scene(args.scene or args.pre, args, cfg, settings)
-    post = one_scene(args.post, args, cfg, settings) if args.post else None
+    scene = one_scene(args.scene or args.pre, args, cfg, settings, "--scene" if args.scene else "--pre")
+    post = one_scene(args.post, args, cfg, settings, "--post") if args.post else None
     init_ray()
     r = refine_scene(
         cfg,

@@ -8,6 +8,7 @@ before anything is written."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -108,6 +109,7 @@ def test_a_network_given_the_wrong_kind_of_input_is_refused(
     buildings = tmp_path / "buildings.resseg.safetensors"
     save_bundle(buildings, build_model("prop18", in_bands=4), norm_mean=[0.0] * 4, norm_std=[1.0] * 4)
     sets = _sets(tmp_path / "runs", mlflow_server)
+    folder = os.path.dirname(event["pre"])
     pair = ["--pre", event["pre"], "--post", event["post"], "--footprints", event["damage"],
             "--fraction", "0.3"]  # fmt: skip
     cases = [
@@ -116,6 +118,8 @@ def test_a_network_given_the_wrong_kind_of_input_is_refused(
           "--fraction", "0.3"], "is a damage network (damage-prop18): it refines on a pair"),
         (["--model", blind_damage_parent, "--scene", event["pre"], *pair], "one of the two"),
         (["--model", blind_damage_parent, "--pre", event["pre"], "--fraction", "0.3"], "one of the two"),
+        (["--model", blind_damage_parent, "--pre", folder, "--post", event["post"], "--fraction", "0.3"],
+         f"--pre {folder} gives 2 scenes"),  # a folder holding the pre and the post scene
     ]  # fmt: skip
     for args, said in cases:
         proc = run_here("finetune.py", *args, *sets, capsys=capsys)
