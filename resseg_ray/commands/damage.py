@@ -30,7 +30,6 @@ from resseg_ray.cli import (
     bound_gdal_cache,
     init_ray,
     predict_options,
-    predictor_from_args,
 )
 from resseg_ray.config import PredictSection, load_config
 from resseg_ray.config.flags import add_config_options, add_flags
@@ -82,7 +81,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     )
     from resseg_ray.inference.damage_pool import map_pairs_on_ray
     from resseg_ray.inference.damage_stac import write_damage_item
+    from resseg_ray.inference.predictor import ScenePredictor
     from resseg_ray.inference.vectorize import PolygonOptions
+    from resseg_ray.models.bundle import bundle_info_from_bytes, load_bundle_bytes
     from resseg_ray.models.source import fetch_bundle_bytes
 
     args = parser(prog).parse_args(argv)
@@ -105,11 +106,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             f"--pre scenes share file names ({names}); their outputs would overwrite each other"
         )
     pool = ActorPool.of(args)
-    predictor = predictor_from_args(args, cfg, settings)
-    check_damage_model(predictor, args.model)
+    bundle_bytes = fetch_bundle_bytes(args.model, settings)  # once: the pool's actors take these bytes
+    check_damage_model(bundle_info_from_bytes(bundle_bytes, args.model), args.model)
     polygons = PolygonOptions(min_area=options.min_area, simplify=options.simplify, wgs84=options.wgs84)
 
-    def said(report: DamageReport) -> str:
+    def finished(report: DamageReport) -> str:
+        """Write the pair's STAC item; its line."""
         if args.stac:
             write_damage_item(report, out, args.model, settings)
         return f"{summary_line(report)}, {report.megapixels:.1f} Mpx in {report.seconds:.0f} s"
@@ -122,13 +124,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             flush=True,
         )
         outcomes = map_pairs_on_ray(
-            fetch_bundle_bytes(args.model, settings), options, list(zip(names, pre, post, strict=True)), out,
+            bundle_bytes, options, list(zip(names, pre, post, strict=True)), out,
             settings, polygons, options.vector_format, pool.actors, gpus, pool.cpus,
         )  # fmt: skip
         for o in outcomes:
             for line in filter(None, o.warnings.splitlines()):
                 print(f"warning: {o.name}: {line}", file=sys.stderr)
-            print(f"{o.name}: {said(o.report)}" if o.report else f"{o.name}: failed: {o.error}", flush=True)
+            print(
+                f"{o.name}: {finished(o.report)}" if o.report else f"{o.name}: failed: {o.error}", flush=True
+            )
         failed = [o for o in outcomes if o.report is None]
         if failed:
             why = "; ".join(f"{o.name}: {o.error}" for o in failed)
@@ -136,10 +140,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                 f"{len(failed)} of {len(pre)} pairs failed ({why}); the other maps are under {out}"
             )
     else:
+        predictor = ScenePredictor(load_bundle_bytes(bundle_bytes, args.model), options)
         with Progress("pair", len(pre)) as bar:
             for name, a, b in zip(names, pre, post, strict=True):
                 report = map_damage(
                     predictor, a, b, out, settings, name, polygons, options.vector_format, tenths(a)
                 )  # fmt: skip
-                bar.step(said(report))
+                bar.step(finished(report))
     print(f"wrote damage maps of {len(pre)} pair(s) under {out}")

@@ -5,9 +5,31 @@ pass on of the warnings their work raised."""
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["on_actor_pool", "warning_lines"]
+if TYPE_CHECKING:
+    from resseg_ray.config import PredictSection
+    from resseg_ray.inference.predictor import ScenePredictor
+
+__all__ = ["actor_predictor", "on_actor_pool", "warning_lines"]
+
+
+def actor_predictor(bundle_ref: object, predict: PredictSection, threads: int | None) -> ScenePredictor:
+    """An actor's predictor: the bundle (bytes, or a Ray object reference to them) loaded once,
+    on the actor's own device (its GPU when Ray gave it one, whatever ``predict.device`` says),
+    with ``threads`` torch threads."""
+    import ray
+    import torch
+
+    from resseg_ray.device import DevicePolicy
+    from resseg_ray.inference.predictor import ScenePredictor
+    from resseg_ray.models.bundle import load_bundle_bytes
+
+    if threads:
+        torch.set_num_threads(threads)
+    data = ray.get(bundle_ref) if isinstance(bundle_ref, ray.ObjectRef) else bundle_ref
+    assert isinstance(data, bytes)
+    return ScenePredictor(load_bundle_bytes(data), predict, DevicePolicy.resolve())
 
 
 def on_actor_pool(

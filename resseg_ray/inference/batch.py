@@ -15,11 +15,10 @@ from typing import Any
 
 from resseg_ray import jobstate
 from resseg_ray.config import PredictSection, to_dict
-from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import failure_message
 from resseg_ray.geo.scene import PREDICT_BANDS, open_scene
 from resseg_ray.geo.storage import StorageSettings, exists, gdal_env, remove_tree
-from resseg_ray.inference.actor_pool import on_actor_pool, warning_lines
+from resseg_ray.inference.actor_pool import actor_predictor, on_actor_pool, warning_lines
 from resseg_ray.inference.outputs import (
     OutputOptions,
     SceneWriter,
@@ -286,16 +285,8 @@ class _SceneActor:
         options: OutputOptions | None = None,
     ) -> None:
         import ray
-        import torch
 
-        from resseg_ray.models.bundle import load_bundle_bytes
-
-        if threads:
-            torch.set_num_threads(threads)
-        data = ray.get(bundle_ref) if isinstance(bundle_ref, ray.ObjectRef) else bundle_ref
-        assert isinstance(data, bytes)
-        # the actor's own device (its GPU when Ray gave it one), whatever predict.device says
-        self.predictor = ScenePredictor(load_bundle_bytes(data), predict, DevicePolicy.resolve())
+        self.predictor = actor_predictor(bundle_ref, predict, threads)
         self.options = options or output_options(predict, settings)
         self.args = (out_dir, settings, overwrite)
         self.plans: dict[str, ScenePlan] = ray.get(plans_ref) if isinstance(plans_ref, ray.ObjectRef) else {}

@@ -38,6 +38,7 @@ from resseg_ray.inference.outputs import PROB_SCALE, SOURCE_TAG
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions, building_polygons
 from resseg_ray.jsondoc import dump_json
+from resseg_ray.models.bundle import BundleInfo
 from resseg_ray.models.registry import model_task
 from resseg_ray.scratch import make_scratch_dir
 
@@ -75,9 +76,8 @@ def damage_uris(out_dir: str, name: str, vector_format: str = "geojson") -> dict
     }
 
 
-def check_damage_model(predictor: ScenePredictor, model: str) -> None:
+def check_damage_model(info: BundleInfo, model: str) -> None:
     """Refuse a model that does not map damage (a building model, other classes)."""
-    info = predictor.info
     if model_task(info.architecture) != "damage" or list(info.class_names) != CLASS_NAMES:
         raise ConfigError(
             f"--model {model} is a {info.architecture} model of classes {info.class_names}; damage maps "

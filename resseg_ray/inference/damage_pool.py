@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from resseg_ray.config import PredictSection
-from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ResSegError
 from resseg_ray.geo.storage import StorageSettings
-from resseg_ray.inference.actor_pool import on_actor_pool, warning_lines
+from resseg_ray.inference.actor_pool import actor_predictor, on_actor_pool, warning_lines
 from resseg_ray.inference.damage import DamageReport, map_damage
-from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions
 
 __all__ = ["PairOutcome", "map_pairs_on_ray"]
@@ -46,16 +44,7 @@ class _PairActor:
         polygons: PolygonOptions,
         vector_format: str,
     ) -> None:
-        import ray
-        import torch
-
-        from resseg_ray.models.bundle import load_bundle_bytes
-
-        torch.set_num_threads(threads)
-        data = ray.get(bundle_ref) if isinstance(bundle_ref, ray.ObjectRef) else bundle_ref
-        assert isinstance(data, bytes)
-        # the actor's own device (its GPU when Ray gave it one), whatever predict.device says
-        self.predictor = ScenePredictor(load_bundle_bytes(data), predict, DevicePolicy.resolve())
+        self.predictor = actor_predictor(bundle_ref, predict, threads)
         self.args = (out_dir, settings, polygons, vector_format)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
