@@ -21,7 +21,7 @@ from fastapi.responses import Response
 
 from resseg_ray.serving.requests import PAIR, ImageRequest, pair_request
 from resseg_ray.serving.routes.openapi import PAIR_BODY
-from resseg_ray.serving.routes.segment import busy
+from resseg_ray.serving.routes.segment import busy, in_image_slot
 from resseg_ray.serving.service import MapService, Overloaded
 
 __all__ = ["damage_router"]
@@ -63,12 +63,7 @@ def damage_router(service: MapService) -> APIRouter:
             )
         start = time.perf_counter()
         pair = await pair_request(request, service.cfg, service.settings)
-        if not await service.hold_image_slot():
-            return busy("the service is busy with other images; retry shortly")
-        try:
-            return await _mapped(service, pair, fmt, start)
-        finally:
-            service.image_slots().release()
+        return await in_image_slot(service, lambda: _mapped(service, pair, fmt, start))
 
     return router
 

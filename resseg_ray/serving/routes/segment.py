@@ -14,6 +14,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -24,7 +25,7 @@ from resseg_ray.serving.requests import ImageRequest, image_request
 from resseg_ray.serving.routes.openapi import IMAGE_REF, body
 from resseg_ray.serving.service import MapService, Overloaded
 
-__all__ = ["MEDIA", "busy", "segment_router"]
+__all__ = ["MEDIA", "busy", "in_image_slot", "segment_router"]
 
 MEDIA = {"mask": "image/tiff", "prob": "image/tiff", "geojson": "application/geo+json"}
 SegmentFormat = Literal["mask", "prob", "geojson"]
@@ -53,14 +54,20 @@ def segment_router(service: MapService) -> APIRouter:
         # the body first, under its own deadlines (serve.body_idle_timeout_s, body_timeout_s):
         # an image slot is held only while an image is segmented, never while a body trickles in
         image = await image_request(request, service.cfg, service.settings)
-        if not await service.hold_image_slot():
-            return busy("the service is busy with other images; retry shortly")
-        try:
-            return await _segmented(service, image, fmt, start)
-        finally:
-            service.image_slots().release()
+        return await in_image_slot(service, lambda: _segmented(service, image, fmt, start))
 
     return router
+
+
+async def in_image_slot(service: MapService, work: Callable[[], Awaitable[Response]]) -> Response:
+    """``work()`` holding one of the ingress's image slots (released after); a 503 at once when
+    ``serve.ingress_max_queued_requests`` images wait already."""
+    if not await service.hold_image_slot():
+        return busy("the service is busy with other images; retry shortly")
+    try:
+        return await work()
+    finally:
+        service.image_slots().release()
 
 
 async def _segmented(service: MapService, image: ImageRequest, fmt: str, start: float) -> Response:
