@@ -119,10 +119,16 @@ def scene_array(info: SceneInfo, settings: StorageSettings, block: int = 1024) -
     return da.block([[chunk for chunk in row] for row in rows])
 
 
-def _scheduler():
+LOCAL_PIXELS = 1 << 22
+"""Scenes of at most this many pixels in all (2048 x 2048) are summed by threads of this
+process: Ray tasks would spend seconds starting worker processes on what reads in a tenth
+of a second (a refinement's one scene, a few chips)."""
+
+
+def _scheduler(scenes: list[SceneInfo]):
     import ray
 
-    if ray.is_initialized():
+    if ray.is_initialized() and sum(s.width * s.height for s in scenes) > LOCAL_PIXELS:
         from ray.util.dask import ray_dask_get
 
         return ray_dask_get
@@ -141,7 +147,8 @@ def compute_statistics(
 ) -> Statistics:
     """Per-scene and pooled per-band mean/std over valid pixels.
 
-    ``scheduler`` defaults to Ray's dask scheduler when Ray is initialised, else threads;
+    ``scheduler`` defaults to Ray's dask scheduler when Ray is initialised and the scenes
+    hold more than :data:`LOCAL_PIXELS` pixels, else threads;
     on Ray each block's task reserves ``num_cpus`` (fractions let it run beside services
     that hold most of a machine's CPUs).
     """
@@ -163,7 +170,7 @@ def compute_statistics(
         finite = ~da.isnan(x)
         lazy.append((finite.sum(axis=(1, 2)), da.nanmean(x, axis=(1, 2)), da.nanvar(x, axis=(1, 2))))
     with np.errstate(invalid="ignore", divide="ignore"):
-        chosen = scheduler or _scheduler()
+        chosen = scheduler or _scheduler(scenes)
         extra = {"ray_remote_args": {"num_cpus": num_cpus}} if chosen is not _THREADS else {}
         results = dask.compute(*lazy, scheduler=chosen, **extra)
     per_scene: dict[str, BandStats] = {}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from resseg_ray.errors import InputDataError
+from resseg_ray.geo import stats as stats_module
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.stats import Statistics, compute_statistics
 from resseg_ray.geo.storage import StorageSettings
@@ -23,9 +26,10 @@ def _scene(tmp_path, name: str, seed: int, shape=(3, 150, 170)) -> tuple[str, np
 
 
 @pytest.mark.parametrize("use_ray", [True, False])
-def test_statistics_equal_numpy_per_scene_and_pooled(tmp_path, request, use_ray) -> None:
+def test_statistics_equal_numpy_per_scene_and_pooled(tmp_path, request, monkeypatch, use_ray) -> None:
     if use_ray:
         request.getfixturevalue("ray_session")
+        monkeypatch.setattr(stats_module, "LOCAL_PIXELS", 0)  # these small scenes on Ray tasks too
     a_uri, a, av = _scene(tmp_path, "a.tif", 1)
     b_uri, b, bv = _scene(tmp_path, "b.tif", 2, shape=(3, 90, 260))
     infos = [open_scene(a_uri, LOCAL), open_scene(b_uri, LOCAL)]
@@ -46,3 +50,14 @@ def test_scene_without_valid_pixels_is_an_error(tmp_path) -> None:
     uri = write_tif(tmp_path / "z.tif", np.zeros((2, 30, 30), np.uint16), nodata=0)
     with pytest.raises(InputDataError, match=r"z\.tif has no valid pixels"):
         compute_statistics([open_scene(uri, LOCAL)], LOCAL, block=64, scheduler="sync")
+
+
+def test_small_scenes_are_summed_in_this_process_large_ones_on_ray(tmp_path, ray_session) -> None:
+    """With Ray up, scenes of more than LOCAL_PIXELS pixels in all go to Ray tasks; fewer are
+    summed by threads here (starting Ray workers would take longer than reading them)."""
+    from ray.util.dask import ray_dask_get
+
+    small = open_scene(_scene(tmp_path, "a.tif", 1)[0], LOCAL)
+    assert stats_module._scheduler([small]) == "threads"
+    big = dataclasses.replace(small, width=2049, height=2048)
+    assert stats_module._scheduler([big]) is ray_dask_get
