@@ -47,6 +47,12 @@ class DataSection(Section):
     loader_num_cpus: float = 1.0
     """CPUs Ray reserves per loader task and per data-preparation task (labels, statistics,
     tiles); fractions let them share cores with training or with a service's replicas."""
+    local_loader_tiles: int = 256
+    """Training epochs of at most this many tiles per worker are read inside the training
+    worker by a background thread (as validation is) instead of by a Ray Data pipeline, whose
+    executor actor and loader tasks cost seconds of process start-up and several CPU-seconds
+    per run: most of a small refinement's training time. The tiles, their order and their
+    augmentation are the same either way. 0: always Ray Data."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -67,6 +73,8 @@ class DataSection(Section):
             raise self.bad("max_nodata_fraction", "in [0, 1]", self.max_nodata_fraction)
         if self.stats_block < 64:
             raise self.bad("stats_block", ">= 64", self.stats_block)
+        if self.local_loader_tiles < 0:
+            raise self.bad("local_loader_tiles", ">= 0", self.local_loader_tiles)
         if self.loader_batch < 1 or self.loader_num_cpus <= 0:
             raise ConfigError("data.loader_batch must be >= 1 and data.loader_num_cpus > 0")
         if self.bands is not None and (not self.bands or min(self.bands) < 1):

@@ -1,8 +1,9 @@
 """Ray Data pipelines: manifest -> windowed reads from storage -> augmentation -> normalisation.
 
-No chip archive is written: every epoch, Ray Data tasks read each tile's window straight
-from the scene and label rasters (local or s3://), augment it as the paper does (redrawn
-every epoch), normalise it and hand batches of float32 ``(N, D, crop, crop)`` images and
+No chip archive is written: every epoch, Ray Data tasks (for a small epoch, at most
+``data.local_loader_tiles`` per worker: a thread of the training worker) read each tile's
+window straight from the scene and label rasters (local or s3://), augment it as the paper
+does (redrawn every epoch), normalise it and hand batches of float32 ``(N, D, crop, crop)`` images and
 labels (uint8 in the object store, int64 when iterated as torch batches) to training.
 
 Everything random is a function of ``run.seed``: which tiles a limited epoch uses, each
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -99,10 +102,29 @@ def _rng_for(spec: SampleSpec, tile_id: str, epoch: int) -> np.random.Generator:
 def load_samples(batch: dict[str, np.ndarray], spec: SampleSpec) -> dict[str, np.ndarray]:
     """Ray Data UDF: manifest rows -> ``{"image", "label"}`` samples (:func:`read_samples`),
     in a loader task of its own core."""
-    import torch
-
-    torch.set_num_threads(1)  # one loader task per core; no oversubscription
+    loader_torch().set_num_threads(1)  # one loader task per core; no oversubscription
     return read_samples(batch, spec)
+
+
+LOADER_LEFT = 75
+"""Exit status of a loader process that can no longer import torch (:func:`loader_torch`)."""
+
+
+def loader_torch():
+    """torch, in a loader process that can still import it.
+
+    When a failed pipeline's other tasks are cancelled (Ray Data does), a task cancelled while
+    its process was importing torch leaves half of torch's operators registered there, and
+    every later import in that process fails ("Only a single TORCH_LIBRARY can be used to
+    register the namespace prims"): the next training whose loader Ray gives that process
+    would fail with it. Such a process ends instead; Ray Data runs the task again in a new one."""
+    try:
+        import torch
+    except RuntimeError as exc:
+        sys.stderr.write(f"resseg-ray: this loader process cannot import torch again ({exc}); it ends\n")
+        sys.stderr.flush()
+        os._exit(LOADER_LEFT)
+    return torch
 
 
 def read_samples(batch: dict[str, np.ndarray], spec: SampleSpec) -> dict[str, np.ndarray]:
@@ -224,6 +246,12 @@ def stream_rows(
 def steps_per_epoch(train_rows: int, world: int, batch_size: int) -> int:
     """Training steps of each worker in each epoch: the whole batches of its equal share."""
     return (train_rows // world) // batch_size
+
+
+def reads_in_worker(train_rows: int, world: int, batch_size: int, local_tiles: int) -> bool:
+    """Whether each of ``world`` training workers reads its epochs itself (at most
+    ``local_tiles``, ``data.local_loader_tiles``, an epoch) instead of through Ray Data loaders."""
+    return steps_per_epoch(train_rows, world, batch_size) * batch_size <= local_tiles
 
 
 def epoch_streams(

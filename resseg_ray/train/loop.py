@@ -29,7 +29,9 @@ from resseg_ray.data.pipeline import (
     SampleSpec,
     epoch_streams,
     prefetched_samples,
+    reads_in_worker,
     steps_per_epoch,
+    stream_rows,
     worker_rows,
 )
 from resseg_ray.device import DevicePolicy
@@ -243,9 +245,15 @@ def _epoch_batches(
 ) -> Iterator[tuple[int, Iterator[dict]]]:  # fmt: skip
     """Each epoch still to train, with this worker's batches of it (its tiles in this epoch's
     order, augmented as this epoch): iterators over a stream of consecutive epochs
-    (:func:`~resseg_ray.data.pipeline.epoch_streams`), to be consumed one epoch at a time."""
+    (:func:`~resseg_ray.data.pipeline.epoch_streams`), to be consumed one epoch at a time; an
+    epoch of at most ``data.local_loader_tiles`` tiles per worker is read in this process."""
     d, t = cfg.data, cfg.train
     epochs = range(progress.epochs_done + 1, t.epochs + 1)
+    if reads_in_worker(rows.num_rows, world, t.batch_size, d.local_loader_tiles):
+        for epoch in epochs:  # a small epoch: read here, no Ray Data executor to start
+            table = stream_rows(rows, spec.seed, [epoch], rank, world, t.batch_size)
+            yield epoch, local_torch_batches(table, spec, t.batch_size, policy)
+        return
     for part, dataset in epoch_streams(
         rows, spec, epochs, rank, world, t.batch_size, d.loader_batch, d.loader_num_cpus
     ):
@@ -272,6 +280,19 @@ def torch_batches(shard, batch_size: int, policy: DevicePolicy, drop_last: bool)
         drop_last=drop_last,
         prefetch_batches=2,
     )
+
+
+def local_torch_batches(
+    rows: pa.Table, spec: SampleSpec, batch_size: int, policy: DevicePolicy
+) -> Iterator[dict]:
+    """The ``{"image", "label"}`` torch batches of ``rows`` read in this process by a background
+    thread (:func:`~resseg_ray.data.pipeline.prefetched_samples`): what :func:`torch_batches`
+    gives for a Ray dataset of the same rows, without its executor."""
+    for b in prefetched_samples(rows, spec, batch_size):
+        yield {
+            "image": torch.from_numpy(b["image"]).to(policy.device),
+            "label": torch.from_numpy(b["label"].astype(np.int64)).to(policy.device),
+        }
 
 
 def freeze_modules(modules: list[torch.nn.Module]) -> list[torch.nn.Module]:

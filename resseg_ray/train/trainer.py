@@ -25,7 +25,7 @@ import yaml
 
 from resseg_ray import jobstate
 from resseg_ray.config import Config, to_dict
-from resseg_ray.data.pipeline import sample_spec, split_rows
+from resseg_ray.data.pipeline import reads_in_worker, sample_spec, split_rows
 from resseg_ray.data.prepare import DATASET_FILE, DatasetDescription, load_dataset
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.storage import (
@@ -221,7 +221,6 @@ def run_training(
     plan = plan_training(cfg, log)
     cfg, desc = plan.cfg, plan.desc
     _warn_resources(cfg)
-    wait_for_resources(cfg, log)  # says what it waits for when the instance is busy
     limits = {"train": cfg.train.train_tiles_per_epoch, "val": cfg.train.val_tiles}
     norm = None
     if start_from is not None and start_from.norm_mean is not None:
@@ -232,6 +231,11 @@ def run_training(
     spec = sample_spec(desc, cfg.data, plan.settings, augment=True, seed=cfg.run.seed, norm=norm)
     if start_from is not None and cfg.train.rehearsal_tiles:
         rows, spec = add_rehearsal(rows, spec, cfg, desc, plan.settings, start_from.dataset, log)
+    s = cfg.scaling
+    local = reads_in_worker(
+        rows["train"].num_rows, s.num_workers, cfg.train.batch_size, cfg.data.local_loader_tiles
+    )
+    wait_for_resources(cfg, log, loaders=not local)  # says what it waits for when the instance is busy
 
     run = tracking.open_run(
         plan.tracking_uri,

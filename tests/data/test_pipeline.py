@@ -175,3 +175,35 @@ def test_scenes_footprints_and_outputs_on_s3(small_demo, s3_bucket, s3_settings)
     assert remote.statistics.scenes[f"{s3_bucket}/raw/a.tif"].mean == pytest.approx(local_stats.mean)
     val = _all(build_datasets(remote, CFG.data, s3_settings, splits=("val",))["val"])
     assert val["image"].shape[1:] == (4, 64, 64) and len(val["image"]) > 0
+
+
+POISONED = """
+import sys
+
+class HalfImported:  # what a torch import interrupted earlier in this process leaves
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise RuntimeError("Only a single TORCH_LIBRARY can be used to register the namespace prims")
+
+sys.modules.pop("torch", None)
+sys.meta_path.insert(0, HalfImported())
+from resseg_ray.data.pipeline import loader_torch
+loader_torch()
+print("went on")
+"""
+
+
+def test_a_loader_process_that_cannot_import_torch_again_ends() -> None:
+    """A loader process whose torch import was cut off (a task cancelled mid-import) ends with
+    LOADER_LEFT and says why, so that Ray Data runs its task in a new process, instead of
+    failing every task it is given after."""
+    import subprocess
+    import sys
+
+    from resseg_ray.data.pipeline import LOADER_LEFT
+    from tests.helpers import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", POISONED], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == LOADER_LEFT and "went on" not in proc.stdout, proc.stderr[-2000:]
+    assert "this loader process cannot import torch again (Only a single TORCH_LIBRARY" in proc.stderr

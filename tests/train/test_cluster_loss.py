@@ -140,5 +140,7 @@ def test_a_job_on_a_busy_instance_says_which_and_what_it_waits_for(small_demo, t
     waiting = seen[-1]
     port = cluster.gcs.rsplit(":", 1)[1]  # Ray names the head by its node address
     assert waiting.startswith("waiting for Ray resources at ") and f":{port}: " in waiting, seen
-    assert "reserves 1 CPUs" in waiting and "0 of the instance's 1 are free" in waiting
+    # its small epochs are read in its worker (data.local_loader_tiles): no loader CPUs reserved
+    assert "reserves 0.5 CPUs (scaling.num_workers x scaling.cpus_per_worker) and" in waiting
+    assert "0 of the instance's 1 are free" in waiting
     assert waiting.endswith("start it again with RAY_ADDRESS=local")

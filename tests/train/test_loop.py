@@ -1,4 +1,5 @@
-"""The training step's options for refinements: a frozen encoder and the L2-SP penalty."""
+"""The training step's options for refinements (a frozen encoder, the L2-SP penalty) and its
+batches read in the worker for small epochs."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from resseg_ray.config import load_config
+from resseg_ray.data.pipeline import loader_dataset, sample_spec, split_rows, stream_rows
+from resseg_ray.data.prepare import load_dataset
 from resseg_ray.device import DevicePolicy
+from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.models.registry import build_model
-from resseg_ray.train.loop import L2SP, freeze_modules, torch_batches, train_epoch
-from tests.helpers import randomize_batchnorm
+from resseg_ray.train.loop import L2SP, freeze_modules, local_torch_batches, torch_batches, train_epoch
+from tests.helpers import SMALL_DATA, randomize_batchnorm
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -77,3 +82,21 @@ def test_l2sp_pulls_the_weights_toward_the_start() -> None:
         _epoch(model, 0.05, pull=pull)
         distances[alpha] = float(sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True)))
     assert 0 < distances[50.0] < 0.5 * distances[0.0], distances
+
+
+def test_a_small_epoch_read_in_the_worker_gives_the_loader_datasets_batches(small_demo) -> None:
+    """data.local_loader_tiles: a worker's epoch read in its own process (no Ray Data executor)
+    is the same augmented samples, in the same order and batches, as the Ray Data loader of
+    the same rows gives as torch batches: a run is the same either way."""
+    local = StorageSettings()
+    desc = load_dataset(small_demo.root, local)
+    rows = split_rows(desc, local, 0, {"train": 21})["train"]
+    spec = sample_spec(desc, load_config(None, SMALL_DATA).data, local, augment=True, seed=3)
+    share = stream_rows(rows, 3, [2], 1, 2, 4)  # worker 1 of 2 in epoch 2: 2 batches of 4
+    policy = DevicePolicy.resolve("cpu")
+    got = list(local_torch_batches(share, spec, 4, policy))
+    want = list(torch_batches(loader_dataset(share, spec, 3, 0.5), 4, policy, drop_last=True))
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want, strict=True):
+        assert g["image"].dtype == w["image"].dtype == torch.float32 and g["label"].dtype == torch.int64
+        assert torch.equal(g["image"], w["image"]) and torch.equal(g["label"], w["label"])

@@ -172,10 +172,14 @@ def test_missing_scene_fails_before_training(small_demo, mlflow_server, tmp_path
     assert not os.path.exists(tmp_path / "bad")
 
 
-def test_unreadable_scene_data_fails_the_run_with_the_file_named(small_demo, mlflow_server, tmp_path) -> None:
+@pytest.mark.parametrize("local_tiles", [0, 256], ids=["ray-data-loader", "read-in-worker"])
+def test_unreadable_scene_data_fails_the_run_with_the_file_named(
+    small_demo, mlflow_server, tmp_path, local_tiles
+) -> None:
     """A scene whose header reads but whose pixels do not (damaged tiles) passes the
-    pre-flight check and fails inside a Ray Data loader of a Ray Train worker: the error
-    the user sees is still the one-line InputDataError naming the file."""
+    pre-flight check and fails inside a Ray Data loader of a Ray Train worker, or in the
+    worker's own reader thread (a small epoch, data.local_loader_tiles): the error the user
+    sees is still the one-line InputDataError naming the file."""
     import json
     import shutil
 
@@ -208,8 +212,13 @@ def test_unreadable_scene_data_fails_the_run_with_the_file_named(small_demo, mlf
             str(copy),
             str(tmp_path / "runs"),
             mlflow_server,
-            "truncated",
-            **{"run.max_failures": 0, "scaling.num_workers": 1, "train.epochs": 1},
+            f"truncated-{local_tiles}",
+            **{
+                "run.max_failures": 0,
+                "scaling.num_workers": 1,
+                "train.epochs": 1,
+                "data.local_loader_tiles": local_tiles,
+            },
         ),
     )
     with pytest.raises(Exception) as info:
@@ -218,9 +227,9 @@ def test_unreadable_scene_data_fails_the_run_with_the_file_named(small_demo, mlf
     assert isinstance(err, InputDataError), info.value
     assert str(tmp_path) in str(err)
     c = tracking.client(mlflow_server)
-    runs = c.search_runs(
-        [c.get_experiment_by_name("tests").experiment_id], "tags.`resseg.run_name` = 'truncated'"
-    )
+    name = f"truncated-{local_tiles}"
+    experiment = c.get_experiment_by_name("tests").experiment_id
+    runs = c.search_runs([experiment], f"tags.`resseg.run_name` = '{name}'")
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
@@ -254,7 +263,9 @@ def test_the_same_seed_gives_the_same_run_even_across_a_worker_crash(
     augmentation draw: a second 2-worker run with seed 0, whose last worker dies right after
     epoch 2 and which goes on from that checkpoint (epoch 3 not redone from scratch), repeats
     the first one's per-epoch metrics (to 1e-6) and its weights exactly. (One run checks both:
-    a crash survived and the same run, as a user resuming expects.) That another seed draws
+    a crash survived and the same run, as a user resuming expects.) The first run read its small
+    epochs in its workers (data.local_loader_tiles), this one through Ray Data loaders: the
+    same run either way. That another seed draws
     other tiles, order and augmentation is tested on the pipeline (tests/data/test_pipeline.py);
     that it gives another whole run, by ``python -m bench.same_seed`` on the demo configuration
     (a Ray Train start costs ~20 CPU-seconds here)."""
@@ -275,7 +286,7 @@ def test_the_same_seed_gives_the_same_run_even_across_a_worker_crash(
     def weights(result) -> dict[str, torch.Tensor]:
         return load_bundle(result.bundle_uri).model.state_dict()
 
-    again = run("ddp-again", "run.max_failures=1", loop=_crashing_loop)
+    again = run("ddp-again", "run.max_failures=1", "data.local_loader_tiles=0", loop=_crashing_loop)
     assert again.progress.epochs_done == 3 and again.progress.restarts == 1
     c = tracking.client(mlflow_server)
     # epochs 1-2 before the crash, epoch 3 after: the run did not start over from epoch 0
