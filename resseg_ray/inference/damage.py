@@ -12,6 +12,7 @@ pair counts as mapped when its class raster exists.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -32,9 +33,19 @@ from resseg_ray.errors import ConfigError
 from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, IGNORE, VALUES_TEXT
 from resseg_ray.geo.pairs import open_pair
 from resseg_ray.geo.scene import open_scene
-from resseg_ray.geo.storage import StorageSettings, atomic_output, gdal_env, join_uri, scene_stem, write_bytes
+from resseg_ray.geo.storage import (
+    StorageSettings,
+    atomic_output,
+    exists,
+    gdal_env,
+    gdal_path,
+    join_uri,
+    read_bytes,
+    scene_stem,
+    write_bytes,
+)
 from resseg_ray.geo.vectors import vector_suffix, write_vector
-from resseg_ray.inference.outputs import PROB_SCALE, SOURCE_TAG
+from resseg_ray.inference.outputs import PROB_SCALE, SOURCE_TAG, output_source
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.inference.vectorize import PolygonOptions, building_polygons
 from resseg_ray.jsondoc import dump_json
@@ -74,6 +85,38 @@ def damage_uris(out_dir: str, name: str, vector_format: str = "geojson") -> dict
         "buildings": join_uri(out_dir, f"{name}_damage_buildings{vector_suffix(vector_format)}"),
         "summary": join_uri(out_dir, f"{name}_damage_summary.json"),
     }
+
+
+POST_TAG = "RESSEG_RAY_POST"
+"""The GeoTIFF tag of a damage raster naming the post scene it was made from."""
+
+
+def damage_state(out_dir: str, name: str, pre_uri: str, post_uri: str, vector_format: str,
+                 settings: StorageSettings) -> str:  # fmt: skip
+    """What is under the pair's output names: ``"none"`` (nothing), ``"done"`` (every output,
+    written by resseg-ray for this pre and post scene: a re-run may skip the pair), ``"ours"``
+    (some, written for this pair: an interrupted run, redone) or ``"foreign"`` (a file
+    resseg-ray did not write for this pair: never replaced)."""
+    uris = damage_uris(out_dir, name, vector_format)
+    there = {k: u for k, u in uris.items() if exists(u, settings)}
+    if not there:
+        return "none"
+    for key, uri in there.items():
+        if key == "summary":
+            try:
+                doc = json.loads(read_bytes(uri, settings))
+            except (OSError, ValueError):
+                return "foreign"
+            made_for = isinstance(doc, dict) and doc.get("format") == "resseg-damage-summary/1" and (
+                doc.get("pre"), doc.get("post")) == (pre_uri, post_uri)  # fmt: skip
+        else:
+            made_for = output_source(uri, settings) == pre_uri
+            if made_for and key == "damage":
+                with gdal_env(settings), rasterio.open(gdal_path(uri)) as ds:
+                    made_for = ds.tags().get(POST_TAG) == post_uri
+        if not made_for:
+            return "foreign"
+    return "done" if len(there) == len(uris) else "ours"
 
 
 def check_damage_model(info: BundleInfo, model: str) -> None:
@@ -142,7 +185,7 @@ def map_damage(
                 cls_ds.set_band_description(1, VALUES_TEXT)
                 for ds in (cls_ds, prob_ds):
                     if provenance:
-                        ds.update_tags(**{SOURCE_TAG: pre_uri, "RESSEG_RAY_POST": post_uri})
+                        ds.update_tags(**{SOURCE_TAG: pre_uri, POST_TAG: post_uri})
             collection, crs = damage_polygons(classes, probs, polygons or PolygonOptions(), tmp)
             counts = {
                 c: sum(f["properties"]["damage"] == c for f in collection["features"]) for c in DAMAGE_CLASSES

@@ -1,4 +1,5 @@
-"""STAC out for damage: a STAC item per mapped pair, ``<out>/<name>_damage_item.json``.
+"""STAC out for damage: a STAC item per mapped pair, ``<out>/<name>_damage_item.json``, and
+``<out>/catalog.json`` listing them (as ``predict``'s catalog lists its scenes).
 
 The item's footprint and projection are the damage raster's (the pre scene's grid); its assets
 are the damage-class COG, the class probabilities (raster extension, scale 1/250), the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pystac
@@ -21,6 +23,7 @@ from resseg_ray.geo.stac_write import OfflineValidator, add_raster_asset, raster
 from resseg_ray.geo.storage import StorageSettings, join_uri, write_bytes
 from resseg_ray.inference.damage import DamageReport
 from resseg_ray.inference.outputs import PROB_SCALE
+from resseg_ray.inference.stac_items import save_folder_catalog
 
 PREFIX = "resseg_ray:"
 _VECTOR_MEDIA = {
@@ -36,10 +39,16 @@ def damage_item_uri(out_dir: str, name: str) -> str:
 
 
 def write_damage_item(
-    report: DamageReport, out_dir: str, model: str, settings: StorageSettings
-) -> str | None:
-    """Write (and validate) the STAC item of a mapped pair; its URI. Pairs on plain pixel grids
-    (no CRS) get none (None): a STAC item needs a place on Earth."""
+    report: DamageReport,
+    out_dir: str,
+    model: str,
+    settings: StorageSettings,
+    sources: Mapping[str, pystac.Item] | None = None,
+) -> pystac.Item | None:
+    """Write (and validate) the STAC item of a mapped pair; the item. Pairs on plain pixel grids
+    (no CRS) get none (None): a STAC item needs a place on Earth. ``sources`` maps scene URIs
+    to the STAC items they came from: the pre and post scenes' are named in the properties
+    (``resseg_ray:pre_item``, ``post_item``) and linked (``derived_from``)."""
     if not report.georeferenced:
         return None
     uris = report.outputs
@@ -52,6 +61,10 @@ def write_damage_item(
         PREFIX + "version": __version__,
         PREFIX + "buildings": dict(report.buildings),
     }
+    linked = [(when, (sources or {}).get(uri)) for when, uri in (("pre", report.pre), ("post", report.post))]
+    for when, source in linked:
+        if source is not None:
+            props[f"{PREFIX}{when}_item"] = source.id
     item = raster_item(f"{report.name}-damage", uris["damage"], settings, now, props)
     href = damage_item_uri(out_dir, report.name)
     item.set_self_href(href)
@@ -83,10 +96,25 @@ def write_damage_item(
     )
     summary.roles = ["metadata"]
     item.add_asset("summary", summary)
+    for _, source in linked:
+        source_href = source.get_self_href() if source is not None else None
+        if source is not None and source_href:
+            item.add_link(pystac.Link("derived_from", source_href, pystac.MediaType.JSON, source.id))
     doc = item.to_dict(include_self_link=False, transform_hrefs=False)
     OfflineValidator().validate(doc, pystac.STACObjectType.ITEM, doc["stac_version"], item.stac_extensions)
     write_bytes(href, (json.dumps(doc, indent=2) + "\n").encode(), settings)
-    return href
+    return item
+
+
+def write_damage_catalog(
+    out_dir: str, items: Sequence[pystac.Item], settings: StorageSettings
+) -> tuple[str, int]:
+    """``<out>/catalog.json`` of the pairs' items (and the items of earlier runs still there,
+    building maps included); its URI and item count."""
+    description = (
+        f"Damage maps by resseg-ray {__version__}: damage classes, probabilities and buildings per pair"
+    )
+    return save_folder_catalog(out_dir, items, description, settings)
 
 
 def _rel(uri: str) -> str:

@@ -28,7 +28,15 @@ from resseg_ray.geo.storage import StorageSettings, exists, join_uri, normalize_
 from resseg_ray.inference.outputs import PROB_SCALE, OutputOptions, output_uris
 from resseg_ray.models.bundle import BundleInfo
 
-__all__ = ["CATALOG", "ModelProvenance", "check_catalog_destination", "item_uri", "write_run_catalog"]
+__all__ = [
+    "CATALOG",
+    "ModelProvenance",
+    "check_catalog_destination",
+    "check_documents",
+    "item_uri",
+    "save_folder_catalog",
+    "write_run_catalog",
+]
 
 CATALOG = "catalog.json"
 CATALOG_ID = "resseg-ray-predictions"
@@ -86,15 +94,22 @@ def _ours(uri: str, settings: StorageSettings, kind: str) -> bool:
         return False
     if kind == "catalog":
         return doc.get("id") == CATALOG_ID
-    return isinstance(doc.get("properties"), dict) and PREFIX + "source" in doc["properties"]
+    props = doc.get("properties")  # a scene's map names its source; a damage map its pre scene
+    return isinstance(props, dict) and (PREFIX + "source" in props or PREFIX + "pre" in props)
 
 
 def check_catalog_destination(
     out_dir: str, scene_uris: Sequence[str], options: OutputOptions, settings: StorageSettings
 ) -> None:
     """Before any work: no STAC document of the run would replace one the user has."""
-    items = [(item_uri(out_dir, u, options), "item") for u in scene_uris]
-    targets = [(join_uri(out_dir, CATALOG), "catalog"), *items]
+    items = [item_uri(out_dir, u, options) for u in scene_uris]
+    check_documents(out_dir, items, settings)
+
+
+def check_documents(out_dir: str, item_uris: Sequence[str], settings: StorageSettings) -> None:
+    """Before any work: neither ``<out_dir>/catalog.json`` nor any of ``item_uris`` is a STAC
+    document the user has (one resseg-ray wrote may be replaced); else a ConfigError."""
+    targets = [(join_uri(out_dir, CATALOG), "catalog"), *((u, "item") for u in item_uris)]
     for uri, kind in targets:
         if exists(uri, settings) and not _ours(uri, settings, kind):
             raise ConfigError(
@@ -199,6 +214,22 @@ def write_run_catalog(
     and precision that ran, e.g. ``openvino bf16``; outputs complete) and ``<out>/catalog.json``
     listing them and the items of earlier runs whose outputs are still there; validate it all.
     Returns the catalog's URI and its item count."""
+    new = []
+    for uri, buildings, mapped, engine in scenes:
+        item = _scene_item(uri, out_dir, options, predict, model, inputs, buildings, mapped, settings)
+        if engine:
+            item.properties[PREFIX + "engine"] = engine
+        new.append(item)
+    description = f"Building maps by resseg-ray {__version__}: a mask, probability and polygons per scene"
+    return save_folder_catalog(out_dir, new, description, settings)
+
+
+def save_folder_catalog(
+    out_dir: str, new_items: Sequence[pystac.Item], description: str, settings: StorageSettings
+) -> tuple[str, int]:
+    """Write ``new_items`` (each beside its assets, at its self href) and ``<out>/catalog.json``
+    listing them and the items of earlier runs in ``out_dir`` whose files are all still there
+    (building maps and damage maps alike); validate it all. The catalog's URI and item count."""
     io = StorageStacIO(settings)
     href = join_uri(out_dir, CATALOG)
     items: dict[str, pystac.Item] = {}
@@ -216,16 +247,9 @@ def write_run_catalog(
                         items[item.id] = item
         except Exception:  # a broken catalog of ours is rebuilt from this run's items
             items = {}
-    for uri, buildings, mapped, engine in scenes:
-        item = _scene_item(uri, out_dir, options, predict, model, inputs, buildings, mapped, settings)
-        if engine:
-            item.properties[PREFIX + "engine"] = engine
+    for item in new_items:
         items[item.id] = item
-    catalog = pystac.Catalog(
-        CATALOG_ID,
-        f"Building maps by resseg-ray {__version__}: a mask, probability and polygons per scene",
-        title="resseg-ray predictions",
-    )
+    catalog = pystac.Catalog(CATALOG_ID, description, title="resseg-ray predictions")
     catalog.set_self_href(href)
     for item in sorted(items.values(), key=lambda i: i.id):
         self_href = item.get_self_href()

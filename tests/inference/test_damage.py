@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pystac
 import pytest
 import rasterio
 
@@ -117,6 +118,119 @@ def test_an_xbd_pair_of_plain_pngs_is_mapped(tmp_path, capsys) -> None:
             assert c.shape == (1024, 1024) and c.crs is None and (c.read(1) < 255).all()
     assert (out / f"{name}_damage_summary.json").exists()
     assert not (out / f"{name}_damage_item.json").exists()  # no place on Earth: no STAC item
+
+
+def _event_collection(root, name: str, tiles: list[tuple[str, str]], date: str) -> str:
+    """A STAC collection of an acquisition cut into quadkey folders whose files share a name
+    (the open-data layout): ``tiles`` are (quadkey, raster); items ``<quadkey>_<name>``."""
+    import datetime as dt
+    import shutil
+
+    extent = pystac.Extent(
+        pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])
+    )
+    collection = pystac.Collection(name, "one acquisition", extent)
+    for quadkey, raster in tiles:
+        folder = root / quadkey / date
+        folder.mkdir(parents=True)
+        tif = shutil.copy(raster, folder / f"{name}-visual.tif")
+        item = pystac.Item(
+            f"{quadkey}_{name}", None, None, dt.datetime.fromisoformat(f"{date}T00:00:00+00:00"), {}
+        )
+        item.add_asset("visual", pystac.Asset(str(tif), media_type=pystac.MediaType.COG))
+        collection.add_item(item)
+    collection.normalize_hrefs(str(root))
+    collection.make_all_asset_hrefs_relative()
+    collection.save(pystac.CatalogType.SELF_CONTAINED)
+    return str(root / "collection.json")
+
+
+def _half(src_uri: str, out, right: bool, shift: float = 0.0) -> str:
+    """The left or right half of a raster, as its own GeoTIFF (optionally moved ``shift`` m east)."""
+    from rasterio.windows import Window
+
+    with rasterio.open(src_uri) as src:
+        w = src.width // 2
+        window = Window(w if right else 0, 0, src.width - w if right else w, src.height)
+        profile = {**src.profile, "width": window.width, "height": window.height}
+        t = src.window_transform(window)
+        profile["transform"] = rasterio.Affine(t.a, t.b, t.c + shift, t.d, t.e, t.f)
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return str(out)
+
+
+def test_an_event_from_two_stac_collections_is_paired_by_place(storm, tmp_path, capsys) -> None:
+    """Pre and post imagery as two STAC collections of quadkey tiles whose files share a name and
+    whose order differs: each pre tile is mapped with the post tile overlapping it most, named
+    by its item id, its item linked to both source items and listed in catalog.json; a pre tile
+    no post tile covers and a post tile over no pre tile are said, not mapped. A re-run skips
+    the pairs done; a user's file under an output name, or a catalog.json of the user's, stops
+    the job before any work."""
+    model = _bundle(tmp_path / "damage.resseg.safetensors")
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    pre = [("120", _half(storm["pre"], cut / "pre_l.tif", False)),
+           ("121", _half(storm["pre"], cut / "pre_r.tif", True)),
+           ("300", _half(storm["pre"], cut / "pre_far.tif", True, shift=5e4))]  # fmt: skip
+    post = [("121", _half(storm["post"], cut / "post_r.tif", True)),  # another order than pre's
+            ("120", _half(storm["post"], cut / "post_l.tif", False)),
+            ("200", _half(storm["post"], cut / "post_far.tif", False, shift=-5e4))]  # fmt: skip
+    pre_doc = _event_collection(tmp_path / "pre", "104001008E8F1200", pre, "2022-09-01")
+    post_doc = _event_collection(tmp_path / "post", "10300100D8F5C600", post, "2022-09-30")
+    out = tmp_path / "out"
+    proc = run_here(
+        "damage.py", "--pre", pre_doc, "--post", post_doc, "--model", model, "--out", str(out),
+        "--window", "128", "--overlap", "32", "--runtime", "torch", capsys=capsys,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2, proc.stderr
+    assert warnings[0].startswith("warning: pre scene ") and "/300/2022-09-01/" in warnings[0]
+    assert warnings[0].endswith(": no --post scene overlaps it; not mapped")
+    assert "/200/2022-09-30/" in warnings[1] and warnings[1].endswith(": overlaps no --pre scene; not used")
+    for quadkey in ("120", "121"):
+        name = f"{quadkey}_104001008E8F1200"
+        item = json.loads((out / f"{name}_damage_item.json").read_text())
+        assert item["properties"]["resseg_ray:post"].endswith(
+            f"/post/{quadkey}/2022-09-30/10300100D8F5C600-visual.tif"
+        )
+        with rasterio.open(out / f"{name}_damage.tif") as c, rasterio.open(dict(pre)[quadkey]) as p:
+            assert (c.transform, c.shape) == (p.transform, p.shape)  # on its pre tile's grid
+        assert item["properties"]["resseg_ray:pre_item"] == name  # the items they derive from
+        assert item["properties"]["resseg_ray:post_item"] == f"{quadkey}_10300100D8F5C600"
+        derived = sorted(link["href"] for link in item["links"] if link["rel"] == "derived_from")
+        assert len(derived) == 2 and derived[1].endswith(f"{quadkey}_104001008E8F1200.json")
+    assert len(list(out.glob("*_damage.tif"))) == 2
+    assert "wrote damage maps of 2 pair(s)" in proc.stdout
+    catalog = pystac.Catalog.from_file(str(out / "catalog.json"))  # the pairs' items, listed
+    assert sorted(i.id for i in catalog.get_items()) == [
+        f"{q}_104001008E8F1200-damage" for q in ("120", "121")
+    ]
+    assert f"STAC: {out / 'catalog.json'} (2 items, valid)" in proc.stdout
+    args = ["--pre", pre_doc, "--post", post_doc, "--model", model, "--window", "128", "--overlap", "32",
+            "--runtime", "torch"]  # fmt: skip
+    again = run_here("damage.py", *args, "--out", str(out), capsys=capsys)  # a re-run resumes: all done
+    assert again.returncode == 0, again.stderr
+    assert "120_104001008E8F1200: skipped (its maps are under" in again.stdout
+    assert "wrote damage maps of 0 pair(s)" in again.stdout and "(2 skipped: done before)" in again.stdout
+    theirs = tmp_path / "theirs"  # a file of the user's under an output name: never replaced
+    theirs.mkdir()
+    (theirs / "121_104001008E8F1200_damage_summary.json").write_text("{}")
+    proc = run_here("damage.py", *args, "--out", str(theirs), capsys=capsys)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert (
+        "holds files under the output names of 121_104001008E8F1200 that resseg-ray did not write"
+        in proc.stderr
+    )
+    assert [p.name for p in theirs.iterdir()] == ["121_104001008E8F1200_damage_summary.json"]
+    mine = tmp_path / "mine"  # a catalog.json of the user's in --out: refused before any work
+    mine.mkdir()
+    (mine / "catalog.json").write_text('{"type": "Catalog", "id": "my-event"}')
+    proc = run_here("damage.py", *args, "--out", str(mine), capsys=capsys)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "catalog.json exists and is not a STAC catalog resseg-ray wrote" in proc.stderr
+    assert [p.name for p in mine.iterdir()] == ["catalog.json"]
 
 
 def test_a_buildings_damage_is_the_class_most_of_its_pixels_carry(tmp_path) -> None:
