@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             href, count = write_damage_catalog(out, items, settings)
             print(f"STAC: {href} ({count} items, valid)", flush=True)
 
-    if pool.actors:
+    if not todo:
+        pass  # every pair was mapped before: nothing to load or start
+    elif pool.actors:
         init_ray()
         gpus = pool.gpus_on()
         print(

@@ -3,8 +3,8 @@
 No chip archive is written: every epoch, Ray Data tasks (for a small epoch, at most
 ``data.local_loader_tiles`` per worker: a thread of the training worker) read each tile's
 window straight from the scene and label rasters (local or s3://), augment it as the paper
-does (redrawn every epoch), normalise it and hand batches of float32 ``(N, D, crop, crop)`` images and
-labels (uint8 in the object store, int64 when iterated as torch batches) to training.
+does (redrawn every epoch), normalise it and hand batches of float32 ``(N, D, crop, crop)``
+images and labels (uint8 in the object store, int64 as torch batches) to training.
 
 Everything random is a function of ``run.seed``: which tiles a limited epoch uses, each
 epoch's order and its share per DDP worker (:func:`epoch_rows`), and each sample's
