@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from resseg_ray.cli import (
     ENGINE_FIELDS,
@@ -44,6 +46,10 @@ from resseg_ray.geo.event_pairs import pair_event_scenes
 from resseg_ray.geo.stac import SceneInputs, is_stac_uri, resolve_scenes
 from resseg_ray.geo.storage import StorageSettings, check_writable, expand_uris, normalize_uri
 from resseg_ray.progress import Progress, tenths
+
+if TYPE_CHECKING:  # the inference modules load torch: imported where the job runs
+    from resseg_ray.inference.damage import DamageReport
+    from resseg_ray.inference.vectorize import PolygonOptions
 
 POLYGON_FIELDS = ("min_area", "simplify", "wgs84", "vector_format")
 """The ``predict`` fields of the buildings' polygons that ``damage`` takes."""
@@ -85,18 +91,14 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Parse ``argv`` (default the process's arguments) and run the job."""
     from resseg_ray.inference.damage import (
-        DamageReport,
         check_damage_model,
-        map_damage,
         pair_name,
         summary_line,
     )
-    from resseg_ray.inference.damage_pool import map_pairs_on_ray
     from resseg_ray.inference.damage_stac import damage_item_uri, write_damage_catalog, write_damage_item
-    from resseg_ray.inference.predictor import ScenePredictor
     from resseg_ray.inference.stac_items import check_documents
     from resseg_ray.inference.vectorize import PolygonOptions
-    from resseg_ray.models.bundle import bundle_info_from_bytes, load_bundle_bytes
+    from resseg_ray.models.bundle import bundle_info_from_bytes
     from resseg_ray.models.source import fetch_bundle_bytes
 
     args = parser(prog).parse_args(argv)
@@ -143,15 +145,38 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             items.extend([item] if item is not None else [])
         return f"{summary_line(report)}, {report.megapixels:.1f} Mpx in {report.seconds:.0f} s"
 
-    def catalog() -> None:
-        """``<out>/catalog.json`` of the pairs mapped (and of earlier runs' items still there)."""
-        if items:
-            href, count = write_damage_catalog(out, items, settings)
-            print(f"STAC: {href} ({count} items, valid)", flush=True)
+    try:
+        _map(todo, pool, bundle_bytes, options, out, settings, polygons, finished, args.model)
+    finally:  # the pairs mapped, also when one failed: listed in <out>/catalog.json
+        written = write_damage_catalog(out, items, names, settings) if args.stac else None
+        if written is not None:
+            print(f"STAC: {written[0]} ({written[1]} items, valid)", flush=True)
+    skipped = f" ({len(names) - len(todo)} skipped: done before)" if len(todo) < len(names) else ""
+    print(f"wrote damage maps of {len(todo)} pair(s) under {out}{skipped}")
+
+
+def _map(
+    todo: list[tuple[str, str, str]],
+    pool: ActorPool,
+    bundle_bytes: bytes,
+    options: PredictSection,
+    out: str,
+    settings: StorageSettings,
+    polygons: PolygonOptions,
+    finished: Callable[[DamageReport], str],
+    model: str,
+) -> None:
+    """Map the ``todo`` pairs, in this process or on the actor pool, each said as ``finished``
+    (which writes its STAC item) says it; a pair that failed on the pool is an InputDataError
+    once the others are done."""
+    from resseg_ray.inference.damage import map_damage
+    from resseg_ray.inference.damage_pool import map_pairs_on_ray
+    from resseg_ray.inference.predictor import ScenePredictor
+    from resseg_ray.models.bundle import load_bundle_bytes
 
     if not todo:
-        pass  # every pair was mapped before: nothing to load or start
-    elif pool.actors:
+        return  # every pair was mapped before: nothing to load or start
+    if pool.actors:
         init_ray()
         gpus = pool.gpus_on()
         print(
@@ -168,7 +193,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             print(
                 f"{o.name}: {finished(o.report)}" if o.report else f"{o.name}: failed: {o.error}", flush=True
             )
-        catalog()
         failed = [o for o in outcomes if o.report is None]
         if failed:
             why = "; ".join(f"{o.name}: {o.error}" for o in failed)
@@ -176,16 +200,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                 f"{len(failed)} of {len(todo)} pairs failed ({why}); the other maps are under {out}"
             )
     else:
-        predictor = ScenePredictor(load_bundle_bytes(bundle_bytes, args.model), options)
+        predictor = ScenePredictor(load_bundle_bytes(bundle_bytes, model), options)
         with Progress("pair", len(todo)) as bar:
             for name, a, b in todo:
                 report = map_damage(
                     predictor, a, b, out, settings, name, polygons, options.vector_format, tenths(a)
                 )  # fmt: skip
                 bar.step(finished(report))
-        catalog()
-    skipped = f" ({len(names) - len(todo)} skipped: done before)" if len(todo) < len(names) else ""
-    print(f"wrote damage maps of {len(todo)} pair(s) under {out}{skipped}")
 
 
 def _pairs_to_map(
@@ -207,7 +228,8 @@ def _pairs_to_map(
             f"--out {out} holds files under the output names of {', '.join(foreign)} that resseg-ray did not "
             "write for those pairs: move them away or choose another --out (nothing was written)"
         )
-    todo = [p for p in pairs if overwrite or states[p[0]] != "done"]
-    for name in (p[0] for p in pairs if p not in todo):
+    if overwrite:
+        return pairs
+    for name in (n for n, state in states.items() if state == "done"):
         print(f"{name}: skipped (its maps are under {out}; --overwrite maps it again)", flush=True)
-    return todo
+    return [p for p in pairs if states[p[0]] != "done"]

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rasterio.crs import CRS
-from rasterio.warp import transform_bounds
-from shapely.geometry import box
+from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.stac import SceneInputs
+from resseg_ray.geo.stac_write import raster_geometry
 from resseg_ray.geo.storage import StorageSettings
 
 __all__ = ["EventPairs", "pair_event_scenes"]
@@ -51,8 +50,8 @@ def pair_event_scenes(pre: SceneInputs, post: SceneInputs, settings: StorageSett
     for uri in pre.uris:
         here = _footprint(uri, settings)
         best, area = None, 0.0
-        for candidate, shape in posts:
-            overlap = here.intersection(shape).area if here is not None and shape is not None else 0.0
+        for candidate, footprint in posts:
+            overlap = here.intersection(footprint).area if here is not None and footprint is not None else 0.0
             if overlap > area:
                 best, area = candidate, overlap
         if best is None:
@@ -70,12 +69,7 @@ def pair_event_scenes(pre: SceneInputs, post: SceneInputs, settings: StorageSett
 
 
 def _footprint(uri: str, settings: StorageSettings) -> BaseGeometry | None:
-    """The scene's bounds in EPSG:4326 (None without a CRS: it overlaps nothing)."""
+    """The scene's footprint in EPSG:4326, drawn as this project's STAC items draw theirs (None
+    without a CRS: it overlaps nothing)."""
     info = open_scene(uri, settings)
-    if not info.crs:
-        return None
-    a = info.affine
-    xs, ys = zip(a @ (0, 0), a @ (info.width, info.height), strict=True)
-    bounds = transform_bounds(CRS.from_wkt(info.crs), CRS.from_epsg(4326), min(xs), min(ys), max(xs), max(ys),
-                              densify_pts=21)  # fmt: skip
-    return box(*bounds)
+    return shape(raster_geometry(info.crs, info.bounds)[0]) if info.crs else None

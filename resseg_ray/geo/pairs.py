@@ -95,20 +95,14 @@ def open_pair(
     return ScenePair(pre, post, reprojected=True)
 
 
-def _bounds(info: SceneInfo) -> tuple[float, float, float, float]:
-    a = info.affine
-    xs, ys = zip(a @ (0, 0), a @ (info.width, info.height), strict=True)
-    return min(xs), min(ys), max(xs), max(ys)
-
-
 def _overlap(pre: SceneInfo, post: SceneInfo) -> bool:
     left, bottom, right, top = rasterio.warp.transform_bounds(
         rasterio.crs.CRS.from_wkt(post.crs),
         rasterio.crs.CRS.from_wkt(pre.crs),
-        *_bounds(post),
+        *post.bounds,
         densify_pts=21,
     )
-    x0, y0, x1, y1 = _bounds(pre)
+    x0, y0, x1, y1 = pre.bounds
     return left < x1 and right > x0 and bottom < y1 and top > y0
 
 

@@ -59,6 +59,13 @@ class SceneInfo:
         return rasterio.Affine(*self.transform)
 
     @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """Left, bottom, right, top in the scene's CRS units (pixels without one)."""
+        a = self.affine
+        xs, ys = zip(a @ (0, 0), a @ (self.width, self.height), strict=True)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    @property
     def resolution(self) -> tuple[float, float]:
         """Pixel size (x, y) in CRS units."""
         a = self.affine

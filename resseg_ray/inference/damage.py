@@ -93,30 +93,32 @@ POST_TAG = "RESSEG_RAY_POST"
 
 def damage_state(out_dir: str, name: str, pre_uri: str, post_uri: str, vector_format: str,
                  settings: StorageSettings) -> str:  # fmt: skip
-    """What is under the pair's output names: ``"none"`` (nothing), ``"done"`` (every output,
-    written by resseg-ray for this pre and post scene: a re-run may skip the pair), ``"ours"``
-    (some, written for this pair: an interrupted run, redone) or ``"foreign"`` (a file
-    resseg-ray did not write for this pair: never replaced)."""
+    """What is under the pair's output names: ``"done"`` (every output, written by resseg-ray
+    for this pre and post scene: a re-run may skip the pair), ``"todo"`` (none, or only some of
+    them: a run cut short) or ``"foreign"`` (a file resseg-ray did not write for this pair:
+    never replaced)."""
     uris = damage_uris(out_dir, name, vector_format)
     there = {k: u for k, u in uris.items() if exists(u, settings)}
-    if not there:
-        return "none"
     for key, uri in there.items():
         if key == "summary":
             try:
                 doc = json.loads(read_bytes(uri, settings))
             except (OSError, ValueError):
                 return "foreign"
-            made_for = isinstance(doc, dict) and doc.get("format") == "resseg-damage-summary/1" and (
-                doc.get("pre"), doc.get("post")) == (pre_uri, post_uri)  # fmt: skip
-        else:
-            made_for = output_source(uri, settings) == pre_uri
-            if made_for and key == "damage":
-                with gdal_env(settings), rasterio.open(gdal_path(uri)) as ds:
-                    made_for = ds.tags().get(POST_TAG) == post_uri
-        if not made_for:
+            ours = isinstance(doc, dict) and doc.get("format") == "resseg-damage-summary/1"
+            made = (doc.get("pre"), doc.get("post")) if ours else None
+        elif key == "buildings":
+            made = (output_source(uri, settings), post_uri)  # a vector names its pre scene only
+        else:  # both rasters are tagged with both scenes
+            try:
+                with gdal_env(settings), rasterio.open(gdal_path(uri), driver="GTiff") as ds:
+                    tags = ds.tags()
+            except rasterio.errors.RasterioError:
+                return "foreign"
+            made = (tags.get(SOURCE_TAG), tags.get(POST_TAG))
+        if made != (pre_uri, post_uri):
             return "foreign"
-    return "done" if len(there) == len(uris) else "ours"
+    return "done" if len(there) == len(uris) else "todo"
 
 
 def check_damage_model(info: BundleInfo, model: str) -> None:

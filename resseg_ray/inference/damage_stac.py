@@ -19,8 +19,9 @@ import pystac
 
 from resseg_ray import __version__
 from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, VALUES_TEXT
+from resseg_ray.geo.stac import StorageStacIO
 from resseg_ray.geo.stac_write import OfflineValidator, add_raster_asset, raster_item
-from resseg_ray.geo.storage import StorageSettings, join_uri, write_bytes
+from resseg_ray.geo.storage import StorageSettings, exists, join_uri, write_bytes
 from resseg_ray.inference.damage import DamageReport
 from resseg_ray.inference.outputs import PROB_SCALE
 from resseg_ray.inference.stac_items import save_folder_catalog
@@ -107,14 +108,22 @@ def write_damage_item(
 
 
 def write_damage_catalog(
-    out_dir: str, items: Sequence[pystac.Item], settings: StorageSettings
-) -> tuple[str, int]:
-    """``<out>/catalog.json`` of the pairs' items (and the items of earlier runs still there,
-    building maps included); its URI and item count."""
+    out_dir: str, items: Sequence[pystac.Item], names: Sequence[str], settings: StorageSettings
+) -> tuple[str, int] | None:
+    """``<out>/catalog.json`` of ``items`` (this run's), of the items of the pairs ``names`` already
+    beside their maps (mapped by a run cut short before its catalog was written) and of the items
+    of earlier runs it listed that are still there, building maps included; its URI and item
+    count; None (nothing written) when no pair has an item."""
+    io = StorageStacIO(settings)
+    have = {i.id for i in items}
+    found = [damage_item_uri(out_dir, n) for n in names if f"{n}-damage" not in have]
+    earlier = [pystac.Item.from_file(u, stac_io=io) for u in found if exists(u, settings)]
+    if not items and not earlier:
+        return None
     description = (
         f"Damage maps by resseg-ray {__version__}: damage classes, probabilities and buildings per pair"
     )
-    return save_folder_catalog(out_dir, items, description, settings)
+    return save_folder_catalog(out_dir, [*items, *earlier], description, settings)
 
 
 def _rel(uri: str) -> str:

@@ -214,6 +214,9 @@ def test_an_event_from_two_stac_collections_is_paired_by_place(storm, tmp_path, 
     assert again.returncode == 0, again.stderr
     assert "120_104001008E8F1200: skipped (its maps are under" in again.stdout
     assert "wrote damage maps of 0 pair(s)" in again.stdout and "(2 skipped: done before)" in again.stdout
+    (out / "catalog.json").unlink()  # as a run cut short before its catalog leaves the folder
+    healed = run_here("damage.py", *args, "--out", str(out), capsys=capsys)
+    assert healed.returncode == 0 and f"STAC: {out / 'catalog.json'} (2 items, valid)" in healed.stdout
     theirs = tmp_path / "theirs"  # a file of the user's under an output name: never replaced
     theirs.mkdir()
     (theirs / "121_104001008E8F1200_damage_summary.json").write_text("{}")
