@@ -84,12 +84,18 @@ class ServeSection(Section):
     max_annotation_mb: float = 8.0
     """Largest annotation save accepted (413 above)."""
     map_catalogs: list[str] | None = None
-    """The map page's scenes: ``catalog.json`` of ``jobs/predict.py`` output folders; default
-    ``runs/demo-maps/catalog.json`` when it exists (what ``make demo`` writes), else none."""
+    """The map page's scenes: ``catalog.json`` of ``jobs/predict.py`` output folders (building
+    scenes) and of ``jobs/damage.py`` output folders (damage scenes: pre/post pairs); default
+    those of ``make demo`` and ``make demo-damage`` that exist (``runs/demo-maps/catalog.json``,
+    ``runs/demo-damage-maps/catalog.json``), else none."""
     refine_config: str | None = None
     """YAML configuration of the refinements started from the map page (``train`` schedule,
     ``data`` tiling, ``scaling``, ``mlflow``; as ``jobs/finetune.py --config``); default
     ``configs/finetune_demo.yaml`` when it exists, else the defaults."""
+    damage_refine_config: str | None = None
+    """The same for the refinements of the damage network (``serve.damage_model``) on a damage
+    scene's pair; default ``configs/finetune_damage_demo.yaml`` when it exists, else
+    ``serve.refine_config``'s."""
     refine_dir: str = "runs/map-refinements"
     """Where the map page's refinements live: ``<dir>/<scene id>/r<N>/`` (record, inputs, run,
     refined map)."""

@@ -3,7 +3,8 @@ drawn or accepted, saved on the server as GeoJSON (EPSG:4326), a new version per
 
 Each save is validated (:func:`validate_annotations`: a FeatureCollection of polygons, each
 feature an ``area`` or a ``building``; finite coordinates inside the scene; valid rings;
-every building inside an area; size limits) and written to
+every building inside an area; on a damage scene, each building's ``damage`` class, one of
+:data:`~resseg_ray.geo.damage_labels.DAMAGE_CLASSES`; size limits) and written to
 ``<annotations_dir>/<scene id>/v<NNNNNN>.geojson``: the version number is claimed with an
 exclusive create, the content written to a temporary file and renamed over it, so two
 saves never share a version and a crash never leaves a half file under a version's name.
@@ -24,6 +25,7 @@ from shapely.geometry import shape
 from shapely.ops import unary_union
 
 from resseg_ray.errors import InputDataError
+from resseg_ray.geo.damage_labels import DAMAGE_CLASSES
 
 __all__ = ["KINDS", "AnnotationLimits", "AnnotationStore", "validate_annotations"]
 
@@ -66,11 +68,15 @@ def _positions_2d(geometry: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_annotations(
-    doc: object, bounds: tuple[float, float, float, float], limits: AnnotationLimits = AnnotationLimits()
+    doc: object,
+    bounds: tuple[float, float, float, float],
+    limits: AnnotationLimits = AnnotationLimits(),
+    damage: bool = False,
 ) -> dict[str, Any]:
     """The annotations of a save request, checked and normalised (features with ``kind`` and
     ``id``, nothing else kept but the allowed properties); an InputDataError says what is wrong
-    and where (feature index)."""
+    and where (feature index). ``damage``: the scene is a damage scene, each building has its
+    damage class."""
     if (
         not isinstance(doc, dict)
         or doc.get("type") != "FeatureCollection"
@@ -141,6 +147,18 @@ def validate_annotations(
                 and len(str(value)) <= 200
             ):
                 keep[key] = value
+        grade = props.get("damage")
+        if kind == "building" and damage and grade not in DAMAGE_CLASSES:
+            raise InputDataError(
+                f"{where}: a building of a damage scene needs properties.damage, one of "
+                f"{', '.join(DAMAGE_CLASSES)}; got {grade!r}"
+            )
+        if grade is not None and not (kind == "building" and damage):
+            raise InputDataError(
+                f"{where}: properties.damage is for the buildings of a damage scene; remove it"
+            )
+        if grade is not None:
+            keep["damage"] = grade
         (areas if kind == "area" else buildings).append((i, geom))
         out.append({"type": "Feature", "properties": keep, "geometry": flat})
     if buildings and not areas:

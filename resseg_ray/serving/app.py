@@ -23,12 +23,12 @@ DEMO_MODEL = "runs/demo-prop18/model.resseg.safetensors"
 """Where ``make demo`` leaves its trained model (relative to the working directory)."""
 MAP_REQUESTS = 64
 """Requests of the map page (page, tiles, polygons) an ingress replica takes beside its images."""
-DEMO_MAPS = "runs/demo-maps/catalog.json"
-"""Where ``make demo`` leaves the STAC catalog of its maps of the test scenes."""
+DEMO_MAPS = ("runs/demo-maps/catalog.json", "runs/demo-damage-maps/catalog.json")
+"""Where ``make demo`` and ``make demo-damage`` leave the STAC catalogs of their maps."""
 
 
 def map_catalogs(cfg: Config) -> list[str]:
-    """The map page's catalogs: ``serve.map_catalogs``, else the demo's maps when they exist."""
+    """The map page's catalogs: ``serve.map_catalogs``, else the demos' maps that exist."""
     if cfg.serve.map_catalogs is not None:
         out = [c if is_s3(c) else normalize_uri(c) for c in cfg.serve.map_catalogs]
         for c in out:  # checked before Serve starts: a replica failing to start says it less clearly
@@ -38,33 +38,38 @@ def map_catalogs(cfg: Config) -> list[str]:
                     "output folder (make demo writes runs/demo-maps/catalog.json)"
                 )
         return out
-    demo = normalize_uri(DEMO_MAPS)
-    return [demo] if os.path.isfile(demo) else []
+    demos = [normalize_uri(d) for d in DEMO_MAPS]
+    return [d for d in demos if os.path.isfile(d)]
 
 
 DEMO_REFINE = "configs/finetune_demo.yaml"
 """The refinement schedule of the map page when ``serve.refine_config`` is not set and this
 file exists (relative to the working directory): the demo's (``jobs/finetune.py``'s default)."""
+DEMO_DAMAGE_REFINE = "configs/finetune_damage_demo.yaml"
+"""The same for the damage network's refinements (``serve.damage_refine_config``)."""
 
 
-def refine_config(cfg: Config) -> Config:
-    """The configuration of the map page's refinements: ``serve.refine_config``, else the demo's
-    when it exists, else the defaults; loaded (and so checked) before Serve starts, with its
-    MLflow store and run folder made absolute (replicas do not share the working directory)."""
+def refine_config(cfg: Config, damage: bool = False) -> Config:
+    """The configuration of the map page's refinements (``damage``: of the damage network):
+    ``serve.refine_config`` (``serve.damage_refine_config``), else the demo's when it exists
+    (for the damage network, else the building refinements'), else the defaults; loaded (and so
+    checked) before Serve starts, with its MLflow store and run folder made absolute (replicas
+    do not share the working directory)."""
     from resseg_ray.train.tracking import resolve_tracking_uri
 
-    path = cfg.serve.refine_config
+    option, path, demo = "serve.refine_config", cfg.serve.refine_config, DEMO_REFINE
+    if damage and (cfg.serve.damage_refine_config is not None or os.path.isfile(DEMO_DAMAGE_REFINE)):
+        option, path, demo = "serve.damage_refine_config", cfg.serve.damage_refine_config, DEMO_DAMAGE_REFINE
     if path is not None and not os.path.isfile(path):
         raise ConfigError(
-            f"serve.refine_config: {path} does not exist; give a YAML configuration of the refinement "
-            f"(e.g. {DEMO_REFINE})"
+            f"{option}: {path} does not exist; give a YAML configuration of the refinement (e.g. {demo})"
         )
-    if path is None and os.path.isfile(DEMO_REFINE):
-        path = DEMO_REFINE
+    if path is None and os.path.isfile(demo):
+        path = demo
     try:
         rcfg = load_config(path)
     except ConfigError as exc:
-        raise ConfigError(f"serve.refine_config ({path}): {exc}") from None
+        raise ConfigError(f"{option} ({path}): {exc}") from None
     mlflow = rcfg.mlflow.replace(tracking_uri=resolve_tracking_uri(rcfg.mlflow, os.getcwd()))
     return rcfg.replace(mlflow=mlflow, storage=cfg.storage)
 
@@ -147,6 +152,7 @@ def build_app(cfg: Config) -> Application:
         )
     )
     refine = to_dict(refine_config(cfg))
+    damage_refine = to_dict(refine_config(cfg, damage=True)) if damage is not None else None
     return SegmentAPI.options(  # type: ignore[attr-defined]
         num_replicas=s.ingress_replicas,
         # images: ingress_max_ongoing_requests at once and ingress_max_queued_requests waiting
@@ -154,7 +160,7 @@ def build_app(cfg: Config) -> Application:
         max_ongoing_requests=s.ingress_max_ongoing_requests + s.ingress_max_queued_requests + MAP_REQUESTS,
         max_queued_requests=MAP_REQUESTS,
         ray_actor_options={"num_cpus": s.ingress_cpus},
-    ).bind(model, serve_cfg, to_dict(cfg.predict), storage, refine, damage)
+    ).bind(model, serve_cfg, to_dict(cfg.predict), storage, refine, damage, damage_refine)
 
 
 def app_from_environment() -> Application:

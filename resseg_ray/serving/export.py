@@ -4,8 +4,9 @@ annotations and the model.
 Inside the annotated areas the mapper's word counts: the buildings drawn and the predicted
 ones accepted (rejected and undecided predictions are left out); outside them, the model's
 buildings. As GeoJSON (EPSG:4326, each feature's ``source``: ``drawn``, ``accepted`` or
-``model``) or as the project's JOSM file (:func:`~resseg_ray.geo.osm.osm_xml`: negative
-ids, shared nodes, ``upload="false"``).
+``model``; on a damage scene also its ``damage`` class, the mapper's inside the areas, the
+model's with its ``confidence`` outside) or as the project's JOSM file
+(:func:`~resseg_ray.geo.osm.osm_xml`: negative ids, shared nodes, ``upload="false"``).
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ def export_collection(
         p = f["properties"]
         if p["kind"] == "building":
             source = "accepted" if p.get("source") == "predicted" else "drawn"
-            out.append({"type": "Feature", "properties": {"source": source}, "geometry": f["geometry"]})
+            props = {"source": source, **({"damage": p["damage"]} if "damage" in p else {})}
+            out.append({"type": "Feature", "properties": props, "geometry": f["geometry"]})
     if scene.buildings is not None:
         model = json.loads(buildings_wgs84(scene, settings))
+        keys = ("damage", "confidence") if scene.kind == "damage" else ("mean_probability",)
         for f in model["features"]:
             geom = shape(f["geometry"])
             if annotated is None or not annotated.covers(geom.representative_point()):
-                props = {"source": "model", "mean_probability": f["properties"].get("mean_probability")}
+                props = {"source": "model", **{k: f["properties"].get(k) for k in keys}}
                 out.append({"type": "Feature", "properties": props, "geometry": f["geometry"]})
     return {"type": "FeatureCollection", "features": out}
 

@@ -28,8 +28,9 @@ class SegmentAPI:
         storage: dict[str, Any],
         refine: dict[str, Any],
         damage_model: DeploymentHandle | None = None,
+        damage_refine: dict[str, Any] | None = None,
     ) -> None:
-        self.service = MapService(model, serve_cfg, predict_cfg, storage, refine, damage_model)
+        self.service = MapService(model, serve_cfg, predict_cfg, storage, refine, damage_model, damage_refine)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The application of this replica's service (called by Serve after ``__init__``)."""

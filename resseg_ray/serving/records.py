@@ -9,7 +9,7 @@ refinement's log); they are kept (``extra="allow"``) and answered as they are.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -140,9 +140,12 @@ class SceneSummary(_Model):
     """What the map page needs of a scene."""
 
     id: str
+    kind: Literal["buildings", "damage"] = "buildings"
+    """``damage``: a pre/post pair mapped by a damage network (``jobs/damage.py``)."""
     bounds: list[float]
     """West, south, east, north (EPSG:4326)."""
     bands: list[str]
+    """The (pre-event) imagery's band names."""
     rgb: list[int]
     """Default true-colour band indexes (1-based)."""
     layers: list[str]
@@ -151,6 +154,14 @@ class SceneSummary(_Model):
     model: str | None = None
     architecture: str | None = None
     state: SceneState = SceneState.READY
+    post_bands: list[str] | None = None
+    """A damage scene's post-event band names."""
+    post_rgb: list[int] | None = None
+    """A damage scene's post-event true-colour band indexes (1-based)."""
+    damage_counts: dict[str, int] | None = None
+    """A damage scene's buildings per damage class."""
+    damage_colours: dict[str, str] | None = None
+    """A damage scene's classes, in order, with their colours on the map."""
 
 
 class SceneList(_Model):

@@ -41,18 +41,23 @@ class RefinementSpec:
     """Bundle path, s3:// bundle or models:/ URI of the model to refine."""
     parent_mask: str
     """The parent's mask of the scene (the map shown before refinement)."""
-    parent_buildings: int | None
+    parent_buildings: int | dict[str, int] | None
+    """Buildings of the map before refinement (per damage class of a damage scene)."""
     annotations: dict[str, Any]
     annotation_version: int
     config: dict[str, Any]
     """The refinement's :class:`~resseg_ray.config.Config` as a dict."""
     adapt_bn: bool = False
+    post: str | None = None
+    """A damage scene's post-event image: a damage network refines on the pair (``imagery`` the
+    pre-event one), on the buildings' damage classes."""
 
 
 def annotation_inputs(annotations: dict[str, Any], folder: str) -> tuple[str, str, int]:
     """Write the areas and the buildings (drawn and accepted) of saved annotations as two GeoJSON
-    files under ``folder``; (areas file, buildings file, number of buildings). An InputDataError
-    when there is no area."""
+    files under ``folder``; (areas file, buildings file, number of buildings). A building's damage
+    class (a damage scene's) is its ``subtype``, as xBD's. An InputDataError when there is no
+    area."""
     features = annotations.get("features", [])
     areas = [f for f in features if f["properties"]["kind"] == "area"]
     buildings = [f for f in features if f["properties"]["kind"] == "building"]
@@ -65,11 +70,18 @@ def annotation_inputs(annotations: dict[str, Any], folder: str) -> tuple[str, st
     out = []
     for name, feats in (("area.geojson", areas), ("buildings.geojson", buildings)):
         path = os.path.join(folder, name)
-        clean = [{"type": "Feature", "properties": {}, "geometry": f["geometry"]} for f in feats]
+        clean = [
+            {"type": "Feature", "properties": _grade(f["properties"]), "geometry": f["geometry"]}
+            for f in feats
+        ]
         with open(path, "w", encoding="utf-8") as f:
             json.dump({"type": "FeatureCollection", "features": clean}, f)
         out.append(path)
     return out[0], out[1], len(buildings)
+
+
+def _grade(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"subtype": properties["damage"]} if "damage" in properties else {}
 
 
 def _changed_fraction(before: str, after: str, settings: Any) -> float:
@@ -107,6 +119,7 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
     from resseg_ray.config import Config, from_dict
     from resseg_ray.errors import failure_message
     from resseg_ray.inference.batch import predict_scene
+    from resseg_ray.inference.damage import map_damage
     from resseg_ray.inference.outputs import output_options
     from resseg_ray.inference.predictor import ScenePredictor
     from resseg_ray.models.bundle import load_bundle_bytes
@@ -155,6 +168,7 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
             log=say,
             score_rest=False,  # outside the areas nothing is known
             on_epoch=on_epoch,
+            post=spec.post,
         )
         stages["refine"] = round(time.perf_counter() - t0, 2)
         verdict = result.verdict
@@ -187,20 +201,21 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
                 else load_bundle_bytes(result.adapted_bundle or b"", "the parent with BatchNorm re-estimated")
             )
             options = cfg.predict.replace(prob=True, polygons=True, osm=False, adapt_bn=False)
-            report = predict_scene(
-                ScenePredictor(chosen, options),
-                spec.imagery,
-                os.path.join(folder, "map"),
-                settings,
-                output_options(options, settings),
-                overwrite=True,
-            )
+            predictor = ScenePredictor(chosen, options)
+            out = os.path.join(folder, "map")
+            if spec.post is not None:  # a damage network maps the pair: classes as the mask
+                pair = map_damage(predictor, spec.imagery, spec.post, out, settings, spec.scene_id)
+                mask, prob, polygons = pair.outputs["damage"], None, pair.outputs["buildings"]
+                figures["buildings_after"] = dict(pair.buildings)
+            else:
+                report = predict_scene(
+                    predictor, spec.imagery, out, settings, output_options(options, settings), overwrite=True
+                )
+                mask, prob, polygons = (report.outputs[k] for k in ("mask", "prob", "buildings"))
+                figures["buildings_after"] = report.buildings
             stages["map"] = round(time.perf_counter() - t0, 2)
-            outputs = {k: report.outputs[k] for k in ("mask", "prob", "buildings")}
-            figures["buildings_after"] = report.buildings
-            figures["changed_percent"] = round(
-                100 * _changed_fraction(spec.parent_mask, report.outputs["mask"], settings), 3
-            )
+            outputs = {"mask": mask, "prob": prob, "buildings": polygons}
+            figures["changed_percent"] = round(100 * _changed_fraction(spec.parent_mask, mask, settings), 3)
         stages["total"] = round(time.perf_counter() - started, 2)
         update(
             state=RefinementState.SUCCEEDED, stage="done", finished=now(), outputs=outputs, figures=figures

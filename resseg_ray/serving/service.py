@@ -64,6 +64,7 @@ class MapService:
         storage: dict[str, Any],
         refine: dict[str, Any],
         damage_model: DeploymentHandle | None = None,
+        damage_refine: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.damage_model = damage_model
@@ -79,6 +80,8 @@ class MapService:
         )
         self.refine = refine
         """The refinements' configuration (a :class:`~resseg_ray.config.Config` as a dict)."""
+        self.damage_refine = damage_refine or refine
+        """The damage network's refinements' configuration."""
         self.scenes = load_map_scenes(self.cfg.map_catalogs or [], self.settings)
         self.annotations = AnnotationStore(self.cfg.annotations_dir)
         self.refinements = RefinementStore(self.cfg.refine_dir)
@@ -168,7 +171,7 @@ class MapService:
         }
         return dataclasses.replace(
             scene, mask=mask, prob=out.get("prob"), buildings=out.get("buildings"), properties=props
-        )
+        )  # a damage scene's: its damage classes as the mask, its counts per class
 
     def record(self, scene_id: str, job: str) -> RefinementRecord:
         """A refinement's current record (404 when there is none); ended ones are kept in memory."""

@@ -5,7 +5,10 @@ rendered from the COGs by rio-tiler (its overviews, its resampling; no hand-writ
   and 98th percentile over the whole scene (computed once per scene and band, from an
   overview), no data transparent;
 - ``probability``: the building probability as a colour ramp, transparent below 0.1;
-- ``mask``: buildings in one colour, the rest transparent.
+- ``mask``: buildings in one colour, the rest transparent;
+- of a damage scene, ``imagery`` is the pre-event image, ``post`` the post-event image (each in
+  its own true-colour bands, stretched as ``imagery``) and ``damage`` the damage classes in
+  :data:`DAMAGE_RGBA`'s colours, background and no data transparent.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ from rio_tiler.io import Reader
 from rio_tiler.utils import render
 
 from resseg_ray.geo.storage import StorageSettings, gdal_env, gdal_path
-from resseg_ray.serving.scenes import MapScene
+from resseg_ray.serving.scenes import DAMAGE_COLOURS, MapScene, rgb_of
 
 __all__ = ["LAYERS", "MAX_ZOOM", "TileOutside", "render_tile"]
 
-LAYERS = ("imagery", "probability", "mask")
+LAYERS = ("imagery", "probability", "mask", "post", "damage")
 MAX_ZOOM = 24
 TILE = 256
 
@@ -64,6 +67,17 @@ MASK_RGBA = np.array([0, 229, 255, 255], np.uint8)
 """Buildings of the mask layer: cyan, visible over imagery of any colour."""
 
 
+def _damage_rgba() -> np.ndarray:
+    rgba = np.zeros((256, 4), np.uint8)  # 0 background, 255 no data and the rest: transparent
+    for value, colour in enumerate(DAMAGE_COLOURS.values(), 1):
+        rgba[value] = [int(colour[i : i + 2], 16) for i in (1, 3, 5)] + [255]
+    return rgba
+
+
+DAMAGE_RGBA = _damage_rgba()
+"""RGBA of damage raster values: 1-4 the classes in :data:`DAMAGE_COLOURS`' colours."""
+
+
 def render_tile(
     scene: MapScene,
     layer: str,
@@ -75,18 +89,30 @@ def render_tile(
 ) -> bytes:
     """A 256 px PNG of ``layer`` at web-mercator tile ``z/x/y``; TileOutside when the tile
     does not touch the scene."""
-    uri = {"imagery": scene.imagery, "probability": scene.prob, "mask": scene.mask}[layer]
+    damage = scene.kind == "damage"
+    uri = {
+        "imagery": scene.imagery,
+        "probability": scene.prob,
+        "mask": None if damage else scene.mask,
+        "post": scene.post,
+        "damage": scene.mask if damage else None,
+    }[layer]
     if uri is None:
         raise TileOutside(f"scene {scene.id} has no {layer} layer")
-    bands = tuple(rgb or scene.rgb) if layer == "imagery" else (1,)
+    picture = layer in ("imagery", "post")
+    bands: tuple[int, ...] = (1,)
+    if layer == "imagery":
+        bands = tuple(rgb or scene.rgb)
+    elif layer == "post":
+        bands = tuple(rgb or rgb_of(scene.post_band_names))
     try:
         with gdal_env(settings), Reader(gdal_path(uri)) as src:
             img = src.tile(x, y, z, tilesize=TILE, indexes=bands, resampling_method="bilinear"
-                           if layer == "imagery" else "nearest")  # fmt: skip
+                           if picture else "nearest")  # fmt: skip
     except TileOutsideBounds:
         raise TileOutside(f"tile {z}/{x}/{y} is outside scene {scene.id}") from None
     valid = ~np.ma.getmaskarray(img.array).any(axis=0)
-    if layer == "imagery":
+    if picture:
         out = np.zeros((4, TILE, TILE), np.uint8)
         for i, band in enumerate(bands):
             lo, hi = _stretch(uri, band, settings)
@@ -98,6 +124,9 @@ def render_tile(
         if values.dtype.kind == "f":  # float32 probabilities (0..1, NaN no data)
             values = np.nan_to_num(np.clip(values, 0, 1) * 250, nan=255)
         out = RAMP[values.astype(np.uint8)].transpose(2, 0, 1).copy()
+        out[3][~valid] = 0
+    elif layer == "damage":
+        out = DAMAGE_RGBA[np.asarray(img.array.data[0]).astype(np.uint8)].transpose(2, 0, 1).copy()
         out[3][~valid] = 0
     else:
         building = (np.asarray(img.array.data[0]) == 1) & valid

@@ -1,13 +1,15 @@
 """One segmentation service for all the serving tests (package scope: Serve starts once),
 with a random prop18 model and, for the map page, the outputs of a real predict run on two
-scenes (masks, probabilities, polygons, their STAC catalog)."""
+scenes (masks, probabilities, polygons, their STAC catalog) and of a real damage run on a pair."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import torch
 
 from resseg_ray.config import PredictSection, load_config
 from resseg_ray.geo.storage import StorageSettings
@@ -80,6 +82,66 @@ def map_catalog(bundle, tmp_path_factory) -> str:
     return href
 
 
+class GradeByPost(torch.nn.Module):
+    """A damage network by hand, for maps a test can predict: a building where the pre-event
+    image's first band is bright (a roof), graded by the post-event image's second band
+    (:data:`GRADE_LEVELS`: the brighter, the less damaged)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        roof = 4.0 * (x[:, :1] - 1.0)  # normalised (mean 1500, std 800): roofs 2800 -> 2.4
+        post = x[:, 5:6]
+        grades = [roof - 6.0 * (post - (v - 1500.0) / 800.0).abs() for v in GRADE_LEVELS]
+        return torch.cat([torch.zeros_like(roof), *grades], 1)
+
+
+GRADE_LEVELS = (2800.0, 2200.0, 1600.0, 1000.0)
+"""The post-event second band of a roof of each damage class, no damage to destroyed."""
+
+
+def damage_pair(folder: Path) -> tuple[str, str]:
+    """A pre/post pair of 320 x 256 px: twelve roofs on a noisy dark ground before; after, the
+    ground in dark and bright stripes (a screenshot tells which image shows where) and each
+    roof's second band at its damage class's level (three roofs of each class)."""
+    from tests.rasters import write_tif
+
+    rng = np.random.default_rng(20)
+    pre = rng.integers(300, 600, size=(4, 256, 320)).astype(np.uint16)
+    stripes = np.where((np.arange(320) // 16) % 2 == 0, 200, 1400).astype(np.uint16)
+    post = np.broadcast_to(stripes, (4, 256, 320)).copy()
+    for k in range(12):
+        r, c = 30 + 70 * (k // 4), 25 + 75 * (k % 4)
+        pre[:, r : r + 24, c : c + 24] = 2800
+        post[:, r : r + 24, c : c + 24] = 2800
+        post[1, r : r + 24, c : c + 24] = GRADE_LEVELS[k % 4]
+    return (
+        write_tif(folder / "zone_9_pre.tif", pre, nodata=0, descriptions=BANDS),
+        write_tif(folder / "zone_9_post.tif", post, nodata=0, descriptions=BANDS),
+    )
+
+
+@pytest.fixture(scope="package")
+def damage_catalog(damage_bundle, tmp_path_factory) -> str:
+    """``jobs/damage.py``'s outputs of the pair ``zone_9`` (:func:`damage_pair`) mapped by
+    :class:`GradeByPost`: twelve buildings, three of each class, their STAC item and catalog."""
+    from resseg_ray.inference.damage import map_damage
+    from resseg_ray.inference.damage_stac import write_damage_catalog, write_damage_item
+    from resseg_ray.models.bundle import ModelBundle
+
+    folder = tmp_path_factory.mktemp("damage-maps")
+    pre, post = damage_pair(folder)
+    predict = PredictSection(window=OVERLAP[0], overlap=OVERLAP[1])
+    by_hand = ModelBundle(model=GradeByPost(), info=load_bundle(damage_bundle).info)
+    settings = StorageSettings()
+    out = str(folder / "out")
+    report = map_damage(ScenePredictor(by_hand, predict), pre, post, out, settings, "zone_9")
+    assert report.buildings == {"no-damage": 3, "minor-damage": 3, "major-damage": 3, "destroyed": 3}
+    item = write_damage_item(report, out, "grade-by-post", settings)
+    assert item is not None
+    written = write_damage_catalog(out, [item], ["zone_9"], settings)
+    assert written is not None
+    return written[0]
+
+
 REFINE = [
     "data.tile_size=64",
     "data.stride=32",
@@ -103,7 +165,7 @@ REFINE = [
     "scaling.cpus_per_worker=0.5",
     "scaling.torch_threads=1",
     "mlflow.experiment=map-refinements",
-    "mlflow.registered_model=test-map-buildings",
+    "mlflow.registered_model=test-map-{task}",
     *WINDOW,
 ]
 """The map page's refinements in the tests: a 2-epoch schedule of 64 px tiles on one worker."""
@@ -132,7 +194,16 @@ REFINE_DIR: list[str] = []
 
 
 @pytest.fixture(scope="package")
-def service(bundle, damage_bundle, map_catalog, refine_config, ray_session, s3_settings, tmp_path_factory):
+def service(
+    bundle,
+    damage_bundle,
+    map_catalog,
+    damage_catalog,
+    refine_config,
+    ray_session,
+    s3_settings,
+    tmp_path_factory,
+):
     """The application on a free port, two model replicas (for the crash test), a damage network."""
     from ray import serve
 
@@ -159,11 +230,12 @@ def service(bundle, damage_bundle, map_catalog, refine_config, ray_session, s3_s
             "serve.max_pixels=1000000",
             "serve.body_idle_timeout_s=1",
             "serve.allowed_prefixes=[s3://serve-allowed/post/]",
-            f"serve.map_catalogs=[{map_catalog}]",
+            f"serve.map_catalogs=[{map_catalog},{damage_catalog}]",
             f"serve.annotations_dir={tmp_path_factory.mktemp('annotations')}",
             f"serve.api_token={TOKEN}",
             "serve.max_annotation_mb=1",
             f"serve.refine_config={refine_config}",
+            f"serve.damage_refine_config={refine_config}",
             f"serve.refine_dir={REFINE_DIR[0]}",
             "serve.max_refine_jobs=1",
             "serve.max_refine_epochs=50",

@@ -65,3 +65,27 @@ def test_map_catalogs_missing_are_said_before_serve_starts(tmp_path, monkeypatch
     (tmp_path / "runs" / "demo-maps").mkdir(parents=True)
     (tmp_path / "runs" / "demo-maps" / "catalog.json").write_text("{}")
     assert map_catalogs(load_config(None)) == [str(tmp_path / "runs" / "demo-maps" / "catalog.json")]
+    (tmp_path / "runs" / "demo-damage-maps").mkdir(parents=True)  # make demo-damage's maps too
+    (tmp_path / "runs" / "demo-damage-maps" / "catalog.json").write_text("{}")
+    assert map_catalogs(load_config(None)) == [
+        str(tmp_path / "runs" / d / "catalog.json") for d in ("demo-maps", "demo-damage-maps")
+    ]
+
+
+def test_the_damage_refinements_take_the_damage_demos_schedule(tmp_path, monkeypatch) -> None:
+    from resseg_ray.serving.app import refine_config
+
+    monkeypatch.chdir(ROOT)  # the demo configurations are there
+    buildings, damage = refine_config(load_config(None)), refine_config(load_config(None), damage=True)
+    assert (buildings.data.tile_size, damage.data.tile_size) == (192, 96)
+    assert damage.train.class_weights == [1, 1, 2, 2, 1]
+    own = tmp_path / "damage-refine.yaml"
+    own.write_text("train:\n  epochs: 3\n")
+    chosen = refine_config(load_config(None, [f"serve.damage_refine_config={own}"]), damage=True)
+    assert chosen.train.epochs == 3
+    with pytest.raises(ConfigError, match=r"serve.damage_refine_config: .*nothing.yaml does not exist"):
+        missing = f"serve.damage_refine_config={tmp_path / 'nothing.yaml'}"
+        refine_config(load_config(None, [missing]), damage=True)
+    monkeypatch.chdir(tmp_path)  # no demo configuration: the building refinements' settings
+    same = refine_config(load_config(None, [f"serve.refine_config={own}"]), damage=True)
+    assert same.train.epochs == 3

@@ -47,7 +47,9 @@ def annotations_router(service: MapService) -> APIRouter:
     )
     async def save_annotations(scene: Scene, request: Request) -> AnnotationsSaved:
         """Save the annotated areas and the buildings inside them (a GeoJSON FeatureCollection in
-        EPSG:4326, each feature's ``properties.kind`` ``area`` or ``building``) as a new version."""
+        EPSG:4326, each feature's ``properties.kind`` ``area`` or ``building``; on a damage
+        scene each building's ``properties.damage``: ``no-damage``, ``minor-damage``,
+        ``major-damage`` or ``destroyed``) as a new version."""
         cfg = service.cfg
         limit = int(cfg.max_annotation_mb * 1024 * 1024)
         data = await read_body(request, limit, cfg.body_idle_timeout_s, cfg.body_timeout_s)
@@ -56,7 +58,7 @@ def annotations_router(service: MapService) -> APIRouter:
         except InputDataError as exc:
             raise HTTPException(400, str(exc)) from None
         try:
-            clean = validate_annotations(doc, scene.bounds)
+            clean = validate_annotations(doc, scene.bounds, damage=scene.kind == "damage")
         except InputDataError as exc:
             raise HTTPException(422, str(exc)) from None
         version = await asyncio.to_thread(service.annotations.save, scene.id, clean)
@@ -69,7 +71,13 @@ def annotations_router(service: MapService) -> APIRouter:
     async def suggestions(scene: Scene, fraction: float = 0.07, region: int = 256) -> Response:
         """Where to annotate first: the most uncertain ``region`` px squares (mean entropy of the
         model's probabilities, highest first) covering ``fraction`` of the scene, GeoJSON in
-        EPSG:4326 with their ``rank``; computed once per scene and parameters."""
+        EPSG:4326 with their ``rank``; computed once per scene and parameters (409 for a damage
+        scene)."""
+        if scene.kind == "damage":
+            raise HTTPException(
+                409,
+                f"scene {scene.id} is a damage scene: where to annotate first is ranked for building scenes",
+            )
         if not 0 < fraction <= 0.5 or not 32 <= region <= 2048:
             raise HTTPException(400, "fraction must be in (0, 0.5] and region from 32 to 2048 pixels")
         key = (scene.id, round(fraction, 4), region)

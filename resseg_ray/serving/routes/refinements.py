@@ -41,7 +41,8 @@ def refinements_router(service: MapService) -> APIRouter:
         responses={202: {"model": RefinementRecord}},
     )
     async def post_refinement(scene: Scene, request: Request) -> JSONResponse:
-        """Refine the served model (or ``"from": "r<N>"``, a refinement of this scene) on the
+        """Refine the served model (or ``"from": "r<N>"``, a refinement of this scene; of a damage
+        scene, the served damage network on the pair and the buildings' damage classes) on the
         scene's newest saved annotations, off the HTTP path: the answer (202) is the new
         refinement's record; its progress is at ``GET .../refinements/{id}``. Optional JSON
         body: ``{"epochs": 20, "adapt_bn": false, "from": "r1"}``. 503 when
@@ -61,16 +62,24 @@ def refinements_router(service: MapService) -> APIRouter:
                 f"scene {scene.id} has no saved annotated area: draw the area you annotated and its "
                 "buildings, save them, then refine",
             )
-        parent, parent_mask = cfg.model, scene.mask
+        damage = scene.kind == "damage"
+        if damage and cfg.damage_model is None:
+            raise HTTPException(
+                409,
+                f"scene {scene.id} is a damage scene and this service has no damage network to refine "
+                "(serve.damage_model)",
+            )
+        parent, parent_mask = (cfg.damage_model if damage else cfg.model), scene.mask
         parent_buildings = scene.properties.get("resseg_ray:buildings")
         if ask.start is not None:
             start = service.scene(scene.id, ask.start)  # 404 unless it succeeded
             parent = service.record(scene.id, ask.start).model
             parent_mask, parent_buildings = start.mask, start.properties.get("resseg_ray:buildings")
         assert parent is not None  # build_app resolves serve.model
-        train = service.refine["train"]
+        base = service.damage_refine if damage else service.refine
+        train = base["train"]
         epochs = ask.epochs or int(train["epochs"])
-        refine = {**service.refine, "train": {**train, "epochs": epochs}}
+        refine = {**base, "train": {**train, "epochs": epochs}}
         # the count and the start happen with no await between: one replica never over-starts
         if running_refinements() >= cfg.max_refine_jobs:
             return busy(
@@ -92,6 +101,7 @@ def refinements_router(service: MapService) -> APIRouter:
             annotation_version=version,
             config=refine,
             adapt_bn=ask.adapt_bn,
+            post=scene.post,
         )
         service.runners[(scene.id, job)] = start_refinement(spec)
         return JSONResponse(service.refinements.load(scene.id, job), status_code=202)

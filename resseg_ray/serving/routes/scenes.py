@@ -151,10 +151,15 @@ def scenes_router(service: MapService) -> APIRouter:
     ) -> Response:
         """A 256 px web-mercator PNG of ``imagery`` (``bands=R,G,B``, 1-based; default true
         colour), ``probability`` or ``mask`` (of the served model, or with ``map=r<N>`` of a
-        refinement's model); 204 where the tile misses the scene; 400 for a tile that does not
-        exist (``z``, ``x``, ``y`` whole numbers, zoom 0-24)."""
+        refinement's model); of a damage scene ``imagery`` (pre-event), ``post`` (post-event)
+        or ``damage`` (the classes' colours); 204 where the tile misses the scene; 400 for a
+        tile that does not exist (``z``, ``x``, ``y`` whole numbers, zoom 0-24); 404 for a
+        layer the scene has not (``GET /v1/scenes/{id}`` lists its ``layers``)."""
         if layer not in LAYERS:
             raise HTTPException(404, f"no layer {layer!r}; layers: {', '.join(LAYERS)}")
+        has = scene.summary()["layers"]
+        if layer not in has:
+            raise HTTPException(404, f"scene {scene.id} has no layer {layer!r}; its layers: {', '.join(has)}")
         tile = _tile_numbers(z, x, y)
         rgb = _rgb(bands, scene)
         try:

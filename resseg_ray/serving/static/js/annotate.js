@@ -1,6 +1,7 @@
 // The mapper's annotations of the scene shown: areas and drawn buildings (Leaflet-Geoman
 // layers), and the decisions on predicted buildings (key -> "accepted" | "rejected", see
-// decisionKey), with the accepted outlines; saved to and loaded from the service.
+// decisionKey; on a damage scene, key -> the damage class the mapper gave it, or "rejected"),
+// with the accepted outlines; saved to and loaded from the service.
 
 import { getJSON, refused, send, sceneUrl } from "./api.js";
 import { $, status } from "./dom.js";
@@ -23,8 +24,22 @@ const PREDICTED = {
   rejected: { color: "#cf222e", weight: 2, fill: false, dashArray: "3 3" },
 };
 
-/** The style of a predicted building by the mapper's decision on it. */
-export const predictedStyle = (id) => PREDICTED[decisions.get(decisionKey(id)) || "undecided"];
+const isDamage = () => state.scene && state.scene.kind === "damage";
+const colourOf = (grade) => state.scene.damage_colours[grade] || "#8c959f";
+
+/** The style of a drawn building of a damage scene: filled in its class's colour. */
+const drawnDamageStyle = (grade) => ({ color: colourOf(grade), weight: 2.5, fillOpacity: 0.45 });
+
+/** The style of a predicted building (its GeoJSON properties) by the mapper's decision on it; of
+ * a damage scene, outlined in the model's class colour until the mapper gives it a class, then
+ * filled in that class's colour. */
+export function predictedStyle(properties) {
+  const decision = decisions.get(decisionKey(properties.id));
+  if (!isDamage()) return PREDICTED[decision || "undecided"];
+  if (decision === "rejected") return PREDICTED.rejected;
+  if (decision) return { color: colourOf(decision), weight: 3, fill: true, fillOpacity: 0.5, dashArray: null };
+  return { color: colourOf(properties.damage), weight: 1.5, fill: true, fillOpacity: 0.12, dashArray: null };
+}
 
 function areas() {
   return annotations.getLayers().filter((l) => l.feature && l.feature.properties.kind === "area");
@@ -52,7 +67,37 @@ function insideAnArea(layer) {
   return areas().some((a) => a.getBounds().contains(c) && pointInPolygon(c, a));
 }
 
-/** A click on a predicted building: undecided -> accepted -> rejected -> undecided. */
+function setDecision(layer, id, next) {
+  if (next) decisions.set(id, next);
+  else decisions.delete(id);
+  if (next && next !== "rejected") acceptedGeometry.set(id, layer.toGeoJSON().geometry);
+  else acceptedGeometry.delete(id);
+  layer.setStyle(predictedStyle(layer.feature.properties));
+  countAnnotations();
+}
+
+/** A menu of the damage classes (and "not a building", "undo") at a building; the choice is
+ * given to choose(grade), grade null for undo. */
+function gradeMenu(layer, current, choose, extra = true) {
+  const menu = L.DomUtil.create("div", "grade-menu");
+  const options = Object.keys(state.scene.damage_colours).map((g) => [g, g]);
+  if (extra) options.push(["rejected", "not a building"], [null, "undo"]);
+  for (const [grade, label] of options) {
+    const b = L.DomUtil.create("button", grade === current ? "on" : "", menu);
+    b.type = "button";
+    b.textContent = label;
+    b.dataset.grade = grade || "";
+    if (grade && grade !== "rejected") b.style.borderLeft = `10px solid ${colourOf(grade)}`;
+    b.addEventListener("click", () => {
+      map.closePopup();
+      choose(grade);
+    });
+  }
+  L.popup({ className: "grade-popup" }).setLatLng(layer.getBounds().getCenter()).setContent(menu).openOn(map);
+}
+
+/** A click on a predicted building: undecided -> accepted -> rejected -> undecided; on a damage
+ * scene, a menu to give it its damage class (or say it is not a building). */
 export function decide(layer) {
   if (map.pm.globalDrawModeEnabled() || map.pm.globalRemovalModeEnabled()) return; // a click of drawing
   const id = decisionKey(layer.feature.properties.id);
@@ -60,30 +105,42 @@ export function decide(layer) {
     status("draw the annotated area first: only buildings inside it are decided", true);
     return;
   }
-  const next = { undefined: "accepted", accepted: "rejected", rejected: undefined }[decisions.get(id)];
-  if (next) decisions.set(id, next);
-  else decisions.delete(id);
-  if (next === "accepted") acceptedGeometry.set(id, layer.toGeoJSON().geometry);
-  else acceptedGeometry.delete(id);
-  layer.setStyle(PREDICTED[next || "undecided"]);
-  countAnnotations();
+  if (isDamage()) {
+    gradeMenu(layer, decisions.get(id), (grade) => setDecision(layer, id, grade));
+    return;
+  }
+  setDecision(layer, id, { undefined: "accepted", accepted: "rejected", rejected: undefined }[decisions.get(id)]);
 }
 
 function countAnnotations() {
   const layers = annotations.getLayers();
   const areaCount = layers.filter((l) => l.feature.properties.kind === "area").length;
   const drawn = layers.length - areaCount;
-  const accepted = [...decisions.values()].filter((d) => d === "accepted").length;
-  const rejected = decisions.size - accepted;
-  $("annotation-count").textContent =
-    `${areaCount} areas, ${drawn} drawn and ${accepted} accepted buildings, ${rejected} rejected; ` +
-    `saved version ${state.version}`;
+  const rejected = [...decisions.values()].filter((d) => d === "rejected").length;
+  const accepted = decisions.size - rejected;
+  $("annotation-count").textContent = isDamage()
+    ? `${areaCount} areas, ${drawn} drawn and ${accepted} graded buildings, ${rejected} not buildings; ` +
+      `saved version ${state.version}`
+    : `${areaCount} areas, ${drawn} drawn and ${accepted} accepted buildings, ${rejected} rejected; ` +
+      `saved version ${state.version}`;
 }
 
 function setKind(layer, kind, extra = {}) {
   layer.feature = { type: "Feature", properties: { kind, ...extra } };
-  layer.setStyle(STYLE[kind]);
+  const graded = kind === "building" && isDamage();
+  if (graded && !extra.damage) layer.feature.properties.damage = $("draw-damage").value;
+  layer.setStyle(graded ? drawnDamageStyle(layer.feature.properties.damage) : STYLE[kind]);
   layer.on("pm:edit", countAnnotations);
+  if (graded) {
+    layer.on("click", () => {
+      if (map.pm.globalDrawModeEnabled() || map.pm.globalRemovalModeEnabled()) return;
+      const props = layer.feature.properties;
+      gradeMenu(layer, props.damage, (grade) => {
+        props.damage = grade;
+        layer.setStyle(drawnDamageStyle(grade));
+      }, false);
+    });
+  }
   annotations.addLayer(layer);
   if (kind === "area") layer.bringToBack(); // the outlines inside it stay clickable
 }
@@ -118,9 +175,10 @@ map.on("pm:remove", (e) => {
 export function annotationDocument() {
   const features = annotations.getLayers().map((l) => ({ ...l.toGeoJSON(), properties: l.feature.properties }));
   for (const [key, decision] of decisions) {
-    if (decision !== "accepted" || !acceptedGeometry.has(key)) continue;
+    if (decision === "rejected" || !acceptedGeometry.has(key)) continue;
     const [mapId, id] = typeof key === "string" ? key.split(":") : ["", key];
     const properties = { kind: "building", source: "predicted", predicted_id: Number(id) };
+    if (decision !== "accepted") properties.damage = decision; // a damage scene's class
     if (mapId) properties.map = mapId;
     features.push({ type: "Feature", geometry: acceptedGeometry.get(key), properties });
   }
@@ -153,11 +211,12 @@ export async function loadAnnotations(scene) {
     const p = f.properties;
     if (p.source === "predicted" && p.predicted_id != null) {
       const key = p.map ? `${p.map}:${p.predicted_id}` : p.predicted_id;
-      decisions.set(key, "accepted");
+      decisions.set(key, p.damage || "accepted");
       acceptedGeometry.set(key, f.geometry);
       continue;
     }
-    L.geoJSON(f).eachLayer((layer) => setKind(layer, p.kind, p.source ? { source: p.source } : {}));
+    const extra = { ...(p.source ? { source: p.source } : {}), ...(p.damage ? { damage: p.damage } : {}) };
+    L.geoJSON(f).eachLayer((layer) => setKind(layer, p.kind, extra));
   }
   countAnnotations();
 }

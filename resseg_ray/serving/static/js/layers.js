@@ -1,10 +1,13 @@
 // The scene's layers on the map: its imagery, the model's probability or mask as an overlay,
-// the building outlines and the suggested regions to annotate, and the scene's facts.
+// the building outlines and the suggested regions to annotate, and the scene's facts. Of a
+// damage scene: the pre- and post-event imagery (a swipe between them), the damage classes as
+// the overlay and the buildings coloured by class, with the legend.
 
 import { decide, predictedStyle } from "./annotate.js";
 import { getJSON, sceneUrl } from "./api.js";
 import { $, fillList, status } from "./dom.js";
 import { map, mapParam, state } from "./state.js";
+import { setSwipe } from "./swipe.js";
 
 const RETRIES = 6;
 
@@ -37,14 +40,50 @@ function tileLayer(url, scene, options = {}) {
   return layer;
 }
 
-/** The scene's imagery in the bands chosen (or none, unticked). */
+/** The scene's imagery in the bands chosen (or none, unticked); of a damage scene with the swipe
+ * ticked, the post-event imagery right of the divider. */
 export function showImagery() {
-  if (state.imagery) map.removeLayer(state.imagery);
-  state.imagery = null;
-  if (state.scene && $("show-imagery").checked) {
-    state.imagery = tileLayer(tileUrl(state.scene, "imagery", bandsParam()), state.scene, { zIndex: 1 });
-    state.imagery.addTo(map);
+  for (const layer of [state.imagery, state.post]) if (layer) map.removeLayer(layer);
+  state.imagery = state.post = null;
+  setSwipe(null);
+  if (!state.scene || !$("show-imagery").checked) return;
+  state.imagery = tileLayer(tileUrl(state.scene, "imagery", bandsParam()), state.scene, { zIndex: 1 });
+  state.imagery.addTo(map);
+  if (state.scene.kind === "damage" && $("show-swipe").checked) {
+    state.post = tileLayer(tileUrl(state.scene, "post"), state.scene, { zIndex: 1 }).addTo(map);
+    setSwipe(state.post);
   }
+}
+
+/** The scene's controls: the overlays it has; the elements of its kind (data-kind: the swipe,
+ * the legend and the hints of a damage scene, the suggestions of a building scene). */
+export function fitControls(scene) {
+  const damage = scene.kind === "damage";
+  const radios = [...document.querySelectorAll("input[name=overlay]")];
+  for (const r of radios) r.closest("label").hidden = r.value !== "none" && !scene.layers.includes(r.value);
+  const checked = radios.find((r) => r.checked);
+  if (!checked || checked.closest("label").hidden) {
+    (radios.find((r) => r.value !== "none" && !r.closest("label").hidden) || $("overlay-none")).checked = true;
+  }
+  document.querySelectorAll("[data-kind]").forEach((e) => (e.hidden = e.dataset.kind !== scene.kind));
+  if (damage) $("show-suggestions").checked = false;
+  if (!damage) return;
+  const legend = $("legend");
+  legend.innerHTML = "";
+  const drawClass = $("draw-damage");
+  const kept = drawClass.value;
+  drawClass.innerHTML = "";
+  for (const [name, colour] of Object.entries(scene.damage_colours)) {
+    const row = document.createElement("li");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = colour;
+    const count = scene.damage_counts && scene.damage_counts[name] != null ? ` (${scene.damage_counts[name]})` : "";
+    row.append(swatch, `${name}${count}`);
+    legend.append(row);
+    drawClass.add(new Option(name, name));
+  }
+  drawClass.value = kept in scene.damage_colours ? kept : Object.keys(scene.damage_colours)[0];
 }
 
 /** The overlay chosen (probability, mask or none) of the map shown. */
@@ -76,11 +115,12 @@ export async function showBuildings() {
   if (state.buildings) map.removeLayer(state.buildings);
   state.buildings = L.geoJSON(collection, {
     pmIgnore: true, // the model's outlines are decided on, not edited
-    style: (f) => predictedStyle(f.properties.id),
+    style: (f) => predictedStyle(f.properties),
     onEachFeature: (f, layer) => {
       const p = f.properties || {};
       const prob = p.mean_probability == null ? "" : `, mean probability ${Number(p.mean_probability).toFixed(2)}`;
-      layer.bindTooltip(`building ${p.id}: ${Number(p.area).toFixed(0)} m²${prob}`);
+      const grade = p.damage == null ? "" : `, ${p.damage} (confidence ${Number(p.confidence).toFixed(2)})`;
+      layer.bindTooltip(`building ${p.id}: ${Number(p.area).toFixed(0)} m²${prob}${grade}`);
       layer.on("click", () => decide(layer));
     },
   }).addTo(map);
@@ -120,13 +160,19 @@ export function fillBands(scene) {
 
 /** What the service knows of the scene. */
 export function showFacts(scene) {
-  fillList("facts", [
+  const rows = [
     ["id", scene.id],
     ["bands", scene.bands.join(", ")],
     ["model", scene.model || "?"],
     ["architecture", scene.architecture || "?"],
     ["buildings", scene.building_count ?? "?"],
-  ]);
+  ];
+  if (scene.kind === "damage") {
+    rows.splice(2, 0, ["post-event bands", scene.post_bands.join(", ")]);
+    const counts = Object.entries(scene.damage_counts || {}).map(([k, v]) => `${v} ${k}`);
+    rows.push(["damage", counts.join(", ") || "?"]);
+  }
+  fillList("facts", rows);
   $("about").hidden = false;
 }
 

@@ -1,5 +1,6 @@
 // resseg-ray map page: the scenes the service knows, their imagery, the model's building
-// probability or mask as an overlay, and the building outlines; annotations and refinements.
+// probability or mask as an overlay, and the building outlines; of a damage scene, a pre/post
+// swipe, the damage classes and the buildings by class; annotations and refinements.
 // Everything comes from this service (/v1/scenes...); Leaflet and Leaflet-Geoman are shipped
 // with the page, so it works with no internet.
 
@@ -16,6 +17,7 @@ import { getJSON, refused, send, sceneUrl } from "./api.js";
 import { $, guarded, report, status } from "./dom.js";
 import {
   fillBands,
+  fitControls,
   setOpacity,
   showBuildings,
   showFacts,
@@ -32,6 +34,7 @@ async function selectScene(scene) {
   document.querySelectorAll("#scenes button").forEach((b) => b.classList.toggle("active", b.dataset.id === scene.id));
   location.hash = `scene=${encodeURIComponent(scene.id)}`;
   $("layers").hidden = false;
+  fitControls(scene);
   fillBands(scene);
   showFacts(scene);
   map.fitBounds([
@@ -61,7 +64,15 @@ function listScene(scene) {
   b.dataset.id = scene.id;
   b.textContent = scene.id;
   const small = document.createElement("small");
-  small.textContent = scene.building_count == null ? scene.bands.join(" ") : `${scene.building_count} buildings`;
+  const damaged = scene.damage_counts
+    ? Object.entries(scene.damage_counts)
+        .filter(([k]) => k !== "no-damage")
+        .reduce((n, [, v]) => n + v, 0)
+    : null;
+  small.textContent =
+    scene.building_count == null
+      ? scene.bands.join(" ")
+      : `${scene.building_count} buildings${damaged == null ? "" : `, ${damaged} damaged`}`;
   b.append(small);
   b.addEventListener("click", () => selectScene(scene));
   li.append(b);
@@ -122,7 +133,9 @@ async function main() {
   }
   $("no-scenes").hidden = scenes.length > 0;
   for (const scene of scenes) listScene(scene);
-  for (const id of ["band-r", "band-g", "band-b", "show-imagery"]) $(id).addEventListener("change", showImagery);
+  for (const id of ["band-r", "band-g", "band-b", "show-imagery", "show-swipe"]) {
+    $(id).addEventListener("change", showImagery);
+  }
   document.querySelectorAll("input[name=overlay]").forEach((r) => r.addEventListener("change", showOverlay));
   $("opacity").addEventListener("input", setOpacity);
   $("show-suggestions").addEventListener("change", guarded(showSuggestions));

@@ -35,6 +35,15 @@ function describe(job) {
   return `${job.id} failed: ${job.error}; the served model's map is unchanged`;
 }
 
+/** A building count, or a damage map's counts per class ("12 no-damage, 3 destroyed"). */
+function count(buildings) {
+  if (buildings == null) return "?";
+  if (typeof buildings !== "object") return String(buildings);
+  return Object.entries(buildings)
+    .map(([k, v]) => `${v} ${k}`)
+    .join(", ");
+}
+
 function showFigures(job) {
   const f = job.figures || {};
   const heldOut =
@@ -43,9 +52,9 @@ function showFigures(job) {
   fillList("refine-figures", [
     ["refinement", `${job.id} (${job.epochs} epoch${job.epochs === 1 ? "" : "s"}, from ${job.from || "the served model"})`],
     ["annotated", `${fmt(f.area_percent, 1)} % of the scene, ${f.annotated_buildings} buildings`],
-    ["held-out F1", heldOut],
+    [job.decision && job.decision.measure ? `held-out ${job.decision.measure}` : "held-out F1", heldOut],
     ["kept", job.decision ? job.decision.chosen : "?"],
-    ["buildings", `${f.buildings_before ?? "?"} → ${f.buildings_after ?? "?"}`],
+    ["buildings", `${count(f.buildings_before)} → ${count(f.buildings_after)}`],
     ["pixels changed", `${fmt(f.changed_percent, 2)} %`],
     ["model", job.alias ? `${job.alias} v${job.registered_version ?? "?"}` : "not registered"],
     [

@@ -6,6 +6,7 @@ map.setView([0, 0], 2);
 export const state = {
   scene: null,
   imagery: null,
+  post: null, // a damage scene's post-event imagery, right of the swipe's divider
   overlay: null,
   buildings: null,
   suggestions: null,
