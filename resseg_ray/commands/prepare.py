@@ -9,6 +9,7 @@ Examples (``resseg <command>``, or ``python jobs/<script>.py``)::
         --set data.stride=100 --set data.val_fraction=0.25
     resseg prepare --scenes quake_pre.tif --post quake_post.tif --footprints quake_damage.geojson \\
         --out data/damage                # a damage data set of pre/post pairs
+    resseg prepare --xbd /data/xBD/train /data/xBD/tier3 --test-xbd /data/xBD/hold --out data/xbd
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--test-post", nargs="+", metavar="SCENE", help="the post-event scenes of --test-scenes")
     p.add_argument(
+        "--xbd",
+        nargs="+",
+        metavar="FOLDER",
+        help="a damage data set from xBD folders as published (local or s3://; e.g. its train and tier3): "
+        "images/<event>_<id>_pre_disaster.png|tif with its _post_disaster image, labels/<same>.json "
+        "with WKT in pixel coordinates and subtype; pairs stay pixel grids when their images have no "
+        "CRS; images without their pair, and pairs without a post-event label document, are said and "
+        "skipped",
+    )
+    p.add_argument("--test-xbd", nargs="+", metavar="FOLDER", help="xBD folders of held-out test pairs")
+    p.add_argument(
         "--damage-field",
         default="subtype",
         metavar="FIELD",
@@ -112,6 +124,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         print(f"{args.out} is already prepared ({DATASET_FILE} exists); --force rebuilds it")
         return
     start = time.perf_counter()
+    others = args.scenes or args.post or args.footprints or args.labels or args.demo_damage
+    if (args.xbd or args.test_xbd) and (others or not args.xbd):
+        raise ConfigError(
+            "--xbd takes the pairs and their damage from xBD folders: give --xbd FOLDER (and --test-xbd), "
+            "without --scenes, --post, --footprints, --labels or --demo-damage"
+        )
     if args.scenes is None and (args.footprints or args.labels or args.test_scenes):
         raise ConfigError("--footprints/--labels/--test-scenes need --scenes")
     scenes = scene_inputs(args.scenes, args, cfg, settings).uris if args.scenes else None
@@ -123,6 +141,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             raise ConfigError("--demo-damage builds the demo's own pairs: drop --scenes and --post")
         print(f"writing the demo's disasters under {join_uri(args.out, 'scenes')} and preparing them ...")
         result = prepare_damage_demo(args.out, cfg, settings, args.demo_scale)
+    elif args.xbd:
+        result = _prepare_xbd(args.xbd, args.test_xbd or [], args.out, cfg, settings)
     elif args.post or args.test_post:
         result = _prepare_pairs(args, scenes, tests, cfg, settings)
     elif scenes is None:
@@ -202,3 +222,45 @@ def _prepare_pairs(
         raise ConfigError("--test-post needs training pairs too: --scenes and --post")
     test = pairs(tests, args.test_post, args.test_footprints, "--test-scenes/--test-post")
     return prepare_pairs(train, args.out, cfg, test, settings)
+
+
+def _prepare_xbd(
+    roots: list[str], test_roots: list[str], out: str, cfg: Config, settings: StorageSettings
+) -> PreparedDataset:
+    """``--xbd``: the pairs of xBD folders, with their post-event label documents, prepared as a
+    damage data set; what cannot be used is said on stderr, one line each."""
+    import sys
+
+    from resseg_ray.data.pairs import DamagePair, prepare_pairs
+    from resseg_ray.geo.xbd import find_pairs
+
+    seen: dict[str, str] = {}
+
+    def pairs(folders: list[str], flag: str) -> list[DamagePair]:
+        out_pairs = []
+        for root in folders:
+            found, skipped = find_pairs(root, settings)
+            for line in skipped:
+                print(f"warning: {line}", file=sys.stderr)
+            for p in found:
+                if p.post_labels is None:
+                    print(
+                        f"warning: {p.post}: no label document {p.name}_post_disaster.json under "
+                        f"{join_uri(root, 'labels')}; skipped",
+                        file=sys.stderr,
+                    )
+                    continue
+                if p.name in seen:
+                    raise ConfigError(
+                        f"{flag}: the pair {p.name} is in {seen[p.name]} and in {root}; give each folder once"
+                    )
+                seen[p.name] = root
+                out_pairs.append(DamagePair(p.name, p.pre, p.post, None, xbd_labels=p.post_labels))
+        return out_pairs
+
+    train = pairs(roots, "--xbd")
+    if not train:
+        raise ConfigError(f"--xbd {' '.join(roots)}: no pair with its post-event label document")
+    test = pairs(test_roots, "--test-xbd")
+    print(f"{len(train)} xBD pairs to train on, {len(test)} to test on", flush=True)
+    return prepare_pairs(train, out, cfg, test, settings)

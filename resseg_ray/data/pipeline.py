@@ -66,7 +66,7 @@ def _info(uri: str, bands: tuple[int, ...], settings: StorageSettings) -> SceneI
     key = (uri, bands, settings)
     info = _scene_infos.get(key)
     if info is None:
-        info = open_scene(uri, settings, bands=list(bands))
+        info = open_scene(uri, settings, bands=list(bands), georeferenced=False)  # prepared: checked then
         _scene_infos[key] = info
     return info
 

@@ -184,13 +184,15 @@ def prepare_dataset(
     test_labels: list[str] | None = None,
     settings: StorageSettings | None = None,
     regions: list[str] | None = None,
+    georeferenced: bool = True,
 ) -> PreparedDataset:
     """Prepare training ``scenes`` (tiled and split) and optional ``test_scenes`` (labels only).
 
     Labels come from ``footprints`` (one URI shared by all scenes, or one per scene) or
     from ready-made ``labels`` rasters (one per scene, on each scene's grid). ``regions``
     (one uint8 raster per training scene, on its grid) confine the tiles of each scene to
-    its non-zero pixels: a refinement's annotated area.
+    its non-zero pixels: a refinement's annotated area. Not ``georeferenced``: the scenes may
+    be plain pixel grids without a CRS (xBD's PNG pairs), with ``labels`` on the same grids.
     """
     settings = settings or StorageSettings.resolve(cfg.storage)
     if not scenes:
@@ -201,8 +203,10 @@ def prepare_dataset(
 
     def resolve(uris: list[str], fps: list[str] | None, lbls: list[str] | None, what: str):
         infos = [
-            open_scene(normalize_uri(u), settings, bands=dc.bands, band_names=dc.band_names) for u in uris
-        ]
+            open_scene(normalize_uri(u), settings, bands=dc.bands, band_names=dc.band_names,
+                       georeferenced=georeferenced)
+            for u in uris
+        ]  # fmt: skip
         n_bands = {len(i.bands) for i in infos}
         if len(n_bands) > 1:
             raise InputDataError(

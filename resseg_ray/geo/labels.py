@@ -19,10 +19,11 @@ import rasterio.features
 import rasterio.warp
 import rasterio.windows
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 
 from resseg_ray.errors import InputDataError
-from resseg_ray.geo.scene import SceneInfo, open_scene, read_window
-from resseg_ray.geo.storage import StorageSettings, atomic_output, download, gdal_env, gdal_path, is_s3
+from resseg_ray.geo.scene import SceneInfo, open_scene, open_uncached, read_window
+from resseg_ray.geo.storage import StorageSettings, atomic_output, download, gdal_env, is_s3
 
 GROUND, BUILDING, IGNORE = 0, 1, 255
 """Label raster values: ground, building, and pixels that count for nothing (no data, outside
@@ -270,23 +271,26 @@ def write_label_raster(
 ) -> None:
     """Write a uint8 label raster on the scene grid, atomically: a cloud-optimised GeoTIFF
     (256 px tiles, deflate, nearest-neighbour overviews), nodata 255, ``description`` saying
-    what its values mean."""
+    what its values mean. A scene without a CRS (a pixel grid: xBD's PNGs) gets a label raster
+    without one."""
     profile = {
         "driver": "COG",
         "width": info.width,
         "height": info.height,
         "count": 1,
         "dtype": "uint8",
-        "crs": CRS.from_wkt(info.crs),
-        "transform": info.affine,
         "nodata": IGNORE,
         "blocksize": 256,
         "compress": "deflate",
         "overview_resampling": "nearest",
     }
-    with atomic_output(uri, settings, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(labels, 1)
-        dst.set_band_description(1, description)
+    if info.crs:
+        profile.update(crs=CRS.from_wkt(info.crs), transform=info.affine)
+    with warnings.catch_warnings():  # a pixel grid is wanted here: rasterio's warning says nothing
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with atomic_output(uri, settings, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(labels, 1)
+            dst.set_band_description(1, description)
 
 
 def make_label_raster(
@@ -321,14 +325,18 @@ def check_label_raster(
 ) -> SceneInfo:
     """Open a ready-made label raster and check it shares the scene's grid and holds classes
     ``0..num_classes - 1`` (0 ground, 1 building) or 255."""
-    labels = open_scene(label_uri, settings, bands=[1])
+    labels = open_scene(label_uri, settings, bands=[1], georeferenced=bool(scene.crs))
     problems = []
     if (labels.width, labels.height) != (scene.width, scene.height):
         problems.append(f"size {labels.width}x{labels.height} vs {scene.width}x{scene.height}")
-    if CRS.from_wkt(labels.crs) != CRS.from_wkt(scene.crs):
-        problems.append(
-            f"CRS {CRS.from_wkt(labels.crs).to_string()} vs {CRS.from_wkt(scene.crs).to_string()}"
-        )
+
+    def name(crs: str) -> str:
+        return CRS.from_wkt(crs).to_string() if crs else "none (a pixel grid)"
+
+    if (labels.crs or scene.crs) and (
+        not (labels.crs and scene.crs) or CRS.from_wkt(labels.crs) != CRS.from_wkt(scene.crs)
+    ):
+        problems.append(f"CRS {name(labels.crs)} vs {name(scene.crs)}")
     elif not np.allclose(labels.transform, scene.transform, rtol=0, atol=1e-6 * max(scene.resolution)):
         problems.append(f"transform {labels.transform} vs {scene.transform}")
     if problems:
@@ -338,7 +346,7 @@ def check_label_raster(
         )
     if labels.dtype != "uint8":
         raise InputDataError(f"label raster {label_uri} has dtype {labels.dtype}; expected uint8 0/1/255")
-    with gdal_env(settings), rasterio.open(gdal_path(label_uri)) as ds:
+    with gdal_env(settings), open_uncached(label_uri, settings) as ds:
         seen: set[int] = set()
         for r in range(0, ds.height, 1024):
             window = rasterio.windows.Window(0, r, ds.width, min(1024, ds.height - r))

@@ -36,6 +36,12 @@ from resseg_ray.geo.storage import (
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
 
+# A raster without a CRS is refused where a place is needed (open_scene) and wanted where not (a
+# mask to score, xBD's PNG pairs): rasterio's warning on opening one says nothing to a user either
+# way. Ignored for the whole process: warnings.catch_warnings() swaps the filters of every thread,
+# so a local filter fails when windows are read by threads at once (statistics, tiling).
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+
 
 @dataclass(frozen=True)
 class SceneInfo:

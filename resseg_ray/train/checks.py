@@ -89,6 +89,6 @@ def check_task(cfg: Config, desc: DatasetDescription) -> None:
 def check_scenes(desc: DatasetDescription, settings: StorageSettings) -> None:
     """Open every training scene and label raster (headers only): missing or unreadable
     files fail here, not in a loader task minutes into training."""
-    for scene in desc.scenes("train"):
-        open_scene(scene["uri"], settings, bands=desc.bands)
-        open_scene(scene["label_uri"], settings, bands=[1])
+    for scene in desc.scenes("train"):  # prepared: georeferenced, or pixel grids on purpose (xBD)
+        open_scene(scene["uri"], settings, bands=desc.bands, georeferenced=False)
+        open_scene(scene["label_uri"], settings, bands=[1], georeferenced=False)
