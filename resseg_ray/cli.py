@@ -12,7 +12,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resseg_ray import jobstate, launcher
 from resseg_ray.config import Config, PredictSection, StacSection
@@ -20,10 +20,10 @@ from resseg_ray.config.flags import add_flags, given
 from resseg_ray.errors import ConfigError, user_error
 from resseg_ray.geo.stac import SceneInputs, resolve_scenes
 from resseg_ray.geo.storage import StorageSettings
-from resseg_ray.inference.predictor import ScenePredictor
-from resseg_ray.models.bundle import load_bundle_bytes
-from resseg_ray.models.source import fetch_bundle_bytes
 from resseg_ray.progress import VERBOSE_ENV, quiet_libraries, verbose
+
+if TYPE_CHECKING:  # torch is imported where a network runs: every job's start and error stay quick
+    from resseg_ray.inference.predictor import ScenePredictor
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 """The project's ``configs/`` folder (the default configurations of train, compare-depths and
@@ -265,6 +265,10 @@ def predict_options(args: argparse.Namespace, cfg: Config) -> PredictSection:
 
 def predictor_from_args(args: argparse.Namespace, cfg: Config, settings: StorageSettings) -> ScenePredictor:
     """The one ScenePredictor of ``--model`` and :func:`predict_options`."""
+    from resseg_ray.inference.predictor import ScenePredictor
+    from resseg_ray.models.bundle import load_bundle_bytes
+    from resseg_ray.models.source import fetch_bundle_bytes
+
     options = predict_options(args, cfg)  # checked before the model is fetched
     bundle = load_bundle_bytes(fetch_bundle_bytes(args.model, settings), args.model)
     return ScenePredictor(bundle, options)
