@@ -284,7 +284,8 @@ def test_the_damage_network_is_refined_on_the_saved_classes_and_maps_the_pair(se
     t = TMS.tile((w + e) / 2, (s + n) / 2, 19)
     tile = httpx.get(f"{service}/v1/scenes/{SCENE}/tiles/damage/{t.z}/{t.x}/{t.y}.png?map={done['id']}")
     assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
-    print(f"damage refinement from the page: {time.monotonic() - started:.1f} s, stages {done['stage_seconds']}, {decision['line']}")
+    seconds = time.monotonic() - started
+    print(f"damage refinement over HTTP: {seconds:.1f} s, stages {done['stage_seconds']}, {decision['line']}")
 
 
 @pytest.mark.parametrize("layer", ["post", "damage"])
