@@ -145,7 +145,7 @@ def _shot(page, position: float) -> np.ndarray:
 def test_the_page_swipes_between_pre_and_post_and_a_click_gives_a_building_its_class(
     service, browser
 ) -> None:
-    from tests.serving.test_map import _map_point, offline
+    from tests.serving.test_map import _map_point, offline, save_on_page
 
     assert _save(service).status_code == 200  # whatever another test saved: the mapper starts from none
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -229,13 +229,7 @@ def test_the_page_swipes_between_pre_and_post_and_a_click_gives_a_building_its_c
     page.mouse.click(*_map_point(page, lat(0.12), lng(0.13)))
     page.wait_for_function("resseg.annotations.getLayers().length === 2")
     page.fill("#token", TOKEN)
-    page.click("#save")
-    try:
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('saved version')")
-    except Exception:
-        sent = page.evaluate("resseg.annotationDocument().features.map(f => f.properties)")
-        said = page.inner_text("#status")
-        raise AssertionError(f"not saved: {said}; sent {sent}; errors {errors}") from None
+    save_on_page(page, errors)
     saved = httpx.get(f"{service}/v1/scenes/{SCENE}/annotations").json()["annotations"]["features"]
     got = sorted((f["properties"].get("source"), f["properties"].get("damage")) for f in saved
                  if f["properties"]["kind"] == "building")  # fmt: skip

@@ -184,6 +184,20 @@ def _map_point(page, lat: float, lng: float) -> tuple[float, float]:
     return box["x"] + p[0], box["y"] + p[1]
 
 
+def save_on_page(page, errors: list[str]) -> None:
+    """Click *Save annotations* and wait for the page to say it saved; else fail with what the
+    page said, what it sent (each feature's properties and geometry size) and its errors."""
+    page.click("#save")
+    try:
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('saved version')")
+    except Exception:
+        sent = page.evaluate(
+            "resseg.annotationDocument().features.map(f => [f.properties, JSON.stringify(f.geometry).length])"
+        )
+        said = page.inner_text("#status")
+        raise AssertionError(f"not saved: {said}; sent {sent}; errors {errors}") from None
+
+
 def test_a_mapper_draws_an_area_and_buildings_accepts_one_and_saves(service, browser) -> None:
     from tests.serving.service import TOKEN
 
@@ -230,16 +244,7 @@ def test_a_mapper_draws_an_area_and_buildings_accepts_one_and_saves(service, bro
     page.click("#save")  # without the token: refused, and said
     page.wait_for_function("document.getElementById('status').textContent.includes('enter the token')")
     page.fill("#token", TOKEN)
-    page.click("#save")
-    try:
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('saved version')")
-    except Exception:
-        sent = page.evaluate(
-            "resseg.annotationDocument().features.map(f => [f.properties, JSON.stringify(f.geometry).length])"
-        )
-        raise AssertionError(
-            f"not saved: {page.inner_text('#status')}; sent {sent}; errors {errors}"
-        ) from None
+    save_on_page(page, errors)
     saved = httpx.get(service + "/v1/scenes/scene_1/annotations").json()
     assert saved["version"] == before + 1
     kinds = [
