@@ -114,13 +114,15 @@ def loader_torch():
     """torch, in a loader process that can still import it.
 
     When a failed pipeline's other tasks are cancelled (Ray Data does), a task cancelled while
-    its process was importing torch leaves half of torch's operators registered there, and
-    every later import in that process fails ("Only a single TORCH_LIBRARY can be used to
-    register the namespace prims"): the next training whose loader Ray gives that process
-    would fail with it. Such a process ends instead; Ray Data runs the task again in a new one."""
+    its process was importing torch leaves half of torch registered there, and every later
+    import in that process fails ("Only a single TORCH_LIBRARY can be used to register the
+    namespace prims", or "partially initialized module 'torch' has no attribute '_logging'"):
+    the next training whose loader Ray gives that process would fail with it. A healthy
+    process never fails to import torch, so such a process ends instead; Ray Data runs the task
+    again in a new one."""
     try:
         import torch
-    except RuntimeError as exc:
+    except Exception as exc:
         sys.stderr.write(f"resseg-ray: this loader process cannot import torch again ({exc}); it ends\n")
         sys.stderr.flush()
         os._exit(LOADER_LEFT)

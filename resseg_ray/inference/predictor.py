@@ -149,11 +149,6 @@ Forward = Callable[[np.ndarray], np.ndarray]
 """Normalised windows ``(N, D, H, W)`` float32 -> class probabilities ``(N, C, H, W)``."""
 
 
-SMALL_JOB_PIXELS = 1_000_000
-"""Scenes of at most this many pixels (1000 x 1000) run PyTorch with ``runtime: auto`` on a
-CPU (see :meth:`ScenePredictor._engine_for`)."""
-
-
 class ScenePredictor:
     """A model bundle ready to segment scenes of any size on one device: the one object that
     :class:`~resseg_ray.config.PredictSection` options (validated when they were made) and a
@@ -177,8 +172,6 @@ class ScenePredictor:
         self.window, self.overlap, self.batch_size, self.blend = o.window, o.overlap, o.batch_size, o.blend
         self._remote = forward
         self._engine: Engine | None = None
-        self._small: Engine | None = None
-        self._used: Engine | None = None
         if isinstance(bundle, BundleInfo):
             if forward is None or o.adapt_bn:
                 raise ConfigError(
@@ -204,31 +197,9 @@ class ScenePredictor:
         return self._engine
 
     def describe_engine(self) -> dict[str, str]:
-        """Which runtime and precision segment scenes here: the engine of the last scene
-        segmented (the one :attr:`engine` is before any); ``{"runtime": "serve"}`` when the
-        network runs in Serve's model replicas."""
-        if self._remote is not None:
-            return {"runtime": "serve"}
-        return (self._used or self.engine).describe()
-
-    def _engine_for(self, scene: SceneInfo) -> Engine:
-        """:attr:`engine`; but with ``runtime: auto`` on a CPU, a scene of at most
-        :data:`SMALL_JOB_PIXELS` pixels (while no engine was chosen) runs PyTorch as it is (fp32
-        unless a precision was asked): a graph runtime for a new network is built, compiled and
-        checked against fp32 PyTorch on a first window (measured on a Xeon with AMX: 1-3 s for
-        prop18 and unet19, while their fp32 PyTorch windows of 512 px take 0.3 and 1.5-2 s), which
-        a megapixel does not pay back; and the candidates of a refinement's verdict on small
-        areas are then all scored by one exact engine."""
-        o = self.options
-        if self._engine is not None or o.runtime != "auto" or self.policy.device.type != "cpu":
-            return self.engine
-        if scene.width * scene.height > SMALL_JOB_PIXELS:
-            return self.engine
-        if self._small is None:
-            assert self._net is not None
-            precision = "fp32" if o.precision == "auto" else o.precision
-            self._small = select_engine(self._net, self.policy, "torch", precision)
-        return self._small
+        """Which runtime and precision segment scenes here (``{"runtime": "serve"}`` when the
+        network runs in Serve's model replicas)."""
+        return {"runtime": "serve"} if self._remote is not None else self.engine.describe()
 
     def check_bands(self, scene: SceneInfo) -> None:
         """When the scene names its bands and they are the model's bands in another order, say
@@ -272,14 +243,12 @@ class ScenePredictor:
         if self._remote is not None:
             return None
         if not self.adapt_bn:
-            self._used = self._engine_for(scene)
-            return self._used
+            return self.engine
         from resseg_ray.inference.batchnorm import adapt_to_scene
 
         assert self._net is not None
         adapted = adapt_to_scene(self._net, scene, settings, norm, self.policy)
-        self._used = engine_like(self._engine_for(scene), adapted, self.policy)
-        return self._used
+        return engine_like(self.engine, adapted, self.policy)
 
     def forward(self, tiles: np.ndarray) -> np.ndarray:
         """Class probabilities ``(N, C, H, W)`` of normalised windows ``(N, D, H, W)`` (float32)
