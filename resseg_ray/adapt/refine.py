@@ -29,6 +29,7 @@ from resseg_ray.adapt.area import (
 from resseg_ray.adapt.gate import CANDIDATES, Verdict, decide, score_held_out
 from resseg_ray.config import Config
 from resseg_ray.data.prepare import load_dataset, prepare_dataset
+from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError, InputDataError
 from resseg_ray.evaluation.scenes import Evaluation, SceneScore, evaluate_scene, markdown_table, scene_name
 from resseg_ray.geo.labels import read_footprints, scene_valid_mask
@@ -111,9 +112,25 @@ class RefineResult:
         return markdown_table(rows, _columns(next(iter(rows.values())).scenes[0]))
 
 
-def _predictor(bundle: ModelBundle, cfg: Config) -> ScenePredictor:
-    # refinement scores with the predict options; BatchNorm adaptation is its own step here
-    return ScenePredictor(bundle, cfg.predict.replace(adapt_bn=False))
+SMALL_JOB_PIXELS = 1_000_000
+"""Scenes of at most this many pixels (1000 x 1000) have the refinement's candidates scored by
+fp32 PyTorch when ``predict.runtime`` is ``auto`` on a CPU (see :func:`_predictor`)."""
+
+
+def _predictor(bundle: ModelBundle, cfg: Config, scene: SceneInfo) -> ScenePredictor:
+    """The predictor that scores a candidate on ``scene``: the predict options, without
+    BatchNorm adaptation (its own step here). With ``runtime: auto`` on a CPU and a scene of at
+    most :data:`SMALL_JOB_PIXELS`, fp32 PyTorch (or the precision asked): auto would export,
+    compile and check a graph runtime for each candidate (new weights each: measured on a Xeon
+    with AMX, 1-3 s for prop18 and unet19, whose fp32 PyTorch windows of 512 px take 0.3 and
+    1.5-2 s), which a megapixel does not pay back; and one exact engine then scores all the
+    candidates of the verdict alike."""
+    options = cfg.predict.replace(adapt_bn=False)
+    small = scene.width * scene.height <= SMALL_JOB_PIXELS
+    if small and options.runtime == "auto" and DevicePolicy.resolve(options.device).device.type == "cpu":
+        precision = "fp32" if options.precision == "auto" else options.precision
+        options = options.replace(runtime="torch", precision=precision)
+    return ScenePredictor(bundle, options)
 
 
 def refine_scene(
@@ -197,7 +214,7 @@ def refine_scene(
         def score_rest_with(model: ModelBundle, what: str, row: str) -> SceneScore:
             """One candidate on the rest of the scene (outside the area), said in one line."""
             score = evaluate_scene(
-                _predictor(model, cfg), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
+                _predictor(model, cfg, scene), scene_uri, written.evaluate_uri, settings, cfg.data.bands,
                 progress=tenths(f"scoring {what} on {scene_uri}"),
             )  # fmt: skip
             log(f"{row}: " + ", ".join(f"{k} {score.metrics[k]:.4f}" for k in _columns(score)))
@@ -208,7 +225,7 @@ def refine_scene(
         # as its own row, and with --adapt-bn the start of the refinement
         from resseg_ray.inference.batchnorm import adapt_to_scene
 
-        norm = _predictor(bundle, cfg).scene_norm(scene, settings)
+        norm = _predictor(bundle, cfg, scene).scene_norm(scene, settings)
         adapted_bundle = ModelBundle(model=adapt_to_scene(bundle.model, scene, settings, norm), info=info)
         adapted = (
             score_rest_with(adapted_bundle, "the re-estimated BatchNorm", "BatchNorm re-estimated")
@@ -263,7 +280,7 @@ def refine_scene(
     for key, candidate in candidates.items():
         log(f"scoring {CANDIDATES[key]} on the annotated blocks kept out of training ...")
         scores[key] = score_held_out(
-            _predictor(candidate, cfg), scene_uri, written.refine_uri, blocks, settings, cfg.data.bands
+            _predictor(candidate, cfg, scene), scene_uri, written.refine_uri, blocks, settings, cfg.data.bands
         )
     verdict = decide(scores, len(blocks), cfg.train.min_gain)
     log(verdict.line())
