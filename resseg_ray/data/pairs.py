@@ -12,22 +12,21 @@ and the post sensor each get their own normalisation.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
 
 from resseg_ray.config import Config
 from resseg_ray.data.prepare import PreparedDataset, prepare_dataset
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, IGNORE, VALUES_TEXT, make_damage_raster
-from resseg_ray.geo.labels import read_footprints, scene_valid_mask, write_label_raster
+from resseg_ray.geo.labels import Footprints, read_footprints, scene_valid_mask, write_label_raster
 from resseg_ray.geo.pairs import ScenePair, open_pair, read_pair_window
 from resseg_ray.geo.scene import open_scene
 from resseg_ray.geo.storage import StorageSettings, atomic_output, join_uri
+from resseg_ray.geo.xbd import XbdLabels, damage_raster, read_labels
 
 CLASS_NAMES = ["background", *DAMAGE_CLASSES]
 """The damage network's classes, in label order."""
@@ -70,20 +69,6 @@ def stack_pair(pair: ScenePair, out_uri: str, settings: StorageSettings, rows: i
     if pair.pre.crs:  # a plain pixel grid (xBD's PNGs) gets neither CRS nor transform
         profile.update(crs=CRS.from_wkt(pair.pre.crs), transform=pair.pre.affine)
     names = [f"pre:{n}" for n in pair.pre.band_names] + [f"post:{n}" for n in pair.pre.band_names]
-    with warnings.catch_warnings():  # a plain pixel grid is wanted here: rasterio's warning says nothing
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        _write_stack(pair, out_uri, settings, profile, names, dtype, rows)
-
-
-def _write_stack(
-    pair: ScenePair,
-    out_uri: str,
-    settings: StorageSettings,
-    profile: dict,
-    names: list[str],
-    dtype: np.dtype,
-    rows: int,
-) -> None:
     with (
         atomic_output(out_uri, settings, suffix=".tif") as tmp,
         rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
@@ -113,70 +98,67 @@ def prepare_pairs(
     settings = settings or StorageSettings.resolve(cfg.storage)
     cfg = cfg.replace(model=cfg.model.replace(class_names=CLASS_NAMES))
 
-    grids: set[bool] = set()
-    for p in [*pairs, *(test_pairs or [])]:  # every input checked before anything is written
+    # every input read and checked before anything is written; each footprint file read once
+    footprints: dict[tuple[str, str], Footprints] = {}
+    read: list[tuple[DamagePair, ScenePair, Footprints | XbdLabels]] = []
+    for p in [*pairs, *(test_pairs or [])]:
         pair = open_pair(p.pre, p.post, settings)
-        grids.add(bool(pair.pre.crs))
         if p.xbd_labels is not None:
-            _xbd_damage(p.xbd_labels, pair.width, pair.height, settings)
-        elif p.footprints is not None:
-            read_footprints(p.footprints, settings, attribute=p.field)
+            source: Footprints | XbdLabels = _xbd_labels(p.xbd_labels, pair.width, pair.height, settings)
+        else:
+            assert p.footprints is not None
+            key = (p.footprints, p.field)
+            if key not in footprints:
+                footprints[key] = read_footprints(p.footprints, settings, attribute=p.field)
+            source = footprints[key]
+        read.append((p, pair, source))
+    grids = {bool(pair.pre.crs) for _, pair, _ in read}
     if len(grids) > 1:
         raise InputDataError(
             "the pairs mix georeferenced scenes and plain pixel grids (no CRS); prepare them apart"
         )
-
-    def stacked(items: list[DamagePair]) -> tuple[list[str], list[str]]:
-        scenes, labels = [], []
-        for p in items:
-            pair = open_pair(p.pre, p.post, settings)
-            scene_uri = join_uri(out, "pairs", f"{p.name}_pair.tif")
-            stack_pair(pair, scene_uri, settings)
-            label_uri = join_uri(out, "labels", f"{p.name}_pair_labels.tif")
-            if p.xbd_labels is not None:
-                xbd_damage_raster(p.xbd_labels, scene_uri, label_uri, settings)
-            else:
-                assert p.footprints is not None
-                footprints = read_footprints(p.footprints, settings, attribute=p.field)
-                make_damage_raster(pair.pre, footprints, p.field, label_uri, settings)
-            scenes.append(scene_uri)
-            labels.append(label_uri)
-        return scenes, labels
-
-    scenes, labels = stacked(pairs)
-    test_scenes, test_labels = stacked(test_pairs or [])
+    scenes: dict[str, list[str]] = {"train": [], "test": []}
+    labels: dict[str, list[str]] = {"train": [], "test": []}
+    for k, (p, pair, source) in enumerate(read):
+        role = "train" if k < len(pairs) else "test"
+        scene_uri = join_uri(out, "pairs", f"{p.name}_pair.tif")
+        stack_pair(pair, scene_uri, settings)
+        label_uri = join_uri(out, "labels", f"{p.name}_pair_labels.tif")
+        if isinstance(source, XbdLabels):
+            xbd_damage_raster(source, scene_uri, label_uri, settings)
+        else:
+            make_damage_raster(pair.pre, source, p.field, label_uri, settings)
+        scenes[role].append(scene_uri)
+        labels[role].append(label_uri)
     return prepare_dataset(
-        scenes,
+        scenes["train"],
         out,
         cfg,
-        labels=labels,
-        test_scenes=test_scenes or None,
-        test_labels=test_labels or None,
+        labels=labels["train"],
+        test_scenes=scenes["test"] or None,
+        test_labels=labels["test"] or None,
         settings=settings,
         georeferenced=grids != {False},
     )
 
 
-def xbd_damage_raster(document: str, stacked_uri: str, out_uri: str, settings: StorageSettings) -> None:
+def xbd_damage_raster(labels: XbdLabels, stacked_uri: str, out_uri: str, settings: StorageSettings) -> None:
     """Burn an xBD label document into a damage raster on the grid of a stacked pair (255 where
     the pair has no data) and write ``out_uri``."""
-    with warnings.catch_warnings():  # xBD's PNGs: a pixel grid, as wanted
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        info = open_scene(stacked_uri, settings, georeferenced=False)
-        raster = _xbd_damage(document, info.width, info.height, settings)
-        raster[~scene_valid_mask(info, settings)] = IGNORE
-        write_label_raster(info, raster, out_uri, settings, VALUES_TEXT)
+    info = open_scene(stacked_uri, settings, georeferenced=False)
+    raster = damage_raster(labels, info.width, info.height)
+    raster[~scene_valid_mask(info, settings)] = IGNORE
+    write_label_raster(info, raster, out_uri, settings, VALUES_TEXT)
 
 
-def _xbd_damage(document: str, width: int, height: int, settings: StorageSettings) -> np.ndarray:
-    """The damage raster of an xBD label document for a ``width x height`` pair (checked: its
-    subtypes, its polygons inside the image, the image size it states)."""
-    from resseg_ray.geo.xbd import damage_raster, read_labels
-
+def _xbd_labels(document: str, width: int, height: int, settings: StorageSettings) -> XbdLabels:
+    """An xBD label document of a ``width x height`` pair, checked: its subtypes, the image size
+    it states, its polygons inside the image (burned once here, kept only if they are)."""
     labels = read_labels(document, settings)
     if labels.size is not None and labels.size != (width, height):
         raise InputDataError(
             f"label document {document} describes a {labels.size[0]}x{labels.size[1]} image but "
             f"the pair is {width}x{height}; is it this pair's document?"
         )
-    return damage_raster(labels, width, height)
+    damage_raster(labels, width, height)
+    return labels

@@ -19,7 +19,6 @@ import rasterio.features
 import rasterio.warp
 import rasterio.windows
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
 
 from resseg_ray.errors import InputDataError
 from resseg_ray.geo.scene import SceneInfo, open_scene, open_uncached, read_window
@@ -286,11 +285,9 @@ def write_label_raster(
     }
     if info.crs:
         profile.update(crs=CRS.from_wkt(info.crs), transform=info.affine)
-    with warnings.catch_warnings():  # a pixel grid is wanted here: rasterio's warning says nothing
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with atomic_output(uri, settings, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(labels, 1)
-            dst.set_band_description(1, description)
+    with atomic_output(uri, settings, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(labels, 1)
+        dst.set_band_description(1, description)
 
 
 def make_label_raster(

@@ -134,7 +134,8 @@ def open_uncached(uri: str, settings: StorageSettings) -> rasterio.io.DatasetRea
     """Open ``uri`` as a new rasterio dataset (the caller closes it); a clear error when it cannot."""
     try:
         # a raster without a CRS is refused (open_scene) or wanted (a plain mask to score):
-        # rasterio's warning about it says nothing to a user either way
+        # rasterio's warning about it says nothing to a user either way (ignored here too for
+        # callers whose own filters turn warnings into errors)
         with gdal_env(settings), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(gdal_path(uri), driver=settings.driver)
