@@ -84,16 +84,27 @@ class MapScene:
             return None
         return {str(k): int(v) for k, v in counts.items() if isinstance(v, int)}
 
+    def layer_uri(self, layer: str) -> str | None:
+        """The raster a map layer is rendered from; None for a layer the scene has not."""
+        if self.kind == "damage":
+            return {"imagery": self.imagery, "post": self.post, "damage": self.mask}.get(layer)
+        return {"imagery": self.imagery, "mask": self.mask, "probability": self.prob}.get(layer)
+
+    @property
+    def layers(self) -> list[str]:
+        """The scene's map layers: imagery, mask, probability; of a damage scene imagery (pre-event),
+        post, damage."""
+        order = ("imagery", "post", "damage") if self.kind == "damage" else ("imagery", "mask", "probability")
+        return [layer for layer in order if self.layer_uri(layer)]
+
     def summary(self) -> dict[str, Any]:
         """What ``GET /v1/scenes`` says of the scene (the ``post_*`` and ``damage_*`` keys None
         for a building scene)."""
         damage = self.kind == "damage"
         counts = self.damage_counts
         if damage:
-            layers = ["imagery", "post", "damage"]
             building_count = sum(counts.values()) if counts is not None else None
         else:
-            layers = ["imagery", "mask"] + (["probability"] if self.prob else [])
             building_count = self.properties.get("resseg_ray:buildings")
         return {
             "id": self.id,
@@ -101,7 +112,7 @@ class MapScene:
             "bounds": list(self.bounds),
             "bands": list(self.band_names),
             "rgb": list(self.rgb),
-            "layers": layers,
+            "layers": self.layers,
             "buildings": self.buildings is not None,
             "building_count": building_count,
             "model": self.properties.get("resseg_ray:model"),

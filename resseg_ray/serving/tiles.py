@@ -89,14 +89,7 @@ def render_tile(
 ) -> bytes:
     """A 256 px PNG of ``layer`` at web-mercator tile ``z/x/y``; TileOutside when the tile
     does not touch the scene."""
-    damage = scene.kind == "damage"
-    uri = {
-        "imagery": scene.imagery,
-        "probability": scene.prob,
-        "mask": None if damage else scene.mask,
-        "post": scene.post,
-        "damage": scene.mask if damage else None,
-    }[layer]
+    uri = scene.layer_uri(layer)
     if uri is None:
         raise TileOutside(f"scene {scene.id} has no {layer} layer")
     picture = layer in ("imagery", "post")

@@ -157,9 +157,10 @@ def scenes_router(service: MapService) -> APIRouter:
         layer the scene has not (``GET /v1/scenes/{id}`` lists its ``layers``)."""
         if layer not in LAYERS:
             raise HTTPException(404, f"no layer {layer!r}; layers: {', '.join(LAYERS)}")
-        has = scene.summary()["layers"]
-        if layer not in has:
-            raise HTTPException(404, f"scene {scene.id} has no layer {layer!r}; its layers: {', '.join(has)}")
+        if layer not in scene.layers:
+            raise HTTPException(
+                404, f"scene {scene.id} has no layer {layer!r}; its layers: {', '.join(scene.layers)}"
+            )
         tile = _tile_numbers(z, x, y)
         rgb = _rgb(bands, scene)
         try:
