@@ -17,11 +17,12 @@ A checkpoint directory (one per epoch, under Ray Train's storage path) contains:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -207,3 +208,47 @@ def read_progress(directory: str) -> Progress:
     """The progress recorded in a checkpoint directory."""
     with open(os.path.join(directory, PROGRESS_FILE)) as f:
         return Progress.from_json(f.read())
+
+
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+"""Ray Train's record of a run's checkpoints, in the run's folder (the latest is the one a
+re-run resumes from)."""
+
+
+def finished_checkpoint(
+    run_dir: str, epochs: int, budget_minutes: float | None, settings: StorageSettings
+) -> str | None:
+    """The latest checkpoint (its folder's URI) of a run under ``run_dir`` that has ended and
+    may not go on with ``epochs`` and ``budget_minutes`` (:meth:`Progress.may_go_on`): a re-run
+    of it has nothing to train. None for a new, unfinished or extended run, and whenever Ray
+    Train's record is missing or not as expected (Ray Train then decides, as on any start)."""
+    from resseg_ray.errors import InputDataError
+    from resseg_ray.geo.storage import join_uri, read_bytes
+
+    try:
+        record = json.loads(read_bytes(join_uri(run_dir, SNAPSHOT_FILE), settings))
+        name = record["latest_checkpoint_result"]["checkpoint_dir_name"]
+        if not isinstance(name, str) or not name or name != os.path.basename(name) or name.startswith("."):
+            return None
+        folder = join_uri(run_dir, name)
+        progress = Progress.from_json(read_bytes(join_uri(folder, PROGRESS_FILE), settings).decode())
+    except (InputDataError, OSError, ValueError, KeyError, TypeError):
+        return None
+    if not progress.finished or progress.may_go_on(epochs, budget_minutes):
+        return None
+    return folder
+
+
+@contextlib.contextmanager
+def local_checkpoint(folder: str, settings: StorageSettings) -> Iterator[str]:
+    """A checkpoint folder as a local directory: a local one as it is, an ``s3://`` one copied
+    into a scratch folder removed afterwards."""
+    from resseg_ray.geo.storage import filesystem, is_remote, local_path
+    from resseg_ray.scratch import scratch_dir
+
+    if not is_remote(folder):
+        yield local_path(folder)
+        return
+    with scratch_dir("checkpoint") as tmp:
+        filesystem(folder, settings).get(folder.rstrip("/") + "/", tmp + "/", recursive=True)
+        yield tmp

@@ -46,7 +46,14 @@ from resseg_ray.train.epoch_feed import epoch_queue, take
 from resseg_ray.train.registry import BUNDLE_NAME, log_model
 from resseg_ray.train.rehearsal import add_rehearsal
 from resseg_ray.train.resources import wait_for_resources
-from resseg_ray.train.state import BEST_FILES, Progress, best_bundles, read_progress
+from resseg_ray.train.state import (
+    BEST_FILES,
+    Progress,
+    best_bundles,
+    finished_checkpoint,
+    local_checkpoint,
+    read_progress,
+)
 
 DEMO_DATASET = "data/demo"
 
@@ -232,10 +239,15 @@ def run_training(
     if start_from is not None and cfg.train.rehearsal_tiles:
         rows, spec = add_rehearsal(rows, spec, cfg, desc, plan.settings, start_from.dataset, log)
     s = cfg.scaling
-    local = reads_in_worker(
-        rows["train"].num_rows, s.num_workers, cfg.train.batch_size, cfg.data.local_loader_tiles
-    )
-    wait_for_resources(cfg, log, loaders=not local)  # says what it waits for when the instance is busy
+    run_dir = join_uri(plan.storage, plan.run_name)
+    # a re-run of a run that has ended, given no more epochs or time: nothing to train, so no
+    # Ray Train start (the workers would only report that)
+    finished = finished_checkpoint(run_dir, cfg.train.epochs, cfg.train.time_budget_minutes, plan.settings)
+    if finished is None:
+        local = reads_in_worker(
+            rows["train"].num_rows, s.num_workers, cfg.train.batch_size, cfg.data.local_loader_tiles
+        )
+        wait_for_resources(cfg, log, loaders=not local)  # says what it waits for when the instance is busy
 
     run = tracking.open_run(
         plan.tracking_uri,
@@ -250,8 +262,11 @@ def run_training(
     )
     tracking.log_params(run, _params(plan))
     _log_inputs(run, cfg, desc)
+    if finished is not None:
+        with local_checkpoint(finished, plan.settings) as ckpt_dir:
+            log(f"run {plan.run_name} has ended ({read_progress(ckpt_dir).stop_reason}): nothing to train")
+            return _finish(plan, run, run_dir, ckpt_dir, start, register)
 
-    run_dir = join_uri(plan.storage, plan.run_name)
     queue = epoch_queue()
     jobstate.doing(f"training run {plan.run_name} (checkpoints under {run_dir})")
     storage_path, storage_fs = _storage(plan.storage, plan.settings)

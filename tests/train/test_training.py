@@ -11,9 +11,17 @@ import pytest
 
 from resseg_ray.config import load_config
 from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.models.bundle import load_bundle
 from resseg_ray.train import tracking
-from resseg_ray.train.state import BEST_FILES, INFO_SUFFIX, best_bundles
+from resseg_ray.train.state import (
+    BEST_FILES,
+    INFO_SUFFIX,
+    SNAPSHOT_FILE,
+    best_bundles,
+    finished_checkpoint,
+    local_checkpoint,
+)
 from resseg_ray.train.trainer import run_training
 from tests.helpers import small_train_overrides
 
@@ -116,9 +124,27 @@ def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server, tmp_p
         assert (last / name).exists() == (epoch != 3)
         assert (last / (name + INFO_SUFFIX)).exists() == (epoch == 3)
         assert load_bundle(bundles[name]).info.extra["epoch"] == epoch
-    again = run_training(cfg, log=lambda _: None)
+    # a re-run of the finished run: nothing to train, and no Ray Train start to learn that
+    from resseg_ray.train.loop import train_loop_per_worker
+
+    marker = tmp_path / "a worker ran"
+
+    def loop(config: dict) -> None:
+        marker.touch()
+        train_loop_per_worker(config)
+
+    said: list[str] = []
+    again = run_training(cfg, log=said.append, loop=loop)
+    assert not marker.exists()
+    assert "run ddp has ended (reached train.epochs=3): nothing to train" in said, said
     assert again.resumed and again.mlflow_run_id == result.mlflow_run_id
     assert again.progress.epochs_done == 3 and again.registered_version == result.registered_version
+    epoch = load_bundle(result.bundle_uri).info.extra["epoch"]
+    assert load_bundle(again.bundle_uri).info.extra["epoch"] == epoch
+    # given more epochs, it goes on: Ray Train starts and resumes it
+    assert finished_checkpoint(str(run_dir), 3, None, StorageSettings()) == str(last)
+    assert finished_checkpoint(str(run_dir), 4, None, StorageSettings()) is None
+    assert finished_checkpoint(str(tmp_path / "no-run"), 3, None, StorageSettings()) is None
     c = tracking.client(mlflow_server)
     assert (
         len(
@@ -129,6 +155,28 @@ def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server, tmp_p
         == 1
     )
     assert [m.step for m in c.get_metric_history(result.mlflow_run_id, "val_loss")] == [1, 2, 3]
+
+
+def test_a_finished_run_on_s3_is_found_and_its_checkpoint_fetched(trained, s3_bucket, s3_settings) -> None:
+    """The same for a run kept on S3: its latest checkpoint found by Ray Train's record there
+    and copied into a local folder for the driver; a record that is not as expected (torn,
+    naming a folder outside the run) leaves the decision to Ray Train."""
+    from resseg_ray.geo.storage import filesystem, write_bytes
+
+    _, result = trained
+    run_dir = f"{s3_bucket}/runs/ddp"
+    filesystem(run_dir, s3_settings).put(result.run_dir + "/", run_dir + "/", recursive=True)
+    found = finished_checkpoint(run_dir, 3, None, s3_settings)
+    assert found == f"{run_dir}/epoch_0003"
+    with local_checkpoint(found, s3_settings) as local:
+        kept = Path(result.run_dir) / "epoch_0003"
+        assert sorted(os.listdir(local)) == sorted(os.listdir(kept))
+        assert (Path(local) / "state.pt").read_bytes() == (kept / "state.pt").read_bytes()
+    assert not os.path.exists(local)
+    record = (Path(result.run_dir) / SNAPSHOT_FILE).read_text()
+    for bad in (record[: len(record) // 2], record.replace('"epoch_0003"', '"../ddp/epoch_0003"'), "[]"):
+        write_bytes(f"{run_dir}/{SNAPSHOT_FILE}", bad.encode(), s3_settings)
+        assert finished_checkpoint(run_dir, 3, None, s3_settings) is None, bad[:80]
 
 
 @pytest.mark.parametrize(
