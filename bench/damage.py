@@ -2,11 +2,13 @@
 and what label-free BatchNorm adaptation gives on the demo's unseen events.
 
 ``time``: a pre scene of 6000 x 4500 pixels (4-band uint16, the paper's D12 size) and a post
-scene of the same place from another grid (0.55 m instead of 0.5 m), written into a temporary
-folder. In fresh subprocesses, with ``--runtime auto`` (``predict``'s choice): ``resseg
-predict``'s code path segments the pre scene with prop18, ``resseg damage``'s maps the pair
-with damage-prop18 (random weights: the time does not depend on them). Issue 31's goal: the
-damage map in at most 2.2x the segmentation's time.
+scene of the same place from another grid, in a temporary folder: random (the post at 0.55 m
+against 0.5 m), or with ``--event`` a demo event's pre and post scenes repeated to that size.
+In fresh subprocesses, with ``--runtime auto`` and each model's own normalisation: ``resseg
+predict``'s code path segments the pre scene (mask and probabilities, then again with
+outlines), ``resseg damage``'s maps the pair. The networks are random (seeded) unless
+``--models`` gives trained ones: a random network's map, and so the time to outline it,
+depends on its draw. Issue 31's goal: the damage map in at most 2.2x the segmentation's time.
 
 ``scores``: the demo's damage model (``make demo-damage``) maps the held-out events of
 ``data/demo-damage`` as it is and with its BatchNorm statistics re-estimated on each pair
@@ -19,6 +21,7 @@ refined model scored on the rest of the pair, and the model the verdict kept (ch
 annotated blocks kept out of training, never on the rest).
 
     python -m bench.damage time                      # D12 size on this machine
+    python -m bench.damage time --event data/demo-damage/scenes/storm_01 --models BUILDINGS DAMAGE
     python -m bench.damage scores                    # after make demo-damage
     python -m bench.damage refine                    # after make demo-damage
 
@@ -37,6 +40,7 @@ import time
 
 import numpy as np
 import rasterio
+import torch
 
 from bench.results_io import machine, write_results
 
@@ -50,7 +54,8 @@ from resseg_ray.config import PredictSection
 from resseg_ray.geo.storage import StorageSettings
 from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import load_bundle
-p = ScenePredictor(load_bundle({bundle!r}), PredictSection(normalization="pooled", runtime="auto"))
+options = PredictSection(runtime="auto", polygons={polygons!r})  # the bundle's normalisation
+p = ScenePredictor(load_bundle({bundle!r}), options)
 t = time.perf_counter()
 engine = p.engine.describe()
 setup = time.perf_counter() - t
@@ -85,38 +90,77 @@ def write_scene(path: str, width: int, height: int, res: float, seed: int) -> No
             dst.write(np.clip(data, 1, 65535).astype(np.uint16), window=window)
 
 
-def _child(bundle: str, pre: str, post: str, out: str) -> dict:
-    code = CHILD.format(root=ROOT_DIR, bundle=bundle, pre=pre, post=post, out=out)
+def _child(bundle: str, pre: str, post: str, out: str, polygons: bool = False) -> dict:
+    code = CHILD.format(root=ROOT_DIR, bundle=bundle, pre=pre, post=post, out=out, polygons=polygons)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def time_part(width: int, height: int) -> dict:
-    """Seconds of building segmentation and of a damage map of one pair of this size."""
+def mosaic(src: str, dst: str, width: int, height: int) -> None:
+    """``src`` repeated over a ``width`` x ``height`` grid of its resolution from its origin (a
+    demo event's pre or post scene as a D12-size one: the places repeat, the pixels are real)."""
+    with rasterio.open(src) as s:
+        data = s.read()
+        profile = {**s.profile, "width": width, "height": height, "tiled": True, "blockxsize": 256,
+                   "blockysize": 256, "compress": "deflate"}  # fmt: skip
+        profile.pop("photometric", None)
+        reps = (1, -(-height // s.height), -(-width // s.width))
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(np.tile(data, reps)[:, :height, :width])
+
+
+def time_part(width: int, height: int, event: str | None = None, models: list[str] | None = None) -> dict:
+    """Seconds of building segmentation and of a damage map of one pair of this size: random
+    scenes and networks, or (``event``, ``models``) a demo event's pair repeated to this size and
+    the trained building and damage networks, whose maps (and so their outlines) are real."""
     from resseg_ray.data.pairs import CLASS_NAMES
     from resseg_ray.models import build_model, save_bundle
 
     with tempfile.TemporaryDirectory(prefix="resseg-bench-damage-") as d:
         pre, post = os.path.join(d, "event_pre.tif"), os.path.join(d, "event_post.tif")
-        write_scene(pre, width, height, 0.5, 0)
-        write_scene(post, round(width * 0.5 / 0.55), round(height * 0.5 / 0.55), 0.55, 1)
-        bands = ["blue", "green", "red", "nir"]
-        b, dmg = os.path.join(d, "b.resseg.safetensors"), os.path.join(d, "d.resseg.safetensors")
-        save_bundle(
-            b, build_model("prop18", 4), norm_mean=[500.0] * 4, norm_std=[200.0] * 4, band_names=bands
-        )
-        save_bundle(
-            dmg, build_model("damage-prop18", 8, num_classes=5), norm_mean=[500.0] * 8, norm_std=[200.0] * 8,
-            band_names=[f"{w}:{n}" for w in ("pre", "post") for n in bands], class_names=CLASS_NAMES,
-        )  # fmt: skip
+        if event:
+            with rasterio.open(f"{event}_pre.tif") as a, rasterio.open(f"{event}_post.tif") as b:
+                scale = a.res[0] / b.res[0]
+            mosaic(f"{event}_pre.tif", pre, width, height)
+            mosaic(f"{event}_post.tif", post, round(width * scale), round(height * scale))
+        else:
+            write_scene(pre, width, height, 0.5, 0)
+            write_scene(post, round(width * 0.5 / 0.55), round(height * 0.5 / 0.55), 0.55, 1)
+        if models:
+            b, dmg = models
+        else:
+            torch.manual_seed(0)
+            bands = ["blue", "green", "red", "nir"]
+            b, dmg = os.path.join(d, "b.resseg.safetensors"), os.path.join(d, "d.resseg.safetensors")
+            save_bundle(
+                b, build_model("prop18", 4), norm_mean=[500.0] * 4, norm_std=[200.0] * 4, band_names=bands
+            )
+            save_bundle(
+                dmg, build_model("damage-prop18", 8, num_classes=5), norm_mean=[500.0] * 8,
+                norm_std=[200.0] * 8, band_names=[f"{w}:{n}" for w in ("pre", "post") for n in bands],
+                class_names=CLASS_NAMES,
+            )  # fmt: skip
         seg = _child(b, pre, "", os.path.join(d, "seg"))
+        outlined = _child(b, pre, "", os.path.join(d, "outlined"), polygons=True)
         damage = _child(dmg, pre, post, os.path.join(d, "damage"))
+        for r, folder in ((seg, "seg"), (outlined, "outlined"), (damage, "damage")):  # what was vectorised
+            found = [f for f in os.listdir(os.path.join(d, folder)) if f.endswith(".geojson")]
+            r["buildings"] = None  # predict writes outlines only when asked (--polygons)
+            for name in found:
+                with open(os.path.join(d, folder, name)) as f:
+                    r["buildings"] = len(json.load(f)["features"])
     ratio = damage["seconds"] / seg["seconds"]
-    print(f"{'':<24} {'seconds':>8} {'setup s':>8} {'peak MB':>8}  engine")
-    for name, r in (("buildings (prop18)", seg), ("damage (damage-prop18)", damage)):
-        print(f"{name:<24} {r['seconds']:8.1f} {r['setup_s']:8.1f} {r['maxrss_mb']:8.0f}  {r['engine']}")
-    print(f"damage / buildings: {ratio:.2f}x (goal: at most 2.2x)")
-    return {"size": [width, height], "buildings": seg, "damage": damage, "ratio": ratio, "goal": 2.2}
+    print(f"{'':<24} {'seconds':>8} {'setup s':>8} {'peak MB':>8} {'outlines':>8}  engine")
+    for name, r in (("buildings", seg), ("buildings + outlines", outlined), ("damage", damage)):
+        outlines = "-" if r["buildings"] is None else r["buildings"]
+        figures = f"{r['seconds']:8.1f} {r['setup_s']:8.1f} {r['maxrss_mb']:8.0f} {outlines:>8}"
+        print(f"{name:<24} {figures}  {r['engine']}")
+    with_outlines = damage["seconds"] / outlined["seconds"]
+    print(f"damage / buildings: {ratio:.2f}x (goal: at most 2.2x); "
+          f"damage / buildings with outlines (damage always writes them): {with_outlines:.2f}x")  # fmt: skip
+    return {"size": [width, height], "event": event, "models": models, "buildings": seg,
+            "buildings_outlined": outlined, "damage": damage, "ratio": ratio,
+            "ratio_to_outlined": with_outlines, "goal": 2.2}  # fmt: skip
 
 
 def scores_part(model: str, data: str) -> dict:
@@ -226,6 +270,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("part", choices=["time", "scores", "refine"])
     p.add_argument("--size", nargs=2, type=int, default=[6000, 4500], metavar=("W", "H"))
+    p.add_argument(
+        "--event", help="time: a demo event's scenes (<prefix>_pre.tif, <prefix>_post.tif) repeated"
+    )
+    p.add_argument("--models", nargs=2, metavar=("BUILDINGS", "DAMAGE"), help="time: trained bundles")
     p.add_argument("--model", default="runs/demo-damage-prop18/model.resseg.safetensors")
     p.add_argument("--data", default="data/demo-damage")
     p.add_argument("--fraction", type=float, default=0.07, help="refine: the annotated share of each pair")
@@ -237,7 +285,7 @@ def main() -> None:
     p.add_argument("--out", help="JSON path (default bench/results/damage_<part>.json)")
     args = p.parse_args()
     if args.part == "time":
-        result = time_part(*args.size)
+        result = time_part(*args.size, args.event, args.models)
     elif args.part == "scores":
         result = scores_part(args.model, args.data)
     else:

@@ -47,10 +47,17 @@ class DamagePair:
     """Instead of footprints: xBD's post-event label document (WKT in pixel coordinates)."""
 
 
-def stack_pair(pair: ScenePair, out_uri: str, settings: StorageSettings, rows: int = 512) -> None:
+def stack_pair(
+    pair: ScenePair,
+    out_uri: str,
+    settings: StorageSettings,
+    rows: int = 512,
+    compress: str | None = "deflate",
+) -> None:
     """Write ``pair`` as one tiled GeoTIFF on the pre grid: pre bands, then post bands (named
     ``pre:<band>`` and ``post:<band>``), one data type for both (the wider), an internal mask
-    of the pixels both scenes cover."""
+    of the pixels both scenes cover. ``compress=None`` for a scratch copy read once: DEFLATE
+    is most of the time of staging a large pair (a D12-size pair's 432 MB of pixels)."""
     dtype = np.result_type(np.dtype(pair.pre.dtype), np.dtype(pair.post.dtype))
     if dtype.kind == "f" or dtype.itemsize > 2:
         dtype = np.dtype("float32")
@@ -64,8 +71,9 @@ def stack_pair(pair: ScenePair, out_uri: str, settings: StorageSettings, rows: i
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
-        "compress": "deflate",
     }
+    if compress:
+        profile["compress"] = compress
     if pair.pre.crs:  # a plain pixel grid (xBD's PNGs) gets neither CRS nor transform
         profile.update(crs=CRS.from_wkt(pair.pre.crs), transform=pair.pre.affine)
     names = [f"pre:{n}" for n in pair.pre.band_names] + [f"post:{n}" for n in pair.pre.band_names]

@@ -154,7 +154,7 @@ def map_damage(
         with warnings.catch_warnings():  # a pair of plain images (xBD's PNGs): no CRS, as wanted
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             stacked = os.path.join(tmp, "pair.tif")
-            stack_pair(pair, stacked, settings)
+            stack_pair(pair, stacked, settings, compress=None)  # a scratch copy, read once
             scene = open_scene(  # a pair of plain images (xBD's PNGs) stays a plain pixel grid
                 stacked, StorageSettings(), expected_bands=predictor.info.in_bands, georeferenced=False
             )
