@@ -28,8 +28,18 @@ from typing import Any
 
 import torch
 
-from resseg_ray.geo.storage import StorageSettings, write_bytes
+from resseg_ray.errors import InputDataError
+from resseg_ray.geo.storage import (
+    StorageSettings,
+    filesystem,
+    is_remote,
+    join_uri,
+    local_path,
+    read_bytes,
+    write_bytes,
+)
 from resseg_ray.models.bundle import bundle_info_from_dict, encode_weights, read_bundle_info
+from resseg_ray.scratch import scratch_dir
 
 STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"
@@ -222,9 +232,6 @@ def finished_checkpoint(
     may not go on with ``epochs`` and ``budget_minutes`` (:meth:`Progress.may_go_on`): a re-run
     of it has nothing to train. None for a new, unfinished or extended run, and whenever Ray
     Train's record is missing or not as expected (Ray Train then decides, as on any start)."""
-    from resseg_ray.errors import InputDataError
-    from resseg_ray.geo.storage import join_uri, read_bytes
-
     try:
         record = json.loads(read_bytes(join_uri(run_dir, SNAPSHOT_FILE), settings))
         name = record["latest_checkpoint_result"]["checkpoint_dir_name"]
@@ -243,9 +250,6 @@ def finished_checkpoint(
 def local_checkpoint(folder: str, settings: StorageSettings) -> Iterator[str]:
     """A checkpoint folder as a local directory: a local one as it is, an ``s3://`` one copied
     into a scratch folder removed afterwards."""
-    from resseg_ray.geo.storage import filesystem, is_remote, local_path
-    from resseg_ray.scratch import scratch_dir
-
     if not is_remote(folder):
         yield local_path(folder)
         return
