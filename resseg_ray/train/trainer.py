@@ -228,6 +228,34 @@ def run_training(
     plan = plan_training(cfg, log)
     cfg, desc = plan.cfg, plan.desc
     _warn_resources(cfg)
+    run_dir = join_uri(plan.storage, plan.run_name)
+
+    def open_run() -> tracking.TrackedRun:
+        """The run's MLflow run (found again on a re-run), said, with its parameters and inputs."""
+        run = tracking.open_run(
+            plan.tracking_uri,
+            cfg.mlflow.experiment,
+            plan.run_name,
+            plan.storage,
+            tags={"resseg.arch": cfg.model.arch, "resseg.dataset": desc.root, **(tags or {})},
+        )
+        log(
+            f"{'resuming' if run.resumed else 'starting'} run {plan.run_name} "
+            f"(MLflow run {run.run_id} at {plan.tracking_uri})"
+        )
+        tracking.log_params(run, _params(plan))
+        _log_inputs(run, cfg, desc)
+        return run
+
+    # a re-run of a run that has ended, given no more epochs or time: nothing to train, so none
+    # of the data plan, the wait for resources or a Ray Train start (its workers would only say so)
+    finished = finished_checkpoint(run_dir, cfg.train.epochs, cfg.train.time_budget_minutes, plan.settings)
+    if finished is not None:
+        run = open_run()
+        with local_checkpoint(finished, plan.settings) as ckpt_dir:
+            log(f"run {plan.run_name} has ended ({read_progress(ckpt_dir).stop_reason}): nothing to train")
+            return _finish(plan, run, run_dir, ckpt_dir, start, register)
+
     limits = {"train": cfg.train.train_tiles_per_epoch, "val": cfg.train.val_tiles}
     norm = None
     if start_from is not None and start_from.norm_mean is not None:
@@ -239,33 +267,11 @@ def run_training(
     if start_from is not None and cfg.train.rehearsal_tiles:
         rows, spec = add_rehearsal(rows, spec, cfg, desc, plan.settings, start_from.dataset, log)
     s = cfg.scaling
-    run_dir = join_uri(plan.storage, plan.run_name)
-    # a re-run of a run that has ended, given no more epochs or time: nothing to train, so no
-    # Ray Train start (the workers would only report that)
-    finished = finished_checkpoint(run_dir, cfg.train.epochs, cfg.train.time_budget_minutes, plan.settings)
-    if finished is None:
-        local = reads_in_worker(
-            rows["train"].num_rows, s.num_workers, cfg.train.batch_size, cfg.data.local_loader_tiles
-        )
-        wait_for_resources(cfg, log, loaders=not local)  # says what it waits for when the instance is busy
-
-    run = tracking.open_run(
-        plan.tracking_uri,
-        cfg.mlflow.experiment,
-        plan.run_name,
-        plan.storage,
-        tags={"resseg.arch": cfg.model.arch, "resseg.dataset": desc.root, **(tags or {})},
+    local = reads_in_worker(
+        rows["train"].num_rows, s.num_workers, cfg.train.batch_size, cfg.data.local_loader_tiles
     )
-    log(
-        f"{'resuming' if run.resumed else 'starting'} run {plan.run_name} "
-        f"(MLflow run {run.run_id} at {plan.tracking_uri})"
-    )
-    tracking.log_params(run, _params(plan))
-    _log_inputs(run, cfg, desc)
-    if finished is not None:
-        with local_checkpoint(finished, plan.settings) as ckpt_dir:
-            log(f"run {plan.run_name} has ended ({read_progress(ckpt_dir).stop_reason}): nothing to train")
-            return _finish(plan, run, run_dir, ckpt_dir, start, register)
+    wait_for_resources(cfg, log, loaders=not local)  # says what it waits for when the instance is busy
+    run = open_run()
 
     queue = epoch_queue()
     jobstate.doing(f"training run {plan.run_name} (checkpoints under {run_dir})")
