@@ -23,6 +23,11 @@ class ScalingSection(Section):
     """CPUs Ray reserves per worker; leave some for the Ray Data loaders."""
     torch_threads: int | None = None
     """Intra-op threads of each worker; default the worker's reserved CPUs (at least 1)."""
+    in_process: bool = False
+    """Train in the calling process with Ray Train's local mode instead of starting Ray Train
+    worker actors: no controller or worker start (10-30 s on a small machine), but no worker
+    restarts and no checkpoints a re-run resumes from. For small refinements (the map page's);
+    needs ``num_workers: 1``. The process must hold the CPUs or GPU it trains on."""
     worker_resources: dict[str, float] = Field(default_factory=dict)
     """Custom Ray resources each worker reserves besides its CPUs/GPU, e.g. ``{train_slot: 1}``
     on nodes started with ``--resources='{"train_slot": 1}'`` puts one worker per node."""
@@ -39,6 +44,8 @@ class ScalingSection(Section):
                 raise ConfigError(f"scaling.worker_resources.{name} must be a number > 0, got {amount!r}")
         if self.num_workers < 1:
             raise self.bad("num_workers", ">= 1", self.num_workers)
+        if self.in_process and self.num_workers != 1:
+            raise self.bad("num_workers", "1 with scaling.in_process", self.num_workers)
         if self.cpus_per_worker <= 0:
             raise self.bad("cpus_per_worker", "> 0", self.cpus_per_worker)
         if self.torch_threads is not None and self.torch_threads < 1:

@@ -11,10 +11,12 @@ checkpoint, with the epochs after it as they would have been.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -50,7 +52,9 @@ from resseg_ray.train.tracking import EpochLogger
 
 def worker_policy(cfg: Config) -> DevicePolicy:
     """The device policy of a Ray Train worker: its assigned GPU when scaling.use_gpu, else CPU."""
-    if cfg.scaling.use_gpu:
+    if cfg.scaling.use_gpu and cfg.scaling.in_process:  # Ray Train's local mode: this process's GPU
+        device = "cuda"
+    elif cfg.scaling.use_gpu:
         import ray.train.torch
 
         device = str(ray.train.torch.get_device())
@@ -218,7 +222,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             )
 
             ckpt = None
-            with scratch_dir("ckpt") as tmp:
+            with _checkpoint_dir(meta, epoch) as tmp:
                 if rank == 0:
                     kept = ((loss_best, "val_loss"), (f1_best, "val_f1"), (t.select == "last", "last"))
                     current = [BEST_FILES[key] for flag, key in kept if flag]
@@ -237,6 +241,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 publish(meta["epoch_queue"], meta["run_id"], epoch, metrics)  # the epoch is saved
             if progress.finished:
                 break
+
+
+@contextlib.contextmanager
+def _checkpoint_dir(meta: dict[str, Any], epoch: int) -> Iterator[str]:
+    """The folder an epoch's checkpoint is written to and reported from: a scratch folder that
+    Ray Train copies to the run's storage, or, in Ray Train's local mode (which copies nothing,
+    ``scaling.in_process``), ``epoch_<n>`` under ``meta["local_checkpoints"]``, kept until the
+    next epoch's is written."""
+    root = meta.get("local_checkpoints")
+    if root is None:
+        with scratch_dir("ckpt") as tmp:
+            yield tmp
+        return
+    path = os.path.join(root, f"epoch_{epoch:04d}")
+    os.makedirs(path, exist_ok=True)
+    yield path
+    for old in os.listdir(root):
+        if old != os.path.basename(path):
+            shutil.rmtree(os.path.join(root, old), ignore_errors=True)
 
 
 def _epoch_batches(

@@ -148,9 +148,11 @@ class TrackedRun:
     resumed: bool
 
 
-def open_run(uri: str, experiment: str, run_name: str, storage: str, tags: Mapping[str, str]) -> TrackedRun:
+def open_run(
+    uri: str, experiment: str, run_name: str, storage: str, tags: Mapping[str, str], resume: bool = True
+) -> TrackedRun:
     """The MLflow run of training run ``run_name`` stored at ``storage``: found when it exists
-    (a resumed run), else created."""
+    (a resumed run; with ``resume=False`` a :class:`ConfigError` instead), else created."""
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     exp_id = (
@@ -166,6 +168,12 @@ def open_run(uri: str, experiment: str, run_name: str, storage: str, tags: Mappi
         filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}' and tags.`{STORAGE_TAG}` = '{storage}'",
         max_results=1,
     )
+    if found and not resume:
+        raise ConfigError(
+            f"run {run_name} exists under {storage} (MLflow run {found[0].info.run_id}) and a run trained "
+            "in process (scaling.in_process) keeps no checkpoint to resume from: choose a new run.name, "
+            "or set scaling.in_process=false"
+        )
     if found:
         run_id = found[0].info.run_id
         c.update_run(run_id, status="RUNNING")

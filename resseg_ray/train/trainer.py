@@ -17,7 +17,8 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,7 @@ def run_training(
             plan.run_name,
             plan.storage,
             tags={"resseg.arch": cfg.model.arch, "resseg.dataset": desc.root, **(tags or {})},
+            resume=not cfg.scaling.in_process,
         )
         log(
             f"{'resuming' if run.resumed else 'starting'} run {plan.run_name} "
@@ -270,8 +272,12 @@ def run_training(
     local = reads_in_worker(
         rows["train"].num_rows, s.num_workers, cfg.train.batch_size, cfg.data.local_loader_tiles
     )
-    wait_for_resources(cfg, log, loaders=not local)  # says what it waits for when the instance is busy
+    in_process = cfg.scaling.in_process
+    if not in_process:  # in this process: it holds what it trains on
+        wait_for_resources(cfg, log, loaders=not local)  # says what it waits for when the instance is busy
     run = open_run()
+    if in_process:
+        log(f"training run {plan.run_name} in this process (scaling.in_process): no Ray Train workers")
 
     queue = epoch_queue()
     jobstate.doing(f"training run {plan.run_name} (checkpoints under {run_dir})")
@@ -303,26 +309,67 @@ def run_training(
     resources = {"CPU": cfg.scaling.cpus_per_worker, **cfg.scaling.worker_resources}
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
-        loop or train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "meta": meta},
-        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=plan.run_name,
-            storage_path=storage_path,
-            storage_filesystem=storage_fs,
-            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep),
-            # Ray Train V2's RunConfig (the default in 2.60) has it; the typed V1 class does not
-            worker_runtime_env={"env_vars": env},  # type: ignore[call-arg]
-        ),
-    )
+    with ExitStack() as stack:
+        if in_process:  # Ray Train's local mode keeps no checkpoint: the loop keeps its latest here
+            meta["local_checkpoints"] = stack.enter_context(scratch_dir("localckpt"))
+            stack.enter_context(_torch_threads_kept())  # the loop sets this process's threads
+        return _fit_and_finish(
+            plan,
+            run,
+            run_dir,
+            start,
+            register,
+            on_epoch,
+            queue,
+            TorchTrainer(
+                loop or train_loop_per_worker,
+                train_loop_config={"cfg": to_dict(cfg), "meta": meta},
+                torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+                scaling_config=ray.train.ScalingConfig(
+                    num_workers=0 if in_process else cfg.scaling.num_workers,
+                    use_gpu=cfg.scaling.use_gpu and not in_process,
+                    resources_per_worker=None if in_process else resources,
+                ),
+                run_config=ray.train.RunConfig(
+                    name=plan.run_name,
+                    storage_path=storage_path,
+                    storage_filesystem=storage_fs,
+                    failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep),
+                    # Ray Train V2's RunConfig (the default in 2.60) has it; the typed V1 class does not
+                    worker_runtime_env={"env_vars": env},  # type: ignore[call-arg]
+                ),
+            ),
+        )
+
+
+@contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """Restores this process's torch intra-op thread count on exit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_and_finish(
+    plan: TrainingPlan,
+    run: tracking.TrackedRun,
+    run_dir: str,
+    start: float,
+    register: bool,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+    queue: Any,
+    trainer: Any,
+) -> TrainResult:
+    """Fit ``trainer`` showing its epochs, then finish the run from its last checkpoint; the
+    MLflow run is marked FAILED when the fit fails or leaves no checkpoint."""
     try:
         result = _fit_showing_epochs(
-            trainer, queue, plan.tracking_uri, run.run_id, cfg.train.epochs, on_epoch
+            trainer, queue, plan.tracking_uri, run.run_id, plan.cfg.train.epochs, on_epoch
         )
     except BaseException:
         tracking.client(plan.tracking_uri).set_terminated(run.run_id, status="FAILED")

@@ -157,6 +157,52 @@ def test_checkpoints_every_epoch_and_rerun_resumes(trained, mlflow_server, tmp_p
     assert [m.step for m in c.get_metric_history(result.mlflow_run_id, "val_loss")] == [1, 2, 3]
 
 
+def test_an_in_process_run_trains_in_this_process_and_is_not_resumed(
+    small_demo, mlflow_server, tmp_path
+) -> None:
+    """scaling.in_process: Ray Train's local mode runs the loop in the calling process (no
+    worker start), logs the run and its model as a worker run does, leaves this process's
+    torch threads as they were, and keeps no checkpoint: a re-run of its name is refused."""
+    import torch
+
+    from resseg_ray.train.loop import train_loop_per_worker
+
+    pids: list[int] = []
+
+    def loop(config: dict) -> None:
+        pids.append(os.getpid())
+        train_loop_per_worker(config)
+
+    overrides = small_train_overrides(small_demo.root, str(tmp_path), mlflow_server, "in-process")
+    cfg = load_config(
+        None,
+        [*overrides, "train.epochs=2", "scaling.num_workers=1", "scaling.in_process=true",
+         "scaling.torch_threads=1", "mlflow.registered_model=null"],
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        said: list[str] = []
+        result = run_training(cfg, log=said.append, loop=loop)
+        assert torch.get_num_threads() == threads + 1
+    finally:
+        torch.set_num_threads(threads)
+    assert pids == [os.getpid()]
+    assert "training run in-process in this process (scaling.in_process): no Ray Train workers" in said
+    assert result.progress.epochs_done == 2 and result.progress.finished and not result.resumed
+    assert load_bundle(result.bundle_uri).info.extra["run_name"] == "in-process"
+    c = tracking.client(mlflow_server)
+    assert c.get_run(result.mlflow_run_id).info.status == "FINISHED"
+    assert [m.step for m in c.get_metric_history(result.mlflow_run_id, "val_loss")] == [1, 2]
+    run_dir = Path(result.run_dir)
+    assert not list(run_dir.glob("epoch_*")) and not (run_dir / SNAPSHOT_FILE).exists()
+    with pytest.raises(ConfigError, match=r"run in-process exists under .* choose a new run.name"):
+        run_training(cfg, log=said.append, loop=loop)
+    assert pids == [os.getpid()]
+    with pytest.raises(ConfigError, match=r"scaling.num_workers must be 1 with scaling.in_process, got 2"):
+        load_config(None, [*overrides, "scaling.in_process=true"])
+
+
 def test_a_finished_run_on_s3_is_found_and_its_checkpoint_fetched(trained, s3_bucket, s3_settings) -> None:
     """The same for a run kept on S3: its latest checkpoint found by Ray Train's record there
     and copied into a local folder for the driver; a record that is not as expected (torn,
