@@ -101,7 +101,7 @@ def time_tiles(http, url: str, scene: dict, resolution_m: float, limit: int) -> 
 
 def time_upload(http, url: str, headers: dict, tmp: str, side: int) -> dict:
     """From sending a ``side`` px GeoTIFF to its first probability tile."""
-    from serve_load import make_images
+    from bench.serve_load import make_images
 
     data = make_images(tmp, [side])[side]
     t0 = time.perf_counter()
@@ -219,11 +219,14 @@ def time_refinement(http, url: str, headers: dict, scene: dict, fraction: float,
     done = time.perf_counter() - t0
     if rec["state"] != "succeeded":
         raise RuntimeError(f"refinement {rec['state']}: {rec.get('error')}")
-    _, tiles = scene_tiles(scene["bounds"], 0.5)
-    t = tiles[len(tiles) // 2]
-    http.get(
-        f"{url}/v1/scenes/{scene['id']}/tiles/probability/{t.z}/{t.x}/{t.y}.png?map={job}"
-    ).raise_for_status()
+    decision = rec.get("decision") or {}
+    print(f"verdict: {decision.get('line')}")
+    if rec.get("outputs"):  # the kept model's map (none when the parent is kept: the served map)
+        _, tiles = scene_tiles(scene["bounds"], 0.5)
+        t = tiles[len(tiles) // 2]
+        http.get(
+            f"{url}/v1/scenes/{scene['id']}/tiles/probability/{t.z}/{t.x}/{t.y}.png?map={job}"
+        ).raise_for_status()
     total = time.perf_counter() - t0
     first = rec["history"][0]["epoch"] if rec["history"] else None
     print(
@@ -241,6 +244,7 @@ def time_refinement(http, url: str, headers: dict, scene: dict, fraction: float,
         "refined_map_s": round(total, 1),
         "stages": rec["stage_seconds"],
         "figures": rec["figures"],
+        "kept": decision.get("chosen"),
     }
 
 
@@ -253,6 +257,11 @@ def main() -> None:
     p.add_argument("--fraction", type=float, default=0.07, help="annotated share of the scene")
     p.add_argument("--epochs", type=int, help="refinement epochs (default the refinement configuration's)")
     p.add_argument("--skip-refine", action="store_true")
+    p.add_argument(
+        "--refine-on-workers",
+        action="store_true",
+        help="serve.refine_in_process=false: the refinement on Ray Train workers (default: in its runner)",
+    )
     p.add_argument("--cpus-per-replica", type=float, default=1.0, help="serve.cpus_per_replica")
     p.add_argument("--torch-threads", type=int, help="serve.torch_threads (default: the reserved CPUs)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "map_page.json"))
@@ -296,6 +305,7 @@ def main() -> None:
                 f"serve.refine_dir={tmp}/refinements",
                 f"serve.scenes_dir={tmp}/scenes",
                 f"serve.refine_config={refine_yaml}",
+                f"serve.refine_in_process={str(not args.refine_on_workers).lower()}",
             ],
         )
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -308,6 +318,7 @@ def main() -> None:
             "model": model,
             "cpus_per_replica": args.cpus_per_replica,
             "torch_threads": args.torch_threads,
+            "refine_in_process": not args.refine_on_workers,
         }
         print(f"CPU: {results['machine']['cpu']['model']} ({', '.join(results['machine']['cpu']['flags'])})")
         try:

@@ -96,6 +96,13 @@ class ServeSection(Section):
     """The same for the refinements of the damage network (``serve.damage_model``) on a damage
     scene's pair; default ``configs/finetune_damage_demo.yaml`` when it exists, else
     ``serve.refine_config``'s."""
+    refine_in_process: bool = True
+    """Train the map page's refinements in their runner actor with Ray Train's local mode
+    (``scaling.in_process``, one worker, reserving ``scaling.cpus_per_worker`` and a GPU with
+    ``scaling.use_gpu``) instead of starting Ray Train workers: each refinement is a new run,
+    never resumed, and the start of the workers (10-30 s on a small machine) is the mapper's
+    wait. ``false`` trains on Ray Train workers as the refinement configuration's ``scaling``
+    says (several GPU workers of a cluster, restarts after a lost worker)."""
     refine_dir: str = "runs/map-refinements"
     """Where the map page's refinements live: ``<dir>/<scene id>/r<N>/`` (record, inputs, run,
     refined map)."""

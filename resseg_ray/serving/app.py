@@ -54,7 +54,7 @@ def refine_config(cfg: Config, damage: bool = False) -> Config:
     ``serve.refine_config`` (``serve.damage_refine_config``), else the demo's when it exists
     (for the damage network, else the building refinements'), else the defaults; loaded (and so
     checked) before Serve starts, with its MLflow store and run folder made absolute (replicas
-    do not share the working directory)."""
+    do not share the working directory), trained in process with ``serve.refine_in_process``."""
     from resseg_ray.train.tracking import resolve_tracking_uri
 
     option, path, demo = "serve.refine_config", cfg.serve.refine_config, DEMO_REFINE
@@ -71,7 +71,10 @@ def refine_config(cfg: Config, damage: bool = False) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{option} ({path}): {exc}") from None
     mlflow = rcfg.mlflow.replace(tracking_uri=resolve_tracking_uri(rcfg.mlflow, os.getcwd()))
-    return rcfg.replace(mlflow=mlflow, storage=cfg.storage)
+    scaling = rcfg.scaling
+    if cfg.serve.refine_in_process:  # in the runner actor, no Ray Train workers to start
+        scaling = scaling.replace(in_process=True, num_workers=1)
+    return rcfg.replace(mlflow=mlflow, storage=cfg.storage, scaling=scaling)
 
 
 def model_uri(cfg: Config) -> str:

@@ -101,12 +101,13 @@ def _changed_fraction(before: str, after: str, settings: Any) -> float:
     return changed / max(total, 1)
 
 
-def cpu_shortage(cfg: Any) -> str | None:
+def cpu_shortage(cfg: Any, loaders: bool = True) -> str | None:
     """Why the refinement's training may not start at once (the service's replicas hold CPUs
-    of the Ray instance); None when what it reserves is free."""
+    of the Ray instance); None when what it reserves (with ``loaders``, its Ray Data loaders'
+    CPUs too) is free."""
     from resseg_ray.train.resources import shortage
 
-    return shortage(cfg, "of serve.refine_config")
+    return shortage(cfg, "of serve.refine_config", loaders=loaders)
 
 
 def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -152,7 +153,8 @@ def run_refinement(spec: RefinementSpec, log: Callable[[str], None] = print) -> 
         threads = cfg.scaling.torch_threads or max(1, math.floor(cfg.scaling.cpus_per_worker))
         torch.set_num_threads(threads)
         folder = store.job_dir(spec.scene_id, spec.job)
-        update(state=RefinementState.RUNNING, stage="training", started=now(), waiting=cpu_shortage(cfg))
+        waiting = None if cfg.scaling.in_process else cpu_shortage(cfg)  # in process: it holds them
+        update(state=RefinementState.RUNNING, stage="training", started=now(), waiting=waiting)
         area, buildings, drawn = annotation_inputs(spec.annotations, os.path.join(folder, "inputs"))
         name = f"map-{spec.scene_id}-{spec.job}"
         rcfg = cfg.replace(run=cfg.run.replace(name=name, storage_path=folder))
@@ -242,11 +244,19 @@ class _Runner:
 def start_refinement(spec: RefinementSpec) -> Any:
     """Start ``spec`` in its own Ray actor, named by :func:`actor_name` so that any ingress
     replica can find it (to cancel it, or to tell that it is gone); returns the actor handle,
-    which the caller keeps while the refinement runs. The actor reserves no CPU: the training
-    workers reserve theirs (``scaling``), and the map of the scene runs in it afterwards."""
+    which the caller keeps while the refinement runs. The actor reserves what the training
+    reserves when it trains in it (``scaling.in_process``), else nothing (the Ray Train workers
+    reserve theirs); the map of the scene runs in it afterwards."""
     import ray
 
-    runner = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(_Runner)
+    scaling = spec.config.get("scaling", {})
+    local = bool(scaling.get("in_process"))
+    runner = ray.remote(
+        num_cpus=float(scaling.get("cpus_per_worker", 1.0)) if local else 0,
+        num_gpus=1 if local and scaling.get("use_gpu") else 0,
+        max_restarts=0,
+        max_task_retries=0,
+    )(_Runner)
     actor = runner.options(name=actor_name(spec.scene_id, spec.job)).remote()
     actor.run.remote(spec)  # type: ignore[attr-defined]
     return actor

@@ -89,3 +89,17 @@ def test_the_damage_refinements_take_the_damage_demos_schedule(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)  # no demo configuration: the building refinements' settings
     same = refine_config(load_config(None, [f"serve.refine_config={own}"]), damage=True)
     assert same.train.epochs == 3
+
+
+def test_the_pages_refinements_train_in_process_unless_told_otherwise(tmp_path) -> None:
+    """serve.refine_in_process (default) trains each refinement in its runner with one worker,
+    whatever the refinement configuration's scaling; false keeps that scaling."""
+    from resseg_ray.serving.app import refine_config
+
+    own = tmp_path / "refine.yaml"
+    own.write_text("scaling:\n  num_workers: 2\n  cpus_per_worker: 0.5\n")
+    given = [f"serve.refine_config={own}"]
+    local = refine_config(load_config(None, given)).scaling
+    assert local.in_process and local.num_workers == 1 and local.cpus_per_worker == 0.5
+    workers = refine_config(load_config(None, [*given, "serve.refine_in_process=false"])).scaling
+    assert not workers.in_process and workers.num_workers == 2

@@ -304,3 +304,9 @@ def test_a_refinement_that_cannot_get_its_cpus_says_so(ray_session) -> None:
     )
     short = cpu_shortage(load_config(None, ["scaling.num_workers=4", "scaling.cpus_per_worker=2"]))
     assert short is not None and "reserves 9 CPUs" in short and "serve.refine_config" in short
+    # trained in its runner (scaling.in_process): what the runner reserves, no loader CPUs
+    cfg = load_config(
+        None, ["scaling.in_process=true", "scaling.cpus_per_worker=3", "data.loader_num_cpus=2"]
+    )
+    short = cpu_shortage(cfg, loaders=False)
+    assert short is not None and "reserves 3 CPUs (scaling.num_workers x scaling.cpus_per_worker of" in short

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from resseg_ray.config import Config, from_dict
 from resseg_ray.errors import InputDataError
 from resseg_ray.jsondoc import load_json
 from resseg_ray.serving.records import RefinementList, RefinementRecord
-from resseg_ray.serving.refine_runner import RefinementSpec, start_refinement
+from resseg_ray.serving.refine_runner import RefinementSpec, cpu_shortage, start_refinement
 from resseg_ray.serving.refinements import (
     cancel_refinement,
     new_record,
@@ -86,9 +87,10 @@ def refinements_router(service: MapService) -> APIRouter:
                 f"{cfg.max_refine_jobs} refinement(s) run already (serve.max_refine_jobs); "
                 "retry when one has ended"
             )
-        job = service.refinements.create(
-            scene.id, new_record(version, epochs, parent, ask.adapt_bn, ask.start)
-        )
+        record = new_record(version, epochs, parent, ask.adapt_bn, ask.start)
+        if refine["scaling"].get("in_process"):  # its runner waits for the CPUs it trains on
+            record["waiting"] = cpu_shortage(from_dict(Config, refine), loaders=False)
+        job = service.refinements.create(scene.id, record)
         spec = RefinementSpec(
             scene_id=scene.id,
             job=job,
