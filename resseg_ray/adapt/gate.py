@@ -49,6 +49,9 @@ class Verdict:
     min_gain: float
     measure: str = "F1"
     """What :attr:`f1` holds, in words (:attr:`~resseg_ray.evaluation.metrics.Confusion.measure`)."""
+    building_pixels: int = -1
+    """Held-out annotated pixels labelled a building (any damage class); 0: the figures cannot
+    tell the models apart, so the parent is kept. -1: not counted (records before it was)."""
 
     @property
     def ships(self) -> bool:
@@ -63,6 +66,11 @@ class Verdict:
             "training)"
         )
         figures = f"refined {f['refined']}, parent {f['parent']}, BatchNorm re-estimated {f['adapted']}"
+        if self.building_pixels == 0:
+            return (
+                f"kept {CANDIDATES[self.chosen]}: {where}: {figures}, but no building lies in them, so "
+                "they cannot tell the models apart; annotate an area with more buildings and refine again"
+            )
         if self.ships:
             return f"kept the refined model: {where}: {figures}"
         other = max(("parent", "adapted"), key=lambda k: self.f1[k])
@@ -81,6 +89,7 @@ class Verdict:
             "blocks": self.blocks,
             "min_gain": self.min_gain,
             "measure": self.measure,
+            "building_pixels": self.building_pixels,
             "line": self.line(),
         }
 
@@ -122,16 +131,20 @@ def _block_mask(scene: SceneInfo, blocks: Sequence[Sequence[int]]) -> np.ndarray
 def decide(scores: dict[str, Confusion], blocks: int, min_gain: float) -> Verdict:
     """The refined model when its held-out F1 (a damage network: xView2 score) beats the
     parent's and the re-estimated parent's by ``min_gain``; else the better of those two (the
-    parent on a tie: nothing changed)."""
+    parent on a tie: nothing changed). Held-out pixels without a building tell nothing: the
+    parent."""
     metrics = {k: c.metrics() for k, c in scores.items()}
     f1 = {k: float(m["f1"]) for k, m in metrics.items()}
     accuracy = {k: float(m["accuracy"]) for k, m in metrics.items()}
     pixels = scores["refined"].pixels
     if pixels == 0:
         raise InputDataError("the held-out annotated blocks hold no labelled pixel to choose a model on")
+    buildings = int(scores["refined"].counts[1:, :].sum())  # truth rows: any class but ground
     best_other = max(f1["parent"], f1["adapted"])
-    if f1["refined"] >= best_other + min_gain:
+    if buildings == 0:
+        chosen = "parent"
+    elif f1["refined"] >= best_other + min_gain:
         chosen = "refined"
     else:
         chosen = "adapted" if f1["adapted"] > f1["parent"] else "parent"
-    return Verdict(chosen, f1, accuracy, pixels, blocks, min_gain, scores["refined"].measure)
+    return Verdict(chosen, f1, accuracy, pixels, blocks, min_gain, scores["refined"].measure, buildings)

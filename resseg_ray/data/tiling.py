@@ -152,14 +152,15 @@ def choose_validation_blocks(
     fraction: float,
     rng: np.random.Generator,
     eligible: np.ndarray | None = None,
+    max_blocks: int | None = None,
 ) -> np.ndarray:
     """Boolean map of the blocks held out for validation.
 
     A contiguous region grown from a random block through random 4-neighbours (few borders,
     so few tiles are lost to the split) until it holds ``fraction`` of the valid pixels; a
     last block that would overshoot the target by more than it undershoots is not taken.
-    Only ``eligible`` blocks (default: all) with valid pixels are chosen, and at least one
-    block with valid pixels is left to train on.
+    Only ``eligible`` blocks (default: all) with valid pixels are chosen, at most
+    ``max_blocks``, and at least one block with valid pixels is left to train on.
     """
     chosen = np.zeros(valid_per_block.shape, bool)
     total = int(valid_per_block.sum())
@@ -175,7 +176,8 @@ def choose_validation_blocks(
     start = int(rng.choice(candidates))
     chosen.flat[start] = True
     acc = int(valid_per_block.flat[start])
-    while acc < target and chosen.sum() < min(len(candidates), n_with_data - 1):
+    most = min(len(candidates), n_with_data - 1, max_blocks if max_blocks is not None else len(candidates))
+    while acc < target and chosen.sum() < most:
         frontier = set()
         for i, j in zip(*np.nonzero(chosen), strict=True):
             for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0)):
@@ -241,8 +243,16 @@ def tile_scene(
     dense = per_block >= (1.0 - cfg.max_nodata_fraction) * cfg.split_block**2
     if ii_inside is not None:
         dense &= _block_sums(ii_inside, bc, nby, nbx) == cfg.split_block**2
+    eligible, most = complete & dense, None
+    if ii_inside is not None:
+        # a refinement's area: its held-out blocks are where its verdict compares the models, so
+        # they hold buildings (a block of ground alone scores every model alike), and at least
+        # one block with buildings is left to train on
+        with_buildings = eligible & (_block_sums(ii_build, bc, nby, nbx) > 0)
+        if int(with_buildings.sum()) >= 2:
+            eligible, most = with_buildings, int(with_buildings.sum()) - 1
     val_blocks = choose_validation_blocks(
-        per_block, cfg.val_fraction, np.random.default_rng(seed), complete & dense
+        per_block, cfg.val_fraction, np.random.default_rng(seed), eligible, most
     )
     # Validation membership per cell, and its integral image, to test whole tiles at once.
     val_cells = np.kron(val_blocks, np.ones((bc, bc), np.int32))[: valid_n.shape[0], : valid_n.shape[1]]

@@ -49,3 +49,30 @@ def test_the_report_says_what_was_kept_on_which_figures() -> None:
     assert set(doc["rest_of_scene"]) == {"parent", "adapted"}  # the refined model was not scored
     assert doc["rest_of_scene"]["parent"]["f1"] == 0.8 and doc["rest_of_scene"]["adapted"]["f1"] == 0.85
     assert doc["registered_version"] is None and doc["mlflow_run_id"] == "abc"
+
+
+def test_held_out_blocks_without_a_building_keep_the_parent_and_say_why() -> None:
+    """Held-out pixels of ground alone score every model alike (F1 1.0 when none predicts a
+    building): the verdict keeps the parent, whatever the figures, and says why; with building
+    pixels it decides by F1 as usual."""
+    from resseg_ray.adapt.gate import decide
+
+    def scores(refined_fp: int) -> dict[str, Confusion]:
+        ground = {
+            "parent": [[1000, 9], [0, 0]],
+            "adapted": [[1000, 5], [0, 0]],
+            "refined": [[1000, refined_fp], [0, 0]],
+        }
+        return {k: Confusion(np.array(v, np.int64)) for k, v in ground.items()}
+
+    v = decide(scores(0), blocks=1, min_gain=0.01)
+    assert v.chosen == "parent" and not v.ships and v.building_pixels == 0
+    assert "no building lies in them, so they cannot tell the models apart" in v.line()
+    assert v.to_dict()["building_pixels"] == 0
+    roofs = {
+        "parent": Confusion(np.array([[900, 20], [40, 60]], np.int64)),
+        "adapted": Confusion(np.array([[900, 20], [30, 70]], np.int64)),
+        "refined": Confusion(np.array([[910, 10], [10, 90]], np.int64)),
+    }
+    v = decide(roofs, blocks=1, min_gain=0.01)
+    assert v.ships and v.building_pixels == 100 and v.line().startswith("kept the refined model: F1 on 1020 ")

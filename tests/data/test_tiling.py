@@ -109,6 +109,40 @@ def test_validation_blocks_are_contiguous_and_leave_training_area() -> None:
         )
 
 
+def test_a_refinements_held_out_blocks_hold_buildings(tmp_path) -> None:
+    """With a region (a refinement's annotated area), the validation blocks are drawn among the
+    blocks with building pixels, and one such block is left to train on; with fewer than two
+    such blocks, among all blocks as before. Each seed of a ground-mostly area: never a
+    held-out block of ground alone."""
+    h, w = 240, 400  # 3 x 5 blocks of 80 px, all inside the region
+    data = np.full((2, h, w), 500, np.uint16)
+    region_arr = np.ones((1, h, w), np.uint8)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    s = open_scene(write_tif(tmp_path / "s.tif", data, nodata=0), LOCAL)
+    region = open_scene(write_tif(tmp_path / "r.tif", region_arr), LOCAL, bands=[1])
+
+    def blocks_with(buildings: list[tuple[int, int]], seed: int) -> tuple[set, set]:
+        lab = np.zeros((1, h, w), np.uint8)
+        for i, j in buildings:  # a small roof in the middle of block (i, j)
+            lab[0, i * 80 + 30 : i * 80 + 50, j * 80 + 30 : j * 80 + 50] = 1
+        labels = open_scene(write_tif(tmp_path / f"l{seed}.tif", lab, nodata=255), LOCAL, bands=[1])
+        tiles = tile_scene(0, s, labels, CFG, LOCAL, region=region, seed=seed)
+        return set(tiles.val_blocks), {(r["row_off"] // 80, r["col_off"] // 80) for r in tiles.rows
+                                       if r["split"] == "train" and r["building_fraction"] > 0}  # fmt: skip
+
+    roofs = [(0, 4), (2, 0)]  # two blocks of 15 with buildings
+    for seed in range(8):
+        held, _ = blocks_with(roofs, seed)
+        assert len(held) == 1 and held <= set(roofs), (seed, held)
+    # the other block with buildings trains
+    held, trained = blocks_with(roofs, 0)
+    assert trained and not trained & held
+    # one block with buildings: the blocks are drawn among all as before (the verdict then says
+    # that its held-out blocks hold no building, or the training has none)
+    held, _ = blocks_with([(1, 2)], 0)
+    assert len(held) == 3  # 20 % of the 15 blocks
+
+
 def test_label_values_other_than_0_1_255_are_rejected(tmp_path) -> None:
     from resseg_ray.errors import InputDataError
 
