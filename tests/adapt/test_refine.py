@@ -69,8 +69,8 @@ def test_refinement_trains_inside_the_area_and_scores_the_rest(
     )
     cfg = load_config(
         None,
-        [*overrides, *REFINE_DATA, "scaling.num_workers=1", "train.lr=0.0001", "train.select=last",
-         "train.min_gain=0", "train.rehearsal_tiles=2"],
+        [*overrides, *REFINE_DATA, "scaling.num_workers=1", "scaling.in_process=true", "train.lr=0.0001",
+         "train.select=last", "train.min_gain=0", "train.rehearsal_tiles=2"],
     )  # fmt: skip
     said: list[str] = []
     result = refine_scene(
@@ -96,6 +96,9 @@ def test_refinement_trains_inside_the_area_and_scores_the_rest(
         assert r0 + 64 <= rows.max() + 1 and c0 + 64 <= cols.max() + 1  # the tile lies in the block
     area = json.loads((run_dir / "area.geojson").read_text())
     assert len(area["features"]) == 1
+    # trained in this process (scaling.in_process): no Ray Train checkpoints left to resume from
+    assert "training run refine-test in this process (scaling.in_process): no Ray Train workers" in said
+    assert not list(run_dir.glob("epoch_*"))
 
     info = read_bundle_info(result.bundle_uri)
     parent_info = read_bundle_info(parent)
@@ -208,7 +211,7 @@ def test_a_refinement_that_does_not_beat_its_parent_is_not_registered(
     scene, labels = _test_scene(small_demo)
     sets = [*REFINE_DATA, f"mlflow.tracking_uri={mlflow_server}", "mlflow.registered_model=never-shipped",
             f"run.storage_path={tmp_path}", "run.name=kept", "train.epochs=1", "train.min_gain=0.99",
-            "scaling.cpus_per_worker=0.5", "data.loader_num_cpus=0.5"]  # fmt: skip
+            "scaling.cpus_per_worker=0.5", "scaling.in_process=true", "data.loader_num_cpus=0.5"]  # fmt: skip
     args = ["--model", parent, "--scene", scene, "--labels", labels, "--fraction", "0.25",
             "--report", str(tmp_path / "refine.json"), *(x for o in sets for x in ("--set", o))]  # fmt: skip
     proc = run_here("finetune.py", *args, capsys=capsys)

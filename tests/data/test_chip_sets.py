@@ -62,8 +62,10 @@ CHIP_SETS = {
 }
 
 
-RAY_TRAIN = {"6x650", "1x900"}
-"""The sets trained on Ray Train: one per split mode."""
+RUN_TRAINING = {"6x650", "1x900"}
+"""The sets trained by the training job's own path (``run_training``: its checks, plan, loop,
+MLflow run and bundle), one per split mode; in this process (``scaling.in_process``, Ray
+Train's local mode), as a shape of data is what is tested here, not Ray Train's workers."""
 TILES = 48
 """Tiles of each split the other sets train and score on."""
 
@@ -167,7 +169,7 @@ def test_chip_set_prepares_with_the_defaults_and_trains(
         assert len(rows) == 200
         assert {(r["col_off"], r["row_off"], r["width"]) for r in rows} == {(-150, -150, 364)}
 
-    if key not in RAY_TRAIN:
+    if key not in RUN_TRAINING:
         _train_one_epoch_here(str(out), desc)
         return
     # one set tracked in a SQLite store of its own (created in ~2 s), the other on the server
@@ -175,7 +177,8 @@ def test_chip_set_prepares_with_the_defaults_and_trains(
     overrides = small_train_overrides(
         str(out), str(tmp_path / "runs"), store, f"chips-{key}",
         **{"train.epochs": 1, "scaling.num_workers": 1, "scaling.cpus_per_worker": 1,
-           "data.tile_size": 364, "data.stride": 120, "data.split_block": 728, "data.crop_size": 64,
+           "scaling.in_process": True, "data.tile_size": 364, "data.stride": 120, "data.split_block": 728,
+           "data.crop_size": 64,
            "train.train_tiles_per_epoch": 8, "train.val_tiles": 4, "train.quicklook_samples": 0,
            "mlflow.registered_model": "null"},
     )  # fmt: skip

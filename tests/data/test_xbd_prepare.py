@@ -115,6 +115,7 @@ def test_an_xbd_folder_prepares_as_a_damage_data_set_and_trains(
     overrides = small_train_overrides(
         str(out), str(tmp_path / "runs"), mlflow_server, "xbd",
         **{"train.epochs": 1, "scaling.num_workers": 1, "scaling.cpus_per_worker": 1,
+           "scaling.in_process": True,  # the data set's shape is tested, not Ray Train's workers
            "mlflow.registered_model": "null", "train.train_tiles_per_epoch": 8, "train.val_tiles": 4},
     )  # fmt: skip
     damage = [f"model.class_names={CLASS_NAMES}", "model.arch=damage-prop18"]
