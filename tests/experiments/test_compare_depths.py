@@ -26,6 +26,7 @@ def test_compare_logs_table_ii(small_demo, mlflow_server, tmp_path) -> None:
         **{
             "scaling.num_workers": 1,
             "scaling.cpus_per_worker": 1,
+            "scaling.in_process": True,  # the comparison is tested here, not Ray Train's workers
             "train.epochs": 1,
             "mlflow.experiment": "compare-tests",
             "mlflow.registered_model": "null",

@@ -38,6 +38,7 @@ def test_a_damage_network_trains_from_a_building_model(damage_data, mlflow_serve
     overrides = small_train_overrides(
         damage_data, str(tmp_path / "runs"), mlflow_server, "damage",
         **{"train.epochs": 1, "scaling.num_workers": 1, "scaling.cpus_per_worker": 1,
+           "scaling.in_process": True,  # Ray Train's workers train a damage network in test_refine_damage
            "mlflow.registered_model": "null", "train.class_weights": "[1, 1, 3, 2, 2]",
            "model.init_from": str(buildings), "train.select": "val_f1"},
     )  # fmt: skip
