@@ -1,10 +1,12 @@
-"""Per-band normalisation statistics over valid pixels: dask arrays of windowed reads, run on Ray.
+"""Per-band normalisation statistics over valid pixels: windowed reads reduced by dask, run on Ray.
 
-Each scene becomes a lazy ``(bands, height, width)`` float64 dask array whose chunks are
-windowed reads (no data as NaN); ``nanmean``/``nanstd`` reduce it chunk by chunk, and the
-graph is executed by Ray's dask scheduler (``ray.util.dask.ray_dask_get``) when Ray is
-running, so chunks are read in parallel across the cluster. Per-scene results are pooled
-exactly (counts, means and variances combined).
+Every statistic of the project is a :class:`Moments` (per band: valid-pixel count, mean and
+sum of squared deviations, float64) of some pixels, merged in a fixed order (Chan et al.'s
+pairwise update), so the same pixels give the same figures however they were read. For
+:func:`compute_statistics` each scene's blocks are dask tasks (a windowed read and its
+moments), executed by Ray's dask scheduler (``ray.util.dask.ray_dask_get``) when Ray is
+running, so blocks are read in parallel across the cluster; a pair being stacked gets its
+moments from the strips it writes (:func:`resseg_ray.data.pairs.stack_pair`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from resseg_ray.geo.scene import SceneInfo, read_window
 from resseg_ray.geo.storage import StorageSettings
 
 if TYPE_CHECKING:  # dask is imported where statistics are computed: loader tasks need none of it
-    import dask.array as da
+    from dask.delayed import Delayed
 
 
 @dataclass(frozen=True)
@@ -85,38 +87,113 @@ def normalize(pixels: np.ndarray, valid: np.ndarray, norm: Norm) -> np.ndarray:
     return x
 
 
+@dataclass(frozen=True)
+class Moments:
+    """Per-band count of valid (and finite) pixels, their mean, and the sum of their squared
+    deviations from it, float64: what a mean and a population std are made of, and what two
+    sets of pixels merge into exactly (``a + b``)."""
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def none(cls, bands: int) -> Moments:
+        """The moments of no pixels."""
+        return cls(np.zeros(bands, np.int64), np.zeros(bands), np.zeros(bands))
+
+    @classmethod
+    def of(cls, pixels: np.ndarray, valid: np.ndarray) -> Moments:
+        """The moments of ``pixels`` ``(D, H, W)`` over ``valid`` ``(H, W)``; a float band's
+        NaN and infinite values are left out of that band."""
+        x = pixels.reshape(len(pixels), -1) if valid.all() else pixels[:, valid]
+        if x.dtype.kind in "iub" and x.dtype.itemsize <= 2:
+            # exact integer sums (a square of 16 bits fits 32, 2**31 of them 63), one pass each
+            n, total = x.shape[1], x.sum(axis=1, dtype=np.int64)
+            squares = np.einsum("ij,ij->i", x, x, dtype=np.int64, casting="safe")
+            m2 = [(n * int(q) - int(t) ** 2) / n if n else 0.0 for t, q in zip(total, squares, strict=True)]
+            mean = total / n if n else np.zeros(len(x))
+            return cls(np.full(len(x), n, np.int64), np.asarray(mean, np.float64), np.asarray(m2, np.float64))
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
+            n_all = np.full(len(x), x.shape[1], np.int64)
+            mean = x.mean(1) if x.shape[1] else np.zeros(len(x))
+            return cls(n_all, mean, ((x - mean[:, None]) ** 2).sum(1))
+        out = cls.none(len(x))
+        for b, band in enumerate(x):
+            v = band[np.isfinite(band)].astype(np.float64)
+            if v.size:
+                out.count[b], out.mean[b] = v.size, v.mean()
+                out.m2[b] = ((v - out.mean[b]) ** 2).sum()
+        return out
+
+    def __add__(self, other: Moments) -> Moments:
+        n = self.count + other.count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(n > 0, other.count / np.maximum(n, 1), 0.0)
+        delta = other.mean - self.mean
+        return Moments(n, self.mean + delta * share, self.m2 + other.m2 + delta**2 * self.count * share)
+
+    def band_stats(self) -> BandStats:
+        """Mean, population std and count per band (NaN for a band without pixels)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self.count > 0, self.mean, np.nan)
+            std = np.sqrt(self.m2 / self.count)
+        return BandStats(mean=mean.tolist(), std=std.tolist(), count=self.count.astype(int).tolist())
+
+
 def valid_stats(pixels: np.ndarray, valid: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-band mean and population std of ``pixels`` ``(D, H, W)`` over the ``valid`` pixels,
     computed as :func:`compute_statistics` computes them for a scene."""
-    x = pixels.astype(np.float64)[:, valid]
-    if x.shape[1] == 0:
+    stats = Moments.of(pixels, valid).band_stats()
+    if min(stats.count) == 0:
         raise InputDataError("no valid pixels to compute statistics over")
-    return x.mean(1).tolist(), x.std(1).tolist()
+    return stats.mean, stats.std
 
 
-def _read_float(info: SceneInfo, settings: StorageSettings, c: int, r: int, w: int, h: int) -> np.ndarray:
+def _block_moments(info: SceneInfo, settings: StorageSettings, c: int, r: int, w: int, h: int) -> Moments:
     data, valid = read_window(info, settings, c, r, w, h)
-    out = data.astype(np.float64)
-    out[:, ~valid] = np.nan
-    return out
+    return Moments.of(data, valid)
 
 
-def scene_array(info: SceneInfo, settings: StorageSettings, block: int = 1024) -> da.Array:
-    """The scene as a lazy dask array of windowed reads, NaN where there is no data."""
+def _merged(parts: Sequence[Moments]) -> Moments:
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return total
+
+
+def scene_moments(info: SceneInfo, settings: StorageSettings, block: int = 1024) -> Delayed:
+    """The scene's :class:`Moments` as a lazy dask value: a task per ``block`` x ``block``
+    windowed read, merged in reading order."""
     import dask
-    import dask.array as da
 
-    nb = len(info.bands)
-    rows = []
-    for r in range(0, info.height, block):
-        h = min(block, info.height - r)
-        row = []
-        for c in range(0, info.width, block):
-            w = min(block, info.width - c)
-            part = dask.delayed(_read_float, pure=True)(info, settings, c, r, w, h)
-            row.append(da.from_delayed(part, shape=(nb, h, w), dtype=np.float64))
-        rows.append(row)
-    return da.block([[chunk for chunk in row] for row in rows])
+    parts = [
+        dask.delayed(_block_moments, pure=True)(
+            info, settings, c, r, min(block, info.width - c), min(block, info.height - r)
+        )
+        for r in range(0, info.height, block)
+        for c in range(0, info.width, block)
+    ]
+    return dask.delayed(_merged, pure=True)(parts)
+
+
+def pooled_statistics(moments: Sequence[tuple[str, Moments]], band_names: Sequence[str]) -> Statistics:
+    """Each scene's statistics and the pooled ones (the scenes' moments merged in order);
+    a scene without valid pixels or a band constant over all of them is an error."""
+    per_scene: dict[str, BandStats] = {}
+    for uri, m in moments:
+        if int(m.count.min()) == 0:
+            raise InputDataError(f"scene {uri} has no valid pixels (all no-data); remove it from the list")
+        per_scene[uri] = m.band_stats()
+    pooled = _merged([m for _, m in moments]).band_stats()
+    if any(s == 0 for s in pooled.std):
+        raise InputDataError(
+            "a band is constant over all valid pixels of "
+            + ", ".join(uri for uri, _ in moments)
+            + f" (std {pooled.std}); it cannot be normalised"
+        )
+    return Statistics(band_names=list(band_names), pooled=pooled, scenes=per_scene)
 
 
 LOCAL_PIXELS = 1 << 22
@@ -162,43 +239,9 @@ def compute_statistics(
             + "; select the same bands for all with data.bands"
         )
     import dask
-    import dask.array as da
 
-    lazy = []
-    for s in scenes:
-        x = scene_array(s, settings, block)
-        finite = ~da.isnan(x)
-        lazy.append((finite.sum(axis=(1, 2)), da.nanmean(x, axis=(1, 2)), da.nanvar(x, axis=(1, 2))))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        chosen = scheduler or _scheduler(scenes)
-        extra = {"ray_remote_args": {"num_cpus": num_cpus}} if chosen is not _THREADS else {}
-        results = dask.compute(*lazy, scheduler=chosen, **extra)
-    per_scene: dict[str, BandStats] = {}
-    counts, means, variances = [], [], []
-    for s, (n, m, v) in zip(scenes, results, strict=True):
-        if int(n.min()) == 0:
-            raise InputDataError(f"scene {s.uri} has no valid pixels (all no-data); remove it from the list")
-        per_scene[s.uri] = BandStats(mean=m.tolist(), std=np.sqrt(v).tolist(), count=n.astype(int).tolist())
-        counts.append(n)
-        means.append(m)
-        variances.append(v)
-    n_all = np.sum(counts, axis=0)
-    mean_all = np.sum([n * m for n, m in zip(counts, means, strict=True)], axis=0) / n_all
-    var_all = (
-        np.sum(
-            [n * (v + (m - mean_all) ** 2) for n, m, v in zip(counts, means, variances, strict=True)], axis=0
-        )
-        / n_all
-    )
-    std_all = np.sqrt(var_all)
-    if np.any(std_all == 0):
-        raise InputDataError(
-            "a band is constant over all valid pixels of "
-            + ", ".join(s.uri for s in scenes)
-            + f" (std {std_all.tolist()}); it cannot be normalised"
-        )
-    return Statistics(
-        band_names=list(scenes[0].band_names),
-        pooled=BandStats(mean=mean_all.tolist(), std=std_all.tolist(), count=n_all.astype(int).tolist()),
-        scenes=per_scene,
-    )
+    lazy = [scene_moments(s, settings, block) for s in scenes]
+    chosen = scheduler or _scheduler(scenes)
+    extra = {"ray_remote_args": {"num_cpus": num_cpus}} if chosen is not _THREADS else {}
+    results = dask.compute(*lazy, scheduler=chosen, **extra)
+    return pooled_statistics([(s.uri, m) for s, m in zip(scenes, results, strict=True)], scenes[0].band_names)

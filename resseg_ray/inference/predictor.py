@@ -137,7 +137,7 @@ def scene_norm(info: BundleInfo, normalization: str, scene: SceneInfo, settings:
     ``per_scene`` normalisation the scene's own, computed over its valid pixels exactly as
     training computed them for each training scene."""
     if normalization == "per_scene":
-        stats = compute_statistics([scene], settings, scheduler="synchronous").pooled
+        stats = compute_statistics([scene], settings, scheduler="threads").pooled
         mean, std = stats.mean, stats.std
     else:
         warn_if_far(info, scene, settings)

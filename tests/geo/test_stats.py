@@ -61,3 +61,39 @@ def test_small_scenes_are_summed_in_this_process_large_ones_on_ray(tmp_path, ray
     assert stats_module._scheduler([small]) == "threads"
     big = dataclasses.replace(small, width=2049, height=2048)
     assert stats_module._scheduler([big]) is ray_dask_get
+
+
+def test_moments_of_parts_merge_into_the_wholes_and_a_staged_pairs_are_its_files(tmp_path) -> None:
+    """Moments of any split of the pixels merge into those of all of them (integer bands
+    exactly summed, float bands without their NaN); a pair's staging returns the moments of
+    the raster it wrote, as compute_statistics reads them from that raster."""
+    from resseg_ray.data.pairs import stack_pair
+    from resseg_ray.geo.pairs import open_pair
+    from resseg_ray.geo.stats import Moments
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 65535, (3, 64, 80)).astype(np.uint16)
+    valid = rng.random((64, 80)) > 0.2
+    whole = Moments.of(pixels, valid)
+    parts = Moments.none(3)
+    for r in range(0, 64, 7):
+        parts = parts + Moments.of(pixels[:, r : r + 7], valid[r : r + 7])
+    x = pixels[:, valid].astype(np.float64)
+    for m in (whole, parts):
+        assert m.count.tolist() == [int(valid.sum())] * 3
+        np.testing.assert_allclose(m.mean, x.mean(1), rtol=1e-15)
+        np.testing.assert_allclose(np.sqrt(m.m2 / m.count), x.std(1), rtol=1e-12)
+    floats = pixels.astype(np.float32)
+    floats[1, 0, :10] = np.nan  # a band's own NaN leaves that band only
+    f = Moments.of(floats, np.ones((64, 80), bool)).band_stats()
+    assert f.count == [64 * 80, 64 * 80 - 10, 64 * 80]
+    assert f.mean[1] == pytest.approx(np.nanmean(floats[1].astype(np.float64)), rel=1e-12)
+
+    pre, _, _ = _scene(tmp_path, "pre.tif", 0)
+    post, _, _ = _scene(tmp_path, "post.tif", 1)
+    staged = str(tmp_path / "pair.tif")
+    moments = stack_pair(open_pair(pre, post, LOCAL), staged, LOCAL, rows=40).band_stats()
+    read = compute_statistics([open_scene(staged, LOCAL)], LOCAL, scheduler="synchronous").pooled
+    assert moments.count == read.count
+    np.testing.assert_allclose(moments.mean, read.mean, rtol=1e-12)
+    np.testing.assert_allclose(moments.std, read.std, rtol=1e-12)
