@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pystac
 import rasterio
-import rasterio.shutil
 from pystac.validation.stac_validator import GetSchemaError, JsonSchemaSTACValidator
 from rasterio.crs import CRS
 
 from resseg_ray.errors import ConfigError, InputDataError, ResSegError
+from resseg_ray.geo.cog import write_cog
 from resseg_ray.geo.scene import SceneInfo, open_scene
 from resseg_ray.geo.stac import StorageStacIO
 from resseg_ray.geo.storage import (
@@ -207,7 +207,7 @@ def write_visual(scene_uri: str, dst_uri: str, settings: StorageSettings, rgb: S
             dst.write(out)
             for b in range(3):
                 dst.set_band_description(b + 1, ("red", "green", "blue")[b])
-        rasterio.shutil.copy(plain, tmp, driver="COG", compress="DEFLATE", overview_resampling="average")
+        write_cog(plain, tmp, resampling="average")
         os.remove(plain)
 
 
@@ -303,7 +303,7 @@ def _write_scene_catalog(
         folder = join_uri(out_dir, collection_id, stem)
         analytic = join_uri(folder, f"{stem}-analytic.tif")
         with gdal_env(settings), atomic_output(analytic, settings, suffix=".tif") as tmp:
-            rasterio.shutil.copy(gdal_path(uri), tmp, driver="COG", compress="DEFLATE", predictor="2")
+            write_cog(gdal_path(uri), tmp, predictor="2")
         item = raster_item(stem, analytic, settings, when)
         add_raster_asset(
             item, "analytic", f"./{stem}-analytic.tif", analytic, settings, "Analytic (all bands)", ["data"]

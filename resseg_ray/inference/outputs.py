@@ -27,6 +27,7 @@ import rasterio.shutil
 from resseg_ray import __version__
 from resseg_ray.config import PROB_DTYPES, VECTOR_FORMATS, PredictSection
 from resseg_ray.errors import ConfigError, InputDataError, ResSegError
+from resseg_ray.geo.cog import write_cog
 from resseg_ray.geo.osm import osm_provenance, osm_xml
 from resseg_ray.geo.scene import SceneInfo
 from resseg_ray.geo.storage import (
@@ -338,14 +339,12 @@ class SceneWriter:
                 continue
             src = local[key]
             with atomic_output(uris[key], settings, suffix=".tif") as dst:
-                rasterio.shutil.copy(
+                write_cog(
                     src,
                     dst,
-                    driver="COG",
-                    compress="DEFLATE",
                     predictor="2" if key == "mask" or self.options.prob_dtype == "uint8" else "3",
-                    blocksize=str(self.options.block),
-                    overview_resampling=resampling,
+                    blocksize=self.options.block,
+                    resampling=resampling,
                     bigtiff="IF_SAFER",
                 )
         return buildings

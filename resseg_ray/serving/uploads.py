@@ -181,8 +181,8 @@ def to_cog(src: str, dest: str, settings: StorageSettings) -> None:
     """Copy the image ``src`` (local or s3://, a GeoTIFF) to a COG at ``dest`` (tiled, with
     overviews; written under a temporary name, then renamed)."""
     import rasterio
-    import rasterio.shutil
 
+    from resseg_ray.geo.cog import write_cog
     from resseg_ray.geo.storage import atomic_output, gdal_env, gdal_path
 
     with (
@@ -190,6 +190,4 @@ def to_cog(src: str, dest: str, settings: StorageSettings) -> None:
         rasterio.open(gdal_path(src), driver=settings.driver) as ds,  # GeoTIFF only when untrusted
         atomic_output(dest, settings, suffix=".tif") as tmp,
     ):
-        rasterio.shutil.copy(
-            ds, tmp, driver="COG", compress="DEFLATE", predictor="YES", overview_resampling="average"
-        )
+        write_cog(ds, tmp, predictor="YES", resampling="average")
