@@ -12,6 +12,7 @@ and the post sensor each get their own normalisation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, IGNORE, VALUES_TEXT, ma
 from resseg_ray.geo.labels import Footprints, read_footprints, scene_valid_mask, write_label_raster
 from resseg_ray.geo.pairs import ScenePair, open_pair, read_pair_window
 from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.stats import Moments
 from resseg_ray.geo.storage import StorageSettings, atomic_output, join_uri
 from resseg_ray.geo.xbd import XbdLabels, damage_raster, read_labels
 
@@ -53,11 +55,13 @@ def stack_pair(
     settings: StorageSettings,
     rows: int = 512,
     compress: str | None = "deflate",
-) -> None:
+) -> Moments:
     """Write ``pair`` as one tiled GeoTIFF on the pre grid: pre bands, then post bands (named
     ``pre:<band>`` and ``post:<band>``), one data type for both (the wider), an internal mask
     of the pixels both scenes cover. ``compress=None`` for a scratch copy read once: DEFLATE
-    is most of the time of staging a large pair (a D12-size pair's 432 MB of pixels)."""
+    is most of the time of staging a large pair (a D12-size pair's 432 MB of pixels). Returns
+    the written pixels' :class:`~resseg_ray.geo.stats.Moments` (a per-scene normalisation
+    without reading them again)."""
     dtype = np.result_type(np.dtype(pair.pre.dtype), np.dtype(pair.post.dtype))
     if dtype.kind == "f" or dtype.itemsize > 2:
         dtype = np.dtype("float32")
@@ -82,15 +86,43 @@ def stack_pair(
         rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
         rasterio.open(tmp, "w", **profile) as dst,
     ):
-        for r in range(0, pair.height, rows):
-            h = min(rows, pair.height - r)
-            pre, post, valid = read_pair_window(pair, settings, 0, r, pair.width, h)
-            window = rasterio.windows.Window(0, r, pair.width, h)
-            dst.write(np.concatenate([pre, post]).astype(dtype), window=window)
+        moments = Moments.none(2 * b)
+        for r, (pre, post, valid) in _pair_strips(pair, settings, rows):
+            window = rasterio.windows.Window(0, r, pair.width, min(rows, pair.height - r))
+            pixels = np.concatenate([pre, post]).astype(dtype)
+            dst.write(pixels, window=window)
             dst.write_mask(valid.astype(np.uint8) * 255, window=window)
+            moments = moments + Moments.of(pixels, valid)
         for i, name in enumerate(names, start=1):
             dst.set_band_description(i, name)
         dst.update_tags(pre=pair.pre.uri, post=pair.post.uri, reprojected=str(pair.reprojected))
+    return moments
+
+
+STAGING_THREADS = 2
+"""Threads reading (and warping) a pair's strips while :func:`stack_pair` writes them: GDAL
+decompresses and warps outside the GIL (a D12-size pair's warp is ~5 s on one core)."""
+
+
+def _pair_strips(
+    pair: ScenePair, settings: StorageSettings, rows: int
+) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """``(row, read_pair_window(...))`` of each strip of ``rows`` rows, in order, read by
+    :data:`STAGING_THREADS` threads at most :data:`STAGING_THREADS` + 1 strips ahead."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    ahead: deque[tuple[int, Future]] = deque()
+    with ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="resseg-pair") as pool:
+        for r in range(0, pair.height, rows):
+            h = min(rows, pair.height - r)
+            ahead.append((r, pool.submit(read_pair_window, pair, settings, 0, r, pair.width, h)))
+            if len(ahead) > STAGING_THREADS:
+                row, strip = ahead.popleft()
+                yield row, strip.result()
+        while ahead:
+            row, strip = ahead.popleft()
+            yield row, strip.result()
 
 
 def prepare_pairs(

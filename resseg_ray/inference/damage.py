@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 import rasterio.features
-import rasterio.shutil
 import rasterio.warp
 from rasterio.errors import NotGeoreferencedWarning
 from shapely.geometry import shape
 
 from resseg_ray.data.pairs import CLASS_NAMES, stack_pair
 from resseg_ray.errors import ConfigError
+from resseg_ray.geo.cog import write_cog
 from resseg_ray.geo.damage_labels import DAMAGE_CLASSES, IGNORE, VALUES_TEXT
 from resseg_ray.geo.pairs import open_pair
 from resseg_ray.geo.scene import open_scene
+from resseg_ray.geo.stats import norm_arrays, pooled_statistics
 from resseg_ray.geo.storage import (
     StorageSettings,
     atomic_output,
@@ -154,10 +155,14 @@ def map_damage(
         with warnings.catch_warnings():  # a pair of plain images (xBD's PNGs): no CRS, as wanted
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             stacked = os.path.join(tmp, "pair.tif")
-            stack_pair(pair, stacked, settings, compress=None)  # a scratch copy, read once
+            moments = stack_pair(pair, stacked, settings, compress=None)  # a scratch copy, read once
             scene = open_scene(  # a pair of plain images (xBD's PNGs) stays a plain pixel grid
                 stacked, StorageSettings(), expected_bands=predictor.info.in_bands, georeferenced=False
             )
+            norm = None  # per-scene statistics from the staging's pixels, not a second reading
+            if predictor.normalization == "per_scene":
+                stats = pooled_statistics([(f"{pre_uri} + {post_uri}", moments)], scene.band_names).pooled
+                norm = norm_arrays(stats.mean, stats.std)
             classes, probs = os.path.join(tmp, "damage.tif"), os.path.join(tmp, "prob.tif")
             profile = {
                 "driver": "GTiff", "width": scene.width, "height": scene.height,
@@ -171,7 +176,7 @@ def map_damage(
                 rasterio.open(classes, "w", count=1, **profile) as cls_ds,
                 rasterio.open(probs, "w", count=n, **profile) as prob_ds,
             ):
-                for strip in predictor.strips(scene, StorageSettings()):
+                for strip in predictor.strips(scene, StorageSettings(), norm=norm):
                     h = strip.probs.shape[1]
                     window = rasterio.windows.Window(0, strip.row, scene.width, h)
                     cls = strip.probs.argmax(0).astype(np.uint8)
@@ -203,8 +208,7 @@ def map_damage(
             write_bytes(uris["summary"], dump_json(summary).encode(), settings)
             for key, path, resampling in (("prob", probs, "average"), ("damage", classes, "nearest")):
                 with atomic_output(uris[key], settings, suffix=".tif") as dst:
-                    cog = {"compress": "DEFLATE", "predictor": "2", "overview_resampling": resampling}
-                    rasterio.shutil.copy(path, dst, driver="COG", bigtiff="IF_SAFER", **cog)
+                    write_cog(path, dst, predictor="2", resampling=resampling, bigtiff="IF_SAFER")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return DamageReport(
