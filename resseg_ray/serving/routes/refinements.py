@@ -88,7 +88,9 @@ def refinements_router(service: MapService) -> APIRouter:
                 "retry when one has ended"
             )
         record = new_record(version, epochs, parent, ask.adapt_bn, ask.start)
-        if refine["scaling"].get("in_process"):  # its runner waits for the CPUs it trains on
+        # its runner waits for the CPUs it trains on; said now (a GCS query of milliseconds,
+        # not awaited: nothing may come between the count above and the start)
+        if refine["scaling"].get("in_process"):
             record["waiting"] = cpu_shortage(from_dict(Config, refine), loaders=False)
         job = service.refinements.create(scene.id, record)
         spec = RefinementSpec(
