@@ -23,7 +23,8 @@ from resseg_ray.evaluation.scenes import Evaluation, markdown_table
 from resseg_ray.geo.storage import StorageSettings, resolve_uri, workdir
 from resseg_ray.train import tracking
 from resseg_ray.train.checks import check_arch
-from resseg_ray.train.trainer import TrainResult, run_training
+from resseg_ray.train.fit import TrainResult
+from resseg_ray.train.trainer import run_training
 
 PAPER_ARCHS = ("prop18", "prop34", "prop50", "prop101", "prop152", "prop200", "unet19", "unet35")
 

@@ -8,6 +8,7 @@ from resseg_ray.exports import lazy_exports
 __all__, __getattr__ = lazy_exports(
     __name__,
     {
-        "resseg_ray.train.trainer": ["StartFrom", "TrainResult", "run_training"],
+        "resseg_ray.train.fit": ["TrainResult"],
+        "resseg_ray.train.trainer": ["StartFrom", "run_training"],
     },
 )

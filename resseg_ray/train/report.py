@@ -1,4 +1,4 @@
-"""The typed report of a training run (:class:`~resseg_ray.train.trainer.TrainResult`) as the
+"""The typed report of a training run (:class:`~resseg_ray.train.fit.TrainResult`) as the
 ``train`` command prints it, and as JSON (``resseg train --report``)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from resseg_ray.jsondoc import dump_json
 
 if TYPE_CHECKING:
-    from resseg_ray.train.trainer import TrainResult
+    from resseg_ray.train.fit import TrainResult
 
 FORMAT = "resseg-train-report/1"
 """The ``format`` of the JSON report."""

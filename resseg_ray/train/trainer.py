@@ -17,8 +17,8 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,43 +37,21 @@ from resseg_ray.geo.storage import (
     join_uri,
     resolve_uri,
     workdir,
-    write_bytes,
 )
-from resseg_ray.models.registry import model_task
 from resseg_ray.scratch import scratch_dir
 from resseg_ray.train import tracking
 from resseg_ray.train.checks import check_arch, check_data_config, check_scenes, check_task
-from resseg_ray.train.epoch_feed import epoch_queue, take
-from resseg_ray.train.registry import BUNDLE_NAME, log_model
+from resseg_ray.train.epoch_feed import epoch_queue
+from resseg_ray.train.fit import TrainResult, finish_run, fit_and_finish, torch_threads_kept
 from resseg_ray.train.rehearsal import add_rehearsal
 from resseg_ray.train.resources import wait_for_resources
 from resseg_ray.train.state import (
-    BEST_FILES,
-    Progress,
-    best_bundles,
     finished_checkpoint,
     local_checkpoint,
     read_progress,
 )
 
 DEMO_DATASET = "data/demo"
-
-
-@dataclass
-class TrainResult:
-    """What a finished training run produced."""
-
-    run_name: str
-    run_dir: str
-    bundle_uri: str
-    progress: Progress
-    tracking_uri: str
-    mlflow_run_id: str
-    registered_model: str | None
-    registered_version: str | None
-    alias_moved: bool
-    resumed: bool
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -256,7 +234,7 @@ def run_training(
         run = open_run()
         with local_checkpoint(finished, plan.settings) as ckpt_dir:
             log(f"run {plan.run_name} has ended ({read_progress(ckpt_dir).stop_reason}): nothing to train")
-            return _finish(plan, run, run_dir, ckpt_dir, start, register)
+            return finish_run(plan, run, run_dir, ckpt_dir, start, register)
 
     limits = {"train": cfg.train.train_tiles_per_epoch, "val": cfg.train.val_tiles}
     norm = None
@@ -312,8 +290,8 @@ def run_training(
     with ExitStack() as stack:
         if in_process:  # Ray Train's local mode keeps no checkpoint: the loop keeps its latest here
             meta["local_checkpoints"] = stack.enter_context(scratch_dir("localckpt"))
-            stack.enter_context(_torch_threads_kept())  # the loop sets this process's threads
-        return _fit_and_finish(
+            stack.enter_context(torch_threads_kept())  # the loop sets this process's threads
+        return fit_and_finish(
             plan,
             run,
             run_dir,
@@ -341,97 +319,6 @@ def run_training(
                 ),
             ),
         )
-
-
-@contextmanager
-def _torch_threads_kept() -> Iterator[None]:
-    """Restores this process's torch intra-op thread count on exit."""
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fit_and_finish(
-    plan: TrainingPlan,
-    run: tracking.TrackedRun,
-    run_dir: str,
-    start: float,
-    register: bool,
-    on_epoch: Callable[[int, dict[str, float]], None] | None,
-    queue: Any,
-    trainer: Any,
-) -> TrainResult:
-    """Fit ``trainer`` showing its epochs, then finish the run from its last checkpoint; the
-    MLflow run is marked FAILED when the fit fails or leaves no checkpoint."""
-    try:
-        result = _fit_showing_epochs(
-            trainer, queue, plan.tracking_uri, run.run_id, plan.cfg.train.epochs, on_epoch
-        )
-    except BaseException:
-        tracking.client(plan.tracking_uri).set_terminated(run.run_id, status="FAILED")
-        raise
-    if result.checkpoint is None:
-        tracking.client(plan.tracking_uri).set_terminated(run.run_id, status="FAILED")
-        raise InputDataError(f"run {plan.run_name} finished without a checkpoint under {run_dir}")
-    with result.checkpoint.as_directory() as ckpt_dir:
-        return _finish(plan, run, run_dir, ckpt_dir, start, register)
-
-
-def _fit_showing_epochs(
-    trainer: Any,
-    queue: Any,
-    tracking_uri: str,
-    run_id: str,
-    epochs: int,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-) -> Any:
-    """``trainer.fit()``, with a progress line (or bar) per epoch as rank 0 reports it on
-    ``queue`` (:mod:`~resseg_ray.train.epoch_feed`): losses, validation F1, time, ETA (at most:
-    early stopping may end sooner)."""
-    import threading
-
-    from ray.exceptions import RayError
-
-    from resseg_ray.progress import Progress
-
-    outcome: dict[str, Any] = {}
-
-    def fit() -> None:
-        try:
-            outcome["result"] = trainer.fit()
-        except BaseException as exc:  # re-raised in the caller's thread
-            outcome["error"] = exc
-
-    # a resumed run's bar starts at the epochs it already has (asked once)
-    seen = len(tracking.client(tracking_uri).get_metric_history(run_id, "val_loss"))
-    thread = threading.Thread(target=fit, name="resseg-fit", daemon=True)
-    thread.start()
-    with Progress("epoch", epochs, start=seen) as bar:
-
-        def show(wait: float) -> None:
-            nonlocal seen
-            for f in take(queue, run_id, wait):
-                if f.epoch <= seen:
-                    continue
-                if on_epoch is not None:
-                    figures = {"train_loss": f.train_loss, "val_loss": f.val_loss, "val_f1": f.val_f1}
-                    on_epoch(f.epoch, figures)
-                bar.step(f"train loss {f.train_loss:.4f}, val loss {f.val_loss:.4f}, val F1 {f.val_f1:.4f}")
-                seen = f.epoch
-
-        try:
-            while thread.is_alive():
-                show(0.5)
-            show(0.0)  # what rank 0 reported last, before the run ended
-        except RayError:  # the queue went with the Ray instance: the run says what happened
-            thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
 
 
 def _warn_resources(cfg: Config) -> None:
@@ -463,47 +350,3 @@ def _log_inputs(run: tracking.TrackedRun, cfg: Config, desc: DatasetDescription)
             f.write(desc.statistics.to_json())
         c.log_artifact(run.run_id, os.path.join(d, "config.yaml"))
         c.log_artifact(run.run_id, os.path.join(d, "stats.json"), "data")
-
-
-def _finish(
-    plan: TrainingPlan,
-    run: tracking.TrackedRun,
-    run_dir: str,
-    ckpt_dir: str,
-    start: float,
-    register: bool = True,
-) -> TrainResult:
-    cfg = plan.cfg
-    progress = read_progress(ckpt_dir)
-    c = tracking.client(plan.tracking_uri)
-    tags = c.get_run(run.run_id).data.tags
-    version = tags.get(tracking.VERSION_TAG)
-    moved = False
-    bundle_uri = join_uri(run_dir, BUNDLE_NAME)
-    with scratch_dir("best") as best_dir:
-        bundles = best_bundles(ckpt_dir, best_dir)
-        chosen = bundles.get(BEST_FILES[cfg.train.select])
-        if chosen is None:
-            raise InputDataError(f"checkpoint {ckpt_dir} holds no {BEST_FILES[cfg.train.select]}")
-        with open(chosen, "rb") as f:
-            write_bytes(bundle_uri, f.read(), plan.settings)
-        if version is None:
-            version, moved = log_model(
-                cfg, plan.tracking_uri, plan.run_name, run.run_id, ckpt_dir, bundles, chosen, progress,
-                register,
-            )  # fmt: skip
-        else:
-            c.set_terminated(run.run_id, status="FINISHED")
-    return TrainResult(
-        run_name=plan.run_name,
-        run_dir=run_dir,
-        bundle_uri=bundle_uri,
-        progress=progress,
-        tracking_uri=plan.tracking_uri,
-        mlflow_run_id=run.run_id,
-        registered_model=cfg.mlflow.registry_name(model_task(cfg.model.arch)),
-        registered_version=version,
-        alias_moved=moved,
-        resumed=run.resumed,
-        seconds=time.perf_counter() - start,
-    )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from resseg_ray.train.fit import TrainResult
 from resseg_ray.train.report import FORMAT, report_json, summary_lines
 from resseg_ray.train.state import Progress
-from resseg_ray.train.trainer import TrainResult
 
 
 def _result(**changes: object) -> TrainResult:
