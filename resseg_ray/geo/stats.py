@@ -105,7 +105,7 @@ class Moments:
     @classmethod
     def of(cls, pixels: np.ndarray, valid: np.ndarray) -> Moments:
         """The moments of ``pixels`` ``(D, H, W)`` over ``valid`` ``(H, W)``; a float band's
-        NaN and infinite values are left out of that band."""
+        NaN and infinite values are left out of that band (an integer band has none)."""
         x = pixels.reshape(len(pixels), -1) if valid.all() else pixels[:, valid]
         if x.dtype.kind in "iub" and x.dtype.itemsize <= 2:
             # exact integer sums (a square of 16 bits fits 32, 2**31 of them 63), one pass each
@@ -114,14 +114,10 @@ class Moments:
             m2 = [(n * int(q) - int(t) ** 2) / n if n else 0.0 for t, q in zip(total, squares, strict=True)]
             mean = total / n if n else np.zeros(len(x))
             return cls(np.full(len(x), n, np.int64), np.asarray(mean, np.float64), np.asarray(m2, np.float64))
-        if x.dtype.kind != "f":
-            x = x.astype(np.float64)
-            n_all = np.full(len(x), x.shape[1], np.int64)
-            mean = x.mean(1) if x.shape[1] else np.zeros(len(x))
-            return cls(n_all, mean, ((x - mean[:, None]) ** 2).sum(1))
-        out = cls.none(len(x))
+        out = cls.none(len(x))  # wider integers and floats: per band, in float64
         for b, band in enumerate(x):
-            v = band[np.isfinite(band)].astype(np.float64)
+            v = band.astype(np.float64)
+            v = v[np.isfinite(v)]
             if v.size:
                 out.count[b], out.mean[b] = v.size, v.mean()
                 out.m2[b] = ((v - out.mean[b]) ** 2).sum()
