@@ -249,11 +249,13 @@ def start_refinement(spec: RefinementSpec) -> Any:
     reserve theirs); the map of the scene runs in it afterwards."""
     import ray
 
-    scaling = spec.config.get("scaling", {})
-    local = bool(scaling.get("in_process"))
+    from resseg_ray.config import Config, from_dict
+
+    scaling = from_dict(Config, spec.config).scaling
+    local = scaling.in_process
     runner = ray.remote(
-        num_cpus=float(scaling.get("cpus_per_worker", 1.0)) if local else 0,
-        num_gpus=1 if local and scaling.get("use_gpu") else 0,
+        num_cpus=scaling.cpus_per_worker if local else 0,
+        num_gpus=1 if local and scaling.use_gpu else 0,
         max_restarts=0,
         max_task_retries=0,
     )(_Runner)
