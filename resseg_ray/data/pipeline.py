@@ -203,14 +203,16 @@ def split_rows(
     splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, pa.Table]:
     """The manifest rows of each split in a seeded order; ``limit`` keeps the first N of a
-    split (``{"train": 500, "val": None}``): the same N tiles every epoch."""
+    split (``{"train": 500, "val": None}``): the same N tiles every epoch. A dataset prepared
+    with ``data.val_fraction`` 0 has an empty ``val`` split; any other empty split is an error."""
     table = read_manifest(desc, settings)
     out = {}
+    unvalidated = desc.raw.get("data", {}).get("val_fraction") == 0
     for split in splits:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
         rows = table.filter(pa.compute.equal(table["split"], split))
-        if rows.num_rows == 0:
+        if rows.num_rows == 0 and not (split == "val" and unvalidated):
             raise InputDataError(f"{desc.manifest_uri} has no {split} tiles; check data.val_fraction")
         rows = rows.take(pa.array(np.random.default_rng(seed).permutation(rows.num_rows)))
         n = (limit or {}).get(split)

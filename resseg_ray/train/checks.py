@@ -47,6 +47,13 @@ def check_data_config(cfg: Config, desc: DatasetDescription) -> None:
                 f"{prepared[name]!r}; use the configuration the dataset was prepared with, or re-run "
                 "jobs/prepare.py --force with this one"
             )
+    tiles = desc.raw.get("tiles", {})
+    if "val" in tiles and not int(tiles["val"] or 0) and cfg.train.select != "last":
+        raise ConfigError(
+            f"{desc.root} holds no validation tiles (data.val_fraction=0), so no epoch can be chosen "
+            f"on them (train.select={cfg.train.select}): set train.select=last, or prepare it with "
+            "a data.val_fraction above 0"
+        )
     # every worker drops its last incomplete batch: fewer tiles than one batch per worker
     # would train nothing at all, silently
     n_train = int(desc.raw.get("tiles", {}).get("train", 0) or 0)

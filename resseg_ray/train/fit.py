@@ -5,6 +5,7 @@ epoch, then the chosen bundle written beside the run and logged (and registered)
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -107,7 +108,7 @@ def _fit_showing_epochs(
             outcome["error"] = exc
 
     # a resumed run's bar starts at the epochs it already has (asked once)
-    seen = len(tracking.client(tracking_uri).get_metric_history(run_id, "val_loss"))
+    seen = len(tracking.client(tracking_uri).get_metric_history(run_id, "train_loss"))
     thread = threading.Thread(target=fit, name="resseg-fit", daemon=True)
     thread.start()
     with Progress("epoch", epochs, start=seen) as bar:
@@ -117,10 +118,15 @@ def _fit_showing_epochs(
             for f in take(queue, run_id, wait):
                 if f.epoch <= seen:
                     continue
-                if on_epoch is not None:
-                    figures = {"train_loss": f.train_loss, "val_loss": f.val_loss, "val_f1": f.val_f1}
-                    on_epoch(f.epoch, figures)
-                bar.step(f"train loss {f.train_loss:.4f}, val loss {f.val_loss:.4f}, val F1 {f.val_f1:.4f}")
+                figures = {"train_loss": f.train_loss, "val_loss": f.val_loss, "val_f1": f.val_f1}
+                if on_epoch is not None:  # the figures there are (none of validation without tiles)
+                    on_epoch(f.epoch, {k: v for k, v in figures.items() if math.isfinite(v)})
+                val = (
+                    f"val loss {f.val_loss:.4f}, val F1 {f.val_f1:.4f}"
+                    if math.isfinite(f.val_loss)
+                    else "no validation tiles"
+                )
+                bar.step(f"train loss {f.train_loss:.4f}, {val}")
                 seen = f.epoch
 
         try:

@@ -192,12 +192,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 .tolist()
             )
             counts = _allreduce(val["confusion"].to(policy.device)).cpu().numpy()
-            m = Confusion(counts, positive=1, damage=damage).metrics()
+            # a dataset without validation tiles (a refinement's last training on every
+            # annotated block, train.select=last) reports no validation figure at all
+            validated = {}
+            if totals[6] > 0:
+                m = Confusion(counts, positive=1, damage=damage).metrics()
+                validated = {"val_loss": totals[5] / totals[6], **{f"val_{k}": v for k, v in m.items()}}
             metrics = {
                 "epoch": epoch,
                 "train_loss": totals[0] / max(totals[1], 1),
-                "val_loss": totals[5] / max(totals[6], 1),
-                **{f"val_{k}": v for k, v in m.items()},
+                **validated,
                 "lr": lr,
                 # samples/s of the whole job and per worker; data wait = share of step time
                 # spent blocked on the loader
@@ -214,12 +218,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 )
             loss_best, f1_best = progress.update(metrics, t.min_delta)
             progress.check_stop(t.epochs, t.patience, t.time_budget_minutes)
-            metrics.update(
-                best_val_loss=progress.best_val_loss,
-                best_val_f1=progress.best_val_f1,
-                bad_epochs=progress.bad_epochs,
-                restarts=progress.restarts,
-            )
+            if validated:
+                metrics.update(best_val_loss=progress.best_val_loss, best_val_f1=progress.best_val_f1)
+            metrics.update(bad_epochs=progress.bad_epochs, restarts=progress.restarts)
 
             ckpt = None
             with _checkpoint_dir(meta, epoch) as tmp:
@@ -458,8 +459,7 @@ def _save_best(path: str, model: SegmentationNet, cfg: Config, meta: dict, metri
             "manifest_sha256": meta["manifest_sha256"],
             "normalization": cfg.data.normalization,
             "epoch": int(metrics["epoch"]),
-            "val_loss": metrics["val_loss"],
-            "val_f1": metrics["val_f1"],
-            "val_accuracy": metrics["val_accuracy"],
+            # the epoch's validation figures (none without validation tiles)
+            **{k: metrics[k] for k in ("val_loss", "val_f1", "val_accuracy") if k in metrics},
         },
     )

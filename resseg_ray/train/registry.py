@@ -77,11 +77,15 @@ def log_model(
         "val_loss": progress.best_val_loss,
         "last": float(progress.epochs_done),
     }[cfg.train.select]
+    validated = "val_f1" in info.extra or progress.best_val_f1_epoch > 0  # no validation tiles: none
+    figures = {
+        "val_f1": f"{info.extra.get('val_f1', progress.best_val_f1):.6f}",
+        "val_loss": f"{info.extra.get('val_loss', progress.best_val_loss):.6f}",
+    }
     version_tags = {
         "arch": info.architecture,
         "run_name": run_name,
-        "val_f1": f"{info.extra.get('val_f1', progress.best_val_f1):.6f}",
-        "val_loss": f"{info.extra.get('val_loss', progress.best_val_loss):.6f}",
+        **(figures if validated else {}),
         "selected_by": cfg.train.select,
         "selected_value": f"{selected:.6f}",
     }

@@ -20,10 +20,14 @@ def summary_lines(r: TrainResult, alias: str) -> list[str]:
     the checkpoints and the MLflow run are, and the registered version (``alias``: the
     registry alias a better version moves)."""
     done = r.progress
-    lines = [
-        f"run {r.run_name}: {done.epochs_done} epochs ({done.stop_reason}), "
+    best = (
         f"best val loss {done.best_val_loss:.4f} (epoch {done.best_val_loss_epoch}), "
-        f"best val F1 {done.best_val_f1:.4f} (epoch {done.best_val_f1_epoch}), {r.seconds:.0f} s",
+        f"best val F1 {done.best_val_f1:.4f} (epoch {done.best_val_f1_epoch})"
+        if done.best_val_loss_epoch
+        else "no validation tiles"
+    )
+    lines = [
+        f"run {r.run_name}: {done.epochs_done} epochs ({done.stop_reason}), {best}, {r.seconds:.0f} s",
         f"  model bundle: {r.bundle_uri}",
         f"  checkpoints:  {r.run_dir}",
         f"  MLflow run:   {r.mlflow_run_id} at {r.tracking_uri}",

@@ -69,9 +69,12 @@ class Progress:
         """Record an epoch's metrics; returns whether it set a new best validation loss and F1.
 
         Early stopping counts epochs whose validation loss did not fall by more than ``min_delta``.
+        An epoch without validation figures (no validation tiles) is neither best nor bad.
         """
         self.epochs_done = int(metrics["epoch"])
         self.history.append(dict(metrics))
+        if "val_loss" not in metrics:
+            return False, False
         loss, f1 = metrics["val_loss"], metrics["val_f1"]
         self.bad_epochs = 0 if loss < self.best_val_loss - min_delta else self.bad_epochs + 1
         loss_best = loss < self.best_val_loss
