@@ -185,14 +185,17 @@ def prepare_dataset(
     settings: StorageSettings | None = None,
     regions: list[str] | None = None,
     georeferenced: bool = True,
+    fold: tuple[int, int] | None = None,
 ) -> PreparedDataset:
     """Prepare training ``scenes`` (tiled and split) and optional ``test_scenes`` (labels only).
 
     Labels come from ``footprints`` (one URI shared by all scenes, or one per scene) or
     from ready-made ``labels`` rasters (one per scene, on each scene's grid). ``regions``
     (one uint8 raster per training scene, on its grid) confine the tiles of each scene to
-    its non-zero pixels: a refinement's annotated area. Not ``georeferenced``: the scenes may
-    be plain pixel grids without a CRS (xBD's PNG pairs), with ``labels`` on the same grids.
+    its non-zero pixels: a refinement's annotated area; ``fold`` ``(k, i)`` then holds out fold
+    ``i`` of ``k`` of the area's blocks (a refinement's cross-validation). Not
+    ``georeferenced``: the scenes may be plain pixel grids without a CRS (xBD's PNG pairs), with
+    ``labels`` on the same grids.
     """
     settings = settings or StorageSettings.resolve(cfg.storage)
     if not scenes:
@@ -279,7 +282,7 @@ def prepare_dataset(
                 for s, r in zip(train_infos, regions, strict=True)
             ]
         tiled, split = tile_and_split(
-            train_infos, train_labels, region_infos, dc, settings, cfg.run.seed, num_classes
+            train_infos, train_labels, region_infos, dc, settings, cfg.run.seed, num_classes, fold
         )
         rows = [r for t in tiled for r in t.rows]
         n_train = sum(r["split"] == "train" for r in rows)

@@ -40,8 +40,9 @@ def _tile_task(
     region: SceneInfo | None,
     seed: int,
     num_classes: int,
+    fold: tuple[int, int] | None = None,
 ):
-    return tile_scene(i, scene, labels, cfg, settings, region, seed, num_classes)
+    return tile_scene(i, scene, labels, cfg, settings, region, seed, num_classes, fold)
 
 
 class SceneGivesNoTiles(UserWarning):
@@ -106,6 +107,7 @@ def tile_and_split(
     settings: StorageSettings,
     seed: int,
     num_classes: int = 2,
+    fold: tuple[int, int] | None = None,
 ) -> tuple[list[SceneTiles], Split]:
     """Tile every training scene and hold out validation as ``dc.split`` says.
 
@@ -116,14 +118,15 @@ def tile_and_split(
 
     def tile(cfg: DataSection) -> list[SceneTiles]:
         items = [
-            (i, s, lab, cfg, settings, reg, seed, num_classes)
+            (i, s, lab, cfg, settings, reg, seed, num_classes, fold)
             for i, (s, lab, reg) in enumerate(zip(infos, labels, regions, strict=True))
         ]
         return run_all(_tile_task, items, dc.loader_num_cpus)
 
     tiled = tile(dc)  # one pass; the scene split reuses it
     if any(r is not None for r in regions):  # a refinement's one annotated area
-        return tiled, Split("blocks", "inside the annotated area", block=dc.split_block)
+        where = "inside the annotated area" + (f", fold {fold[1] + 1} of {fold[0]}" if fold else "")
+        return tiled, Split("blocks", where, block=dc.split_block)
     reason = f"data.split={dc.split}"
     if dc.split in ("auto", "blocks"):
         problem = _split_problem(infos, tiled, dc, dc.split_block)

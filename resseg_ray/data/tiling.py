@@ -195,6 +195,22 @@ def choose_validation_blocks(
     return chosen
 
 
+def fold_blocks(
+    eligible: np.ndarray, buildings: np.ndarray, folds: int, fold: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Boolean map of the blocks of fold ``fold`` (0-based) of ``folds``: the ``eligible``
+    blocks dealt out in turn, those with most building pixels (``buildings``, per block) first,
+    equal ones in a seeded order, so every fold holds its share of the blocks with buildings and
+    each block is in exactly one fold. The same ``rng`` state gives the same folds."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} of {folds}")
+    idx = rng.permutation(np.flatnonzero(eligible.ravel()))
+    idx = idx[np.argsort(-buildings.ravel()[idx], kind="stable")]
+    chosen = np.zeros(eligible.shape, bool)
+    chosen.flat[idx[fold::folds]] = True
+    return chosen
+
+
 def name_seed(seed: int, names: list[str]) -> int:
     """A split's random seed from ``run.seed`` and file names (never paths: the same files split
     alike in any folder or clone)."""
@@ -211,9 +227,13 @@ def tile_scene(
     region: SceneInfo | None = None,
     seed: int = 0,
     num_classes: int = 2,
+    fold: tuple[int, int] | None = None,
 ) -> SceneTiles:
     """Cut one scene into tiles, split them spatially and measure their content; with a
     ``region`` raster on the scene grid, keep only tiles wholly inside its non-zero pixels.
+    ``fold`` ``(k, i)``: the validation blocks are fold ``i`` of ``k`` of the blocks that can
+    be held out whole (:func:`fold_blocks`; a refinement's cross-validation), not
+    ``data.val_fraction`` of them.
     The validation blocks are drawn from ``seed`` (``run.seed``) and the scene's file name, not
     its path: a dataset prepared in another folder or clone splits alike. Labels are classes
     ``0..num_classes - 1`` (0 ground, any other a building) or 255."""
@@ -244,16 +264,19 @@ def tile_scene(
     if ii_inside is not None:
         dense &= _block_sums(ii_inside, bc, nby, nbx) == cfg.split_block**2
     eligible, most = complete & dense, None
-    if ii_inside is not None:
-        # a refinement's area: its held-out blocks are where its verdict compares the models, so
-        # they hold buildings (a block of ground alone scores every model alike), and at least
-        # one block with buildings is left to train on
-        with_buildings = eligible & (_block_sums(ii_build, bc, nby, nbx) > 0)
-        if int(with_buildings.sum()) >= 2:
-            eligible, most = with_buildings, int(with_buildings.sum()) - 1
-    val_blocks = choose_validation_blocks(
-        per_block, cfg.val_fraction, np.random.default_rng(seed), eligible, most
-    )
+    rng = np.random.default_rng(seed)
+    building_blocks = _block_sums(ii_build, bc, nby, nbx)
+    if fold is not None:
+        val_blocks = fold_blocks(eligible, building_blocks, *fold, rng)
+    else:
+        if ii_inside is not None:
+            # a refinement's area: its held-out blocks are where its verdict compares the models,
+            # so they hold buildings (a block of ground alone scores every model alike), and at
+            # least one block with buildings is left to train on
+            with_buildings = eligible & (building_blocks > 0)
+            if int(with_buildings.sum()) >= 2:
+                eligible, most = with_buildings, int(with_buildings.sum()) - 1
+        val_blocks = choose_validation_blocks(per_block, cfg.val_fraction, rng, eligible, most)
     # Validation membership per cell, and its integral image, to test whole tiles at once.
     val_cells = np.kron(val_blocks, np.ones((bc, bc), np.int32))[: valid_n.shape[0], : valid_n.shape[1]]
     ii_val = _integral(val_cells.astype(np.int32))

@@ -11,6 +11,7 @@ from resseg_ray.config import DataSection
 from resseg_ray.data.tiling import (
     choose_validation_blocks,
     choose_validation_scenes,
+    fold_blocks,
     manifest_table,
     tile_origins,
     tile_scene,
@@ -141,6 +142,55 @@ def test_a_refinements_held_out_blocks_hold_buildings(tmp_path) -> None:
     # that its held-out blocks hold no building, or the training has none)
     held, _ = blocks_with([(1, 2)], 0)
     assert len(held) == 3  # 20 % of the 15 blocks
+
+
+def test_folds_deal_every_block_once_and_share_the_blocks_with_buildings() -> None:
+    eligible = np.ones((4, 5), bool)
+    eligible[0, 0] = eligible[3, 4] = False  # e.g. outside the annotated area
+    buildings = np.zeros((4, 5), int)
+    buildings[1, 1], buildings[1, 3], buildings[2, 2], buildings[3, 0] = 900, 400, 400, 50
+    for k in (2, 3, 5):
+        folds = [fold_blocks(eligible, buildings, k, i, np.random.default_rng(7)) for i in range(k)]
+        assert (sum(f.astype(int) for f in folds) == eligible).all()  # a partition of the eligible
+        assert max(f.sum() for f in folds) - min(f.sum() for f in folds) <= 1
+        with_buildings = [int((f & (buildings > 0)).sum()) for f in folds]
+        assert max(with_buildings) - min(with_buildings) <= 1, with_buildings  # 4 roofs dealt out
+    again = fold_blocks(eligible, buildings, 3, 1, np.random.default_rng(7))
+    assert (again == fold_blocks(eligible, buildings, 3, 1, np.random.default_rng(7))).all()
+    others = [fold_blocks(eligible, buildings, 3, 1, np.random.default_rng(s)) for s in range(8)]
+    assert any((o != again).any() for o in others)  # the seed places the equal blocks
+    with pytest.raises(ValueError):
+        fold_blocks(eligible, buildings, 3, 3, np.random.default_rng(0))
+
+
+def test_a_refinements_folds_hold_out_each_block_once_and_train_around_it(tmp_path) -> None:
+    """tile_scene with fold (k, i): fold i's blocks are its validation blocks; over the k folds
+    every block of the region is held out once, and no training tile touches its fold."""
+    h, w = 240, 400
+    data = np.full((2, h, w), 500, np.uint16)
+    lab = np.zeros((1, h, w), np.uint8)
+    lab[0, 30:50, 30:50] = lab[0, 110:130, 190:210] = lab[0, 190:210, 350:370] = 1
+    region_arr = np.zeros((1, h, w), np.uint8)
+    region_arr[0, :, 80:] = 1  # 3 x 4 blocks of 80 px inside; the roof at (0, 0) is outside
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    s = open_scene(write_tif(tmp_path / "s.tif", data, nodata=0), LOCAL)
+    labels = open_scene(write_tif(tmp_path / "l.tif", lab, nodata=255), LOCAL, bands=[1])
+    region = open_scene(write_tif(tmp_path / "r.tif", region_arr), LOCAL, bands=[1])
+    held: list[set] = []
+    for i in range(3):
+        tiles = tile_scene(0, s, labels, CFG, LOCAL, region=region, seed=4, fold=(3, i))
+        blocks = set(tiles.val_blocks)
+        assert len(blocks) == 4 and all(j >= 1 for _, j in blocks)
+        for r in tiles.rows:
+            rows = range(r["row_off"] // 80, (r["row_off"] + 39) // 80 + 1)
+            cols = range(r["col_off"] // 80, (r["col_off"] + 39) // 80 + 1)
+            touched = {(a, b) for a in rows for b in cols}
+            assert (touched <= blocks) if r["split"] == "val" else not (touched & blocks), r
+        held.append(blocks)
+    assert set.union(*held) == {(a, b) for a in range(3) for b in range(1, 5)}
+    assert sum(map(len, held)) == 12  # each block in one fold
+    roofs = {(1, 2), (2, 4)}  # the two roofs inside the region lie in different folds
+    assert sorted(len(f & roofs) for f in held) == [0, 1, 1]
 
 
 def test_label_values_other_than_0_1_255_are_rejected(tmp_path) -> None:
