@@ -52,6 +52,10 @@ class Verdict:
     building_pixels: int = -1
     """Held-out annotated pixels labelled a building (any damage class); 0: the figures cannot
     tell the models apart, so the parent is kept. -1: not counted (records before it was)."""
+    folds: int = 1
+    """1: the blocks were kept out of the one refinement; k > 1: they were dealt into k folds,
+    each kept out of one of k refinements, and the refined figure pools those refinements'
+    predictions on the folds they never saw (``train.folds``)."""
 
     @property
     def ships(self) -> bool:
@@ -61,10 +65,12 @@ class Verdict:
     def line(self) -> str:
         """The verdict in one line, with the figures (for the CLI, the page and MLflow)."""
         f = {k: f"{100 * v:.1f}" for k, v in self.f1.items()}
-        where = (
-            f"{self.measure} on {self.pixels} held-out annotated pixels ({self.blocks} blocks kept out of "
-            "training)"
+        kept_out = (
+            f"{self.blocks} blocks in {self.folds} folds, each kept out of one of {self.folds} refinements"
+            if self.folds > 1
+            else f"{self.blocks} blocks kept out of training"
         )
+        where = f"{self.measure} on {self.pixels} held-out annotated pixels ({kept_out})"
         figures = f"refined {f['refined']}, parent {f['parent']}, BatchNorm re-estimated {f['adapted']}"
         if self.building_pixels == 0:
             return (
@@ -90,6 +96,7 @@ class Verdict:
             "min_gain": self.min_gain,
             "measure": self.measure,
             "building_pixels": self.building_pixels,
+            "folds": self.folds,
             "line": self.line(),
         }
 
@@ -128,11 +135,11 @@ def _block_mask(scene: SceneInfo, blocks: Sequence[Sequence[int]]) -> np.ndarray
     return inside
 
 
-def decide(scores: dict[str, Confusion], blocks: int, min_gain: float) -> Verdict:
+def decide(scores: dict[str, Confusion], blocks: int, min_gain: float, folds: int = 1) -> Verdict:
     """The refined model when its held-out F1 (a damage network: xView2 score) beats the
     parent's and the re-estimated parent's by ``min_gain``; else the better of those two (the
     parent on a tie: nothing changed). Held-out pixels without a building tell nothing: the
-    parent."""
+    parent. ``folds``: how many refinements the held-out blocks were kept out of (one each)."""
     metrics = {k: c.metrics() for k, c in scores.items()}
     f1 = {k: float(m["f1"]) for k, m in metrics.items()}
     accuracy = {k: float(m["accuracy"]) for k, m in metrics.items()}
@@ -147,4 +154,5 @@ def decide(scores: dict[str, Confusion], blocks: int, min_gain: float) -> Verdic
         chosen = "refined"
     else:
         chosen = "adapted" if f1["adapted"] > f1["parent"] else "parent"
-    return Verdict(chosen, f1, accuracy, pixels, blocks, min_gain, scores["refined"].measure, buildings)
+    measure = scores["refined"].measure
+    return Verdict(chosen, f1, accuracy, pixels, blocks, min_gain, measure, buildings, folds)

@@ -7,14 +7,16 @@ weights and normalisation at a small learning rate, choosing its epoch on the va
 blocks. Then the verdict (:mod:`resseg_ray.adapt.gate`): the parent, the parent with its
 BatchNorm statistics re-estimated on the scene and the refined model are scored on the
 validation blocks, annotated pixels no training tile touched, and the refined model is
-registered only when it beats both by ``train.min_gain``. With labels outside the area, the
-evaluator also scores the three on the rest of the scene.
+registered only when it beats both by ``train.min_gain``; with ``train.folds`` > 1 the held-out
+pixels are every annotated block, by cross-validation (:mod:`resseg_ray.adapt.folds`). With
+labels outside the area, the evaluator also scores the three on the rest of the scene.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from resseg_ray.adapt.area import (
     AnnotatedArea,
@@ -26,11 +28,13 @@ from resseg_ray.adapt.area import (
     read_labels,
     write_area_labels,
 )
+from resseg_ray.adapt.folds import cross_validate, every_block, held_out_blocks, prepare_folds
 from resseg_ray.adapt.gate import CANDIDATES, Verdict, decide, score_held_out
 from resseg_ray.config import Config
-from resseg_ray.data.prepare import load_dataset, prepare_dataset
+from resseg_ray.data.prepare import prepare_dataset
 from resseg_ray.device import DevicePolicy
 from resseg_ray.errors import ConfigError, InputDataError
+from resseg_ray.evaluation.metrics import Confusion
 from resseg_ray.evaluation.scenes import Evaluation, SceneScore, evaluate_scene, markdown_table, scene_name
 from resseg_ray.geo.labels import read_footprints, scene_valid_mask
 from resseg_ray.geo.scene import SceneInfo, open_scene
@@ -38,7 +42,6 @@ from resseg_ray.geo.storage import (
     StorageSettings,
     exists,
     join_uri,
-    normalize_uri,
     removed_on_failure,
     write_bytes,
 )
@@ -47,6 +50,9 @@ from resseg_ray.inference.predictor import ScenePredictor
 from resseg_ray.models.bundle import BundleInfo, ModelBundle, encode_bundle, load_bundle_bytes
 from resseg_ray.models.source import fetch_bundle_bytes
 from resseg_ray.progress import tenths
+
+if TYPE_CHECKING:
+    from resseg_ray.train.fit import TrainResult
 
 
 @dataclass(frozen=True)
@@ -255,8 +261,12 @@ def refine_scene(
             run=cfg.run.replace(name=name),
             mlflow=cfg.mlflow.replace(alias=alias or "refined-" + stem.replace(".", "_")),
         )
+        folds = cfg.train.folds
+        if folds > 1:  # the k datasets of the cross-validation, then one of every block
+            prepare_folds(rcfg, scene.uri, written, area.mask, settings)
         prepare_dataset(  # tiles wholly inside the annotated area (the area raster)
-            [scene.uri], rcfg.train.dataset, rcfg, labels=[written.refine_uri], settings=settings,
+            [scene.uri], rcfg.train.dataset, every_block(rcfg) if folds > 1 else rcfg,
+            labels=[written.refine_uri], settings=settings,
             regions=[written.area_uri] if written.area_uri else None,
         )  # fmt: skip
     parent_run = info.extra.get("mlflow_run_id")
@@ -272,17 +282,33 @@ def refine_scene(
         parent_run_id=str(parent_run) if parent_run else None,
         dataset=str(info.extra["dataset"]) if info.extra.get("dataset") else None,
     )
-    result = run_training(rcfg, log, tags=tags, start_from=start, on_epoch=on_epoch, register=False)
-    refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
-    blocks = _held_out_blocks(rcfg.train.dataset, scene.uri, settings)
-    candidates = {"parent": bundle, "adapted": adapted_bundle, "refined": refined}
-    scores = {}
-    for key, candidate in candidates.items():
-        log(f"scoring {CANDIDATES[key]} on the annotated blocks kept out of training ...")
-        scores[key] = score_held_out(
-            _predictor(candidate, cfg, scene), scene_uri, written.refine_uri, blocks, settings, cfg.data.bands
+
+    def train(c: Config) -> TrainResult:
+        return run_training(c, log, tags=tags, start_from=start, on_epoch=on_epoch, register=False)
+
+    def score(candidate: ModelBundle, blocks: list[list[int]]) -> Confusion:
+        predictor = _predictor(candidate, cfg, scene)
+        return score_held_out(predictor, scene_uri, written.refine_uri, blocks, settings, cfg.data.bands)
+
+    scores: dict[str, Confusion] = {}
+    if folds > 1:
+        cv = cross_validate(rcfg, scene.uri, settings, train, score, log)
+        blocks, scores["refined"] = cv.blocks, cv.confusion
+        log(
+            f"refining on every annotated block for {cv.final_epochs} epochs (the median of the "
+            f"epochs the {folds} folds chose: {', '.join(map(str, cv.epochs))})"
         )
-    verdict = decide(scores, len(blocks), cfg.train.min_gain)
+        result = train(every_block(rcfg, cv.final_epochs))
+    else:
+        result = train(rcfg)
+        blocks = held_out_blocks(rcfg.train.dataset, scene.uri, settings)
+    refined = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
+    candidates = {"parent": bundle, "adapted": adapted_bundle, "refined": refined}
+    for key, candidate in candidates.items():
+        if key not in scores:
+            log(f"scoring {CANDIDATES[key]} on the annotated blocks kept out of training ...")
+            scores[key] = score(candidate, blocks)
+    verdict = decide(scores, len(blocks), cfg.train.min_gain, folds)
     log(verdict.line())
     version = None
     registry = rcfg.mlflow.registry_name(model_task(info.architecture))
@@ -292,7 +318,10 @@ def refine_scene(
             result.mlflow_run_id,
             registry,
             rcfg.mlflow.alias,
-            {"heldout_f1": f"{verdict.f1['refined']:.6f}"},
+            # cross-validated, the model shipped had no validation tiles: its figure (which the
+            # alias follows) is the folds' pooled one
+            {"heldout_f1": f"{verdict.f1['refined']:.6f}"}
+            | ({"val_f1": f"{verdict.f1['refined']:.6f}"} if folds > 1 else {}),
         )
     after = score_rest_with(refined, "the refined model", "after refinement") if score_rest else None
     out = RefineResult(
@@ -361,14 +390,6 @@ def _stacked_pair(
         make_damage_raster(pair.pre, graded, field, labels, settings)
     assert labels is not None
     return stacked, labels
-
-
-def _held_out_blocks(dataset: str, scene_uri: str, settings: StorageSettings) -> list[list[int]]:
-    """The validation blocks (``[col, row, w, h]``) of the refinement's dataset: annotated pixels
-    no training tile touched."""
-    desc = load_dataset(dataset, settings)
-    (record,) = [s for s in desc.scenes("train") if normalize_uri(s["uri"]) == normalize_uri(scene_uri)]
-    return [list(b) for b in record.get("val_blocks", [])]
 
 
 def _json(obj: dict) -> bytes:

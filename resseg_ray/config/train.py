@@ -87,6 +87,14 @@ class TrainSection(Section):
     the annotated pixels kept out of its training beats the parent's, and the parent's with
     BatchNorm re-estimated, by at least this much (0.01 = 1 point); otherwise the better of
     those two is kept."""
+    folds: int = 1
+    """How a refinement's verdict (``min_gain``) holds annotated pixels out: 1, the blocks of
+    ``data.val_fraction`` of the area once; k > 1, k-fold cross-validation for small areas, whose
+    one held-out share holds few buildings: the area's blocks (``data.split_block``) are dealt
+    into k folds, k refinements each keep one fold out (its epoch chosen there), and their
+    predictions on the folds they never saw, pooled, are compared with the parent's and the
+    re-estimated parent's on every annotated block; the model shipped is then refined on every
+    block for the median of the k chosen epochs. k + 1 trainings; the area needs k whole blocks."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -117,6 +125,8 @@ class TrainSection(Section):
             raise self.bad("class_weights", "a list of weights > 0, one per class", self.class_weights)
         if self.quicklook_samples < 0:
             raise self.bad("quicklook_samples", ">= 0", self.quicklook_samples)
+        if not 1 <= self.folds <= 10:
+            raise self.bad("folds", "1 (one held-out share) or a fold count from 2 to 10", self.folds)
         if not 0 <= self.min_gain < 1:
             raise self.bad("min_gain", "an F1 difference in [0, 1)", self.min_gain)
         return self

@@ -15,6 +15,7 @@ import rasterio
 
 from resseg_ray.adapt.refine import AreaSpec, refine_scene
 from resseg_ray.config import load_config
+from resseg_ray.errors import InputDataError
 from resseg_ray.models import build_model
 from resseg_ray.models.bundle import load_bundle, read_bundle_info, save_bundle
 from resseg_ray.train import tracking
@@ -142,6 +143,90 @@ def test_refinement_trains_inside_the_area_and_scores_the_rest(
     assert run.data.tags["resseg.refine_verdict"] == verdict.line()
     for key in ("heldout_parent_f1", "heldout_adapted_f1", "heldout_refined_f1", "heldout_pixels"):
         assert key in run.data.metrics, key
+
+
+def test_a_cross_validated_refinement_holds_out_every_block_once(
+    small_demo, parent, mlflow_server, tmp_path, ray_session
+) -> None:
+    """train.folds=2: two refinements, each keeping one fold of the area's blocks out of its
+    training, scored there and pooled, so every block of the area is held out once; then one
+    refinement on every block, for the median of the epochs the folds chose, is what may ship.
+    Too many folds for the area: refused before anything is trained, nothing left behind."""
+    scene, labels = _test_scene(small_demo)
+    sets = [*REFINE_DATA, "scaling.num_workers=1", "scaling.in_process=true", "train.lr=0.001",
+            "train.select=val_f1", "train.min_gain=0"]  # fmt: skip
+
+    def config(name: str, *more: str):
+        overrides = small_train_overrides(small_demo.root, str(tmp_path), mlflow_server, name)
+        return load_config(None, [*overrides, *sets, *more])
+
+    too_many = config("too-many", "train.folds=10")  # the area holds fewer whole 64 px blocks
+    fewer = r"train\.folds=10: the annotated area holds \d whole data\.split_block \(64 px\) blocks"
+    with pytest.raises(InputDataError, match=fewer + r", fewer than one per fold: .*lower train\.folds"):
+        refine_scene(too_many, parent, scene, AreaSpec(fraction=0.25), labels=labels, score_rest=False)
+    assert not (tmp_path / "too-many").exists() and not list(tmp_path.glob("too-many-fold*"))
+
+    said: list[str] = []
+    cfg = config("refine-folds", "train.folds=2", "train.epochs=2")
+    area = AreaSpec(fraction=0.25)
+    result = refine_scene(cfg, parent, scene, area, labels=labels, log=said.append, score_rest=False)
+    run_dir = tmp_path / "refine-folds"
+    folds = []
+    for i in (1, 2):
+        prepared = json.loads((run_dir / f"data-fold{i}" / "dataset.json").read_text())
+        folds.append({tuple(b) for b in prepared["scenes"][0]["val_blocks"]})
+    assert folds[0] and folds[1] and not folds[0] & folds[1]
+    final = json.loads((run_dir / "data" / "dataset.json").read_text())
+    assert final["tiles"]["val"] == 0 and not final["scenes"][0]["val_blocks"]
+    (refine_labels,) = (run_dir / "labels").glob("*_refine_labels.tif")
+    with rasterio.open(refine_labels) as r:
+        annotated = r.read(1) != 255
+    held = np.zeros_like(annotated)
+    for col, row, w, h in folds[0] | folds[1]:
+        held[row : row + h, col : col + w] = True
+    assert (annotated[held]).all()
+    # every 64 px block wholly inside the area is in a fold
+    h, w = annotated.shape
+    whole = {(c, r) for r in range(0, h - 63, 64) for c in range(0, w - 63, 64)
+             if annotated[r : r + 64, c : c + 64].all()}  # fmt: skip
+    assert {(c, r) for c, r, _, _ in folds[0] | folds[1]} == whole
+
+    verdict = result.verdict
+    assert verdict is not None and verdict.folds == 2 and verdict.blocks == len(whole)
+    assert verdict.pixels == int(held.sum())  # the refined figure pools both folds' predictions
+    assert "blocks in 2 folds, each kept out of one of 2 refinements" in verdict.line()
+    assert verdict.line() in said
+    (line,) = [x for x in said if x.startswith("refining on every annotated block for ")]
+    chosen = [int(e) for e in line.split("chose: ")[1].rstrip(")").split(", ")]
+    epochs = int(line.split(" for ")[1].split(" ")[0])
+    assert len(chosen) == 2 and epochs == max(1, -(-sum(chosen) // 2))  # the median of two, up
+    for i, epoch in enumerate(chosen, 1):
+        assert (
+            read_bundle_info(tmp_path / f"refine-folds-fold{i}" / "model.resseg.safetensors").extra["epoch"]
+            == epoch
+        )
+    assert read_bundle_info(result.bundle_uri).extra["epoch"] == epochs  # train.select=last there
+
+    c = tracking.client(mlflow_server)
+    runs = {
+        r.info.run_name: r
+        for r in c.search_runs(
+            [c.get_experiment_by_name("tests").experiment_id], "tags.mlflow.runName LIKE 'refine-folds%'"
+        )
+    }
+    assert set(runs) == {"refine-folds", "refine-folds-fold1", "refine-folds-fold2"}
+    last = runs["refine-folds"].data
+    assert "train_loss" in last.metrics and "val_loss" not in last.metrics  # no validation tiles
+    assert last.tags["resseg.refine_verdict"] == verdict.line()
+    assert "val_f1" in runs["refine-folds-fold1"].data.metrics
+
+    # the dataset without validation tiles chooses no epoch on them
+    from resseg_ray.errors import ConfigError
+    from resseg_ray.train.trainer import plan_training
+
+    plain = config("plain", f"train.dataset={run_dir / 'data'}", "data.val_fraction=0")
+    with pytest.raises(ConfigError, match=r"no validation tiles .*train\.select=last"):
+        plan_training(plain, log=lambda _: None)
 
 
 def test_bad_areas_fail_before_training_and_register_nothing(
