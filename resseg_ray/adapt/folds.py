@@ -108,12 +108,13 @@ def cross_validate(
     rcfg: Config,
     scene_uri: str,
     settings: StorageSettings,
-    train: Callable[[Config], TrainResult],
+    train: Callable[[Config, dict[str, str]], TrainResult],
     score: Callable[[ModelBundle, list[list[int]]], Confusion],
     log: Callable[[str], None],
 ) -> CrossValidation:
     """Refine on each fold's dataset (:func:`prepare_folds`) with ``train`` and ``score`` each
-    refined model on the blocks its run kept out; the runs are ``<run.name>-fold<i>``."""
+    refined model on the blocks its run kept out; the runs are ``<run.name>-fold<i>``, tagged
+    ``resseg.fold`` ``<i>/<k>``."""
     k = rcfg.train.folds
     pooled: Confusion | None = None
     blocks: list[list[int]] = []
@@ -126,7 +127,7 @@ def cross_validate(
         )
         held = held_out_blocks(dataset, scene_uri, settings)
         log(f"fold {i} of {k}: refining without its {len(held)} held-out blocks (train.folds)")
-        result = train(cfg)
+        result = train(cfg, {"resseg.fold": f"{i}/{k}"})
         model = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
         log(f"fold {i} of {k}: scoring the refined model on its held-out blocks ...")
         counts = score(model, held)

@@ -283,8 +283,10 @@ def refine_scene(
         dataset=str(info.extra["dataset"]) if info.extra.get("dataset") else None,
     )
 
-    def train(c: Config) -> TrainResult:
-        return run_training(c, log, tags=tags, start_from=start, on_epoch=on_epoch, register=False)
+    def train(c: Config, more_tags: dict[str, str] | None = None) -> TrainResult:
+        return run_training(
+            c, log, tags={**tags, **(more_tags or {})}, start_from=start, on_epoch=on_epoch, register=False
+        )
 
     def score(candidate: ModelBundle, blocks: list[list[int]]) -> Confusion:
         predictor = _predictor(candidate, cfg, scene)

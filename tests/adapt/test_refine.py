@@ -219,6 +219,7 @@ def test_a_cross_validated_refinement_holds_out_every_block_once(
     assert "train_loss" in last.metrics and "val_loss" not in last.metrics  # no validation tiles
     assert last.tags["resseg.refine_verdict"] == verdict.line()
     assert "val_f1" in runs["refine-folds-fold1"].data.metrics
+    assert runs["refine-folds-fold2"].data.tags["resseg.fold"] == "2/2" and "resseg.fold" not in last.tags
 
     # the dataset without validation tiles chooses no epoch on them
     from resseg_ray.errors import ConfigError
