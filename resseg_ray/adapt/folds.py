@@ -127,7 +127,10 @@ def cross_validate(
         )
         held = held_out_blocks(dataset, scene_uri, settings)
         log(f"fold {i} of {k}: refining without its {len(held)} held-out blocks (train.folds)")
-        result = train(cfg, {"resseg.fold": f"{i}/{k}"})
+        try:
+            result = train(cfg, {"resseg.fold": f"{i}/{k}"})
+        except InputDataError as exc:  # e.g. too few training tiles around this fold
+            raise InputDataError(f"train.folds={k}: fold {i}: {exc}; or lower train.folds") from None
         model = load_bundle_bytes(fetch_bundle_bytes(result.bundle_uri, settings), result.bundle_uri)
         log(f"fold {i} of {k}: scoring the refined model on its held-out blocks ...")
         counts = score(model, held)
