@@ -92,6 +92,18 @@ def refine_case(
         "kept": r.verdict.chosen,
         "heldout": r.verdict.to_dict(),
         "seconds": seconds,
+        # how each candidate errs on the rest: precision, recall and the share of its pixels it
+        # calls buildings (label-free), against the true share
+        **{
+            f"{key}_{m}": score.metrics[m]
+            for key, score in (("before", r.before), ("adapted", r.adapted), ("refined", r.after))
+            for m in ("precision", "recall")
+        },
+        **{
+            f"{key}_building_share": float(score.confusion.counts[:, 1].sum() / score.confusion.counts.sum())
+            for key, score in (("before", r.before), ("adapted", r.adapted), ("refined", r.after))
+        },
+        "true_building_share": float(r.before.confusion.counts[1, :].sum() / r.before.confusion.counts.sum()),
     }
     print(
         f"{model} {stem} {100 * r.area.fraction:.1f} % {placement} {variant}: F1 before "
