@@ -39,7 +39,6 @@ __all__ = [
     "every_block",
     "held_out_blocks",
     "prepare_folds",
-    "whole_blocks",
 ]
 
 
@@ -53,8 +52,6 @@ class CrossValidation:
     """Every fold's blocks (``[col, row, w, h]``): each annotated block that can be held out whole."""
     epochs: list[int]
     """The epoch each run chose on its fold (``train.select``)."""
-    run_ids: list[str]
-    """Their MLflow runs."""
 
     @property
     def final_epochs(self) -> int:
@@ -81,7 +78,7 @@ def prepare_folds(
     fold ``i`` held out in the ``i``-th: an area too small for them is refused here, before
     anything is trained."""
     k, block = rcfg.train.folds, rcfg.data.split_block
-    n = whole_blocks(area, block)
+    n = _whole_blocks(area, block)
     if n < k:
         raise InputDataError(
             f"train.folds={k}: the annotated area holds {n} whole data.split_block ({block} px) "
@@ -98,7 +95,7 @@ def prepare_folds(
             raise InputDataError(f"train.folds={k}: fold {i + 1}: {exc}; or lower train.folds") from None
 
 
-def whole_blocks(mask: np.ndarray, block: int) -> int:
+def _whole_blocks(mask: np.ndarray, block: int) -> int:
     """How many blocks of the ``block`` px grid lie wholly inside ``mask``."""
     h, w = mask.shape[0] // block, mask.shape[1] // block
     return int(mask[: h * block, : w * block].reshape(h, block, w, block).all(axis=(1, 3)).sum())
@@ -119,7 +116,6 @@ def cross_validate(
     pooled: Confusion | None = None
     blocks: list[list[int]] = []
     epochs: list[int] = []
-    runs: list[str] = []
     for i in range(1, k + 1):
         dataset = fold_dataset(rcfg, i)
         cfg = rcfg.replace(
@@ -137,9 +133,8 @@ def cross_validate(
         pooled = counts if pooled is None else pooled + counts
         blocks += held
         epochs.append(int(model.info.extra.get("epoch", result.progress.epochs_done)))
-        runs.append(result.mlflow_run_id)
     assert pooled is not None
-    return CrossValidation(pooled, blocks, epochs, runs)
+    return CrossValidation(pooled, blocks, epochs)
 
 
 def held_out_blocks(dataset: str, scene_uri: str, settings: StorageSettings) -> list[list[int]]:
